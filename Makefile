@@ -1,0 +1,26 @@
+# Two entry points (see README): `make demo` and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: install install-data demo test test-slow lint bench
+
+install:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[test,plot]"
+
+install-data: install
+	$(PIP) install -q -e ".[data]"
+
+demo: install
+	tdn-relax examples/molecules/aspirin.xyz -o demo_relaxed.extxyz
+
+test: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+
+test-slow: install
+	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+
+lint:
+	$(PYTHON) -m ruff check .

@@ -1,0 +1,1 @@
+"""Command-line interface: ``tdn-relax`` and ``tdn`` (installed as ``tdn_calc.cli``)."""

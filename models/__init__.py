@@ -1,0 +1,1 @@
+"""Pretrained TDN checkpoints and their manifest (installed as ``tdn_calc.models``)."""
