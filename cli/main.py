@@ -9,7 +9,7 @@ import click
 
 # subcommand name -> (module, attribute, one-line help)
 _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "models": ("tdn_calc.cli.models", "models", "List, inspect, verify and download pretrained models."),
+    "models": ("tdn_calc.cli.models", "models", "List, inspect, verify, download models."),
     "data": ("tdn_calc.cli.data", "data", "Build, import and inspect HDF5 training data sets."),
     "train": ("tdn_calc.cli.train", "train", "Train a TDN model from a config file."),
     "eval": ("tdn_calc.cli.train", "evaluate", "Evaluate a model on an HDF5 data set."),
