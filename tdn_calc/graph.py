@@ -1,0 +1,162 @@
+"""Neighbour lists (via vesin) and conversion of structures into an :class:`AtomicGraph`.
+
+Edges follow ``ase.neighborlist.neighbor_list("ijS")``: a full list (both ``i -> j`` and
+``j -> i``), no self-pair at zero shift, and ``r_ij = pos[j] - pos[i] + S @ cell`` for every
+pair with ``|r_ij| < cutoff``. Full, mixed (slabs, wires) and no periodicity, non-orthogonal
+cells and cells smaller than the cutoff (several images of one atom) are all handled by vesin.
+Edges are sorted by centre ``i``, then neighbour ``j``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import vesin
+from ase import Atoms
+
+from .atomic_graph import AtomicGraph
+from .errors import InputError
+from .validation import check_cell, normalize_pbc
+
+# (atomic numbers [n], positions [n, 3] Å, cell [3, 3] Å or None, pbc [3] bool)
+SystemArrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | Sequence[bool]"]
+
+
+def neighbor_list_with_distances(
+    positions: np.ndarray,
+    cell: np.ndarray | None,
+    pbc: bool | Iterable[bool],
+    cutoff: float,
+    *,
+    max_neighbors: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`neighbor_list`, also returning the ``[E]`` float64 distances ``|r_ij|``, Å."""
+    positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
+    pbc = normalize_pbc(pbc)
+    check_cell(cell, pbc)
+    box = np.zeros((3, 3)) if not pbc.any() else np.asarray(cell, dtype=np.float64)
+    if len(positions) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros((0, 3), dtype=np.int64), np.zeros(0)
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    i, j, S, d = calculator.compute(
+        points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd"
+    )
+    i, j, S = i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
+    if max_neighbors is not None:
+        i, j, S, d = _keep_nearest(i, j, S, d, max_neighbors)
+    order = np.lexsort((j, i))
+    return i[order], j[order], S[order], d[order]
+
+
+def neighbor_list(
+    positions: np.ndarray,
+    cell: np.ndarray | None,
+    pbc: bool | Iterable[bool],
+    cutoff: float,
+    *,
+    max_neighbors: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs closer than ``cutoff``.
+
+    Args:
+        positions: ``[n_atoms, 3]`` Cartesian positions, Å (need not be wrapped into the cell).
+        cell: ``[3, 3]`` lattice vectors as rows, Å; may be ``None`` when nothing is periodic.
+            Lattice vectors of non-periodic directions are ignored (may be zero).
+        pbc: periodicity along each lattice vector (a single bool applies to all three).
+        cutoff: radial cutoff, Å.
+        max_neighbors: keep only the nearest ``max_neighbors`` neighbours of each centre
+            (ties broken by the order vesin returns). This truncation makes the energy a
+            discontinuous function of the positions; leave it ``None`` for relaxations and MD.
+
+    Returns:
+        ``(i, j, S)``: ``[E]`` int64 centres, ``[E]`` int64 neighbours and ``[E, 3]`` int64
+        cell shifts, with ``r_ij = positions[j] - positions[i] + S @ cell``.
+    """
+    i, j, S, _ = neighbor_list_with_distances(
+        positions, cell, pbc, cutoff, max_neighbors=max_neighbors
+    )
+    return i, j, S
+
+
+def _keep_nearest(
+    i: np.ndarray, j: np.ndarray, S: np.ndarray, d: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keep, for every centre, the ``k`` edges of smallest distance."""
+    order = np.lexsort((d, i))  # by centre, then distance
+    i, j, S, d = i[order], j[order], S[order], d[order]
+    starts = np.searchsorted(i, i, side="left")  # first edge of each edge's centre
+    keep = (np.arange(len(i)) - starts) < k
+    return i[keep], j[keep], S[keep], d[keep]
+
+
+def arrays_to_graph(
+    systems: Sequence[SystemArrays],
+    cutoff: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    max_neighbors: int | None = None,
+) -> AtomicGraph:
+    """Batch structures given as raw arrays into one :class:`AtomicGraph`.
+
+    Args:
+        systems: ``(numbers [n], positions [n, 3] Å, cell [3, 3] Å or None, pbc [3])`` each.
+        cutoff: neighbour cutoff, Å.
+        dtype: floating dtype of positions, shifts and cell.
+        device: where the tensors go.
+        max_neighbors: see :func:`neighbor_list`.
+
+    Non-periodic structures get a zero cell, as :class:`AtomicGraph` expects.
+    """
+    if len(systems) == 0:
+        raise InputError("no structures to convert; give at least one")
+    numbers_all, positions_all, system_idx, edges, shifts, cells, pbcs = [], [], [], [], [], [], []
+    offset = 0
+    for s, (numbers, positions, cell, pbc) in enumerate(systems):
+        numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
+        positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        pbc = normalize_pbc(pbc)
+        i, j, S = neighbor_list(positions, cell, pbc, cutoff, max_neighbors=max_neighbors)
+        numbers_all.append(numbers)
+        positions_all.append(positions)
+        system_idx.append(np.full(len(numbers), s, dtype=np.int64))
+        edges.append(np.stack([i, j]) + offset)
+        shifts.append(S)
+        cells.append(np.zeros((3, 3)) if not pbc.any() else np.asarray(cell, dtype=np.float64))
+        pbcs.append(pbc)
+        offset += len(numbers)
+
+    def floats(arr: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(arr).to(device=device, dtype=dtype)
+
+    def ints(arr: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(arr).to(device=device, dtype=torch.int64)
+
+    return AtomicGraph(
+        positions=floats(np.concatenate(positions_all)),
+        atomic_numbers=ints(np.concatenate(numbers_all)),
+        system_idx=ints(np.concatenate(system_idx)),
+        edge_index=ints(np.concatenate(edges, axis=1)),
+        shifts=floats(np.concatenate(shifts).astype(np.float64)),
+        cell=floats(np.stack(cells)),
+        pbc=torch.from_numpy(np.stack(pbcs)).to(device=device),
+    )
+
+
+def atoms_to_graph(
+    atoms_list: Atoms | Sequence[Atoms],
+    cutoff: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    max_neighbors: int | None = None,
+) -> AtomicGraph:
+    """Batch one or several ``ase.Atoms`` into an :class:`AtomicGraph` (see
+    :func:`arrays_to_graph` for the arguments)."""
+    if isinstance(atoms_list, Atoms):
+        atoms_list = [atoms_list]
+    systems = [(a.numbers, a.positions, a.cell.array, a.pbc) for a in atoms_list]
+    return arrays_to_graph(systems, cutoff, dtype=dtype, device=device, max_neighbors=max_neighbors)

@@ -1,0 +1,152 @@
+"""Checks on a structure before it reaches a model.
+
+Each check raises an :class:`~tdn_calc.errors.InputError` (or its subclass
+:class:`~tdn_calc.errors.UnsupportedElementError`) whose message names the offending atom,
+element or lattice vector and says what is allowed. Shared by the ASE calculator and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from .errors import InputError, UnsupportedElementError
+
+#: Default smallest allowed interatomic distance, Å.
+DEFAULT_MIN_DISTANCE = 0.3
+# A periodic lattice vector shorter than this (Å), or a periodic volume/area below
+# _MIN_MEASURE, makes the cell degenerate.
+_MIN_LENGTH = 1e-6
+_MIN_MEASURE = 1e-9
+_AXES = "abc"
+
+
+def _symbol(z: int) -> str:
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
+
+
+def normalize_pbc(pbc: bool | Iterable[bool] | np.ndarray) -> np.ndarray:
+    """``pbc`` as a ``[3]`` bool array (a single bool applies to all three directions)."""
+    arr = np.asarray(pbc, dtype=bool).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, 3)
+    if arr.size != 3:
+        raise InputError(f"pbc must be a bool or three bools, got {pbc!r}")
+    return arr
+
+
+def check_not_empty(numbers: np.ndarray) -> None:
+    """Raise if the structure has no atoms."""
+    if len(numbers) == 0:
+        raise InputError("the structure has no atoms; give at least one atom")
+
+
+def check_elements(numbers: np.ndarray, supported: Iterable[int]) -> None:
+    """Raise :class:`UnsupportedElementError` naming the first atom whose element is not
+    in ``supported`` (atomic numbers)."""
+    supported_set = {int(z) for z in supported}
+    bad = [k for k, z in enumerate(np.asarray(numbers).tolist()) if z not in supported_set]
+    if bad:
+        k = bad[0]
+        z = int(numbers[k])
+        others = sorted({_symbol(int(numbers[m])) for m in bad})
+        allowed = " ".join(_symbol(s) for s in sorted(supported_set))
+        raise UnsupportedElementError(
+            f"element {_symbol(z)} (atom {k}) is not supported by this model "
+            f"(unsupported in this structure: {', '.join(others)}; supported: {allowed})"
+        )
+
+
+def check_finite_positions(positions: np.ndarray, numbers: np.ndarray | None = None) -> None:
+    """Raise naming the first atom with a NaN or infinite coordinate (positions ``[n, 3]``, Å)."""
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise InputError(f"positions must have shape [n_atoms, 3], got {list(pos.shape)}")
+    bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
+    if bad.size:
+        k = int(bad[0])
+        label = f"atom {k}" + (f" ({_symbol(int(numbers[k]))})" if numbers is not None else "")
+        raise InputError(
+            f"{label} has a non-finite position {pos[k].tolist()}; "
+            f"{bad.size} atom(s) have NaN/inf coordinates"
+        )
+
+
+def check_cell(cell: np.ndarray | None, pbc: np.ndarray) -> None:
+    """Raise if a periodic direction has no valid lattice vector.
+
+    ``cell``: ``[3, 3]`` rows are lattice vectors, Å. For every periodic direction the lattice
+    vector must be finite and non-zero, and the periodic vectors must span a non-degenerate
+    volume (3D), area (2D) or length (1D).
+    """
+    pbc = normalize_pbc(pbc)
+    if not pbc.any():
+        return
+    if cell is None:
+        raise InputError(f"pbc={pbc.tolist()} but no cell was given; set a cell or pbc=False")
+    cell = np.asarray(cell, dtype=np.float64)
+    if cell.shape != (3, 3):
+        raise InputError(f"cell must have shape [3, 3], got {list(cell.shape)}")
+    if not np.isfinite(cell).all():
+        raise InputError(f"cell has non-finite entries: {cell.tolist()}")
+    vectors = cell[pbc]
+    for axis in np.flatnonzero(pbc):
+        if np.linalg.norm(cell[axis]) < _MIN_LENGTH:
+            raise InputError(
+                f"pbc is True along {_AXES[axis]} but lattice vector {_AXES[axis]} is zero "
+                f"({cell[axis].tolist()} Å); give a cell or set pbc False along {_AXES[axis]}"
+            )
+    measure = float(np.sqrt(abs(np.linalg.det(vectors @ vectors.T))))  # volume / area / length
+    if measure < _MIN_MEASURE:
+        names = ", ".join(_AXES[a] for a in np.flatnonzero(pbc))
+        raise InputError(
+            f"the periodic lattice vectors ({names}) are linearly dependent (degenerate cell "
+            f"{cell.tolist()} Å); give a cell with non-zero volume in the periodic directions"
+        )
+
+
+def check_min_distance(
+    positions: np.ndarray,
+    cell: np.ndarray | None,
+    pbc: np.ndarray,
+    numbers: np.ndarray,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+) -> None:
+    """Raise naming the closest pair of atoms if any two (periodic images included) are
+    closer than ``min_distance`` Å. ``min_distance <= 0`` disables the check."""
+    if min_distance <= 0 or len(numbers) == 0:
+        return
+    from .graph import neighbor_list_with_distances  # graph imports this module
+
+    i, j, _, d = neighbor_list_with_distances(positions, cell, pbc, min_distance)
+    if d.size:
+        k = int(np.argmin(d))
+        a, b = int(i[k]), int(j[k])
+        what = "a periodic image of itself" if a == b else f"atom {b} ({_symbol(int(numbers[b]))})"
+        raise InputError(
+            f"atom {a} ({_symbol(int(numbers[a]))}) is {d[k]:.3f} Å from {what}, closer than "
+            f"the minimum distance {min_distance} Å; fix the structure or lower min_distance"
+        )
+
+
+def validate_structure(
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    cell: np.ndarray | None,
+    pbc: bool | Iterable[bool],
+    *,
+    supported_elements: Iterable[int] | None = None,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+) -> None:
+    """Run every check: not empty, supported elements, finite positions, valid cell for the
+    periodic directions, and no two atoms closer than ``min_distance`` Å."""
+    numbers = np.asarray(numbers)
+    pbc = normalize_pbc(pbc)
+    check_not_empty(numbers)
+    if supported_elements is not None:
+        check_elements(numbers, supported_elements)
+    check_finite_positions(positions, numbers)
+    check_cell(cell, pbc)
+    check_min_distance(positions, cell, pbc, numbers, min_distance)
