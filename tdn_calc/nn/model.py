@@ -1,0 +1,188 @@
+"""`TDNModel`: energy, forces and stress of batched atomic graphs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from ..atomic_graph import AtomicGraph
+from ..errors import UnsupportedElementError
+from .attention import EdgeGeometry, GraphAttention
+from .config import TDNConfig
+from .layers import DegreeLayerNorm, DegreeLinear, FeedForward
+from .radial import RadialWeights, polynomial_envelope
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``."""
+
+    def __init__(self, config: TDNConfig) -> None:
+        super().__init__()
+        self.norm_attention = DegreeLayerNorm(config.lmax, config.channels)
+        self.attention = GraphAttention(config)
+        self.norm_ffn = DegreeLayerNorm(config.lmax, config.channels)
+        self.ffn = FeedForward(config.lmax, config.channels, config.ffn_multiplier)
+
+    def forward(self, x: torch.Tensor, edges: EdgeGeometry) -> torch.Tensor:
+        x = x + self.attention(self.norm_attention(x), edges)
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class DegreeEmbedding(nn.Module):
+    """Initial equivariant features from the neighbourhood: ``[N, C] -> [N, d, C]``.
+
+    ``x_i = W (sum_j Y_ij (w(r_ij) * h_j)) / sqrt(avg_num_neighbors)`` with ``h_j`` the
+    element embedding of the neighbour.
+    """
+
+    def __init__(self, config: TDNConfig) -> None:
+        super().__init__()
+        self.radial = RadialWeights(
+            config.cutoff,
+            config.num_radial,
+            config.radial_hidden,
+            config.channels,
+            config.envelope_exponent,
+        )
+        self.linear = DegreeLinear(config.lmax, config.channels, config.channels)
+        self.norm = 1.0 / math.sqrt(config.avg_num_neighbors)
+
+    def forward(self, h: torch.Tensor, edges: EdgeGeometry) -> torch.Tensor:
+        w = self.radial(edges.distance, edges.envelope) * h[edges.neighbour]  # [E, C]
+        messages = edges.sh.unsqueeze(-1) * w.unsqueeze(1)  # [E, d, C]
+        shape = (h.shape[0], edges.sh.shape[1], h.shape[1])
+        summed = torch.zeros(shape, dtype=h.dtype, device=h.device).index_add(
+            0, edges.centre, messages
+        )
+        return self.linear(summed * self.norm)
+
+
+class TDNModel(nn.Module):
+    """Tensor Decomposition Network interatomic potential.
+
+    The energy is a sum of per-atom energies ``E_i = E0[Z_i] + scale * f(x_i) + shift``;
+    forces ``F = -dE/dx`` and stress ``(1/V) dE/d(strain)`` come from autograd in one
+    backward pass, so they are exactly conservative.
+    """
+
+    def __init__(self, config: TDNConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, lmax = config.channels, config.lmax
+        z_to_index = torch.full((119,), -1, dtype=torch.long)
+        z_to_index[torch.tensor(config.elements)] = torch.arange(len(config.elements))
+        self.register_buffer("z_to_index", z_to_index, persistent=False)
+        self.sh_irreps = o3.Irreps.spherical_harmonics(lmax)
+        self.embedding = nn.Embedding(len(config.elements), c)
+        self.degree_embedding = DegreeEmbedding(config)
+        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.norm_out = DegreeLayerNorm(lmax, c)
+        self.head = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
+        energies = config.atomic_energies or [0.0] * len(config.elements)
+        self.register_buffer("atomic_energies", torch.tensor(energies, dtype=torch.float64))
+        self.scale = nn.Parameter(torch.tensor(float(config.energy_scale)))
+        self.shift = nn.Parameter(torch.tensor(float(config.energy_shift)))
+
+    @property
+    def elements(self) -> list[int]:
+        return list(self.config.elements)
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.cutoff)
+
+    def species_index(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """``[N]`` index into ``config.elements``; raises for elements the model lacks."""
+        index = self.z_to_index[atomic_numbers.clamp(0, 118)]
+        bad = (index < 0) | (atomic_numbers < 1) | (atomic_numbers > 118)
+        if bool(bad.any()):
+            z = sorted(set(atomic_numbers[bad].tolist()))
+            raise UnsupportedElementError(
+                f"atomic numbers {z} are not supported by this model; it knows {self.elements}"
+            )
+        return index
+
+    def _edge_geometry(self, graph: AtomicGraph, positions, cell) -> EdgeGeometry:
+        i, j = graph.edge_index[0], graph.edge_index[1]
+        offsets = torch.einsum("ek,ekl->el", graph.shifts, cell[graph.system_idx[i]])
+        vectors = positions[j] - positions[i] + offsets
+        distance = torch.linalg.vector_norm(vectors, dim=-1)
+        sh = o3.spherical_harmonics(
+            self.sh_irreps, vectors, normalize=True, normalization="component"
+        )
+        envelope = polynomial_envelope(distance, self.cutoff, self.config.envelope_exponent)
+        return EdgeGeometry(i, j, distance, sh, envelope)
+
+    def node_features(self, graph: AtomicGraph, positions=None, cell=None) -> torch.Tensor:
+        """Final normalised features ``[N, d, C]`` (their scalars feed the energy head)."""
+        positions = graph.positions if positions is None else positions
+        cell = graph.cell if cell is None else cell
+        edges = self._edge_geometry(graph, positions, cell)
+        h = self.embedding(self.species_index(graph.atomic_numbers))
+        x = self.degree_embedding(h, edges)
+        x = torch.cat([x[:, :1, :] + h.unsqueeze(1), x[:, 1:, :]], dim=1)
+        for block in self.blocks:
+            x = block(x, edges)
+        return self.norm_out(x)
+
+    def forward(
+        self,
+        graph: AtomicGraph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies and their derivatives.
+
+        Returns a dict with ``"energy"`` ``[S]`` eV, ``"energies"`` ``[N]`` eV per atom,
+        ``"forces"`` ``[N, 3]`` eV/Å (if ``compute_forces``) and ``"stress"`` ``[S, 3, 3]``
+        eV/Å^3 (if ``compute_stress``; ASE sign convention, zero for systems without a
+        3D cell). ``training=True`` keeps the autograd graph so a force/stress loss can be
+        back-propagated.
+        """
+        positions, cell = graph.positions, graph.cell
+        inputs = []
+        with torch.enable_grad():
+            if compute_forces or compute_stress:
+                positions = positions.detach().requires_grad_(True)
+                inputs.append(positions)
+            if compute_stress:
+                strain = torch.zeros_like(cell, requires_grad=True)
+                inputs.append(strain)
+                deformation = torch.eye(3, dtype=cell.dtype, device=cell.device) + strain
+                cell = cell @ deformation
+                positions_used = torch.einsum(
+                    "ni,nij->nj", positions, deformation[graph.system_idx]
+                )
+            else:
+                positions_used = positions
+            x = self.node_features(graph, positions_used, cell)
+            raw = self.head(x[:, 0, :]).squeeze(-1)
+            species = self.species_index(graph.atomic_numbers)
+            energies = self.atomic_energies[species].to(raw.dtype) + self.scale * raw + self.shift
+            energy = torch.zeros(graph.n_systems, dtype=raw.dtype, device=raw.device)
+            energy = energy.index_add(0, graph.system_idx, energies)
+            out = {"energy": energy, "energies": energies}
+            if inputs:
+                grads = torch.autograd.grad(
+                    energy.sum(), inputs, create_graph=training, allow_unused=True
+                )
+                grads = [
+                    torch.zeros_like(t) if g is None else g
+                    for g, t in zip(grads, inputs, strict=True)
+                ]
+                if compute_forces:
+                    out["forces"] = -grads[0]
+                if compute_stress:
+                    volume = torch.linalg.det(graph.cell).abs()
+                    safe = torch.where(volume > 1e-8, volume, torch.ones_like(volume))
+                    stress = grads[-1] / safe.view(-1, 1, 1)
+                    out["stress"] = torch.where(
+                        (volume > 1e-8).view(-1, 1, 1), stress, torch.zeros_like(stress)
+                    )
+        if not training:
+            out = {k: v.detach() for k, v in out.items()}
+        return out

@@ -1,0 +1,143 @@
+"""Path-weight-shared tensor products of node features with edge spherical harmonics.
+
+All backends compute, per edge ``e`` and channel ``c``::
+
+    out[e, k, c] = w[e, c] * sum_ij T[i, j, k] x[e, i, c] y[e, j]
+
+with ``T`` the normalised, parity-respecting CG tensor of :func:`~tdn_calc.nn.cg.cg_tensor`
+(one weight per channel shared by every path ``l1 x l2 -> l3``, TDN's "uvu" sharing).
+
+* ``exact``: build ``M(y) = sum_j T[:, j, :] y_j`` (``[E, d, d]``, no channel axis), then
+  ``out = w * (M^T x)``: ``~d^3 + 2 d^2 C`` flops per edge, exactly equivariant.
+* ``cp``: TDN's CP decomposition ``T ~ sum_r A[:, r] B[:, r] C[:, r]``. Two contraction
+  orders give the same numbers: "factor" (``C ((A^T x) * (B^T y))``, ``~4 d r C``) and
+  "matrix" (``M = A diag(B^T y) C^T`` then ``M^T x``, ``~2 d^2 r + 2 d^2 C``); the cheaper
+  one for the given ``C`` is used. Approximately equivariant (error = the fit error).
+* ``e3nn``: e3nn's ``TensorProduct`` with the same paths, path weights and shared
+  per-channel weights; the reference for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from .cg import cg_tensor, path_weight
+from .cp_fit import fit_cg_cp
+from .irreps import allowed_paths, from_e3nn_layout, irreps_string, num_components, to_e3nn_layout
+
+
+class SharedPathTensorProduct(nn.Module):
+    """Interface: ``forward(x [E, d, C], y [E, d], w [E, C]) -> [E, d, C]``."""
+
+    def __init__(self, lmax: int, channels: int) -> None:
+        super().__init__()
+        self.lmax = lmax
+        self.channels = channels
+        self.dim = num_components(lmax)
+
+    def flops_per_edge(self) -> int:
+        """Multiply-adds x2 per edge for the forward pass (for benchmark reports)."""
+        raise NotImplementedError
+
+
+class ExactTensorProduct(SharedPathTensorProduct):
+    """Exact CG product through the per-edge matrix ``M(y)`` (see module docstring)."""
+
+    def __init__(self, lmax: int, channels: int) -> None:
+        super().__init__(lmax, channels)
+        d = self.dim
+        # t_j[j, i*d + k] = T[i, j, k]
+        t = cg_tensor(lmax, torch.get_default_dtype())
+        self.register_buffer("t_j", t.permute(1, 0, 2).reshape(d, d * d).contiguous())
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        m = (y @ self.t_j).view(-1, self.dim, self.dim)  # [E, i, k]
+        return torch.bmm(m.transpose(1, 2), x) * w.unsqueeze(1)
+
+    def flops_per_edge(self) -> int:
+        d, c = self.dim, self.channels
+        return 2 * d**3 + 2 * d * d * c + d * c
+
+
+class CPTensorProduct(SharedPathTensorProduct):
+    """CP-decomposed product with factors fitted once by ALS (frozen buffers)."""
+
+    def __init__(self, lmax: int, channels: int, rank: int, order: str = "auto") -> None:
+        super().__init__(lmax, channels)
+        fit = fit_cg_cp(lmax, rank)
+        dtype = torch.get_default_dtype()
+        self.rank = rank
+        self.fit_error = fit.relative_error
+        self.register_buffer("a", torch.as_tensor(fit.a, dtype=dtype))
+        self.register_buffer("b", torch.as_tensor(fit.b, dtype=dtype))
+        self.register_buffer("c", torch.as_tensor(fit.c, dtype=dtype))
+        if order == "auto":
+            order = "matrix" if self._flops("matrix") <= self._flops("factor") else "factor"
+        if order not in ("matrix", "factor"):
+            raise ValueError(f"order must be 'auto', 'matrix' or 'factor', got {order!r}")
+        self.order = order
+
+    def _flops(self, order: str) -> int:
+        d, r, c = self.dim, self.rank, self.channels
+        if order == "matrix":
+            return 2 * d * r + 2 * d * d * r + 2 * d * d * c + d * c
+        return 2 * d * r + 4 * d * r * c + r * c + d * c
+
+    def flops_per_edge(self) -> int:
+        return self._flops(self.order)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        yb = y @ self.b  # [E, r]
+        if self.order == "matrix":
+            m = (self.a.unsqueeze(0) * yb.unsqueeze(1)) @ self.c.T  # [E, i, k]
+            return torch.bmm(m.transpose(1, 2), x) * w.unsqueeze(1)
+        xa = torch.einsum("eic,ir->erc", x, self.a) * yb.unsqueeze(-1)  # [E, r, C]
+        return torch.einsum("erc,kr->ekc", xa, self.c) * w.unsqueeze(1)
+
+
+class E3nnTensorProduct(SharedPathTensorProduct):
+    """e3nn's ``TensorProduct`` with the same paths and shared per-channel weights."""
+
+    def __init__(self, lmax: int, channels: int) -> None:
+        super().__init__(lmax, channels)
+        paths = allowed_paths(lmax)
+        fan_in = {l3: sum(1 for p in paths if p[2] == l3) for l3 in range(lmax + 1)}
+        self.n_paths = len(paths)
+        self.tp = o3.TensorProduct(
+            irreps_string(lmax, channels),
+            irreps_string(lmax, 1),
+            irreps_string(lmax, channels),
+            # e3nn multiplies each path by the square root of the factor given here
+            [(l1, l2, l3, "uvu", True, path_weight(l3, fan_in[l3]) ** 2) for l1, l2, l3 in paths],
+            irrep_normalization="none",
+            path_normalization="none",
+            internal_weights=False,
+            shared_weights=False,
+        )
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        weights = w.unsqueeze(1).expand(n, self.n_paths, self.channels).reshape(n, -1)
+        out = self.tp(to_e3nn_layout(x, self.lmax), y, weights)
+        return from_e3nn_layout(out, self.lmax, self.channels)
+
+    def flops_per_edge(self) -> int:
+        total = 0
+        for l1, l2, l3 in allowed_paths(self.lmax):
+            total += 2 * (2 * l1 + 1) * (2 * l2 + 1) * (2 * l3 + 1) * self.channels
+        return total
+
+
+def make_tensor_product(
+    backend: str, lmax: int, channels: int, rank: int | None = None
+) -> SharedPathTensorProduct:
+    """Build the tensor product ``backend`` (``"exact"``, ``"cp"`` or ``"e3nn"``)."""
+    if backend == "exact":
+        return ExactTensorProduct(lmax, channels)
+    if backend == "cp":
+        return CPTensorProduct(lmax, channels, rank if rank is not None else max(1, 7 * lmax**2))
+    if backend == "e3nn":
+        return E3nnTensorProduct(lmax, channels)
+    raise ValueError(f"unknown tensor-product backend {backend!r}; use 'exact', 'cp' or 'e3nn'")
