@@ -1,0 +1,247 @@
+"""Safe model checkpoints: one safetensors file per model.
+
+The file holds the weights (``model.state_dict()``) and, in the safetensors metadata
+(a str -> str map), three entries:
+
+* ``tdn_format_version``: the checkpoint format version (``"1"``);
+* ``tdn_config``: the :class:`~tdn_calc.nn.config.TDNConfig` as JSON;
+* ``tdn_card``: the model card as JSON (see :func:`make_card`).
+
+Loading parses the safetensors header, checks the file is complete, and reads tensors with
+``safetensors`` only: pickled PyTorch checkpoints are refused without being unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from ase.data import chemical_symbols
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .device import resolve_device, resolve_dtype
+from .errors import CheckpointError, ConfigError
+from .fileio import atomic_write
+from .nn.config import TDNConfig
+
+FORMAT_VERSION = 1
+UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"}
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header, bytes
+_FOREIGN_MAGIC = {
+    b"PK\x03\x04": "a zip archive (a torch.save checkpoint?)",
+    b"\x80": "a Python pickle (a torch.save checkpoint?)",
+    b"\x89HDF": "an HDF5 file",
+}
+
+
+def make_card(model: torch.nn.Module, card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model card stored with a checkpoint.
+
+    Fields: ``name``, ``description``, ``elements`` (symbols), ``cutoff`` (Å),
+    ``atomic_energies`` (symbol -> eV), ``units``, ``trained_on`` (``reference_method``,
+    ``dataset``, ``dataset_sha256``), ``metrics``, ``equivariance_error``,
+    ``tdn_calc_version``, ``created`` (UTC ISO 8601). Entries of ``card`` override the defaults,
+    except elements, cutoff, atomic energies and units, which always come from the config.
+    """
+    from . import __version__
+
+    config: TDNConfig = model.config
+    energies = config.atomic_energies or [0.0] * len(config.elements)
+    out: dict[str, Any] = {
+        "name": None,
+        "description": "",
+        "trained_on": {"reference_method": None, "dataset": None, "dataset_sha256": None},
+        "metrics": {},
+        "equivariance_error": None,
+        "tdn_calc_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out.update(card or {})
+    out.update(
+        elements=[chemical_symbols[z] for z in config.elements],
+        cutoff=config.cutoff,
+        atomic_energies={
+            chemical_symbols[z]: e for z, e in zip(config.elements, energies, strict=True)
+        },
+        units=dict(UNITS),
+    )
+    return out
+
+
+def save_model(
+    model: torch.nn.Module, path: str | os.PathLike, card: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` (a TDNModel) with its config and model card to ``path`` atomically.
+
+    Returns the path written. An existing file at ``path`` is replaced only once the new
+    file is complete.
+    """
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "tdn_format_version": str(FORMAT_VERSION),
+        "tdn_config": model.config.to_json(),
+        "tdn_card": json.dumps(make_card(model, card), sort_keys=True),
+    }
+    data = st_save(tensors, metadata=metadata)
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], bytes]:
+    """Check that ``path`` is a complete safetensors file; return its header and raw bytes."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    raw = path.read_bytes()
+    for magic, what in _FOREIGN_MAGIC.items():
+        if raw.startswith(magic):
+            raise CheckpointError(
+                f"{str(path)!r} is {what}, not a safetensors file; tdn-calc never unpickles "
+                "checkpoints. Convert it with tdn_calc.checkpoint.save_model in a trusted session"
+            )
+    if len(raw) < 8:
+        raise CheckpointError(
+            f"{str(path)!r} is truncated ({len(raw)} bytes): not a safetensors file"
+        )
+    (n_header,) = struct.unpack("<Q", raw[:8])
+    if n_header > _MAX_HEADER:
+        raise CheckpointError(
+            f"{str(path)!r} is not a safetensors file (header length {n_header} is implausible)"
+        )
+    if 8 + n_header > len(raw):
+        raise CheckpointError(
+            f"{str(path)!r} is truncated: header needs {8 + n_header} bytes, file has {len(raw)}"
+        )
+    try:
+        header = json.loads(raw[8 : 8 + n_header])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a safetensors file ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{str(path)!r} is not a safetensors file (header is not a map)")
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    expected = 8 + n_header + max(ends, default=0)
+    if len(raw) < expected:
+        raise CheckpointError(
+            f"{str(path)!r} is truncated: expected {expected} bytes, file has {len(raw)}"
+        )
+    return header, raw
+
+
+def read_metadata(path: str | os.PathLike) -> tuple[TDNConfig, dict[str, Any]]:
+    """The config and model card of a checkpoint, without building the model."""
+    header, _ = _read_header(Path(path))
+    return _parse_metadata(Path(path), header.get("__metadata__") or {})
+
+
+def _parse_metadata(path: Path, meta: dict[str, str]) -> tuple[TDNConfig, dict[str, Any]]:
+    version = meta.get("tdn_format_version")
+    if version is None or "tdn_config" not in meta:
+        raise CheckpointError(
+            f"{str(path)!r} is a safetensors file but not a tdn-calc checkpoint "
+            "(no tdn_format_version / tdn_config metadata)"
+        )
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint format version {version}; this tdn-calc reads "
+            f"version {FORMAT_VERSION}. Upgrade tdn-calc"
+        )
+    try:
+        config = TDNConfig.from_json(meta["tdn_config"])
+        card = json.loads(meta.get("tdn_card", "{}"))
+    except (ConfigError, json.JSONDecodeError, TypeError) as exc:
+        raise CheckpointError(f"{str(path)!r} has an invalid config or model card: {exc}") from exc
+    return config, card
+
+
+def _check_state_dict(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: file {list(state[k].shape)} vs config {list(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing weights {missing}")
+        if unexpected:
+            parts.append(f"unexpected weights {unexpected}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes))
+        raise CheckpointError(
+            f"weights in {str(path)!r} do not match its config: " + ", ".join(parts)
+        )
+
+
+def load_checkpoint_file(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    expected_sha256: str | None = None,
+) -> torch.nn.Module:
+    """Load a TDNModel from a safetensors checkpoint file (see :func:`load_model`)."""
+    from .nn.model import TDNModel
+
+    path = Path(path)
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    header, raw = _read_header(path)
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual.lower() != expected_sha256.lower():
+            raise CheckpointError(
+                f"sha256 mismatch for {str(path)!r}: expected {expected_sha256}, got {actual}; "
+                "the file is corrupt or not the published one (delete it and download again)"
+            )
+    config, card = _parse_metadata(path, header.get("__metadata__") or {})
+    try:
+        state = st_load(raw)
+    except SafetensorError as exc:
+        raise CheckpointError(f"{str(path)!r} is a corrupt safetensors file: {exc}") from exc
+    model = TDNModel(config)
+    _check_state_dict(path, model, state)
+    model.load_state_dict(state, strict=True)
+    model.card = card
+    return model.to(device=torch_device, dtype=torch_dtype).eval()
+
+
+def load_model(
+    path_or_name: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    manifest: str | os.PathLike | None = None,
+) -> torch.nn.Module:
+    """Load a TDNModel from a checkpoint path or a registered model name.
+
+    Args:
+        path_or_name: a ``.safetensors`` file, or a model name/alias from the registry (which
+            is downloaded once if needed and always checked against its sha256).
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        dtype: ``"float32"`` or ``"float64"``.
+        manifest: registry manifest to resolve names in (default: the shipped one, or
+            ``$TDN_MANIFEST``).
+
+    Returns:
+        The model in eval mode, with its model card (a dict) as ``model.card``.
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        return load_checkpoint_file(path, device=device, dtype=dtype)
+    if path.suffix == ".safetensors" or os.sep in str(path_or_name):
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    from .registry import resolve_model  # verifies the sha256 listed in the manifest
+
+    local = resolve_model(str(path_or_name), manifest=manifest)
+    return load_checkpoint_file(local, device=device, dtype=dtype)
