@@ -1,0 +1,258 @@
+"""The registry of pretrained models: ``models/manifest.json`` and its local cache.
+
+Manifest format::
+
+    {"format_version": 1,
+     "models": {"NAME": {"aliases": [...], "file": "x.safetensors", "sha256": "...",
+                         "size": 123, "elements": ["H", "C"], "reference_method": "...",
+                         "description": "...", "metrics": {...}, "license": "...",
+                         "url": "https://... (optional)", "deprecated": "NEW-NAME (optional)"}}}
+
+A model file is looked up next to the manifest (models shipped inside the package), then in
+the cache (``$TDN_CACHE_DIR``, default ``~/.cache/tdn-calc``), and otherwise downloaded once
+from its ``url`` into the cache (temporary file + rename). Its sha256 is checked before use.
+``TDN_OFFLINE=1`` forbids any network access. ``$TDN_MANIFEST`` (or the ``manifest``
+argument) points to another manifest, e.g. one listing test models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ase.data import atomic_numbers, chemical_symbols
+
+from .errors import CheckpointError, ModelNotFoundError, TDNError, UnsupportedElementError
+from .fileio import atomic_write, sha256_file
+
+MANIFEST_FORMAT_VERSION = 1
+_TIMEOUT_S = 60.0
+
+
+def _manifest_path(manifest: str | os.PathLike | None = None) -> Path:
+    if manifest is not None:
+        return Path(manifest)
+    if os.environ.get("TDN_MANIFEST"):
+        return Path(os.environ["TDN_MANIFEST"])
+    return Path(str(resources.files("tdn_calc.models").joinpath("manifest.json")))
+
+
+def cache_dir() -> Path:
+    """Where downloaded models live: ``$TDN_CACHE_DIR`` or ``~/.cache/tdn-calc``."""
+    return Path(os.environ.get("TDN_CACHE_DIR") or Path.home() / ".cache" / "tdn-calc")
+
+
+def offline() -> bool:
+    """True when ``TDN_OFFLINE`` is set to 1/true/yes."""
+    return os.environ.get("TDN_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def load_manifest(manifest: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """The manifest's models: ``{name: entry}``; each entry has its ``name`` filled in."""
+    path = _manifest_path(manifest)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TDNError(f"model manifest {str(path)!r} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise TDNError(f"model manifest {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format_version") != MANIFEST_FORMAT_VERSION:
+        raise TDNError(
+            f"model manifest {str(path)!r} must be an object with format_version "
+            f"{MANIFEST_FORMAT_VERSION}"
+        )
+    models = data.get("models", {})
+    out = {}
+    for name, entry in models.items():
+        missing = [k for k in ("file", "sha256", "elements") if k not in entry]
+        if missing:
+            raise TDNError(f"model {name!r} in {str(path)!r} lacks the fields {missing}")
+        out[name] = {"name": name, "aliases": [], **entry}
+    return out
+
+
+def list_models(manifest: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """All registered models (manifest entries), in manifest order."""
+    return list(load_manifest(manifest).values())
+
+
+def model_entry(name: str, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The manifest entry of ``name`` (a model name or alias, case-insensitive).
+
+    Raises:
+        ModelNotFoundError: unknown name (listing the known ones and close matches) or a
+            deprecated name (naming its replacement).
+    """
+    models = load_manifest(manifest)
+    lookup: dict[str, str] = {}
+    for key, entry in models.items():
+        for alias in [key, *entry.get("aliases", [])]:
+            lookup.setdefault(alias.lower(), key)
+    key = lookup.get(name.lower())
+    if key is None:
+        known = sorted(models)
+        close = difflib.get_close_matches(name.lower(), list(lookup), n=3)
+        hint = f" Did you mean {', '.join(sorted({lookup[c] for c in close}))}?" if close else ""
+        listing = ", ".join(known) if known else "none yet (pass a checkpoint path instead)"
+        raise ModelNotFoundError(f"unknown model {name!r}. Known models: {listing}.{hint}")
+    entry = models[key]
+    if entry.get("deprecated"):
+        raise ModelNotFoundError(
+            f"model {name!r} is deprecated; use {entry['deprecated']!r} instead"
+        )
+    return entry
+
+
+def _shipped_path(entry: dict[str, Any], manifest: str | os.PathLike | None) -> Path:
+    return _manifest_path(manifest).parent / entry["file"]
+
+
+def _cached_path(entry: dict[str, Any]) -> Path:
+    return cache_dir() / Path(entry["file"]).name
+
+
+def local_path(name: str, manifest: str | os.PathLike | None = None) -> Path | None:
+    """Where the file of ``name`` is on disk (shipped or cached), or None. Not verified."""
+    entry = model_entry(name, manifest)
+    for path in (_shipped_path(entry, manifest), _cached_path(entry)):
+        if path.is_file():
+            return path
+    return None
+
+
+def _download(entry: dict[str, Any], dest: Path) -> None:
+    """Stream ``entry['url']`` into ``dest`` atomically, checking the sha256 on the way."""
+    url = entry["url"]
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+            with atomic_write(dest, "wb") as handle:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    handle.write(chunk)
+                if digest.hexdigest() != entry["sha256"].lower():
+                    raise CheckpointError(
+                        f"download of model {entry['name']!r} from {url} has sha256 "
+                        f"{digest.hexdigest()}, the manifest says {entry['sha256']}; the file "
+                        "was discarded (the server's file or the manifest is wrong)"
+                    )
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise CheckpointError(
+            f"could not download model {entry['name']!r} from {url}: {exc}. Check the network, "
+            f"or download the file yourself and put it at {dest}"
+        ) from exc
+
+
+def resolve_model(
+    name: str, manifest: str | os.PathLike | None = None, *, force_download: bool = False
+) -> Path:
+    """A verified local path of the checkpoint of ``name``, downloading it once if needed.
+
+    Raises:
+        ModelNotFoundError: unknown name.
+        CheckpointError: sha256 mismatch, failed download, or missing file in offline mode.
+    """
+    entry = model_entry(name, manifest)
+    expected = entry["sha256"].lower()
+    shipped = _shipped_path(entry, manifest)
+    if shipped.is_file():
+        actual = sha256_file(shipped)
+        if actual != expected:
+            raise CheckpointError(
+                f"installed model file {shipped} has sha256 {actual}, the manifest says "
+                f"{expected}; reinstall tdn-calc"
+            )
+        return shipped
+    cached = _cached_path(entry)
+    if cached.is_file() and not force_download:
+        actual = sha256_file(cached)
+        if actual == expected:
+            return cached
+        problem = f"cached file {cached} is corrupt (sha256 {actual}, expected {expected})"
+    else:
+        problem = f"model {entry['name']!r} is not in the cache ({cached})"
+    if not entry.get("url"):
+        raise CheckpointError(f"{problem} and the manifest gives no download URL")
+    if offline():
+        raise CheckpointError(
+            f"{problem} and TDN_OFFLINE is set, so it is not downloaded. Run "
+            f"`tdn models download {entry['name']}` where the network is reachable (or copy "
+            f"the file to {cached}), or unset TDN_OFFLINE"
+        )
+    _download(entry, cached)
+    return cached
+
+
+def verify_model(name: str, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Check the sha256 of the local file of ``name`` (never downloads).
+
+    Returns ``{"name", "path", "expected", "actual", "status"}`` with status ``"ok"``,
+    ``"mismatch"`` or ``"missing"``.
+    """
+    entry = model_entry(name, manifest)
+    path = local_path(name, manifest)
+    actual = sha256_file(path) if path is not None else None
+    status = (
+        "missing" if path is None else ("ok" if actual == entry["sha256"].lower() else "mismatch")
+    )
+    return {
+        "name": entry["name"],
+        "path": str(path) if path else None,
+        "expected": entry["sha256"],
+        "actual": actual,
+        "status": status,
+    }
+
+
+def model_info(name: str, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The manifest entry of ``name``, plus the checkpoint's model card (``"card"``) when the
+    file is available locally (no download)."""
+    from .checkpoint import read_metadata
+
+    info = dict(model_entry(name, manifest))
+    path = local_path(name, manifest)
+    info["local_path"] = str(path) if path else None
+    if path is not None:
+        _, info["card"] = read_metadata(path)
+    return info
+
+
+def _as_numbers(elements: Iterable[int | str]) -> list[int]:
+    return sorted({atomic_numbers[e] if isinstance(e, str) else int(e) for e in elements})
+
+
+def select_model_for(
+    elements: Iterable[int | str], manifest: str | os.PathLike | None = None
+) -> str:
+    """The registered model to use for a structure with these elements (symbols or atomic
+    numbers): the first non-deprecated model covering all of them, preferring entries marked
+    ``"default": true``.
+
+    Raises:
+        UnsupportedElementError: no registered model covers the elements (the message lists
+            each model and its elements).
+    """
+    wanted = _as_numbers(elements)
+    models = [m for m in load_manifest(manifest).values() if not m.get("deprecated")]
+    covering = [m for m in models if set(wanted) <= set(_as_numbers(m["elements"]))]
+    covering.sort(key=lambda m: not m.get("default", False))  # stable: manifest order
+    if covering:
+        return covering[0]["name"]
+    symbols = " ".join(chemical_symbols[z] for z in wanted)
+    if not models:
+        raise UnsupportedElementError(
+            f"no pretrained models are registered yet, so none can be chosen for {symbols}; "
+            "pass a checkpoint path or a TDNModel as `model`"
+        )
+    listing = "; ".join(f"{m['name']}: {' '.join(m['elements'])}" for m in models)
+    raise UnsupportedElementError(
+        f"no registered model supports all of {symbols}. Models and their elements: {listing}"
+    )
