@@ -72,7 +72,8 @@ class GraphAttention(nn.Module):
         message = self.tp_message(message, edges.sh, w_message)
 
         logits = self.alpha_act(self.alpha_lin(message[:, 0, :]))
-        logits = (logits.view(n_edges, self.heads, -1) * self.alpha_dot).sum(-1)  # [E, H]
+        head_dim = self.channels // self.heads
+        logits = (logits.view(n_edges, self.heads, head_dim) * self.alpha_dot).sum(-1)  # [E, H]
         logits = _LOGIT_BOUND * torch.tanh(logits / _LOGIT_BOUND)
         weights = edges.envelope.unsqueeze(-1) * torch.exp(logits)
         denominator = torch.ones(x.shape[0], self.heads, dtype=x.dtype, device=x.device)
@@ -80,6 +81,6 @@ class GraphAttention(nn.Module):
         alpha = weights / denominator[i]  # [E, H]
 
         value = self.tp_value(self.value(message), edges.sh, w_value)
-        value = value.view(n_edges, d, self.heads, -1) * alpha.view(n_edges, 1, self.heads, 1)
+        value = value.view(n_edges, d, self.heads, head_dim) * alpha.view(n_edges, 1, self.heads, 1)
         out = torch.zeros_like(x).index_add(0, i, value.view(n_edges, d, self.channels))
         return self.proj(out)

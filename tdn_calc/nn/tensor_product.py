@@ -29,13 +29,37 @@ from .irreps import allowed_paths, from_e3nn_layout, irreps_string, num_componen
 
 
 class SharedPathTensorProduct(nn.Module):
-    """Interface: ``forward(x [E, d, C], y [E, d], w [E, C]) -> [E, d, C]``."""
+    """Interface: ``forward(x [E, d, C], y [E, d], w [E, C]) -> [E, d, C]``.
+
+    Constant tensors (CG tensor, CP factors) are float64 buffers that stay float64 when
+    the module is cast (``.float()``, ``.to(dtype)``) and are cast to the input's dtype
+    at use, so a float64 model is exact to float64 precision whatever dtype it was
+    built in.
+    """
 
     def __init__(self, lmax: int, channels: int) -> None:
         super().__init__()
         self.lmax = lmax
         self.channels = channels
         self.dim = num_components(lmax)
+        self._constants: list[str] = []
+
+    def register_constant(self, name: str, value: torch.Tensor) -> None:
+        """Register a float64 buffer that module casts leave in float64."""
+        self.register_buffer(name, value.to(torch.float64).contiguous())
+        self._constants.append(name)
+
+    def _apply(self, fn, recurse=True):
+        masters = {name: getattr(self, name) for name in self._constants}
+        super()._apply(fn, recurse)
+        for name, master in masters.items():
+            moved = getattr(self, name)
+            setattr(self, name, master.to(device=moved.device))
+        return self
+
+    def constant(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The constant ``name`` in ``like``'s dtype."""
+        return getattr(self, name).to(like.dtype)
 
     def flops_per_edge(self) -> int:
         """Multiply-adds x2 per edge for the forward pass (for benchmark reports)."""
@@ -49,11 +73,10 @@ class ExactTensorProduct(SharedPathTensorProduct):
         super().__init__(lmax, channels)
         d = self.dim
         # t_j[j, i*d + k] = T[i, j, k]
-        t = cg_tensor(lmax, torch.get_default_dtype())
-        self.register_buffer("t_j", t.permute(1, 0, 2).reshape(d, d * d).contiguous())
+        self.register_constant("t_j", cg_tensor(lmax).permute(1, 0, 2).reshape(d, d * d))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        m = (y @ self.t_j).view(-1, self.dim, self.dim)  # [E, i, k]
+        m = (y @ self.constant("t_j", y)).view(-1, self.dim, self.dim)  # [E, i, k]
         return torch.bmm(m.transpose(1, 2), x) * w.unsqueeze(1)
 
     def flops_per_edge(self) -> int:
@@ -67,12 +90,10 @@ class CPTensorProduct(SharedPathTensorProduct):
     def __init__(self, lmax: int, channels: int, rank: int, order: str = "auto") -> None:
         super().__init__(lmax, channels)
         fit = fit_cg_cp(lmax, rank)
-        dtype = torch.get_default_dtype()
         self.rank = rank
         self.fit_error = fit.relative_error
-        self.register_buffer("a", torch.as_tensor(fit.a, dtype=dtype))
-        self.register_buffer("b", torch.as_tensor(fit.b, dtype=dtype))
-        self.register_buffer("c", torch.as_tensor(fit.c, dtype=dtype))
+        for name in ("a", "b", "c"):
+            self.register_constant(name, torch.from_numpy(getattr(fit, name)))
         if order == "auto":
             order = "matrix" if self._flops("matrix") <= self._flops("factor") else "factor"
         if order not in ("matrix", "factor"):
@@ -89,16 +110,21 @@ class CPTensorProduct(SharedPathTensorProduct):
         return self._flops(self.order)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        yb = y @ self.b  # [E, r]
+        a, b, c = (self.constant(name, x) for name in ("a", "b", "c"))
+        yb = y @ b  # [E, r]
         if self.order == "matrix":
-            m = (self.a.unsqueeze(0) * yb.unsqueeze(1)) @ self.c.T  # [E, i, k]
+            m = (a.unsqueeze(0) * yb.unsqueeze(1)) @ c.T  # [E, i, k]
             return torch.bmm(m.transpose(1, 2), x) * w.unsqueeze(1)
-        xa = torch.einsum("eic,ir->erc", x, self.a) * yb.unsqueeze(-1)  # [E, r, C]
-        return torch.einsum("erc,kr->ekc", xa, self.c) * w.unsqueeze(1)
+        xa = torch.einsum("eic,ir->erc", x, a) * yb.unsqueeze(-1)  # [E, r, C]
+        return torch.einsum("erc,kr->ekc", xa, c) * w.unsqueeze(1)
 
 
 class E3nnTensorProduct(SharedPathTensorProduct):
-    """e3nn's ``TensorProduct`` with the same paths and shared per-channel weights."""
+    """e3nn's ``TensorProduct`` with the same paths and shared per-channel weights.
+
+    e3nn keeps its Wigner-3j buffers in the default dtype at construction: build under
+    ``torch.set_default_dtype(torch.float64)`` for float64-exact reference numbers.
+    """
 
     def __init__(self, lmax: int, channels: int) -> None:
         super().__init__(lmax, channels)
