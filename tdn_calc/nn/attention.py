@@ -1,4 +1,9 @@
-"""Equivariant graph attention with path-weight-shared tensor products (TDN / Equiformer)."""
+"""Equivariant graph attention with a path-weight-shared tensor product (TDN).
+
+Designed so that every per-edge operation is cheap: channel mixing (the expensive
+``C x C`` matrix products) happens on atoms, and each edge only sees one gather, one
+tensor product, and one scatter of ``[E, d, C]`` tensors.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,7 @@ import torch
 from torch import nn
 
 from .config import TDNConfig
-from .layers import DegreeLinear, GatedLinear, SmoothLeakyReLU
-from .radial import RadialWeights
+from .layers import DegreeLinear
 from .tensor_product import make_tensor_product
 
 _LOGIT_BOUND = 20.0  # attention logits are soft-clamped to (-20, 20) so exp() cannot overflow
@@ -38,49 +42,39 @@ class EdgeGeometry:
 class GraphAttention(nn.Module):
     """Multi-head attention over neighbours: ``x [N, d, C] -> [N, d, C]``.
 
-    message ``m_ij = TP(W_s x_j + W_d x_i, Y_ij, w1(r))``; logits from the scalars of
-    ``m_ij``; value ``v_ij = TP(gate(W_v m_ij), Y_ij, w2(r))``; output
-    ``sum_j alpha_ij v_ij``. The attention weights are a softmax with a sink and
-    weighted by the envelope, ``alpha_ij = u_ij e^{a_ij} / (1 + sum_k u_ik e^{a_ik})``, so a
-    neighbour entering the cutoff changes nothing discontinuously and an atom without
-    neighbours gets a zero update.
+    * logits ``a_ij^h = sum_{c in h} q_ic k_jc rho_c(r_ij) / sqrt(C/H)`` from the scalars of
+      centre and neighbour and a radial filter ``rho``;
+    * weights ``alpha_ij^h = u_ij e^{a_ij^h} / (1 + sum_k u_ik e^{a_ik^h})``: a softmax with a
+      sink, weighted by the cutoff envelope ``u`` so that a neighbour crossing the cutoff
+      changes nothing discontinuously and an isolated atom gets a zero update;
+    * values ``v_ij = TP(W_v x_j, Y_ij, w(r_ij) * alpha_ij)``, the tensor product of the
+      neighbour's features with the edge's spherical harmonics; the attention weight is
+      folded into the per-channel path weight, so it costs nothing extra per component;
+    * output ``W_o sum_j v_ij``.
     """
 
     def __init__(self, config: TDNConfig) -> None:
         super().__init__()
         lmax, c, heads = config.lmax, config.channels, config.num_heads
-        self.channels, self.heads = c, heads
-        self.lin_neighbour = DegreeLinear(lmax, c, c)
-        self.lin_centre = DegreeLinear(lmax, c, c, bias=False)
-        self.radial = RadialWeights(
-            config.cutoff, config.num_radial, config.radial_hidden, 2 * c, config.envelope_exponent
-        )
-        rank = config.resolved_cp_rank
-        self.tp_message = make_tensor_product(config.tp_backend, lmax, c, rank)
-        self.tp_value = make_tensor_product(config.tp_backend, lmax, c, rank)
-        self.alpha_lin = nn.Linear(c, c)
-        self.alpha_act = SmoothLeakyReLU(0.2)
-        self.alpha_dot = nn.Parameter(torch.randn(heads, c // heads) / math.sqrt(c // heads))
-        self.value = GatedLinear(lmax, c, c)
+        self.channels, self.heads, self.head_dim = c, heads, c // heads
+        self.query = nn.Linear(c, c, bias=False)
+        self.key = nn.Linear(c, c, bias=False)
+        self.value = DegreeLinear(lmax, c, c)
+        self.tp = make_tensor_product(config.tp_backend, lmax, c, config.resolved_cp_rank)
         self.proj = DegreeLinear(lmax, c, c)
 
-    def forward(self, x: torch.Tensor, edges: EdgeGeometry) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edges: EdgeGeometry, radial: torch.Tensor) -> torch.Tensor:
+        """``radial``: ``[E, 2C]`` envelope-weighted radial features (key filter, TP weights)."""
         i, j = edges.centre, edges.neighbour
-        n_edges, d = i.shape[0], x.shape[1]
-        w_message, w_value = self.radial(edges.distance, edges.envelope).chunk(2, dim=-1)
-        message = self.lin_neighbour(x)[j] + self.lin_centre(x)[i]
-        message = self.tp_message(message, edges.sh, w_message)
-
-        logits = self.alpha_act(self.alpha_lin(message[:, 0, :]))
-        head_dim = self.channels // self.heads
-        logits = (logits.view(n_edges, self.heads, head_dim) * self.alpha_dot).sum(-1)  # [E, H]
+        n_edges = i.shape[0]
+        key_filter, tp_weights = radial.chunk(2, dim=-1)
+        scalars = x[:, 0, :]
+        logits = self.query(scalars)[i] * self.key(scalars)[j] * key_filter
+        logits = logits.view(n_edges, self.heads, self.head_dim).sum(-1) / math.sqrt(self.head_dim)
         logits = _LOGIT_BOUND * torch.tanh(logits / _LOGIT_BOUND)
-        weights = edges.envelope.unsqueeze(-1) * torch.exp(logits)
+        weights = edges.envelope.unsqueeze(-1) * torch.exp(logits)  # [E, H]
         denominator = torch.ones(x.shape[0], self.heads, dtype=x.dtype, device=x.device)
-        denominator = denominator.index_add(0, i, weights)
-        alpha = weights / denominator[i]  # [E, H]
-
-        value = self.tp_value(self.value(message), edges.sh, w_value)
-        value = value.view(n_edges, d, self.heads, head_dim) * alpha.view(n_edges, 1, self.heads, 1)
-        out = torch.zeros_like(x).index_add(0, i, value.view(n_edges, d, self.channels))
-        return self.proj(out)
+        alpha = weights / denominator.index_add(0, i, weights)[i]
+        tp_weights = tp_weights * alpha.repeat_interleave(self.head_dim, dim=1)
+        values = self.tp(self.value(x)[j], edges.sh, tp_weights)  # [E, d, C]
+        return self.proj(torch.zeros_like(x).index_add(0, i, values))

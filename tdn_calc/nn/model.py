@@ -26,8 +26,8 @@ class TransformerBlock(nn.Module):
         self.norm_ffn = DegreeLayerNorm(config.lmax, config.channels)
         self.ffn = FeedForward(config.lmax, config.channels, config.ffn_multiplier)
 
-    def forward(self, x: torch.Tensor, edges: EdgeGeometry) -> torch.Tensor:
-        x = x + self.attention(self.norm_attention(x), edges)
+    def forward(self, x: torch.Tensor, edges: EdgeGeometry, radial: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm_attention(x), edges, radial)
         return x + self.ffn(self.norm_ffn(x))
 
 
@@ -40,18 +40,12 @@ class DegreeEmbedding(nn.Module):
 
     def __init__(self, config: TDNConfig) -> None:
         super().__init__()
-        self.radial = RadialWeights(
-            config.cutoff,
-            config.num_radial,
-            config.radial_hidden,
-            config.channels,
-            config.envelope_exponent,
-        )
         self.linear = DegreeLinear(config.lmax, config.channels, config.channels)
         self.norm = 1.0 / math.sqrt(config.avg_num_neighbors)
 
-    def forward(self, h: torch.Tensor, edges: EdgeGeometry) -> torch.Tensor:
-        w = self.radial(edges.distance, edges.envelope) * h[edges.neighbour]  # [E, C]
+    def forward(self, h: torch.Tensor, edges: EdgeGeometry, radial: torch.Tensor) -> torch.Tensor:
+        """``h``: ``[N, C]`` element embeddings; ``radial``: ``[E, C]`` radial weights."""
+        w = radial * h[edges.neighbour]  # [E, C]
         messages = edges.sh.unsqueeze(-1) * w.unsqueeze(1)  # [E, d, C]
         shape = (h.shape[0], edges.sh.shape[1], h.shape[1])
         summed = torch.zeros(shape, dtype=h.dtype, device=h.device).index_add(
@@ -77,6 +71,14 @@ class TDNModel(nn.Module):
         self.register_buffer("z_to_index", z_to_index, persistent=False)
         self.sh_irreps = o3.Irreps.spherical_harmonics(lmax)
         self.embedding = nn.Embedding(len(config.elements), c)
+        # one radial network serves every layer: [E] -> [E, C + num_layers * 2C]
+        self.radial = RadialWeights(
+            config.cutoff,
+            config.num_radial,
+            config.radial_hidden,
+            c * (1 + 2 * config.num_layers),
+            config.envelope_exponent,
+        )
         self.degree_embedding = DegreeEmbedding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
         self.norm_out = DegreeLayerNorm(lmax, c)
@@ -121,11 +123,14 @@ class TDNModel(nn.Module):
         positions = graph.positions if positions is None else positions
         cell = graph.cell if cell is None else cell
         edges = self._edge_geometry(graph, positions, cell)
+        radial = self.radial(edges.distance, edges.envelope).split(
+            [self.config.channels] + [2 * self.config.channels] * self.config.num_layers, dim=-1
+        )
         h = self.embedding(self.species_index(graph.atomic_numbers))
-        x = self.degree_embedding(h, edges)
+        x = self.degree_embedding(h, edges, radial[0])
         x = torch.cat([x[:, :1, :] + h.unsqueeze(1), x[:, 1:, :]], dim=1)
-        for block in self.blocks:
-            x = block(x, edges)
+        for block, block_radial in zip(self.blocks, radial[1:], strict=True):
+            x = block(x, edges, block_radial)
         return self.norm_out(x)
 
     def forward(

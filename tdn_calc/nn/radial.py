@@ -42,8 +42,9 @@ class BesselBasis(nn.Module):
 class RadialWeights(nn.Module):
     """Per-edge tensor-product weights from the distance: ``r [E] -> [E, n_out]``.
 
-    ``MLP(bessel(r)) * u(r)``: the envelope multiplies the output, so every weight (and
-    with it every message) goes smoothly to zero at the cutoff.
+    ``W_out (u(r) * MLP(bessel(r)))``: the last layer has no bias, so the envelope ``u``
+    multiplies every output weight (and with it every message), which go smoothly to zero
+    at the cutoff. Applying ``u`` to the narrower hidden layer is cheaper.
     """
 
     def __init__(self, cutoff: float, num_basis: int, hidden: int, n_out: int, p: int) -> None:
@@ -56,8 +57,8 @@ class RadialWeights(nn.Module):
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
-            nn.Linear(hidden, n_out),
         )
+        self.out = nn.Linear(hidden, n_out, bias=False)
 
     def forward(self, r: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.basis(r)) * envelope.unsqueeze(-1)
+        return self.out(self.mlp(self.basis(r)) * envelope.unsqueeze(-1))
