@@ -36,3 +36,7 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="tdn-calc")
 def main() -> None:
     """tdn-calc: TDN interatomic potentials (models, data, training)."""
+
+
+if __name__ == "__main__":
+    main()

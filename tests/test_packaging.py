@@ -1,0 +1,48 @@
+"""Packaging: every subpackage ships in the wheel, the console scripts and data exist."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed_in_pyproject():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "tdn_calc").rglob("__init__.py")
+    }
+    missing = sorted(on_disk - listed)
+    assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
+    assert config["package-dir"]["tdn_calc.cli"] == "cli"
+    assert config["package-dir"]["tdn_calc.models"] == "models"
+
+
+def test_manifest_is_installed_as_package_data():
+    manifest = resources.files("tdn_calc.models").joinpath("manifest.json")
+    assert manifest.is_file()
+
+
+def test_import_is_light_and_exports_public_api():
+    code = (
+        "import sys, tdn_calc; "
+        "assert 'torch' not in sys.modules, 'import tdn_calc must not import torch'; "
+        "names = ('TDNCalculator', 'load_model', 'relax'); "
+        "print(sorted(n for n in names if n in tdn_calc.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['TDNCalculator', 'load_model', 'relax']"
+
+
+def test_tdn_console_script_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "tdn_calc.cli.main", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    for command in ("models", "data", "train", "eval"):
+        assert command in out.stdout
