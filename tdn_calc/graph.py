@@ -41,9 +41,14 @@ def neighbor_list_with_distances(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), np.zeros((0, 3), dtype=np.int64), np.zeros(0)
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, S, d = calculator.compute(
-        points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd"
-    )
+    try:
+        i, j, S, d = calculator.compute(
+            points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd"
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"neighbour list failed for cell {box.tolist()} Å, pbc {pbc.tolist()}: {exc}"
+        ) from exc
     i, j, S = i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
     if max_neighbors is not None:
         i, j, S, d = _keep_nearest(i, j, S, d, max_neighbors)

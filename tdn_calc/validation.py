@@ -16,10 +16,11 @@ from .errors import InputError, UnsupportedElementError
 
 #: Default smallest allowed interatomic distance, Å.
 DEFAULT_MIN_DISTANCE = 0.3
-# A periodic lattice vector shorter than this (Å), or a periodic volume/area below
-# _MIN_MEASURE, makes the cell degenerate.
+# A periodic lattice vector shorter than this (Å), or periodic vectors spanning less than
+# this fraction of the volume (area) of orthogonal vectors of the same lengths, make the
+# cell degenerate.
 _MIN_LENGTH = 1e-6
-_MIN_MEASURE = 1e-9
+_MIN_RELATIVE_MEASURE = 1e-6
 _AXES = "abc"
 
 
@@ -98,8 +99,9 @@ def check_cell(cell: np.ndarray | None, pbc: np.ndarray) -> None:
                 f"pbc is True along {_AXES[axis]} but lattice vector {_AXES[axis]} is zero "
                 f"({cell[axis].tolist()} Å); give a cell or set pbc False along {_AXES[axis]}"
             )
-    measure = float(np.sqrt(abs(np.linalg.det(vectors @ vectors.T))))  # volume / area / length
-    if measure < _MIN_MEASURE:
+    # volume (3D), area (2D) or length (1D) relative to that of orthogonal vectors
+    measure = float(np.sqrt(abs(np.linalg.det(vectors @ vectors.T))))
+    if measure < _MIN_RELATIVE_MEASURE * float(np.prod(np.linalg.norm(vectors, axis=1))):
         names = ", ".join(_AXES[a] for a in np.flatnonzero(pbc))
         raise InputError(
             f"the periodic lattice vectors ({names}) are linearly dependent (degenerate cell "

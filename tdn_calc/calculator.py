@@ -1,0 +1,125 @@
+"""`TDNCalculator`: a TDN model as an ASE calculator."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .checkpoint import load_model
+from .device import resolve_device, resolve_dtype
+from .graph import atoms_to_graph
+from .registry import select_model_for
+from .validation import DEFAULT_MIN_DISTANCE, validate_structure
+
+
+class TDNCalculator(Calculator):
+    """Energy, forces and stress of a TDN model for ``ase.Atoms``.
+
+    Args:
+        model: a ``TDNModel``; a checkpoint path; a registered model name or alias; or
+            ``None``/``"auto"`` to pick the first registered model that supports the
+            elements of the structure (chosen at the first calculation).
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+            The device in use is ``calc.device``.
+        dtype: ``"float32"`` or ``"float64"``; ``None`` keeps the dtype of a model object and
+            uses float32 for a loaded one. A model object is moved to ``device``/``dtype``
+            in place.
+        min_distance: refuse structures with two atoms closer than this, Å (0 disables).
+        manifest: registry manifest used to resolve names (default: the shipped one).
+        **kwargs: passed to :class:`ase.calculators.calculator.Calculator` (``label``, ...).
+
+    Results (float64): ``energy``/``free_energy`` (eV), ``energies`` ``[n_atoms]`` (eV),
+    ``forces`` ``[n_atoms, 3]`` (eV/Å) and, for cells periodic in all three directions,
+    ``stress`` as Voigt ``(xx, yy, zz, yz, xz, xy)`` in eV/Å^3. Forces and stress are exact
+    derivatives of the energy. Bad structures raise :class:`~tdn_calc.errors.InputError`.
+    """
+
+    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+
+    def __init__(
+        self,
+        model: torch.nn.Module | str | os.PathLike | None = "auto",
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+        min_distance: float = DEFAULT_MIN_DISTANCE,
+        manifest: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = resolve_device(device)
+        self.min_distance = float(min_distance)
+        self._manifest = manifest
+        self._auto = model is None or (isinstance(model, str) and model.lower() == "auto")
+        self.model: torch.nn.Module | None = None
+        self.model_name: str | None = None
+        if isinstance(model, torch.nn.Module):
+            self.dtype = resolve_dtype(dtype) if dtype else next(model.parameters()).dtype
+            self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        else:
+            self.dtype = resolve_dtype(dtype or "float32")
+            if not self._auto:
+                self._load(str(model))
+
+    def _load(self, name_or_path: str) -> None:
+        self.model = load_model(
+            name_or_path, device=self.device, dtype=self.dtype, manifest=self._manifest
+        )
+        self.model_name = name_or_path
+
+    def _model_for(self, numbers: np.ndarray) -> torch.nn.Module:
+        """The model to use; in auto mode (re)select one covering ``numbers``."""
+        if self._auto and (self.model is None or not set(numbers) <= set(self.model.elements)):
+            self._load(select_model_for(np.unique(numbers).tolist(), self._manifest))
+        return self.model
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        properties = properties or ["energy"]
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(atoms.pbc.all())
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                f"stress needs a cell periodic in all three directions; pbc={atoms.pbc.tolist()}"
+            )
+        numbers = atoms.numbers
+        model = self._model_for(numbers)
+        validate_structure(
+            numbers,
+            atoms.positions,
+            atoms.cell.array,
+            atoms.pbc,
+            supported_elements=model.elements,
+            min_distance=self.min_distance,
+        )
+        graph = atoms_to_graph(
+            atoms,
+            model.cutoff,
+            dtype=self.dtype,
+            device=self.device,
+            max_neighbors=model.config.max_neighbors,
+        )
+        out = model(graph, compute_forces=True, compute_stress=periodic)
+        energy = float(out["energy"][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": _numpy(out["energies"]),
+            "forces": _numpy(out["forces"]),
+        }
+        if periodic:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(_numpy(out["stress"][0]))
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float64).numpy()
