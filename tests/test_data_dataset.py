@@ -1,0 +1,90 @@
+"""Lazy H5Dataset, the collate function and trajectory splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.neighborlist import neighbor_list
+from test_data_h5format import ATTRS, random_frames
+
+from tdn_calc.data.dataset import Collater, H5Dataset
+from tdn_calc.data.shards import ShardedWriter
+from tdn_calc.data.split import load_or_make_split, load_split, make_split, split_path
+from tdn_calc.errors import InputError
+
+
+@pytest.fixture
+def dataset_dir(tmp_path, rng):
+    out = tmp_path / "set"
+    with ShardedWriter(out, ATTRS, shard_size=4) as w:
+        for t in range(10):
+            w.append_trajectory(f"mol{t}", random_frames(rng, 2 + t % 3, 3 + t % 4,
+                                                         periodic=t % 2 == 1))
+    return out
+
+
+def test_collate_shapes_and_edges(dataset_dir):
+    ds = H5Dataset(dataset_dir)
+    samples = [ds[i] for i in (0, 5, 11)]
+    graph, targets = Collater(cutoff=3.0, dtype=torch.float64)(samples)
+    n = sum(len(s["atomic_numbers"]) for s in samples)
+    assert graph.n_atoms == n and graph.n_systems == 3
+    assert targets["energy"].shape == (3,) and targets["forces"].shape == (n, 3)
+    assert targets["stress"].shape == (3, 3, 3) and targets["stress_mask"].dtype == torch.bool
+    assert targets["stress_mask"].tolist() == [s["has_stress"] for s in samples]
+    torch.testing.assert_close(targets["n_atoms"], graph.atoms_per_system())
+    # edges of each structure agree with ASE's neighbour list
+    n_edges = 0
+    for s in samples:
+        from ase import Atoms
+
+        atoms = Atoms(numbers=s["atomic_numbers"], positions=s["positions"], cell=s["cell"],
+                      pbc=s["pbc"])
+        n_edges += len(neighbor_list("i", atoms, 3.0))
+    assert graph.n_edges == n_edges
+
+
+def test_dataloader_with_workers_reads_lazily(dataset_dir):
+    ds = H5Dataset(dataset_dir)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1,
+                                         collate_fn=Collater(cutoff=3.0))
+    seen = 0
+    for graph, targets in loader:
+        seen += graph.n_systems
+        assert torch.isfinite(targets["forces"]).all()
+    assert seen == len(ds)
+
+
+def test_split_never_shares_a_trajectory_and_is_reproducible(dataset_dir):
+    ds = H5Dataset(dataset_dir)
+    split = make_split(ds, (0.6, 0.2, 0.2), seed=42)
+    assert sorted(split.train + split.val + split.test) == sorted(ds.identifiers)
+    assert (len(split.train), len(split.val), len(split.test)) == (6, 2, 2)
+    idx = split.indices(ds)
+    trajs = {name: set(ds.traj[i].tolist()) for name, i in idx.items()}
+    assert not (trajs["train"] & trajs["val"]) and not (trajs["train"] & trajs["test"])
+    assert not (trajs["val"] & trajs["test"])
+    assert sum(len(i) for i in idx.values()) == len(ds)
+    assert make_split(list(reversed(ds.identifiers)), (0.6, 0.2, 0.2), seed=42) == split
+    assert make_split(ds, (0.6, 0.2, 0.2), seed=1) != split
+
+    made = load_or_make_split(ds, dataset_dir, (0.6, 0.2, 0.2), seed=42)
+    path = split_path(dataset_dir, 42)
+    assert path.exists() and load_split(path) == made == split
+    with pytest.raises(InputError, match="fractions"):
+        load_or_make_split(ds, dataset_dir, (0.8, 0.1, 0.1), seed=42)
+    with pytest.raises(InputError, match="summing to 1"):
+        make_split(ds, (0.5, 0.1, 0.1))
+
+
+def test_composition(dataset_dir):
+    ds = H5Dataset(dataset_dir)
+    comp = ds.composition([1, 6, 8])
+    assert comp.shape == (len(ds), 3)
+    np.testing.assert_array_equal(comp.sum(axis=1), ds.n_atoms)
+    for i in (0, 7, len(ds) - 1):
+        z = ds[i]["atomic_numbers"]
+        assert comp[i].tolist() == [int((z == 1).sum()), int((z == 6).sum()), int((z == 8).sum())]
+    with pytest.raises(InputError, match="not in"):
+        ds.composition([1, 6])
