@@ -21,6 +21,7 @@ DEFAULT_MIN_DISTANCE = 0.3
 # cell degenerate.
 _MIN_LENGTH = 1e-6
 _MIN_RELATIVE_MEASURE = 1e-6
+_MIN_SEARCH_CUTOFF = 2.0  # Å, smallest cutoff used for the min-distance neighbour search
 _AXES = "abc"
 
 
@@ -122,8 +123,11 @@ def check_min_distance(
         return
     from .graph import neighbor_list_with_distances  # graph imports this module
 
-    i, j, _, d = neighbor_list_with_distances(positions, cell, pbc, min_distance)
-    if d.size:
+    # a cutoff below ~2 Å makes vesin's cell list very fine and slow: search wider, filter
+    i, j, _, d = neighbor_list_with_distances(
+        positions, cell, pbc, max(min_distance, _MIN_SEARCH_CUTOFF)
+    )
+    if d.size and d.min() < min_distance:
         k = int(np.argmin(d))
         a, b = int(i[k]), int(j[k])
         what = "a periodic image of itself" if a == b else f"atom {b} ({_symbol(int(numbers[b]))})"
