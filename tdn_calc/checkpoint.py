@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def make_card(model: torch.nn.Module, card: dict[str, Any] | None = None) -> dic
         "metrics": {},
         "equivariance_error": None,
         "tdn_calc_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out.update(card or {})
     out.update(
