@@ -8,6 +8,8 @@ import torch
 from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tdn_calc.errors import InputError
 from tdn_calc.graph import (
@@ -200,3 +202,26 @@ def test_arrays_to_graph_matches_atoms_to_graph():
 def test_graph_on_cuda(cuda):
     graph = atoms_to_graph(_bulk_cu(), 4.0, device=cuda)
     assert graph.positions.device.type == "cuda" and graph.edge_index.device.type == "cuda"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_atoms=st.integers(1, 6),
+    pbc=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    cutoff=st.floats(1.0, 6.0),
+)
+def test_random_cells_match_ase(seed, n_atoms, pbc, cutoff):
+    """Random (often skewed, often smaller than the cutoff) cells with any pbc mask."""
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(1.5, 6.0, 3)) + np.triu(rng.uniform(-1.5, 1.5, (3, 3)), 1)
+    atoms = Atoms(
+        numbers=np.ones(n_atoms, dtype=int),
+        scaled_positions=rng.uniform(-0.5, 1.5, (n_atoms, 3)),  # partly outside the cell
+        cell=cell,
+        pbc=pbc,
+    )
+    i_ref, j_ref, S_ref = ase_neighbor_list("ijS", atoms, cutoff)
+    i, j, S = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    assert _edge_set(i, j, S) == _edge_set(i_ref, j_ref, S_ref)
+    assert len(i) == len(i_ref)
