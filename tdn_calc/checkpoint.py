@@ -239,7 +239,7 @@ def load_model(
     path = Path(path_or_name)
     if path.is_file():
         return load_checkpoint_file(path, device=device, dtype=dtype)
-    if path.suffix == ".safetensors" or os.sep in str(path_or_name):
+    if path.suffix in {".safetensors", ".pt", ".pth", ".ckpt"} or os.sep in str(path_or_name):
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
     from .registry import resolve_model  # verifies the sha256 listed in the manifest
 
