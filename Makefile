@@ -17,10 +17,10 @@ demo: install
 
 test: install
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 test-slow: install
-	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m slow -n 2 $(PYTEST_ARGS)
 
 lint:
 	$(PYTHON) -m ruff check .
