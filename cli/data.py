@@ -68,3 +68,84 @@ def build_molecules_cmd(out, n_molecules, seed, workers, max_heavy, subsample,
     except (TDNError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+
+
+@data.command("import-ase")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output shard directory (extended when it exists).")
+@click.option("--reference-method", required=True,
+              help='The method that made the labels, e.g. "PBE (VASP)".')
+@click.option("--group", default="file", show_default=True,
+              help="Trajectory grouping: file, frame or info:<key>.")
+@click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
+def import_ase_cmd(files, out, reference_method, group, shard_size) -> None:
+    """Import ASE-readable FILES (extxyz, traj, db, ...) holding energies and forces."""
+    from tdn_calc.data.importers import import_ase
+
+    try:
+        counts = import_ase(list(files), out, reference_method=reference_method, group=group,
+                            shard_size=shard_size)
+    except TDNError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(counts))
+
+
+@data.command("import-pubchemqcr")
+@click.argument("lmdb_path", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--stages", default="DFT_1st,DFT_2nd", show_default=True,
+              help="Comma-separated stages: pm3, hf, DFT_1st, DFT_2nd.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many CIDs.")
+@click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--trusted", is_flag=True,
+              help="Confirm the LMDB comes from a source you trust (its values are pickles, "
+                   "which can run code when loaded).")
+def import_pubchemqcr_cmd(lmdb_path, out, stages, limit, shard_size, trusted) -> None:
+    """Import a PubChemQCR LMDB (gzip-compressed pickles; trusted sources only)."""
+    if not trusted:
+        raise click.UsageError("PubChemQCR values are pickles that can run code when loaded; "
+                               "pass --trusted if this file comes from a source you trust")
+    from tdn_calc.data.importers import import_pubchemqcr
+
+    try:
+        counts = import_pubchemqcr(lmdb_path, out, limit=limit, shard_size=shard_size,
+                                   stages=tuple(s.strip() for s in stages.split(",")))
+    except TDNError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(counts))
+
+
+@data.command("info")
+@click.argument("path", type=click.Path(exists=True))
+def info_cmd(path) -> None:
+    """Summarise a data set (an .h5 file or a shard directory)."""
+    from tdn_calc.data.summary import summarize
+
+    try:
+        click.echo(json.dumps(summarize(path), indent=2))
+    except TDNError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@data.command("split")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--fractions", default="0.8,0.1,0.1", show_default=True,
+              help="train,val,test fractions of the trajectories.")
+@click.option("--seed", default=42, show_default=True, type=int)
+def split_cmd(path, fractions, seed) -> None:
+    """Split trajectories into train/val/test and save the split JSON beside the data."""
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.data.split import load_or_make_split, split_path
+
+    try:
+        fr = tuple(float(x) for x in fractions.split(","))
+        ds = H5Dataset(path)
+        split = load_or_make_split(ds, path, fr, seed)
+    except (TDNError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    counts = {name: len(idx) for name, idx in split.indices(ds).items()}
+    click.echo(json.dumps({"file": str(split_path(path, seed)),
+                           "trajectories": {"train": len(split.train), "val": len(split.val),
+                                            "test": len(split.test)},
+                           "frames": counts}))

@@ -131,3 +131,34 @@ def test_import_pubchemqcr_lmdb(tmp_path, rng, subdir):
         import_pubchemqcr(src, tmp_path / "o2", stages=("DFT_3rd",))
     counts = import_pubchemqcr(src, tmp_path / "o3", stages=("pm3",))
     assert counts == {"trajectories": 1, "frames": 1, "empty_records": 1}
+
+
+def test_cli_import_info_split(tmp_path, rng):
+    import json
+
+    from click.testing import CliRunner
+    from tdn_calc.cli.main import main
+
+    write(tmp_path / "a.extxyz", [_labelled(rng) for _ in range(6)])
+    out = tmp_path / "set"
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "import-ase", str(tmp_path / "a.extxyz"), "--out",
+                               str(out), "--reference-method", "EMT (ASE)", "--group", "frame"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == {"trajectories": 6, "frames": 6}
+    res = runner.invoke(main, ["data", "info", str(out)])
+    info = json.loads(res.output)
+    assert info["frames"] == 6 and info["elements"] == {"Cu": 24}
+    assert info["reference_method"] == ["EMT (ASE)"]
+    res = runner.invoke(main, ["data", "split", str(out), "--fractions", "0.5,0.5,0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["trajectories"] == {"train": 3, "val": 3, "test": 0}
+    assert (out / "split-seed42.json").exists()
+
+    _write_lmdb(tmp_path / "db", {1: {"DFT_1st": [_pubchemqcr_step(rng, ["H", "H"])]}}, True)
+    res = runner.invoke(main, ["data", "import-pubchemqcr", str(tmp_path / "db"), "--out",
+                               str(tmp_path / "p")])
+    assert res.exit_code == 2 and "--trusted" in res.output  # pickles need consent
+    res = runner.invoke(main, ["data", "import-pubchemqcr", str(tmp_path / "db"), "--out",
+                               str(tmp_path / "p"), "--trusted"])
+    assert res.exit_code == 0 and json.loads(res.output)["frames"] == 1

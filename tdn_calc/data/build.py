@@ -43,6 +43,7 @@ class BuildSummary:
     failures: dict = field(default_factory=dict)
     not_converged: int = 0
     skipped_frames: int = 0
+    capped_frames: int = 0
     molecules_total: int = 0
     seconds: float = 0.0
 
@@ -162,6 +163,7 @@ def build_molecules(
                         kinds.update(int(fr.kind) for fr in res.frames)
                         summary.not_converged += int(not res.converged)
                         summary.skipped_frames += res.skipped_frames
+                        summary.capped_frames += res.capped_frames
                         bar.update(1)
                         bar.set_postfix(frames=summary.frames, failed=sum(failures.values()))
                         if summary.molecules_done >= need:
