@@ -12,6 +12,7 @@ from ..atomic_graph import AtomicGraph
 from ..errors import UnsupportedElementError
 from .attention import EdgeGeometry, GraphAttention
 from .config import TDNConfig
+from .float64_buffers import Float64BufferMixin
 from .layers import DegreeLayerNorm, DegreeLinear, FeedForward
 from .radial import RadialWeights, polynomial_envelope
 
@@ -54,7 +55,7 @@ class DegreeEmbedding(nn.Module):
         return self.linear(summed * self.norm)
 
 
-class TDNModel(nn.Module):
+class TDNModel(Float64BufferMixin):
     """Tensor Decomposition Network interatomic potential.
 
     The energy is a sum of per-atom energies ``E_i = E0[Z_i] + scale * f(x_i) + shift``;
@@ -84,7 +85,8 @@ class TDNModel(nn.Module):
         self.norm_out = DegreeLayerNorm(lmax, c)
         self.head = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
         energies = config.atomic_energies or [0.0] * len(config.elements)
-        self.register_buffer("atomic_energies", torch.tensor(energies, dtype=torch.float64))
+        # float64 whatever the model's dtype: total energies keep ~1e-6 eV resolution
+        self.register_float64_buffer("atomic_energies", torch.tensor(energies))
         self.scale = nn.Parameter(torch.tensor(float(config.energy_scale)))
         self.shift = nn.Parameter(torch.tensor(float(config.energy_shift)))
 
@@ -142,7 +144,8 @@ class TDNModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Energies and their derivatives.
 
-        Returns a dict with ``"energy"`` ``[S]`` eV, ``"energies"`` ``[N]`` eV per atom,
+        Returns a dict with ``"energy"`` ``[S]`` eV, ``"energies"`` ``[N]`` eV per atom (both
+        float64 whatever the model's dtype: reference energies are added in float64),
         ``"forces"`` ``[N, 3]`` eV/Å (if ``compute_forces``) and ``"stress"`` ``[S, 3, 3]``
         eV/Å^3 (if ``compute_stress``; ASE sign convention, zero for systems without a
         3D cell). ``training=True`` keeps the autograd graph so a force/stress loss can be
@@ -167,8 +170,9 @@ class TDNModel(nn.Module):
             x = self.node_features(graph, positions_used, cell)
             raw = self.head(x[:, 0, :]).squeeze(-1)
             species = self.species_index(graph.atomic_numbers)
-            energies = self.atomic_energies[species].to(raw.dtype) + self.scale * raw + self.shift
-            energy = torch.zeros(graph.n_systems, dtype=raw.dtype, device=raw.device)
+            learned = (self.scale * raw + self.shift).to(torch.float64)
+            energies = self.atomic_energies[species] + learned
+            energy = torch.zeros(graph.n_systems, dtype=torch.float64, device=raw.device)
             energy = energy.index_add(0, graph.system_idx, energies)
             out = {"energy": energy, "energies": energies}
             if inputs:
