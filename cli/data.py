@@ -10,6 +10,8 @@ import click
 
 from tdn_calc.errors import TDNError
 
+from .data_catalysis import catalysis as _catalysis
+
 
 @click.group()
 def data() -> None:
@@ -19,6 +21,9 @@ def data() -> None:
 @data.group()
 def build() -> None:
     """Generate labelled data with a reference method."""
+
+
+build.add_command(_catalysis)
 
 
 @build.command("molecules")

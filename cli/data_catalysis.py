@@ -1,0 +1,68 @@
+"""``tdn data build catalysis``: teacher-relaxed fcc(111) slabs, bulk cells and gas molecules."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from tdn_calc.errors import TDNError
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in value.split(",") if x.strip())
+
+
+@click.command("catalysis")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory of part-NNNNN.h5 shards (resumed when it exists).")
+@click.option("--teacher", default="sevenn-0", show_default=True,
+              help="sevenn-0 (alias 7net-0), emt, or an importable package.module:Class.")
+@click.option("--device", default="cpu", show_default=True, help="Device of the teacher.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="torch threads per worker.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--replicas", default=7, show_default=True, type=click.IntRange(1),
+              help="Differently perturbed copies of each system (7 gives 1,659 in all).")
+@click.option("--metals", default="Pt,Pd,Ni,Cu,Ag,Au", show_default=True)
+@click.option("--adsorbates", default="H,O,N,C,OH,CO,CH3,H2O", show_default=True)
+@click.option("--sites", default="top,bridge,fcc,hcp", show_default=True)
+@click.option("--gas", default="H2,O2,N2,CO,H2O,CH4,NH3,OH,CH3", show_default=True,
+              help="Gas-phase molecules (ASE g2 names); empty for none.")
+@click.option("--optimizer", default="BFGS", show_default=True,
+              type=click.Choice(["BFGS", "FIRE", "LBFGS"]))
+@click.option("--fmax", default=0.05, show_default=True, type=click.FloatRange(min=1e-4),
+              help="Force threshold, eV/Å.")
+@click.option("--max-steps", default=200, show_default=True, type=click.IntRange(0))
+@click.option("--subsample", default=1, show_default=True, type=click.IntRange(1),
+              help="Keep every K-th relaxation frame (plus the first and the last).")
+@click.option("--n-rattle", default=3, show_default=True, type=click.IntRange(0),
+              help="Rattled copies of each relaxed structure (σ 0.05–0.15 Å).")
+@click.option("--limit", default=None, type=click.IntRange(1),
+              help="Only the first N systems (replica 0 comes first).")
+@click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, adsorbates, sites,
+              gas, optimizer, fmax, max_steps, subsample, n_rattle, limit, shard_size,
+              no_progress) -> None:
+    """Relax slabs (with adsorbates), strained bulk cells and gas molecules with a teacher
+    potential; write trajectory and rattled frames (distilled data, not DFT)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from tdn_calc.data.catalysis import CatalysisConfig
+    from tdn_calc.data.catalysis_build import build_catalysis
+
+    try:
+        config = CatalysisConfig(
+            metals=_names(metals), adsorbates=_names(adsorbates), sites=_names(sites),
+            gas_molecules=_names(gas), replicas=replicas, seed=seed, optimizer=optimizer,
+            fmax=fmax, max_steps=max_steps, subsample=subsample, n_rattle=n_rattle,
+        )
+        summary = build_catalysis(out, teacher=teacher, config=config, workers=workers,
+                                  device=device, threads=threads, limit=limit,
+                                  shard_size=shard_size, progress=not no_progress)
+    except TDNError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(summary.format())
+    click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
