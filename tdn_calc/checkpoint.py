@@ -102,8 +102,10 @@ def _read_header(path: Path) -> tuple[dict[str, Any], bytes]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
     raw = path.read_bytes()
+    # a safetensors header is JSON: byte 8 is "{" (its 8-byte length may start with 0x80)
+    looks_safetensors = raw[8:9] == b"{"
     for magic, what in _FOREIGN_MAGIC.items():
-        if raw.startswith(magic):
+        if raw.startswith(magic) and not looks_safetensors:
             raise CheckpointError(
                 f"{str(path)!r} is {what}, not a safetensors file; tdn-calc never unpickles "
                 "checkpoints. Convert it with tdn_calc.checkpoint.save_model in a trusted session"

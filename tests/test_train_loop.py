@@ -1,0 +1,185 @@
+"""The training loop: overfitting through the force loss, exact resume, clean stops on a
+deadline or a signal, model export with its card."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from test_train_utils import write_emt_dataset
+
+from tdn_calc.checkpoint import load_model
+from tdn_calc.errors import ConfigError
+from tdn_calc.train.config import config_from_dict
+from tdn_calc.train.evaluate import evaluate
+from tdn_calc.train.metrics_log import read_metrics
+from tdn_calc.train.state import load_state
+from tdn_calc.train.trainer import Trainer
+
+TINY_MODEL = {"lmax": 1, "channels": 16, "num_layers": 1, "num_heads": 2, "cutoff": 4.0,
+              "num_radial": 6, "radial_hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def emt_data(tmp_path_factory):
+    return write_emt_dataset(tmp_path_factory.mktemp("emt") / "data", n_frames=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_run(data, out, *, data_opts=None, **training):
+    raw = {"output_dir": str(out), "seed": 0,
+           "data": {"path": str(data), "batch_size": 3, "split_fractions": [0.75, 0.25, 0.0],
+                    **(data_opts or {})},
+           "model": dict(TINY_MODEL),
+           "training": {"warmup_steps": 3, "log_every_steps": 2, "test_at_end": False,
+                        **training}}
+    return config_from_dict(raw)
+
+
+def test_small_model_overfits_tiny_data_through_forces(emt_data, tmp_path):
+    run = make_run(emt_data, tmp_path / "run", data_opts={"batch_size": 4,
+                   "split_fractions": [1.0, 0.0, 0.0]},
+                   max_steps=200, lr=0.01, warmup_steps=10, ema_decay=0.0,
+                   forces_weight=100.0, log_every_steps=50)
+    trainer = Trainer(run)
+    before = evaluate(trainer.ema_model(), trainer.dataset, trainer.train_idx)
+    assert trainer.run() == "finished"
+    after = evaluate(trainer.ema_model(), trainer.dataset, trainer.train_idx)
+    assert after["n_frames"] == before["n_frames"] == 16
+    assert after["forces_mae_meV_A"] * 10 <= before["forces_mae_meV_A"], (before, after)
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["kind"] == "train"]
+    assert float(rows[-1]["loss_forces"]) < 0.05 * float(rows[0]["loss_forces"])
+    # no validation split: the final EMA model is exported as best, with its card
+    model = load_model(tmp_path / "run" / "best.safetensors", device="cpu")
+    assert model.card["trained_on"]["reference_method"] == "EMT (ASE)"
+    assert len(model.card["trained_on"]["dataset_sha256"]) == 64
+    assert model.card["elements"] == ["H", "C", "N", "O", "Cu"]
+    trained = trainer.ema_model().state_dict()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, trained[k].to(v.dtype))
+
+
+def test_reference_energies_and_stats_are_fitted(emt_data, tmp_path):
+    trainer = Trainer(make_run(emt_data, tmp_path / "run", max_steps=1))
+    config = trainer.model.config
+    assert config.elements == [1, 6, 7, 8, 29]
+    ds, idx = trainer.dataset, trainer.train_idx
+    comp = ds.composition(config.elements)[idx]
+    residual = ds.energy[idx] - comp @ np.array(config.atomic_energies)
+    baseline = ds.energy[idx] - ds.energy[idx].mean()
+    assert np.sqrt(np.mean(residual**2)) < np.sqrt(np.mean(baseline**2))
+    forces = np.concatenate([ds[int(i)]["forces"] for i in idx])
+    assert config.energy_scale == pytest.approx(np.sqrt(np.mean(forces**2)), rel=1e-4)
+    assert config.energy_shift == 0.0
+    assert 1.0 < config.avg_num_neighbors < 20
+    # a second fresh run into the same directory is refused
+    with pytest.raises(ConfigError, match="--resume"):
+        trainer.save_checkpoint()
+        Trainer(make_run(emt_data, tmp_path / "run", max_steps=1))
+
+
+def _snapshot(trainer):
+    return ({k: v.clone() for k, v in trainer.model.state_dict().items()},
+            {k: v.clone() for k, v in trainer.ema.shadow.items()},
+            trainer.optimizer.state_dict(), trainer.scheduler.state_dict())
+
+
+@pytest.mark.parametrize("stop_at", [5, 8])
+def test_resume_continues_exactly(emt_data, tmp_path, stop_at):
+    # 12 train frames, batch 3 -> 4 steps per epoch; 10 steps cross two epoch ends
+    settings = {"max_steps": 10, "lr": 5e-3, "ema_decay": 0.9, "val_every_steps": 3}
+    straight = Trainer(make_run(emt_data, tmp_path / "a", **settings))
+    assert straight.run() == "finished"
+    first = Trainer(make_run(emt_data, tmp_path / "b", **settings))
+    assert first.run(stop_at_step=stop_at) == "stopped"
+    assert first.step == stop_at and load_state(tmp_path / "b" / "checkpoint.pt")["step"] == stop_at
+    resumed = Trainer(make_run(emt_data, tmp_path / "b", **settings), resume=True)
+    assert resumed.step == stop_at
+    assert resumed.run() == "finished"
+    a, b = _snapshot(straight), _snapshot(resumed)
+    for x, y in zip(a[0].values(), b[0].values(), strict=True):
+        assert torch.equal(x, y)
+    for x, y in zip(a[1].values(), b[1].values(), strict=True):
+        assert torch.equal(x, y)
+    for sa, sb in zip(a[2]["state"].values(), b[2]["state"].values(), strict=True):
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key]))
+    assert a[3] == b[3]
+    rows_a = read_metrics(tmp_path / "a" / "metrics.csv")
+    rows_b = read_metrics(tmp_path / "b" / "metrics.csv")
+    key = ("kind", "step", "epoch", "loss", "val_forces_mae_meV_A")
+    assert [tuple(r[k] for k in key) for r in rows_a] == [tuple(r[k] for k in key) for r in rows_b]
+
+
+def test_max_time_stops_cleanly_before_the_deadline(emt_data, tmp_path):
+    run = make_run(emt_data, tmp_path / "run", max_steps=100000, max_time=6.0)
+    start = time.monotonic()
+    trainer = Trainer(run)
+    assert trainer.run() == "time_limit"
+    assert time.monotonic() - start < 6.0
+    state = load_state(tmp_path / "run" / "checkpoint.pt")
+    assert state["step"] == trainer.step > 0
+
+
+def test_sigterm_saves_and_stops(emt_data, tmp_path):
+    trainer = Trainer(make_run(emt_data, tmp_path / "run", max_steps=100000))
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        status = trainer.run()
+    finally:
+        timer.cancel()
+    assert status == "signal"
+    assert load_state(tmp_path / "run" / "checkpoint.pt")["step"] == trainer.step > 0
+    assert signal.getsignal(signal.SIGTERM) is not trainer._on_signal  # handler restored
+
+
+def test_validation_exports_best_model_with_metrics(emt_data, tmp_path):
+    run = make_run(emt_data, tmp_path / "run", max_steps=7, val_every_steps=2,
+                   data_opts={"split_fractions": [0.5, 0.25, 0.25]}, test_at_end=True)
+    trainer = Trainer(run)
+    assert trainer.run() == "finished"
+    out = tmp_path / "run"
+    card = load_model(out / "best.safetensors", device="cpu").card
+    assert card["metrics"]["val"]["n_frames"] == trainer.val_idx.size > 0
+    assert card["metrics"]["test"]["n_frames"] == trainer.test_idx.size > 0
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["forces_mae_meV_A"] == card["metrics"]["test"]["forces_mae_meV_A"]
+    assert set(test["forces_mae_meV_A_per_element"]) <= {"H", "C", "N", "O", "Cu"}
+    assert (out / "final.safetensors").exists() and (out / "split.json").exists()
+    vals = [r for r in read_metrics(out / "metrics.csv") if r["kind"] == "val"]
+    # 8 train frames in batches of 3: epochs end at steps 3 and 6; plus every 2 steps and
+    # the last step
+    assert [int(r["step"]) for r in vals] == [2, 3, 4, 6, 7]
+
+
+def test_exported_model_loads_whatever_its_header_length(tiny_model, tmp_path):
+    """A safetensors header length whose low byte is 0x80 (a pickle's first byte) must not
+    make an exported model unloadable."""
+    import struct
+
+    from tdn_calc.checkpoint import save_model
+
+    model = tiny_model(dtype=torch.float32)
+    for pad in range(256):
+        path = save_model(model, tmp_path / "m.safetensors", {"description": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:  # pragma: no cover - 256 consecutive lengths always hit 0x80
+        pytest.fail("could not produce a header length ending in 0x80")
+    assert struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
+    loaded = load_model(path, device="cpu")
+    assert loaded.card["description"] == "x" * pad
