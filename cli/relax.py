@@ -1,0 +1,194 @@
+"""``tdn-relax``: relax structures with a TDN model (see docs/cli.md).
+
+Exit status: 0 every structure converged; 3 some did not converge (or diverged); 1 an error
+(bad input file, model, ...); 2 a usage error (bad option, unknown model name); 130 Ctrl-C
+(finished structures and a partial report are written first).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from tdn_calc.errors import ModelNotFoundError, TDNError
+
+_OPTIMIZERS = ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch"]
+_MAX_TABLE_ROWS = 100
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _table(rows: list[dict]) -> str:
+    from tdn_calc.cli.models import _table as table
+
+    shown = rows if len(rows) <= _MAX_TABLE_ROWS else [r for r in rows if not r["converged"]]
+    body = [
+        [
+            r["structure"],
+            str(r["atoms"]),
+            str(r["steps"]),
+            _fmt(r["energy"], ".4f"),
+            _fmt(r["fmax"], ".4f"),
+            ("yes" if r["converged"] else "NO")
+            + (" (resumed)" if r["status"] == "resumed" else ""),
+            _fmt(r["time"], ".2f"),
+        ]
+        for r in shown
+    ]
+    headers = ["structure", "atoms", "steps", "energy/eV", "fmax/eV/Å", "converged", "time/s"]
+    text = table(headers, body)
+    if len(shown) < len(rows):
+        text += f"\n({len(rows) - len(shown)} converged structures not listed; see the report)"
+    return text
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="One output file for all structures, any format ASE writes. "
+                   "[default: <stem>_relaxed.extxyz beside each input]")
+@click.option("-m", "--model", default="auto", show_default=True,
+              help="Checkpoint path, registered model name, or 'auto' (a registered model "
+                   "covering all elements).")
+@click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=0.05,
+              show_default=True, help="Force convergence threshold, eV/Å.")
+@click.option("--steps", type=click.IntRange(min=0), default=500, show_default=True,
+              help="Maximum optimizer steps per structure.")
+@click.option("--optimizer", type=click.Choice(_OPTIMIZERS, case_sensitive=False), default="FIRE",
+              show_default=True)
+@click.option("--cell-filter", type=click.Choice(["none", "frechet", "exp"]), default="none",
+              show_default=True, help="Relax the cell too (3D-periodic structures).")
+@click.option("--fix-symmetry", is_flag=True, help="Keep the space group (spglib).")
+@click.option("--fix-bottom-layers", type=click.IntRange(min=1), metavar="N",
+              help="Fix the N lowest atomic layers (slabs).")
+@click.option("--fix-below", type=float, metavar="Z", help="Fix atoms with z < Z Å.")
+@click.option("--trajectory", type=click.Path(dir_okay=False),
+              help="Write the optimization path (one file per structure when several).")
+@click.option("--loginterval", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trajectory/log interval, steps.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Structures relaxed together by the batched FIRE; 1 = ASE one by one.")
+@click.option("--resume", is_flag=True, help="Skip structures already in the output.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Print optimizer steps.")
+def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filter, fix_symmetry,
+         fix_bottom_layers, fix_below, trajectory, loginterval, report, batch_size, resume, quiet,
+         verbose) -> None:  # fmt: skip
+    """Relax the structures in INPUT files (any format ASE reads, one or many per file).
+
+    Exit status: 0 all converged, 3 some not converged, 1 error, 2 usage error, 130 Ctrl-C.
+    """
+    if fix_bottom_layers is not None and fix_below is not None:
+        raise click.UsageError("give --fix-bottom-layers or --fix-below, not both")
+    from tdn_calc.relax_job import RelaxSettings
+
+    settings = RelaxSettings(fmax=fmax, steps=steps, optimizer=optimizer, cell_filter=cell_filter,
+                             fix_symmetry=fix_symmetry, fix_bottom_layers=fix_bottom_layers,
+                             fix_below=fix_below, trajectory=trajectory, loginterval=loginterval,
+                             batch_size=batch_size)  # fmt: skip
+    try:
+        code = _run(list(inputs), output, model, device, dtype, settings, report, resume,
+                    quiet, verbose)  # fmt: skip
+    except ModelNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from exc
+    except TDNError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+def _run(inputs, output, model_spec, device, dtype, settings, report, resume, quiet, verbose):
+    from tdn_calc import distributed, relax_job
+    from tdn_calc.device import resolve_device
+    from tdn_calc.structure_io import read_structures
+
+    start = time.perf_counter()
+    rank, size = distributed.world()
+    say = (lambda msg: click.echo(msg, err=True)) if not quiet and rank == 0 else (lambda m: None)
+    records = read_structures(inputs)
+    plans = relax_job.plan_outputs(records, inputs, output)
+    for message in relax_job.prepare(records, settings):
+        say(f"warning: {message}")
+    done: dict = {}
+    todo = records
+    if resume:
+        for plan in plans:
+            found = relax_job.find_resumed(plan)
+            for r in plan.records:
+                if r.key in found:
+                    done[r.key] = relax_job.Outcome(r, found[r.key], "resumed")
+        todo = [r for r in records if r.key not in done]
+        say(f"resume: {len(done)} structure(s) already in the output, {len(todo)} to relax")
+    dev = resolve_device(device)
+    if size > 1 and dev.type == "cuda" and dev.index is None:
+        dev = resolve_device(f"cuda:{distributed.local_rank()}")
+    model, model_info = relax_job.load_job_model(model_spec, records, str(dev), dtype)
+    loaded = time.perf_counter()
+    mine = todo[rank::size]
+
+    from tqdm import tqdm
+
+    from tdn_calc.calculator import TDNCalculator
+
+    bar = tqdm(total=len(mine), unit="structure", file=sys.stderr,
+               disable=quiet or verbose or len(mine) < 2 or rank != 0)  # fmt: skip
+    finished: dict = {}
+
+    def on_done(outcome):
+        finished[outcome.record.key] = outcome
+        bar.update(1)
+
+    interrupted = False
+    try:
+        relax_job.run(mine, settings, model, lambda: TDNCalculator(model), on_done,
+                      log=(lambda m: click.echo(m, err=True)) if verbose else None)  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    relaxed = time.perf_counter()
+    for part in distributed.all_gather(finished):
+        done.update(part)
+    rows = [done[r.key].row() for r in records if r.key in done]
+    if rank == 0:
+        relax_job.write_outputs(plans, done)
+        if report:
+            relax_job.write_report(report, relax_job.build_report(
+                inputs=inputs, plans=plans, model_info=model_info, settings=settings, rows=rows,
+                total=len(records), interrupted=interrupted,
+                timings={"load": loaded - start, "relax": relaxed - loaded,
+                         "total": time.perf_counter() - start},
+                extra={"world_size": size, "batched": settings.batched(todo)},
+            ))  # fmt: skip
+    distributed.shutdown()
+    c = relax_job.counts(rows, len(records))
+    if not quiet and rank == 0:
+        if rows:
+            click.echo(_table(rows))
+        for r in rows:
+            if not r["converged"]:
+                say(f"warning: {r['structure']} not converged: fmax {_fmt(r['fmax'], '.4f')} "
+                    f"eV/Å, target {settings.fmax} eV/Å ({r['reason']})")  # fmt: skip
+        where = ", ".join(str(p.path) for p in plans)
+        click.echo(
+            f"{c['finished']}/{c['total']} structures: {c['converged']} converged, "
+            f"{c['not_converged']} not converged"
+            + (f", {c['resumed']} resumed" if c["resumed"] else "")
+            + f" -> {where} ({time.perf_counter() - start:.1f} s)"
+        )
+        if interrupted:
+            say("interrupted: finished structures were written; rerun with --resume to continue")
+    if interrupted:
+        return relax_job.EXIT_INTERRUPTED
+    return relax_job.EXIT_OK if c["not_converged"] == 0 else relax_job.EXIT_NOT_CONVERGED
+
+
+if __name__ == "__main__":
+    main()

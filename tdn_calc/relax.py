@@ -1,0 +1,254 @@
+"""Geometry (and cell) relaxation of one structure with ASE optimizers: :func:`relax`.
+
+Many structures at once on a TDN model: :func:`tdn_calc.batch_relax.batch_relax`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch
+from ase.optimize.optimize import Optimizer
+
+from .errors import InputError
+from .relax_guard import DEFAULT_GUARD, DivergenceGuard, min_pair_distance
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "FIRE": FIRE,
+    "BFGS": BFGS,
+    "LBFGS": LBFGS,
+    "BFGSLineSearch": BFGSLineSearch,
+}
+CELL_FILTERS = ("none", "frechet", "exp")
+
+
+class ConvergenceWarning(UserWarning):
+    """A relaxation stopped before the forces fell below ``fmax``."""
+
+
+@dataclass
+class RelaxResult:
+    """Outcome of one relaxation.
+
+    Attributes:
+        atoms: the relaxed structure (a copy; the input is untouched) carrying a
+            ``SinglePointCalculator`` with the final energy, forces and (3D cells) stress.
+        converged: max force (and, with a cell filter, cell force) below ``fmax``.
+        n_steps: optimizer steps taken.
+        energy: final energy, eV.
+        fmax: final max force norm, eV/Å (constrained forces; with a cell filter it includes
+            the cell degrees of freedom, as ASE's convergence test does).
+        wall_time: seconds spent.
+        reason: why it stopped when not converged (``"max steps (500) reached"``, ``"diverged:
+            ..."``), else ``None``.
+        energies: energy at every step, eV (step 0 = start).
+        fmaxs: max force at every step, eV/Å.
+    """
+
+    atoms: Atoms
+    converged: bool
+    n_steps: int
+    energy: float
+    fmax: float
+    wall_time: float
+    reason: str | None = None
+    energies: list[float] = field(default_factory=list)
+    fmaxs: list[float] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.reason and self.reason.startswith("diverged"))
+
+
+def resolve_optimizer(optimizer: str | type[Optimizer]) -> type[Optimizer]:
+    """An optimizer class from its name (case-insensitive) or the class itself."""
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        return optimizer
+    names = {k.lower(): v for k, v in OPTIMIZERS.items()}
+    key = str(optimizer).lower()
+    if key not in names:
+        raise InputError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    return names[key]
+
+
+def resolve_cell_filter(cell_filter: str | None) -> str:
+    """``None``/``"none"``/``"frechet"``/``"exp"`` -> canonical lower-case name."""
+    key = "none" if cell_filter is None else str(cell_filter).lower()
+    if key not in CELL_FILTERS:
+        raise InputError(f"unknown cell filter {cell_filter!r}; use one of {CELL_FILTERS}")
+    return key
+
+
+def _make_filter(atoms: Atoms, kind: str, kwargs: dict[str, Any]):
+    from ase.filters import ExpCellFilter, FrechetCellFilter
+
+    if not atoms.pbc.all():
+        raise InputError(
+            f"cell relaxation (cell_filter={kind!r}) needs a cell periodic in all three "
+            f"directions; this structure has pbc={atoms.pbc.tolist()}"
+        )
+    return (FrechetCellFilter if kind == "frechet" else ExpCellFilter)(atoms, **kwargs)
+
+
+def snapshot(atoms: Atoms, calc: Calculator | None = None) -> Atoms:
+    """A copy of ``atoms`` with a ``SinglePointCalculator`` holding energy, raw (unconstrained)
+    forces and, for 3D cells, stress from ``calc`` (default ``atoms.calc``)."""
+    calc = calc or atoms.calc
+    out = atoms.copy()
+    results: dict[str, Any] = {
+        "energy": float(calc.get_potential_energy(atoms)),
+        "forces": np.array(calc.get_forces(atoms)),
+    }
+    if atoms.pbc.all():
+        try:
+            results["stress"] = np.array(calc.get_stress(atoms))
+        except PropertyNotImplementedError:
+            pass
+    out.calc = SinglePointCalculator(out, **results)
+    return out
+
+
+def relax(
+    atoms: Atoms,
+    calculator: Calculator | None = None,
+    fmax: float = 0.05,
+    steps: int = 500,
+    optimizer: str | type[Optimizer] = "FIRE",
+    cell_filter: str | None = None,
+    fix_symmetry: bool = False,
+    trajectory: str | os.PathLike | None = None,
+    logfile: str | os.PathLike | None = None,
+    *,
+    loginterval: int = 1,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    filter_kwargs: dict[str, Any] | None = None,
+    guard: DivergenceGuard | None = DEFAULT_GUARD,
+    warn: bool = True,
+) -> RelaxResult:
+    """Relax the positions (and, with ``cell_filter``, the cell) of a copy of ``atoms``.
+
+    Args:
+        atoms: the structure; its constraints (e.g. ``FixAtoms``) and ``info`` are kept.
+        calculator: any ASE calculator; ``None`` uses ``atoms.calc`` or else
+            ``TDNCalculator("auto")``.
+        fmax: force convergence threshold, eV/Å.
+        steps: maximum number of optimizer steps.
+        optimizer: ``"FIRE"``, ``"BFGS"``, ``"LBFGS"``, ``"BFGSLineSearch"`` or an ASE class.
+        cell_filter: ``None``/``"none"``, ``"frechet"`` (``FrechetCellFilter``) or ``"exp"``
+            (``ExpCellFilter``); needs a 3D-periodic cell.
+        fix_symmetry: keep the space group (``ase.constraints.FixSymmetry``, needs spglib).
+        trajectory: write every ``loginterval``-th step (and the last) to this file, in any
+            format ASE writes (guessed from the suffix), atomically at the end.
+        logfile: optimizer log: ``"-"`` for stdout, a path, or ``None`` for none.
+        loginterval: trajectory interval, steps.
+        optimizer_kwargs: extra arguments of the optimizer (e.g. ``maxstep``).
+        filter_kwargs: extra arguments of the cell filter (e.g. ``scalar_pressure`` in eV/Å^3).
+        guard: divergence guard (``None`` disables it), see :mod:`tdn_calc.relax_guard`.
+        warn: emit a :class:`ConvergenceWarning` when not converged.
+    """
+    if fmax <= 0 or steps < 0:
+        raise InputError(f"need fmax > 0 eV/Å and steps >= 0, got fmax={fmax}, steps={steps}")
+    opt_class = resolve_optimizer(optimizer)
+    kind = resolve_cell_filter(cell_filter)
+    work = atoms.copy()
+    if calculator is None:
+        calculator = atoms.calc
+    if calculator is None:
+        from .calculator import TDNCalculator
+
+        calculator = TDNCalculator("auto")
+    work.calc = calculator
+    if fix_symmetry:
+        from ase.constraints import FixSymmetry
+
+        work.set_constraint([*work.constraints, FixSymmetry(work)])
+    target = _make_filter(work, kind, filter_kwargs or {}) if kind != "none" else work
+    start = time.perf_counter()
+    opt = opt_class(target, logfile=logfile, **(optimizer_kwargs or {}))
+    frames: list[Atoms] = []
+    energies: list[float] = []
+    fmaxs: list[float] = []
+    start_positions = work.positions.copy()
+    last_good = start_positions
+    reason = None
+    converged = False
+    gradients: list[np.ndarray] = []
+    _log = opt.log
+
+    def log(gradient: np.ndarray) -> None:  # irun logs the gradient it tests: reuse it
+        gradients[:] = [gradient]
+        _log(gradient)
+
+    opt.log = log
+    run = opt.irun(fmax=fmax, steps=steps)
+    while True:
+        try:
+            converged = next(run)
+        except StopIteration:
+            break
+        except InputError as exc:  # the TDN calculator refuses e.g. overlapping atoms
+            if not energies:
+                raise
+            reason = f"diverged: {exc}"
+            work.set_positions(last_good, apply_constraint=False)
+            break
+        energy = float(work.get_potential_energy())
+        gradient = gradients[0] if gradients else opt.optimizable.get_gradient()
+        fnow = float(opt.optimizable.gradient_norm(gradient))
+        energies.append(energy)
+        fmaxs.append(fnow)
+        last_good = work.positions.copy()
+        if trajectory is not None and (opt.nsteps % max(loginterval, 1) == 0 or converged):
+            frames.append(snapshot(work))
+        if guard is not None and not converged:
+            reason = guard.check(
+                energy,
+                energies[0],
+                len(work),
+                work.get_forces(),
+                np.linalg.norm(work.positions - start_positions, axis=1),
+                min_pair_distance(work.positions, work.cell.array, work.pbc, guard.min_distance),
+            )
+            if reason:
+                break
+    n_steps = int(opt.nsteps)
+    if reason is None and not converged:
+        reason = f"max steps ({steps}) reached"
+    final = snapshot(work)
+    if trajectory is not None:
+        if not frames or frames[-1].positions.tolist() != final.positions.tolist():
+            frames.append(final)
+        from .structure_io import write_structures
+
+        write_structures(trajectory, frames)
+    result = RelaxResult(
+        atoms=final,
+        converged=bool(converged and reason is None),
+        n_steps=n_steps,
+        energy=energies[-1] if energies else float(final.get_potential_energy()),
+        fmax=fmaxs[-1] if fmaxs else float("nan"),
+        wall_time=time.perf_counter() - start,
+        reason=None if converged and reason is None else reason,
+        energies=energies,
+        fmaxs=fmaxs,
+    )
+    if warn and not result.converged:
+        warnings.warn(not_converged_message(result, fmax), ConvergenceWarning, stacklevel=2)
+    return result
+
+
+def not_converged_message(result: RelaxResult, fmax: float, label: str = "") -> str:
+    """``"<label>not converged after N steps: fmax X eV/Å > target Y eV/Å (reason)"``."""
+    prefix = f"{label}: " if label else ""
+    return (
+        f"{prefix}relaxation not converged after {result.n_steps} steps: fmax "
+        f"{result.fmax:.4f} eV/Å, target {fmax} eV/Å ({result.reason})"
+    )

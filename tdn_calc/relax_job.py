@@ -1,0 +1,349 @@
+"""The work behind ``tdn-relax``: plan outputs, resume, relax (batched or one by one), write
+results and the JSON report. The CLI (``tdn_calc/cli/relax.py``) only parses options."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from .errors import InputError
+from .fileio import atomic_write
+from .relax import ConvergenceWarning, RelaxResult, relax, resolve_cell_filter, resolve_optimizer
+from .slab import fix_below, fix_bottom_layers, pbc_messages
+from .structure_io import (
+    INDEX_KEY,
+    SOURCE_KEY,
+    StructureRecord,
+    check_output,
+    default_output,
+    read_existing,
+    write_structures,
+)
+
+#: Exit status when every structure converged / some did not / Ctrl-C.
+EXIT_OK, EXIT_NOT_CONVERGED, EXIT_INTERRUPTED = 0, 3, 130
+
+
+@dataclass
+class RelaxSettings:
+    """Options of a relaxation job (units: eV/Å for ``fmax``, Å for ``fix_below``)."""
+
+    fmax: float = 0.05
+    steps: int = 500
+    optimizer: str = "FIRE"
+    cell_filter: str = "none"
+    fix_symmetry: bool = False
+    fix_bottom_layers: int | None = None
+    fix_below: float | None = None
+    trajectory: str | None = None
+    loginterval: int = 1
+    batch_size: int = 32
+
+    def batched(self, records: Sequence[StructureRecord]) -> bool:
+        """Whether the batched torch FIRE can do this job (else ASE, one by one)."""
+        from ase.constraints import FixAtoms
+
+        return (
+            self.batch_size > 1
+            and resolve_optimizer(self.optimizer).__name__ == "FIRE"
+            and resolve_cell_filter(self.cell_filter) == "none"
+            and not self.fix_symmetry
+            and self.trajectory is None
+            and all(isinstance(c, FixAtoms) for r in records for c in r.atoms.constraints)
+        )
+
+
+@dataclass
+class Outcome:
+    """The result of one input structure: relaxed now (``result`` set) or found in the output
+    of an earlier run (``status == "resumed"``)."""
+
+    record: StructureRecord
+    frame: Atoms
+    status: str
+    result: RelaxResult | None = None
+
+    def row(self) -> dict[str, Any]:
+        info = self.frame.info
+        return {
+            "structure": self.record.label,
+            "source": self.record.source,
+            "index": self.record.index,
+            "formula": self.frame.get_chemical_formula(),
+            "atoms": len(self.frame),
+            "steps": int(info.get("n_steps", -1)),
+            "energy": _energy(self.frame),
+            "fmax": _float(info.get("fmax")),
+            "converged": bool(info.get("converged", False)),
+            "reason": info.get("relax_reason") or None,
+            "time": None if self.result is None else round(self.result.wall_time, 3),
+            "status": self.status,
+        }
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _energy(atoms: Atoms) -> float | None:
+    try:
+        return float(atoms.get_potential_energy())
+    except Exception:
+        return None
+
+
+@dataclass
+class OutputPlan:
+    """Which records go to which output file (``fmt`` is ASE's format name)."""
+
+    path: Path
+    fmt: str
+    records: list[StructureRecord]
+    existing: list[Atoms] = field(default_factory=list)
+
+
+def plan_outputs(
+    records: Sequence[StructureRecord], inputs: Sequence[str], output: str | None
+) -> list[OutputPlan]:
+    """One plan per output file: ``output`` for everything, or ``<stem>_relaxed.extxyz``
+    beside each input. Refuses outputs that are inputs and single-structure formats that
+    would need several structures."""
+    if output is not None:
+        fmt = check_output(output, inputs, len(records))
+        return [OutputPlan(Path(output), fmt, list(records))]
+    plans: dict[str, OutputPlan] = {}
+    for r in records:
+        if r.source not in plans:
+            path = default_output(r.source)
+            n = sum(1 for x in records if x.source == r.source)
+            plans[r.source] = OutputPlan(path, check_output(path, inputs, n), [])
+        plans[r.source].records.append(r)
+    return list(plans.values())
+
+
+def prepare(records: Sequence[StructureRecord], settings: RelaxSettings) -> list[str]:
+    """Apply ``fix_bottom_layers``/``fix_below`` in place and collect pbc/vacuum warnings.
+
+    Raises:
+        InputError: a broken cell (naming the structure).
+    """
+    messages = []
+    cell_relax = resolve_cell_filter(settings.cell_filter) != "none"
+    for r in records:
+        try:
+            if settings.fix_bottom_layers:
+                fix_bottom_layers(r.atoms, settings.fix_bottom_layers)
+            if settings.fix_below is not None:
+                fix_below(r.atoms, settings.fix_below)
+            messages += [f"{r.label}: {m}" for m in pbc_messages(r.atoms, cell_relax)]
+        except InputError as exc:
+            raise InputError(f"{r.label} ({r.source}): {exc}") from exc
+    return messages
+
+
+def find_resumed(plan: OutputPlan) -> dict[tuple[str, int], Atoms]:
+    """Frames of the existing output of ``plan`` keyed by ``(source, index)``.
+
+    Raises:
+        InputError: the output format does not keep ``atoms.info`` (needed to match frames).
+    """
+    frames = read_existing(plan.path)
+    plan.existing = frames
+    if frames and plan.fmt not in ("extxyz", "traj"):
+        raise InputError(
+            f"--resume needs an .extxyz or .traj output to recognise finished structures; "
+            f"{str(plan.path)!r} is {plan.fmt!r}"
+        )
+    return {(f.info.get(SOURCE_KEY), int(f.info.get(INDEX_KEY, -1))): f for f in frames}
+
+
+def output_frame(record: StructureRecord, result: RelaxResult) -> Atoms:
+    """The relaxed structure with results and bookkeeping in ``info`` (charge/spin kept)."""
+    atoms = result.atoms
+    atoms.info.update(
+        {
+            SOURCE_KEY: record.source,
+            INDEX_KEY: record.index,
+            "converged": bool(result.converged),
+            "n_steps": int(result.n_steps),
+            "fmax": float(result.fmax),
+        }
+    )
+    if result.reason:
+        atoms.info["relax_reason"] = result.reason
+    return atoms
+
+
+def trajectory_path(base: str, record: StructureRecord, several: bool) -> str:
+    """``base`` for a single structure, else ``<stem>_<label><suffix>`` per structure."""
+    if not several:
+        return base
+    path = Path(base)
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", record.label).strip("_")
+    return str(path.with_name(f"{path.stem}_{label}{path.suffix}"))
+
+
+def run(
+    records: Sequence[StructureRecord],
+    settings: RelaxSettings,
+    model,
+    calculator_factory: Callable[[], Any],
+    on_done: Callable[[Outcome], None],
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Relax ``records``, calling ``on_done`` for each as it finishes. Uses the batched FIRE
+    when :meth:`RelaxSettings.batched` allows it, else :func:`relax` one by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if settings.batched(records):
+            from .batch_relax import batch_relax
+
+            batch_relax(
+                [r.atoms for r in records],
+                model,
+                fmax=settings.fmax,
+                steps=settings.steps,
+                batch_size=settings.batch_size,
+                on_result=lambda k, res: on_done(
+                    Outcome(records[k], output_frame(records[k], res), "relaxed", res)
+                ),
+                log=log,
+                loginterval=max(settings.loginterval, 10),
+                warn=False,
+            )
+            return
+        calc = calculator_factory()
+        for r in records:
+            traj = settings.trajectory
+            res = relax(
+                r.atoms,
+                calc,
+                fmax=settings.fmax,
+                steps=settings.steps,
+                optimizer=settings.optimizer,
+                cell_filter=settings.cell_filter,
+                fix_symmetry=settings.fix_symmetry,
+                trajectory=trajectory_path(traj, r, len(records) > 1) if traj else None,
+                logfile="-" if log else None,
+                loginterval=settings.loginterval,
+                warn=False,
+            )
+            on_done(Outcome(r, output_frame(r, res), "relaxed", res))
+
+
+def write_outputs(plans: Sequence[OutputPlan], outcomes: dict[tuple[str, int], Outcome]) -> None:
+    """Write every plan's output atomically: earlier frames of other structures first, then
+    this run's structures in input order (finished ones only)."""
+    for plan in plans:
+        keys = {r.key for r in plan.records}
+        frames = [
+            f
+            for f in plan.existing
+            if (f.info.get(SOURCE_KEY), int(f.info.get(INDEX_KEY, -1))) not in keys
+        ]
+        frames += [outcomes[r.key].frame for r in plan.records if r.key in outcomes]
+        if frames:
+            write_structures(plan.path, frames, plan.fmt)
+
+
+def versions() -> dict[str, str]:
+    import ase
+    import numpy
+    import torch
+
+    from . import __version__
+
+    return {
+        "tdn_calc": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ase": ase.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def counts(rows: Sequence[dict[str, Any]], total: int) -> dict[str, int]:
+    converged = sum(r["converged"] for r in rows)
+    return {
+        "total": total,
+        "finished": len(rows),
+        "converged": converged,
+        "not_converged": len(rows) - converged,
+        "resumed": sum(r["status"] == "resumed" for r in rows),
+        "unfinished": total - len(rows),
+    }
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    """Write the JSON report atomically."""
+    with atomic_write(path, "w") as handle:
+        json.dump(report, handle, indent=2, default=str)
+        handle.write("\n")
+
+
+def build_report(
+    *,
+    inputs: Sequence[str],
+    plans: Sequence[OutputPlan],
+    model_info: dict[str, Any],
+    settings: RelaxSettings,
+    rows: list[dict[str, Any]],
+    total: int,
+    timings: dict[str, float],
+    interrupted: bool,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``--report`` JSON document."""
+    return {
+        "command": sys.argv,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": list(inputs),
+        "outputs": [str(p.path) for p in plans],
+        "model": model_info,
+        "settings": settings.__dict__,
+        "versions": versions(),
+        "counts": counts(rows, total),
+        "interrupted": interrupted,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "structures": rows,
+        **(extra or {}),
+    }
+
+
+def load_job_model(spec: str, records: Sequence[StructureRecord], device: str, dtype: str):
+    """Load the model named by ``spec`` (checkpoint path, registered name, or ``"auto"``: the
+    first registered model covering every element of ``records``).
+
+    Returns:
+        ``(model, info)`` with ``info = {"name", "path", "sha256", "device", "dtype"}``.
+    """
+    from .checkpoint import load_model
+    from .fileio import sha256_file
+    from .registry import resolve_model, select_model_for
+
+    name = spec
+    if spec.lower() == "auto":
+        elements = sorted({int(z) for r in records for z in r.atoms.numbers})
+        name = select_model_for(elements)
+    path = Path(name) if Path(name).is_file() else resolve_model(name)
+    model = load_model(path, device=device, dtype=dtype)
+    param = next(model.parameters())
+    info = {
+        "name": name if spec.lower() != "auto" else f"{name} (auto)",
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "device": str(param.device),
+        "dtype": str(param.dtype).removeprefix("torch."),
+        "elements": list(model.elements),
+    }
+    return model, info
