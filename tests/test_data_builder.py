@@ -57,6 +57,7 @@ def test_build_two_molecules_labels_match_tblite(tmp_path):
     kinds = set(ds.frame_kind.tolist())
     assert {FrameKind.RELAX, FrameKind.RATTLED, FrameKind.STRAINED, FrameKind.BAD_START} <= kinds
     calc = TBLite(method="GFN2-xTB", verbosity=0)
+    limits = pytest.importorskip("threadpoolctl").threadpool_limits(limits=1)  # see builder
     for i in range(len(ds)):
         s = ds[i]
         assert np.isfinite(s["energy"]) and np.isfinite(s["forces"]).all()
@@ -67,6 +68,7 @@ def test_build_two_molecules_labels_match_tblite(tmp_path):
             # the builder reuses one calculator, whose SCF restarts from the previous density;
             # a fresh SCF converges to the same forces within its tolerance (~1e-5 relative)
             np.testing.assert_allclose(s["forces"], atoms.get_forces(), rtol=1e-4, atol=2e-4)
+    limits.restore_original_limits()
     # the last relaxation frame is a minimum
     for t in range(ds.n_trajs):
         relax = np.flatnonzero((ds.traj == t) & (ds.frame_kind == FrameKind.RELAX))

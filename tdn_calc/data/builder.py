@@ -128,8 +128,21 @@ def _relax(atoms, fmax: float, steps: int, every: int, kind: int) -> tuple[list[
 
 def label_molecule(smiles: str, seed: int, settings: BuildSettings) -> MoleculeResult:
     """All frames of one molecule (see module docstring). Never raises for chemistry
-    failures: they come back as ``MoleculeResult.failure`` ("embed_failed", "scf_failed",
-    "nonfinite")."""
+    failures: they come back as ``MoleculeResult.failure`` ("embed_failed", "scf_failed").
+
+    tblite runs single-threaded here: its OpenMP threads, spinning on a busy CPU, made a
+    molecule 20x slower in a process that had already loaded OpenMP (e.g. through torch),
+    where setting ``OMP_NUM_THREADS`` no longer helps.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: then OMP_NUM_THREADS=1 must be set before start-up
+        return _label_molecule(smiles, seed, settings)
+    with threadpool_limits(limits=1):
+        return _label_molecule(smiles, seed, settings)
+
+
+def _label_molecule(smiles: str, seed: int, settings: BuildSettings) -> MoleculeResult:
     from ase import Atoms
 
     result = MoleculeResult(identifier=smiles)

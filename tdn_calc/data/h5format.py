@@ -128,8 +128,13 @@ class H5Writer:
                     f"got {sorted(attrs)}"
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = h5py.File(self.path, "w", libver="latest")
+            # create under a temporary name so that a kill never leaves a half-made file
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            self._f = h5py.File(tmp, "w", libver="latest")
             self._create(attrs)
+            self._f.close()
+            os.replace(tmp, self.path)
+            self._f = h5py.File(self.path, "r+")
         self._identifiers = {_s(x) for x in self._f["identifiers"][: self.n_trajs]}
 
     # --- creation and recovery ------------------------------------------------------------
