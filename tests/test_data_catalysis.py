@@ -259,3 +259,16 @@ def test_cli_build_catalysis(tmp_path):
     assert (tmp_path / "cat" / "part-00000.h5").exists()
     bad = CliRunner().invoke(main, [*args[:5], "--teacher", "nonsense"])
     assert bad.exit_code != 0 and "unknown teacher" in bad.output
+
+
+@pytest.mark.slow
+def test_sevennet_teacher_labels_a_slab():
+    pytest.importorskip("sevenn")
+    config = CatalysisConfig(metals=("Pt",))
+    spec = _spec("Pt111/CO/top/r0", config)
+    atoms = build_system(spec, {"Pt": 3.98}, config)
+    atoms.calc = get_teacher("sevenn-0")
+    forces = atoms.get_forces(apply_constraint=False)
+    assert forces.shape == (len(atoms), 3) and np.isfinite(forces).all()
+    assert np.isfinite(atoms.get_potential_energy())
+    assert "sevenn 0." in teacher_reference_method("sevenn-0")
