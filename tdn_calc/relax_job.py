@@ -126,7 +126,8 @@ def plan_outputs(
         if r.source not in plans:
             path = default_output(r.source)
             n = sum(1 for x in records if x.source == r.source)
-            plans[r.source] = OutputPlan(path, check_output(path, inputs, n), [])
+            fmt = check_output(path, inputs, n, format="extxyz")  # "POSCAR_..." is not vasp
+            plans[r.source] = OutputPlan(path, fmt, [])
         plans[r.source].records.append(r)
     return list(plans.values())
 
@@ -157,7 +158,7 @@ def find_resumed(plan: OutputPlan) -> dict[tuple[str, int], Atoms]:
     Raises:
         InputError: the output format does not keep ``atoms.info`` (needed to match frames).
     """
-    frames = read_existing(plan.path)
+    frames = read_existing(plan.path, plan.fmt)
     plan.existing = frames
     if frames and plan.fmt not in ("extxyz", "traj"):
         raise InputError(

@@ -73,10 +73,17 @@ def read_structures(
 
 
 def default_output(path: str | os.PathLike) -> Path:
-    """``<dir>/<stem>_relaxed.extxyz`` beside the input ``path``."""
+    """``<dir>/<stem>_relaxed.extxyz`` beside the input ``path``. The stem is lower-cased
+    when ASE would otherwise take the name for another format (``POSCAR`` ->
+    ``poscar_relaxed.extxyz``, since ASE reads any name containing ``POSCAR`` as VASP)."""
     path = Path(path)
     stem = path.stem if path.suffix else path.name
-    return path.with_name(f"{stem}_relaxed.extxyz")
+    out = path.with_name(f"{stem}_relaxed.extxyz")
+    try:
+        guessed = filetype(out.name, read=False)
+    except Exception:
+        guessed = None
+    return out if guessed == "extxyz" else path.with_name(f"{stem.lower()}_relaxed.extxyz")
 
 
 def output_format(path: str | os.PathLike, format: str | None = None) -> str:
@@ -97,10 +104,13 @@ def output_format(path: str | os.PathLike, format: str | None = None) -> str:
 
 
 def check_output(
-    output: str | os.PathLike, inputs: Sequence[str | os.PathLike], n_structures: int
+    output: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    n_structures: int,
+    format: str | None = None,
 ) -> str:
     """Refuse an output that is one of the inputs, or a single-structure format for several
-    structures. Returns the output's ASE format name."""
+    structures. Returns the output's ASE format name (``format`` or guessed from the name)."""
     out = Path(output).resolve()
     for inp in inputs:
         if Path(inp).resolve() == out:
@@ -108,7 +118,7 @@ def check_output(
                 f"output {str(output)!r} is also an input; tdn-relax never overwrites an "
                 "input, choose another -o"
             )
-    fmt = output_format(output)
+    fmt = output_format(output, format)
     if ioformats[fmt].single and n_structures > 1:
         raise InputError(
             f"output format {fmt!r} ({str(output)!r}) holds one structure, but there are "
@@ -139,13 +149,13 @@ def write_structures(
         raise
 
 
-def read_existing(path: str | os.PathLike) -> list[Atoms]:
+def read_existing(path: str | os.PathLike, format: str | None = None) -> list[Atoms]:
     """Frames of an existing output file (for ``--resume``); ``[]`` if there is none."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return []
     try:
-        return list(read(str(path), index=":"))
+        return list(read(str(path), index=":", format=format))
     except Exception as exc:
         raise InputError(
             f"cannot read the existing output {str(path)!r} to resume ({exc}); move it away "

@@ -1,0 +1,260 @@
+"""tdn-relax through click's runner (and once as a subprocess): formats, outputs, exit codes,
+resume, interruption, report, slabs, batched vs one-by-one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from ase.build import fcc111
+from ase.io import read, write
+from click.testing import CliRunner
+from relax_testing import one_thread, periodic_cho, rattled_molecules  # noqa: F401
+from tdn_calc.cli.relax import main
+
+from tdn_calc import relax_job
+from tdn_calc.checkpoint import save_model
+from tdn_calc.fileio import sha256_file
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_model, monkeypatch):
+    """tmp_path as cwd with ``tiny.safetensors`` (H, C, O) and ``mols.xyz`` (3 molecules,
+    the first with charge/spin in info); an empty model registry."""
+    monkeypatch.chdir(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"format_version": 1, "models": {}}')
+    monkeypatch.setenv("TDN_MANIFEST", str(manifest))
+    save_model(tiny_model(dtype=torch.float32), tmp_path / "tiny.safetensors")
+    mols = rattled_molecules(("CH3CH2OH", "H2O", "CH4"))
+    mols[0].info.update(charge=1, spin=2)
+    write(tmp_path / "mols.xyz", mols, format="extxyz")
+    return tmp_path
+
+
+def run(*args):
+    return CliRunner().invoke(main, [*args, "-m", "tiny.safetensors"], catch_exceptions=False)
+
+
+def test_defaults_write_extxyz_beside_input(workdir):
+    before = (workdir / "mols.xyz").read_bytes()
+    result = run("mols.xyz")
+    assert result.exit_code == 0, result.output
+    frames = read(workdir / "mols_relaxed.extxyz", index=":")
+    assert len(frames) == 3
+    for f in frames:
+        assert f.info["converged"] is True
+        assert f.info["fmax"] < 0.05 and f.info["n_steps"] >= 0
+        assert f.get_forces().shape == (len(f), 3)
+        assert np.isfinite(f.get_potential_energy())
+    assert frames[0].info["charge"] == 1 and frames[0].info["spin"] == 2
+    assert (workdir / "mols.xyz").read_bytes() == before
+    assert "mols[2]" in result.stdout and "energy/eV" in result.stdout
+    assert "3/3 structures: 3 converged, 0 not converged" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "periodic"),
+    [
+        ("in.xyz", "xyz", False),
+        ("in.extxyz", "extxyz", True),
+        ("in.cif", "cif", True),
+        ("POSCAR", "vasp", True),
+        ("in.traj", "traj", True),
+        ("in.pdb", "proteindatabank", True),
+    ],
+)
+def test_input_formats(workdir, name, fmt, periodic):
+    atoms = periodic_cho(3) if periodic else rattled_molecules(("CH3OH",))[0]
+    write(workdir / name, atoms, format=fmt)
+    result = run(name, "--fmax", "0.1")
+    assert result.exit_code == 0, result.output
+    stem = name.rsplit(".", 1)[0]
+    stem = stem.lower() if stem == "POSCAR" else stem  # ASE takes *POSCAR* names for VASP
+    (out,) = read(workdir / f"{stem}_relaxed.extxyz", index=":")
+    assert out.get_chemical_formula() == atoms.get_chemical_formula()
+    assert out.pbc.tolist() == atoms.pbc.tolist()
+    if periodic:
+        assert out.get_stress().shape == (6,)
+
+
+@pytest.mark.parametrize("output", ["out.traj", "out.cif", "CONTCAR", "sub/out.xyz"])
+def test_output_formats(workdir, output):
+    write(workdir / "bulk.extxyz", periodic_cho(4))
+    result = run("bulk.extxyz", "-o", output, "--fmax", "0.1")
+    assert result.exit_code == 0, result.output
+    (out,) = read(workdir / output, index=":", format="vasp" if output == "CONTCAR" else None)
+    assert len(out) == 8
+    assert not (workdir / "bulk_relaxed.extxyz").exists()
+
+
+def test_refuses_to_overwrite_an_input(workdir):
+    before = (workdir / "mols.xyz").read_bytes()
+    result = run("mols.xyz", "-o", "mols.xyz")
+    assert result.exit_code == 1
+    assert "also an input" in result.output
+    assert (workdir / "mols.xyz").read_bytes() == before
+
+
+def test_single_structure_format_for_many_is_refused(workdir):
+    result = run("mols.xyz", "-o", "out.vasp")
+    assert result.exit_code == 1
+    assert "holds one structure" in result.output
+
+
+def test_unconverged_exit_code_3_and_report(workdir):
+    result = run("mols.xyz", "--steps", "2", "--fmax", "0.001", "--report", "r.json")
+    assert result.exit_code == 3
+    assert "not converged" in result.output and "target 0.001" in result.output
+    report = json.loads((workdir / "r.json").read_text())
+    assert report["counts"]["not_converged"] >= 2
+    assert report["model"]["sha256"] == sha256_file(workdir / "tiny.safetensors")
+    assert report["settings"]["steps"] == 2
+    assert report["inputs"] == ["mols.xyz"]
+    assert report["outputs"] == ["mols_relaxed.extxyz"]
+    assert {"torch", "ase", "tdn_calc", "python"} <= set(report["versions"])
+    assert {"load", "relax", "total"} <= set(report["timings_s"])
+    assert report["interrupted"] is False
+    rows = report["structures"]
+    assert [r["structure"] for r in rows] == ["mols[0]", "mols[1]", "mols[2]"]
+    for row in rows:
+        assert row["steps"] <= 2 and row["atoms"] > 0
+        if not row["converged"]:
+            assert row["reason"] == "max steps (2) reached" and row["fmax"] > 0.001
+
+
+def test_resume_skips_structures_in_the_output(workdir):
+    assert run("mols.xyz").exit_code == 0
+    out = workdir / "mols_relaxed.extxyz"
+    frames = read(out, index=":")
+    write(out, [frames[0], frames[2]])  # pretend structure 1 was not finished
+    result = run("mols.xyz", "--resume", "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    assert "2 structure(s) already in the output, 1 to relax" in result.output
+    again = read(out, index=":")
+    assert [f.info["tdn_index"] for f in again] == [0, 1, 2]
+    np.testing.assert_array_equal(again[0].positions, frames[0].positions)
+    report = json.loads((workdir / "r.json").read_text())
+    assert [r["status"] for r in report["structures"]] == ["resumed", "relaxed", "resumed"]
+    assert report["counts"]["resumed"] == 2
+
+
+def test_ctrl_c_writes_finished_structures_and_partial_report(workdir, monkeypatch):
+    real_run = relax_job.run
+
+    def interrupted(records, *args, **kwargs):
+        real_run(records[:1], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(relax_job, "run", interrupted)
+    result = run("mols.xyz", "--report", "r.json")
+    assert result.exit_code == 130
+    assert "--resume" in result.output
+    assert len(read(workdir / "mols_relaxed.extxyz", index=":")) == 1
+    report = json.loads((workdir / "r.json").read_text())
+    assert report["interrupted"] is True
+    assert report["counts"]["finished"] == 1 and report["counts"]["unfinished"] == 2
+
+
+def test_model_auto_without_registered_models_fails_clearly(workdir):
+    result = CliRunner().invoke(main, ["mols.xyz"])
+    assert result.exit_code == 1
+    assert "no pretrained models are registered" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_model_name_is_a_usage_error(workdir):
+    result = CliRunner().invoke(main, ["mols.xyz", "-m", "tdn-nonexistent"])
+    assert result.exit_code == 2
+    assert "unknown model 'tdn-nonexistent'" in result.output
+
+
+def test_bad_inputs_are_clean_errors(workdir):
+    (workdir / "broken.xyz").write_text("3\n\nC 0 0\n")
+    for args in (["missing.xyz"], ["broken.xyz"]):
+        result = run(*args)
+        assert result.exit_code in (1, 2)
+        assert "Traceback" not in result.output
+    result = run("mols.xyz", "--fix-bottom-layers", "1", "--fix-below", "2.0")
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def _carbon_slab(pbc_z: bool):
+    slab = fcc111("Pt", size=(2, 2, 3), vacuum=7.0)
+    slab.numbers[:] = 6
+    slab.pbc = [True, True, pbc_z]
+    slab.rattle(0.05, seed=0)
+    return slab
+
+
+def test_slab_fix_bottom_layers_and_vacuum_warning(workdir):
+    slab = _carbon_slab(pbc_z=True)
+    write(workdir / "slab.extxyz", slab)
+    result = run("slab.extxyz", "--fix-bottom-layers", "2", "--fmax", "0.005")
+    assert result.exit_code == 0, result.output
+    assert "vacuum gap" in result.output and "[True, True, False]" in result.output
+    (out,) = read(workdir / "slab_relaxed.extxyz", index=":")
+    bottom = np.argsort(slab.positions[:, 2])[:8]
+    np.testing.assert_allclose(out.positions[bottom], slab.positions[bottom], atol=1e-6)
+    top = np.argsort(slab.positions[:, 2])[8:]
+    assert np.abs(out.positions[top] - slab.positions[top]).max() > 1e-3
+
+
+def test_fix_below(workdir):
+    slab = _carbon_slab(pbc_z=False)
+    write(workdir / "slab.extxyz", slab)
+    z = np.sort(slab.positions[:, 2])[4] - 0.3  # below the second layer
+    result = run("slab.extxyz", "--fix-below", str(z), "--fmax", "0.1", "--batch-size", "1")
+    assert result.exit_code == 0, result.output
+    (out,) = read(workdir / "slab_relaxed.extxyz", index=":")
+    low = slab.positions[:, 2] < z
+    assert low.sum() == 4
+    np.testing.assert_allclose(out.positions[low], slab.positions[low], atol=1e-6)
+
+
+def test_pbc_without_cell_is_an_error(workdir):
+    atoms = rattled_molecules(("H2O",))[0]
+    atoms.pbc = True
+    write(workdir / "nocell.extxyz", atoms)
+    result = run("nocell.extxyz")
+    assert result.exit_code == 1 and "no lattice vector" in result.output
+
+
+def test_cell_relaxation_and_trajectory(workdir):
+    write(workdir / "bulk.extxyz", periodic_cho(5))
+    result = run(
+        "bulk.extxyz", "--cell-filter", "frechet", "--optimizer", "bfgs", "--fmax", "0.001",
+        "--trajectory", "path.traj", "--steps", "30",
+    )  # fmt: skip
+    assert result.exit_code in (0, 3), result.output
+    (out,) = read(workdir / "bulk_relaxed.extxyz", index=":")
+    assert not np.allclose(out.cell.array, periodic_cho(5).cell.array)
+    assert len(read(workdir / "path.traj", index=":")) >= 2
+
+
+def test_batched_and_one_by_one_agree(workdir):
+    assert run("mols.xyz", "--dtype", "float64", "-o", "a.extxyz").exit_code == 0
+    single = run("mols.xyz", "--dtype", "float64", "-o", "b.extxyz", "--batch-size", "1")
+    assert single.exit_code == 0
+    for a, b in zip(read("a.extxyz", index=":"), read("b.extxyz", index=":"), strict=True):
+        assert abs(a.get_potential_energy() - b.get_potential_energy()) < 1e-3
+
+
+def test_subprocess_console_script(workdir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "tdn_calc.cli.relax", "mols.xyz", "-m", "tiny.safetensors",
+           "--steps", "1", "--fmax", "0.0001", "-q"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == ""
+    assert len(read(workdir / "mols_relaxed.extxyz", index=":")) == 3
+    light = subprocess.run(
+        [sys.executable, "-c", "import sys, tdn_calc.cli.relax; print('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert light.stdout.strip() == "False"

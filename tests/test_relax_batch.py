@@ -1,0 +1,135 @@
+"""Batched FIRE (torch) against ASE's FIRE with the same model, constraints, neighbour-list
+skin, per-structure convergence, divergence guard and out-of-memory fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase.constraints import FixAtoms, FixBondLength
+from relax_testing import one_thread, periodic_cho, rattled_molecules  # noqa: F401
+
+from tdn_calc.batch_relax import batch_relax, is_out_of_memory
+from tdn_calc.calculator import TDNCalculator
+from tdn_calc.errors import InputError
+from tdn_calc.relax import ConvergenceWarning, relax
+
+
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model(dtype=torch.float64)
+
+
+def _sequential(structures, model, **kw):
+    calc = TDNCalculator(model, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return [relax(a, calc, **kw) for a in structures]
+
+
+def test_batched_equals_sequential_ase_fire(model):
+    structures = rattled_molecules()
+    slab = periodic_cho(1)
+    slab.cell[2] = [0.0, 0.0, 14.0]
+    slab.pbc = [True, True, False]
+    slab.set_constraint(FixAtoms(indices=[0, 1]))
+    structures += [periodic_cho(0), slab]
+    seq = _sequential(structures, model, fmax=0.02, steps=300)
+    bat = batch_relax(structures, model, fmax=0.02, steps=300, batch_size=3)
+    for s, b in zip(seq, bat, strict=True):
+        assert s.converged and b.converged
+        assert abs(s.energy - b.energy) < 1e-3  # eV; in float64 they agree to round-off
+        assert abs(s.n_steps - b.n_steps) <= 2
+        np.testing.assert_allclose(b.atoms.positions, s.atoms.positions, atol=1e-4)
+        assert b.fmax < 0.02
+        assert b.atoms.get_potential_energy() == pytest.approx(b.energy)
+        assert len(b.energies) == b.n_steps + 1
+    fixed = [0, 1]
+    np.testing.assert_array_equal(bat[-1].atoms.positions[fixed], slab.positions[fixed])
+    assert "stress" in bat[5].atoms.calc.results  # 3D periodic
+    assert "stress" not in bat[6].atoms.calc.results
+
+
+@pytest.mark.parametrize("skin", [0.05, 2.0])
+def test_neighbour_skin_gives_the_same_result_as_rebuilding(model, skin):
+    structures = [periodic_cho(2), *rattled_molecules(("CH3CH2OH",), amount=0.2)]
+    every_step = batch_relax(structures, model, fmax=0.01, steps=200, skin=0.0)
+    skinned = batch_relax(structures, model, fmax=0.01, steps=200, skin=skin)
+    for a, b in zip(every_step, skinned, strict=True):
+        assert a.n_steps == b.n_steps
+        assert a.energy == pytest.approx(b.energy, abs=1e-9)
+
+
+def test_per_structure_step_limit_and_input_untouched(model):
+    structures = rattled_molecules(amount=0.2)
+    before = [a.positions.copy() for a in structures]
+    with pytest.warns(ConvergenceWarning, match=r"structure \d: .* target 0\.0001"):
+        results = batch_relax(structures, model, fmax=1e-4, steps=3)
+    assert all(r.n_steps == 3 and not r.converged for r in results)
+    assert all(r.reason == "max steps (3) reached" for r in results)
+    for a, pos in zip(structures, before, strict=True):
+        np.testing.assert_array_equal(a.positions, pos)
+
+
+def test_rejects_unsupported_constraints_and_elements(model):
+    atoms = rattled_molecules(("CH3OH",))[0]
+    atoms.set_constraint(FixBondLength(0, 1))
+    with pytest.raises(InputError, match="FixBondLength"):
+        batch_relax([atoms], model)
+    with pytest.raises(InputError, match="structure 0"):
+        batch_relax(rattled_molecules(("NH3",)), model)
+
+
+class _Runaway(torch.nn.Module):
+    """A fake model: E = -sum |x|^2 (atoms run away, the energy falls without bound); raises
+    an out-of-memory error for more than ``max_systems`` structures."""
+
+    def __init__(self, max_systems: int = 100):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+        self.max_systems = max_systems
+        self.calls: list[int] = []
+        self.config = type("C", (), {"max_neighbors": None})()
+        self.cutoff, self.elements = 3.0, [1, 6, 8]
+
+    def forward(self, graph, compute_forces=True, compute_stress=False):
+        self.calls.append(graph.n_systems)
+        if graph.n_systems > self.max_systems:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        x = graph.positions
+        energies = -(x**2).sum(1)
+        energy = torch.zeros(graph.n_systems, dtype=x.dtype)
+        energy = energy.index_add(0, graph.system_idx, energies)
+        return {"energy": energy, "energies": energies, "forces": 2 * x}
+
+
+def test_divergence_guard_in_batch():
+    structures = rattled_molecules(("H2O", "CH4"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        results = batch_relax(structures, _Runaway(), steps=400)
+    for r in results:
+        assert not r.converged and r.diverged and r.n_steps < 400
+
+
+def test_out_of_memory_halves_the_batch():
+    fake = _Runaway(max_systems=2)
+    structures = rattled_molecules()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        results = batch_relax(structures, fake, steps=3, batch_size=5, guard=None)
+    assert fake.calls[0] == 5 and max(fake.calls[1:]) <= 2
+    assert all(r.n_steps == 3 for r in results)
+    assert is_out_of_memory(RuntimeError("CUDA out of memory"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_float32_batched_close_to_float64_sequential(tiny_model):
+    structures = rattled_molecules(("CH3CH2OH", "HCOOH"))
+    seq = _sequential(structures, tiny_model(dtype=torch.float64), fmax=0.02, steps=300)
+    bat = batch_relax(structures, tiny_model(dtype=torch.float32), fmax=0.02, steps=300)
+    for s, b in zip(seq, bat, strict=True):
+        assert b.converged
+        assert abs(s.energy - b.energy) < 1e-3
