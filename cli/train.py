@@ -18,7 +18,8 @@ from tdn_calc.errors import TDNError
 @click.option("--resume", is_flag=True,
               help="Continue the run in output_dir from its checkpoint.pt exactly.")
 @click.option("--max-time", type=click.FloatRange(min=1), default=None,
-              help="Stop cleanly (saving the state) before this many seconds.")
+              help="Stop cleanly (saving the state) before this many seconds from the start "
+                   "of the command.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Override output_dir of the config.")
 @click.option("--data", "data_path", type=click.Path(exists=True), default=None,
@@ -33,6 +34,9 @@ def train(config, resume, max_time, output_dir, data_path, device, num_threads) 
     with DistributedDataParallel (gloo on CPU, NCCL on GPU); rank 0 writes all files.
     SIGTERM/SIGINT stop after the current step with the state saved.
     """
+    import time
+
+    started_at = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stdout)
     if int(os.environ.get("RANK", "0")) > 0:
@@ -47,7 +51,7 @@ def train(config, resume, max_time, output_dir, data_path, device, num_threads) 
         overrides["output_dir"] = os.path.abspath(output_dir)
     try:
         run = load_config(config, overrides=overrides)
-        trainer = Trainer(run, resume=resume)
+        trainer = Trainer(run, resume=resume, started_at=started_at)
         status = trainer.run()
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc

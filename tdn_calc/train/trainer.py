@@ -51,11 +51,13 @@ class Trainer:
     """Set up data, model and optimiser from ``run`` (fresh, or from ``checkpoint.pt`` in the
     output directory when ``resume``); then :meth:`run` trains.
 
-    The wall-clock budget (``max_time``) starts when the trainer is created.
+    The wall-clock budget (``max_time``) counts from ``started_at`` (a ``time.monotonic()``
+    value, e.g. taken when the command started) or else from the creation of the trainer.
     """
 
-    def __init__(self, run: RunConfig, *, resume: bool = False) -> None:
-        self.t_start = time.monotonic()
+    def __init__(self, run: RunConfig, *, resume: bool = False,
+                 started_at: float | None = None) -> None:
+        self.t_start = time.monotonic() if started_at is None else started_at
         self.cfg: TrainConfig = run.train
         cfg = self.cfg
         self.out = Path(cfg.output_dir)
@@ -187,11 +189,11 @@ class Trainer:
         if not self.dist.enabled:
             return model
         # Forces come from autograd.grad(create_graph=True) inside forward; that pass does
-        # not touch parameter .grad, so DDP's reducer hooks fire only in loss.backward().
-        # Parameters that cannot reach the energy (l > 0 paths of the last block) get no
-        # gradient, hence find_unused_parameters.
+        # not touch parameter .grad, so DDP's reducer hooks fire only in loss.backward(),
+        # once per parameter with its full (energy + force) gradient. Every parameter reaches
+        # the energy except the optional direct-force head.
         return torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=True, broadcast_buffers=False)
+            model, find_unused_parameters=model.config.direct_forces, broadcast_buffers=False)
 
     # --- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
