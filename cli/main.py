@@ -13,6 +13,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("tdn_calc.cli.data", "data", "Build, import and inspect HDF5 training data sets."),
     "train": ("tdn_calc.cli.train", "train", "Train a TDN model from a config file."),
     "eval": ("tdn_calc.cli.train", "evaluate", "Evaluate a model on an HDF5 data set."),
+    "adsorb": ("tdn_calc.cli.adsorb", "adsorb", "Adsorption energies on every site of a slab."),
 }
 
 

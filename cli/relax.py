@@ -129,7 +129,9 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
     dev = resolve_device(device)
     if size > 1 and dev.type == "cuda" and dev.index is None:
         dev = resolve_device(f"cuda:{distributed.local_rank()}")
-    model, model_info = relax_job.load_job_model(model_spec, records, str(dev), dtype)
+    model, model_info = relax_job.load_job_model(
+        model_spec, [r.atoms for r in records], str(dev), dtype
+    )
     loaded = time.perf_counter()
     mine = todo[rank::size]
 

@@ -321,9 +321,9 @@ def build_report(
     }
 
 
-def load_job_model(spec: str, records: Sequence[StructureRecord], device: str, dtype: str):
+def load_job_model(spec: str, structures: Sequence[Atoms], device: str, dtype: str):
     """Load the model named by ``spec`` (checkpoint path, registered name, or ``"auto"``: the
-    first registered model covering every element of ``records``).
+    first registered model covering every element of ``structures``).
 
     Returns:
         ``(model, info)`` with ``info = {"name", "path", "sha256", "device", "dtype"}``.
@@ -334,7 +334,7 @@ def load_job_model(spec: str, records: Sequence[StructureRecord], device: str, d
 
     name = spec
     if spec.lower() == "auto":
-        elements = sorted({int(z) for r in records for z in r.atoms.numbers})
+        elements = sorted({int(z) for a in structures for z in a.numbers})
         name = select_model_for(elements)
     path = Path(name) if Path(name).is_file() else resolve_model(name)
     model = load_model(path, device=device, dtype=dtype)

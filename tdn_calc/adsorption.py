@@ -1,0 +1,337 @@
+"""Adsorption energies on slabs: enumerate sites, relax everything with one model, report.
+
+Reference scheme (documented in docs/cli.md)::
+
+    E_ads = E(slab + adsorbate) - E(slab) - sum_g c_g E(g)
+
+with every energy from the same model, each structure relaxed. The gas-phase references g
+with coefficients c_g: an adsorbate that is itself a stable molecule (CO, NO, CO2, H2O, NH3,
+CH4, H2, O2, N2) is referenced to that molecule; otherwise each element is referenced to
+H = 1/2 H2, O = 1/2 O2, N = 1/2 N2, C = CH4 - 2 H2, S = H2S - H2 (ASE's name: SH2); e.g.
+OH = 1/2 O2 + 1/2 H2.
+Negative E_ads means binding. A model without spin treats O2 as whatever its training data
+did; read absolute O-containing values with that in mind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.build import molecule
+
+from .errors import InputError
+
+MOLECULE_REFERENCES = ("CO", "NO", "CO2", "H2O", "NH3", "CH4", "H2", "O2", "N2", "SH2")
+ELEMENT_REFERENCES: dict[str, dict[str, float]] = {
+    "H": {"H2": 0.5},
+    "O": {"O2": 0.5},
+    "N": {"N2": 0.5},
+    "C": {"CH4": 1.0, "H2": -2.0},
+    "S": {"SH2": 1.0, "H2": -1.0},
+}
+SURFACES = ("fcc111", "fcc100", "fcc110", "bcc100", "bcc110", "bcc111", "hcp0001")
+#: initial height (Å) of the binding atom above the top layer, by site kind
+HEIGHTS = {"ontop": 1.9, "bridge": 1.6}
+HOLLOW_HEIGHT = 1.3
+_BINDING_ORDER = ("C", "N", "S", "P", "O")
+
+
+def formula_key(atoms: Atoms) -> str:
+    """Hill-like formula of ``atoms`` (``CO``, ``H2O``) used to match molecule references."""
+    return atoms.get_chemical_formula(mode="hill", empirical=False)
+
+
+def reference_terms(adsorbate: Atoms) -> dict[str, float]:
+    """Gas-phase references ``{molecule: coefficient}`` of ``adsorbate`` (see module doc)."""
+    key = formula_key(adsorbate)
+    for name in MOLECULE_REFERENCES:
+        if formula_key(molecule(name)) == key:
+            return {name: 1.0}
+    terms: Counter = Counter()
+    for symbol, count in Counter(adsorbate.get_chemical_symbols()).items():
+        if symbol not in ELEMENT_REFERENCES:
+            raise InputError(
+                f"no gas-phase reference for element {symbol} in adsorbate {key}; supported "
+                f"elements: {', '.join(ELEMENT_REFERENCES)}"
+            )
+        for gas, c in ELEMENT_REFERENCES[symbol].items():
+            terms[gas] += c * count
+    return {g: c for g, c in terms.items() if abs(c) > 1e-12}
+
+
+def build_slab(spec: str, vacuum: float = 10.0) -> Atoms:
+    """A slab from ``surface:Element:AxBxL`` (e.g. ``fcc111:Pt:3x3x4``), built by ASE with
+    its site information; ``pbc = [True, True, False]``."""
+    import ase.build
+
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] not in SURFACES:
+        raise InputError(
+            f"slab spec {spec!r} must look like 'fcc111:Pt:3x3x4' (surfaces: "
+            f"{', '.join(SURFACES)}) or be a structure file"
+        )
+    surface, element, size = parts
+    try:
+        dims = tuple(int(x) for x in size.lower().split("x"))
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError
+    except ValueError as exc:
+        raise InputError(f"slab size {size!r} must be AxBxL with positive integers") from exc
+    try:
+        return getattr(ase.build, surface)(element, size=dims, vacuum=vacuum)
+    except Exception as exc:
+        raise InputError(f"cannot build {surface} of {element}: {exc}") from exc
+
+
+def load_slab(spec_or_path: str | os.PathLike, vacuum: float = 10.0) -> Atoms:
+    """A slab from a structure file (pbc forced to ``[True, True, False]``) or a spec."""
+    path = Path(spec_or_path)
+    if path.is_file():
+        from ase.io import read
+
+        slab = read(path)
+        slab.pbc = [True, True, False]
+        return slab
+    return build_slab(str(spec_or_path), vacuum)
+
+
+def build_adsorbate(name_or_path: str | os.PathLike) -> Atoms:
+    """An adsorbate from a chemical symbol (``O``), an ASE g2 molecule name (``CO``, ``OH``)
+    or a structure file; oriented with its binding atom (first of C, N, S, P, O present,
+    else atom 0) at index 0 and the rest of the molecule pointing up (+z)."""
+    from ase.data import chemical_symbols
+
+    name = str(name_or_path)
+    if Path(name).is_file():
+        from ase.io import read
+
+        ads = read(name)
+    elif name in chemical_symbols[1:]:
+        ads = Atoms(name, positions=[[0.0, 0.0, 0.0]])
+    else:
+        try:
+            ads = molecule(name)
+        except KeyError as exc:
+            raise InputError(
+                f"unknown adsorbate {name!r}; give an element symbol, an ASE molecule name "
+                "(CO, OH, H2O, NH3, CH3, ...) or a structure file"
+            ) from exc
+    ads.pbc, ads.cell = False, None
+    symbols = ads.get_chemical_symbols()
+    bind = next((symbols.index(s) for s in _BINDING_ORDER if s in symbols), 0)
+    order = [bind, *[k for k in range(len(ads)) if k != bind]]
+    ads = ads[order]
+    ads.translate(-ads.positions[0])
+    if len(ads) > 1:
+        axis = ads.positions[1:].mean(axis=0)
+        if np.linalg.norm(axis) > 1e-6:
+            ads.rotate(axis, "z")
+    return ads
+
+
+@dataclass
+class Site:
+    """An adsorption site: ``name`` (ontop, bridge, fcc, hcp, hollow...) and Cartesian
+    ``xy`` (Å) in the surface plane."""
+
+    name: str
+    xy: np.ndarray
+
+    @property
+    def height(self) -> float:
+        return HEIGHTS.get(self.name.split("_")[0], HOLLOW_HEIGHT)
+
+
+def find_sites(slab: Atoms) -> list[Site]:
+    """Sites from ASE's ``adsorbate_info`` (slabs built by :func:`build_slab`), else from
+    pymatgen's ``AdsorbateSiteFinder`` (symmetry-distinct ontop/bridge/hollow sites)."""
+    info = slab.info.get("adsorbate_info")
+    if info and "sites" in info:
+        cell2d = np.asarray(info.get("cell", slab.cell.array[:2, :2]))
+        return [Site(n, np.dot(np.asarray(s, float), cell2d)) for n, s in info["sites"].items()]
+    from pymatgen.analysis.adsorption import AdsorbateSiteFinder
+
+    from .interop import to_pymatgen
+
+    finder = AdsorbateSiteFinder(to_pymatgen(slab))
+    found = finder.find_adsorption_sites(positions=["ontop", "bridge", "hollow"])
+    sites = []
+    for kind in ("ontop", "bridge", "hollow"):
+        coords = found.get(kind, [])
+        for k, c in enumerate(coords):
+            sites.append(Site(kind if len(coords) == 1 else f"{kind}_{k}", np.asarray(c[:2])))
+    if not sites:
+        raise InputError("no adsorption sites found on this slab (is the surface normal z?)")
+    return sites
+
+
+def place(slab: Atoms, adsorbate: Atoms, site: Site, height: float | None = None) -> Atoms:
+    """``slab`` + ``adsorbate`` with its binding atom ``height`` Å (default by site kind)
+    above the highest slab atom at ``site.xy``; slab constraints are kept."""
+    out = slab.copy()
+    ads = adsorbate.copy()
+    z = slab.positions[:, 2].max() + (site.height if height is None else height)
+    ads.translate(np.array([site.xy[0], site.xy[1], z]) - ads.positions[0])
+    out.extend(ads)
+    return out
+
+
+def nearest_site(xy: np.ndarray, sites: list[Site], cell: np.ndarray) -> str:
+    """Name of the site closest to ``xy`` in the surface plane (minimum image in ``cell``)."""
+    a, b = cell[0, :2], cell[1, :2]
+    inv = np.linalg.inv(np.array([a, b]).T)
+    best, name = np.inf, sites[0].name
+    for s in sites:
+        frac = inv @ (xy - s.xy)
+        frac -= np.round(frac)
+        d = np.linalg.norm(np.array([a, b]).T @ frac)
+        if d < best:
+            best, name = d, s.name
+    return name
+
+
+@dataclass
+class SiteResult:
+    """One site: total energy (eV), adsorption energy (eV), relaxation status, and the site
+    the binding atom ended closest to."""
+
+    site: str
+    energy: float
+    adsorption_energy: float
+    converged: bool
+    n_steps: int
+    fmax: float
+    final_site: str
+    atoms: Atoms | None = field(default=None, repr=False)
+
+
+@dataclass
+class AdsorptionResult:
+    """Everything :func:`adsorption_energies` computed (energies in eV)."""
+
+    adsorbate: str
+    slab: str
+    slab_energy: float
+    references: dict[str, float]
+    reference_terms: dict[str, float]
+    sites: list[SiteResult]
+    others_converged: bool = True
+    others: list[Atoms] = field(default_factory=list, repr=False)
+
+    @property
+    def converged(self) -> bool:
+        """Every relaxation (slab, sites, references) converged."""
+        return self.others_converged and all(s.converged for s in self.sites)
+
+    @property
+    def most_stable(self) -> SiteResult:
+        return min(self.sites, key=lambda s: s.adsorption_energy)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("others", None)
+        for s in out["sites"]:
+            s.pop("atoms", None)
+        out["most_stable"] = self.most_stable.site
+        out["scheme"] = "E_ads = E(slab+ads) - E(slab) - sum_g c_g E(g)"
+        return out
+
+
+def adsorption_energies(
+    slab: Atoms,
+    adsorbate: Atoms,
+    relax_many,
+    *,
+    sites: list[str] | None = None,
+    slab_label: str = "slab",
+) -> AdsorptionResult:
+    """Relax the slab, the slab with ``adsorbate`` on every site, and the gas references.
+
+    Args:
+        slab: the clean slab (constraints such as fixed bottom layers are kept).
+        adsorbate: from :func:`build_adsorbate` (binding atom first).
+        relax_many: ``f(list[Atoms]) -> list[RelaxResult]`` that relaxes structures with one
+            model (e.g. batched FIRE on a TDN model, or ``relax`` with an ASE calculator).
+        sites: restrict to these site names (default: all found).
+        slab_label: name of the slab for the report.
+    """
+    found = find_sites(slab)
+    if sites:
+        unknown = sorted(set(sites) - {s.name for s in found})
+        if unknown:
+            raise InputError(
+                f"unknown sites {unknown}; this slab has {', '.join(s.name for s in found)}"
+            )
+        found = [s for s in found if s.name in sites]
+    terms = reference_terms(adsorbate)
+    gases = [molecule(g) for g in terms]
+    systems = [slab, *[place(slab, adsorbate, s) for s in found], *gases]
+    results = relax_many(systems)
+    slab_energy = results[0].energy
+    refs = {g: r.energy for g, r in zip(terms, results[1 + len(found) :], strict=True)}
+    reference = sum(c * refs[g] for g, c in terms.items())
+    rows = []
+    n_slab = len(slab)
+    for s, r in zip(found, results[1 : 1 + len(found)], strict=True):
+        xy = r.atoms.positions[n_slab, :2]
+        rows.append(
+            SiteResult(
+                site=s.name,
+                energy=r.energy,
+                adsorption_energy=r.energy - slab_energy - reference,
+                converged=r.converged,
+                n_steps=r.n_steps,
+                fmax=r.fmax,
+                final_site=nearest_site(xy, found, slab.cell.array),
+                atoms=r.atoms,
+            )
+        )
+    others = [results[0], *results[1 + len(found) :]]
+    for r, label in zip(others, ["slab", *terms], strict=True):
+        r.atoms.info["role"] = label
+    return AdsorptionResult(
+        adsorbate=formula_key(adsorbate),
+        slab=slab_label,
+        slab_energy=slab_energy,
+        references=refs,
+        reference_terms=terms,
+        sites=rows,
+        others_converged=all(r.converged for r in others),
+        others=[r.atoms for r in others],
+    )
+
+
+def plot(result: AdsorptionResult, path: str | os.PathLike) -> None:
+    """Bar chart of the adsorption energy per site (PNG, matplotlib Agg), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_write
+
+    names = [s.site for s in result.sites]
+    values = [s.adsorption_energy for s in result.sites]
+    best = result.most_stable.site
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
+    colors = ["tab:green" if n == best else "tab:blue" for n in names]
+    bars = ax.bar(names, values, color=colors)
+    for bar, s in zip(bars, result.sites, strict=True):
+        moved = "" if s.final_site == s.site else f"\n→{s.final_site}"
+        label = f"{s.adsorption_energy:.2f}{moved}"
+        va = "bottom" if s.adsorption_energy >= 0 else "top"
+        xy = (bar.get_x() + bar.get_width() / 2, bar.get_height())
+        ax.annotate(label, xy, ha="center", va=va, fontsize=8)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("adsorption energy / eV")
+    ax.set_title(f"{result.adsorbate} on {result.slab} (most stable: {best})")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
