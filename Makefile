@@ -24,3 +24,9 @@ test-slow: install
 
 lint:
 	$(PYTHON) -m ruff check .
+
+# Whole benchmark set (< 30 min; the peers' venv is built once on first use): `make bench`;
+# smaller settings: `make bench QUICK=1` (does not touch docs/benchmarks.md).
+bench: install
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/tensor_product.py $(if $(QUICK),--quick)
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/model_speed.py $(if $(QUICK),--quick,--update-docs)
