@@ -4,6 +4,7 @@ then load the trained model with TDNCalculator; plus config validation errors.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from tdn_calc.cli.main import main
 
 from tdn_calc.errors import ConfigError
 from tdn_calc.train.config import config_from_dict, load_config
+from tdn_calc.train.metrics_log import read_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_small" / "config.yaml"
 
@@ -148,3 +150,36 @@ def test_config_needs_data_and_output(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
 
+
+
+@pytest.mark.slow
+def test_example_walkthrough_at_full_size(tmp_path):
+    """examples/train_small/README.md as written: 20 molecules, a short training, eval."""
+    from ase.build import molecule
+
+    from tdn_calc.calculator import TDNCalculator
+
+    pytest.importorskip("tblite")
+    runner = CliRunner()
+    work = tmp_path / "train_small"
+    shutil.copytree(EXAMPLE.parent, work, ignore=shutil.ignore_patterns("runs", "data"))
+    result = runner.invoke(main, ["data", "build", "molecules", "--out",
+                                  str(work / "data" / "molecules"), "--n-molecules", "20",
+                                  "--workers", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["train", str(work / "config.yaml"), "--max-time", "240"])
+    assert result.exit_code == 0, result.output
+    run = work / "runs" / "small"
+    rows = [r for r in read_metrics(run / "metrics.csv") if r["kind"] == "train"]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    if "finished" not in result.output:  # stopped by --max-time: resume briefly
+        result = runner.invoke(main, ["train", str(work / "config.yaml"), "--resume",
+                                      "--max-time", "30"])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["eval", str(run / "best.safetensors"),
+                                  str(work / "data" / "molecules"), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n_structures"] >= 1
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = TDNCalculator(str(run / "best.safetensors"), device="cpu")
+    assert np.isfinite(atoms.get_potential_energy())

@@ -52,7 +52,7 @@ def make_run(data, out, *, data_opts=None, **training):
 def test_small_model_overfits_tiny_data_through_forces(emt_data, tmp_path):
     run = make_run(emt_data, tmp_path / "run", data_opts={"batch_size": 4,
                    "split_fractions": [1.0, 0.0, 0.0]},
-                   max_steps=200, lr=0.01, warmup_steps=10, ema_decay=0.0,
+                   max_steps=160, lr=0.01, warmup_steps=10, ema_decay=0.0,
                    forces_weight=100.0, log_every_steps=50)
     trainer = Trainer(run)
     before = evaluate(trainer.ema_model(), trainer.dataset, trainer.train_idx)

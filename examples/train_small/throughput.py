@@ -4,7 +4,9 @@ Usage: python throughput.py DATA [--threads 1 2] [--steps 40] [--batch-size 8]
 
 Each measurement runs the real training loop (collate with neighbour lists, forward with
 forces, force-loss backward, AdamW, EMA) for ``--steps`` steps after 5 warm-up steps and
-reports frames per second of the timed steps.
+reports frames per second of the timed steps (wall clock), and frames per CPU second of
+this process: on a machine shared with other jobs, the latter with one thread is close to
+what an idle core would give.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ def measure(data: str, model: dict, threads: int, steps: int, batch_size: int) -
         trainer = Trainer(config_from_dict(raw))
         trainer.run(stop_at_step=5)  # warm-up
         trainer = Trainer(config_from_dict(raw), resume=True)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         trainer.run(stop_at_step=5 + steps)
-        seconds = time.perf_counter() - t
+        seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
         n_params = sum(p.numel() for p in trainer.model.parameters())
-    return {"frames_per_s": steps * batch_size / seconds, "threads": threads,
-            "n_params": n_params, "seconds": seconds}
+    return {"frames_per_s": steps * batch_size / seconds,
+            "frames_per_cpu_s": steps * batch_size / cpu_seconds, "threads": threads,
+            "n_params": n_params, "seconds": seconds, "load": os.getloadavg()[0]}
 
 
 def main() -> None:
