@@ -183,3 +183,16 @@ def test_exported_model_loads_whatever_its_header_length(tiny_model, tmp_path):
     assert struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
     loaded = load_model(path, device="cpu")
     assert loaded.card["description"] == "x" * pad
+
+
+def test_resume_with_more_steps_follows_the_new_schedule(emt_data, tmp_path):
+    first = Trainer(make_run(emt_data, tmp_path / "run", max_steps=4, lr=1e-3, min_lr_ratio=0.1))
+    assert first.run() == "finished"
+    assert first.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    longer = make_run(emt_data, tmp_path / "run", max_steps=8, lr=1e-3, min_lr_ratio=0.1)
+    resumed = Trainer(longer, resume=True)
+    # step 4 of 8 (3 warm-up steps): halfway down the cosine, not at its end
+    expected = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 1 / 5)))
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert resumed.run() == "finished" and resumed.step == 8
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)

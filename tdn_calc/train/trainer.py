@@ -228,8 +228,17 @@ class Trainer:
                         self.dist.world_size)
         self.model.load_state_dict(state["model"], strict=True)
         self.ema.load_state_dict(state["ema"])
+        decay = [g["weight_decay"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # the schedule follows the current config (identical values when it is unchanged)
+        self.scheduler.lr_lambdas[0] = WarmupCosine(self.cfg.warmup_steps, self.total_steps,
+                                                    self.cfg.min_lr_ratio)
+        self.scheduler.base_lrs = [self.cfg.lr] * len(self.optimizer.param_groups)
+        lr = self.cfg.lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group, wd in zip(self.optimizer.param_groups, decay, strict=True):
+            group["lr"], group["weight_decay"], group["initial_lr"] = lr, wd, self.cfg.lr
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         set_rng_state(state["rng"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
