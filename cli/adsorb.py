@@ -55,34 +55,6 @@ def adsorb(slab, adsorbate, model, device, dtype, fmax, steps, fix_bottom_layers
     sys.exit(code)
 
 
-def _relaxer(model_spec, structures, device, dtype, fmax, steps, batch_size):
-    """``(relax_many, model_info)`` for the chosen model."""
-    import warnings
-
-    from tdn_calc.relax import ConvergenceWarning, relax
-
-    def quiet(f):
-        def wrapped(atoms_list):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                return f(atoms_list)
-
-        return wrapped
-
-    if model_spec.lower() == "emt":
-        from ase.calculators.emt import EMT
-
-        info = {"name": "EMT (ASE effective medium theory)"}
-        return quiet(lambda L: [relax(a, EMT(), fmax=fmax, steps=steps) for a in L]), info
-    from tdn_calc.batch_relax import batch_relax
-    from tdn_calc.device import resolve_device
-    from tdn_calc.relax_job import load_job_model
-
-    model, info = load_job_model(model_spec, structures, str(resolve_device(device)), dtype)
-    return quiet(lambda L: batch_relax(L, model, fmax=fmax, steps=steps,
-                                       batch_size=batch_size)), info  # fmt: skip
-
-
 def _run(slab_spec, ads_spec, model_spec, device, dtype, fmax, steps, fix_layers, sites, vacuum,
          outdir, batch_size) -> int:  # fmt: skip
     from ase.build import molecule
@@ -99,8 +71,10 @@ def _run(slab_spec, ads_spec, model_spec, device, dtype, fmax, steps, fix_layers
         fix_bottom_layers(slab, fix_layers)
     slab_name = Path(slab_spec).stem if Path(slab_spec).is_file() else slab_spec
     gases = [molecule(g) for g in adsorption.reference_terms(ads)]
-    relax_many, model_info = _relaxer(model_spec, [slab, ads, *gases], device, dtype, fmax,
-                                      steps, batch_size)  # fmt: skip
+    relax_many, model_info = adsorption.make_relaxer(
+        model_spec, [slab, ads, *gases], device=device, dtype=dtype, fmax=fmax, steps=steps,
+        batch_size=batch_size,
+    )  # fmt: skip
     wanted = [s.strip() for s in sites.split(",")] if sites else None
     result = adsorption.adsorption_energies(slab, ads, relax_many, sites=wanted,
                                             slab_label=slab_name)  # fmt: skip

@@ -132,6 +132,7 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
     model, model_info = relax_job.load_job_model(
         model_spec, [r.atoms for r in records], str(dev), dtype
     )
+    relax_job.check_structures(todo, model.elements)
     loaded = time.perf_counter()
     mine = todo[rank::size]
 

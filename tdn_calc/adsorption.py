@@ -307,6 +307,46 @@ def adsorption_energies(
     )
 
 
+def make_relaxer(
+    model: str,
+    structures: list[Atoms],
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    fmax: float = 0.05,
+    steps: int = 500,
+    batch_size: int = 32,
+):
+    """``(relax_many, model_info)`` for :func:`adsorption_energies`: batched FIRE on a TDN
+    model (checkpoint path, registered name or ``"auto"`` for the elements of
+    ``structures``), or ASE's EMT one by one for ``model="emt"`` (demonstrations/tests)."""
+    import warnings
+
+    from .relax import ConvergenceWarning, relax
+
+    def quiet(f):
+        def wrapped(atoms_list):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return f(atoms_list)
+
+        return wrapped
+
+    if model.lower() == "emt":
+        from ase.calculators.emt import EMT
+
+        info = {"name": "EMT (ASE effective medium theory)"}
+        return quiet(lambda L: [relax(a, EMT(), fmax=fmax, steps=steps) for a in L]), info
+    from .batch_relax import batch_relax
+    from .device import resolve_device
+    from .relax_job import load_job_model
+
+    tdn, info = load_job_model(model, structures, str(resolve_device(device)), dtype)
+    return quiet(
+        lambda L: batch_relax(L, tdn, fmax=fmax, steps=steps, batch_size=batch_size)
+    ), info
+
+
 def plot(result: AdsorptionResult, path: str | os.PathLike) -> None:
     """Bar chart of the adsorption energy per site (PNG, matplotlib Agg), written atomically."""
     import matplotlib

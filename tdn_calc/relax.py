@@ -137,8 +137,8 @@ def relax(
 
     Args:
         atoms: the structure; its constraints (e.g. ``FixAtoms``) and ``info`` are kept.
-        calculator: any ASE calculator; ``None`` uses ``atoms.calc`` or else
-            ``TDNCalculator("auto")``.
+        calculator: any ASE calculator; ``None`` uses ``atoms.calc`` (unless it only holds
+            stored results) or else ``TDNCalculator("auto")``.
         fmax: force convergence threshold, eV/Å.
         steps: maximum number of optimizer steps.
         optimizer: ``"FIRE"``, ``"BFGS"``, ``"LBFGS"``, ``"BFGSLineSearch"`` or an ASE class.
@@ -159,8 +159,8 @@ def relax(
     opt_class = resolve_optimizer(optimizer)
     kind = resolve_cell_filter(cell_filter)
     work = atoms.copy()
-    if calculator is None:
-        calculator = atoms.calc
+    if calculator is None and not isinstance(atoms.calc, SinglePointCalculator):
+        calculator = atoms.calc  # stored results (e.g. read from extxyz) cannot relax anything
     if calculator is None:
         from .calculator import TDNCalculator
 

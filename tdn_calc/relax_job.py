@@ -152,6 +152,24 @@ def prepare(records: Sequence[StructureRecord], settings: RelaxSettings) -> list
     return messages
 
 
+def check_structures(records: Sequence[StructureRecord], elements: Sequence[int]) -> None:
+    """Validate every structure (finite positions, cell, no atoms closer than 0.3 Å,
+    elements the model supports) before relaxing anything.
+
+    Raises:
+        InputError: naming the structure (label and file) and the problem.
+    """
+    from .validation import validate_structure
+
+    for r in records:
+        a = r.atoms
+        try:
+            validate_structure(a.numbers, a.positions, a.cell.array, a.pbc,
+                               supported_elements=elements)  # fmt: skip
+        except InputError as exc:
+            raise type(exc)(f"{r.label} ({r.source}): {exc}") from exc
+
+
 def find_resumed(plan: OutputPlan) -> dict[tuple[str, int], Atoms]:
     """Frames of the existing output of ``plan`` keyed by ``(source, index)``.
 

@@ -258,3 +258,35 @@ def test_subprocess_console_script(workdir):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert light.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_write_one_merged_output(workdir):
+    import shutil
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "tdn_calc.cli.relax",
+           "mols.xyz", "-m", "tiny.safetensors", "--report", "r.json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    frames = read(workdir / "mols_relaxed.extxyz", index=":")
+    assert [f.info["tdn_index"] for f in frames] == [0, 1, 2]
+    report = json.loads((workdir / "r.json").read_text())
+    assert report["world_size"] == 2 and report["counts"]["converged"] == 3
+    assert proc.stdout.count("3/3 structures") == 1  # only rank 0 prints
+
+
+def test_bad_structure_and_unsupported_element_are_named(workdir):
+    mols = rattled_molecules(("H2O", "NH3"))
+    write(workdir / "bad.xyz", mols)
+    result = run("bad.xyz")
+    assert result.exit_code == 1
+    assert "bad[1]" in result.output and "element N" in result.output
+    close = rattled_molecules(("H2O",))[0]
+    close.positions[1] = close.positions[0] + [0.1, 0, 0]
+    write(workdir / "close.xyz", close)
+    result = run("close.xyz")
+    assert result.exit_code == 1 and "close" in result.output and "0.100 Å" in result.output
