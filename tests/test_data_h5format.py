@@ -163,3 +163,89 @@ def test_shard_held_by_a_reader_is_not_moved_aside(tmp_path, rng):
     with h5py.File(out / "part-00000.h5", "r"), pytest.raises(InputError, match="another writer"):
         ShardedWriter(out, ATTRS, shard_size=5)
     assert read_identifiers(out) == {"a"}
+
+
+def test_frame_from_atoms_keeps_forces_of_fixed_atoms(rng):
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixAtoms
+
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.8]])
+    forces = rng.normal(size=(2, 3))
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=forces)
+    atoms.set_constraint(FixAtoms([0]))
+    np.testing.assert_array_equal(Frame.from_atoms(atoms).forces, forces)
+
+
+def test_sigkill_during_appends_leaves_a_usable_directory(tmp_path):
+    """Kill a writer at a random moment; the directory must reopen and read cleanly."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    out = tmp_path / "set"
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from tdn_calc.data.frames import Frame
+        from tdn_calc.data.shards import ShardedWriter
+        rng = np.random.default_rng(0)
+        with ShardedWriter({str(out)!r}, {ATTRS!r}, shard_size=7) as w:
+            print("ready", flush=True)
+            for t in range(100000):
+                n = 3 + t % 5
+                frames = [Frame([1] * n, rng.normal(size=(n, 3)), -1.0 * t,
+                                rng.normal(size=(n, 3)), step=k) for k in range(4)]
+                w.append_trajectory(f"t{{t}}", frames)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    with ShardedWriter(out, ATTRS, shard_size=7) as w:
+        done = w.done
+        w.append_trajectory("after", random_frames(np.random.default_rng(1), 2, 3))
+    assert len(done) > 0
+    ds = H5Dataset(out)
+    assert set(ds.identifiers) == done | {"after"}
+    for i in range(0, len(ds), 7):
+        s = ds[i]
+        assert np.isfinite(s["positions"]).all() and len(s["positions"]) == ds.n_atoms[i]
+    counts = np.bincount(ds.traj)
+    assert (counts[:-1] == 4).all()  # every trajectory is whole
+
+
+def test_write_flag_of_a_killed_latest_format_writer_is_cleared(tmp_path):
+    """Shards written with libver="latest" (superblock v3) keep an "open for write" flag after
+    a SIGKILL, and HDF5 then refuses to open them; the writer clears it (like h5clear -s)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "set"
+    script = textwrap.dedent(f"""
+        import os, signal
+        import h5py
+        import numpy as np
+        class LatestFile(h5py.File):
+            def __init__(self, name, mode="r", **kw):
+                if mode == "w":
+                    kw.setdefault("libver", "latest")
+                super().__init__(name, mode, **kw)
+        h5py.File = LatestFile
+        from tdn_calc.data.frames import Frame
+        from tdn_calc.data.shards import ShardedWriter
+        w = ShardedWriter({str(out)!r}, {ATTRS!r}, shard_size=10)
+        for t in range(2):
+            w.append_trajectory(f"t{{t}}", [Frame([1, 1], np.eye(3)[:2], -1.0, np.zeros((2, 3)))])
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=False)
+    shard = out / "part-00000.h5"
+    with pytest.raises(OSError, match="h5clear"):
+        h5py.File(shard, "r")
+    with ShardedWriter(out, ATTRS, shard_size=10) as w:
+        assert w.done == {"t0", "t1"}
+        w.append_trajectory("t2", random_frames(np.random.default_rng(0), 1, 2))
+    assert H5Dataset(out).identifiers == ["t0", "t1", "t2"]

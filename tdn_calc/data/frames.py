@@ -90,7 +90,8 @@ class Frame:
     def from_atoms(cls, atoms, *, kind: int = FrameKind.IMPORTED, step: int = 0) -> Frame:
         """Build a frame from ASE ``Atoms`` whose calculator holds energy and forces.
 
-        Stress is taken when the calculator has it and the cell is 3D-periodic.
+        Stress is taken when the calculator has it and the cell is 3D-periodic. Forces are
+        the raw ones (``apply_constraint=False``): atoms held by ``FixAtoms`` keep theirs.
         Raises :class:`InputError` when energy or forces are missing.
         """
         calc = atoms.calc
@@ -98,7 +99,7 @@ class Frame:
             raise InputError("Atoms has no calculator/results: energy and forces are required")
         try:
             energy = atoms.get_potential_energy()
-            forces = atoms.get_forces()
+            forces = atoms.get_forces(apply_constraint=False)  # raw: fixed atoms keep theirs
         except Exception as exc:  # PropertyNotImplementedError, missing results, ...
             raise InputError(f"Atoms lacks energy or forces: {exc}") from exc
         stress = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from ._h5repair import clear_write_flag, is_stale_write_flag
 from .frames import Frame
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,18 @@ def check_format(f: h5py.File, path: str | os.PathLike) -> None:
         raise InputError(f"{path} lacks {missing}: truncated or written by another tool")
 
 
+def open_for_append(path: Path) -> h5py.File:
+    """Open ``path`` read-write; a write flag left by a killed writer is cleared first."""
+    try:
+        return h5py.File(path, "r+")
+    except OSError as exc:
+        if is_stale_write_flag(exc) and clear_write_flag(path):
+            log.warning("%s: cleared the write flag left by a killed writer", path)
+            return h5py.File(path, "r+")
+        raise InputError(f"{path} cannot be opened for appending; is it open in another "
+                         f"writer or reader? ({exc})") from exc
+
+
 def committed_counts(f: h5py.File) -> dict[str, int]:
     """Number of complete trajectories/frames/atoms, keyed by level ("traj", "frame", "atom")."""
     return {level: int(f.attrs[attr]) for level, attr in _LEVEL_ATTR.items()}
@@ -107,11 +121,7 @@ class H5Writer:
         self.path = Path(path)
         attrs = dict(attrs or {})
         if self.path.exists():
-            try:
-                self._f = h5py.File(self.path, "r+")
-            except OSError as exc:
-                raise InputError(f"{self.path} cannot be opened for appending; is it open in "
-                                 f"another writer or reader? ({exc})") from exc
+            self._f = open_for_append(self.path)
             check_format(self._f, self.path)
             want = attrs.get("reference_method")
             have = self._f.attrs["reference_method"]
@@ -120,7 +130,13 @@ class H5Writer:
                 raise InputError(
                     f"{self.path} holds {have!r} labels; refusing to append {want!r} labels"
                 )
-            self._recover()
+            try:
+                self._recover()
+            except (OSError, RuntimeError, ValueError, InputError) as exc:  # cut by a kill
+                self._f.close()
+                log.warning("%s: %s; salvaging the readable trajectories", self.path, exc)
+                salvage_file(self.path)
+                self._f = open_for_append(self.path)
         else:
             if "reference_method" not in attrs or "source" not in attrs:
                 raise InputError(
@@ -130,7 +146,8 @@ class H5Writer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # create under a temporary name so that a kill never leaves a half-made file
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            self._f = h5py.File(tmp, "w", libver="latest")
+            # default libver: no superblock "open for write" flag that a kill would leave set
+            self._f = h5py.File(tmp, "w")
             self._create(attrs)
             self._f.close()
             os.replace(tmp, self.path)
@@ -142,12 +159,7 @@ class H5Writer:
         from .. import __version__
 
         f = self._f
-        for name, (level, trailing, dtype) in _SCHEMA.items():
-            f.create_dataset(
-                name, shape=(0, *trailing), maxshape=(None, *trailing), dtype=dtype,
-                chunks=(_CHUNK[level], *trailing), compression="gzip", compression_opts=4,
-                shuffle=True,
-            )
+        _create_datasets(f)
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["builder_version"] = f"tdn-calc {__version__}"
@@ -177,6 +189,9 @@ class H5Writer:
         if truncated:
             log.warning("%s: truncated a partial append left by an interrupted writer", self.path)
             self._f.flush()
+        for name, (level, _, _) in _SCHEMA.items():  # the last chunks must decode
+            n = counts[level]
+            self._f[name][max(0, n - 2 * _CHUNK[level]):n]
 
     # --- state ----------------------------------------------------------------------------
     @property
@@ -270,6 +285,68 @@ class H5Writer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _create_datasets(f: h5py.File) -> None:
+    for name, (level, trailing, dtype) in _SCHEMA.items():
+        f.create_dataset(
+            name, shape=(0, *trailing), maxshape=(None, *trailing), dtype=dtype,
+            chunks=(_CHUNK[level], *trailing), compression="gzip", compression_opts=4,
+            shuffle=True,
+        )
+
+
+def _readable_rows(ds: h5py.Dataset, n: int) -> int:
+    """Rows ``[0, k)`` of ``ds`` that decode, reading chunk by chunk up to ``n``."""
+    step = ds.chunks[0]
+    for start in range(0, n, step):
+        try:
+            ds[start:min(n, start + step)]
+        except (OSError, RuntimeError, ValueError):
+            return start
+    return n
+
+
+def salvage_file(path: str | os.PathLike) -> int:
+    """Rewrite ``path`` keeping the longest prefix of whole trajectories that decodes.
+
+    HDF5 is not crash-safe: a writer killed while flushing can leave a damaged chunk. The
+    damaged file is kept as ``<name>.corrupt-<time>``. Returns the trajectories dropped.
+    """
+    path = Path(path)
+    with h5py.File(path, "r") as src:
+        counts = committed_counts(src)
+        ok = dict(counts)
+        for name, (level, _, _) in _SCHEMA.items():
+            n = min(counts[level], src[name].shape[0])
+            ok[level] = min(ok[level], _readable_rows(src[name], n))
+        ends = src["traj_frame_ptr"][: ok["traj"]] + src["traj_n_frames"][: ok["traj"]]
+        atom_ends = src["frame_atom_ptr"][: ok["frame"]] + src["n_atoms"][: ok["frame"]]
+        keep = 0
+        while keep < len(ends) and ends[keep] <= ok["frame"] and \
+                atom_ends[ends[keep] - 1] <= ok["atom"]:
+            keep += 1
+        n_frames = int(ends[keep - 1]) if keep else 0
+        rows = {"traj": keep, "frame": n_frames,
+                "atom": int(atom_ends[n_frames - 1]) if n_frames else 0}
+        data = {name: src[name][: rows[level]] for name, (level, _, _) in _SCHEMA.items()}
+        attrs = dict(src.attrs)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.salvage.tmp")
+    with h5py.File(tmp, "w") as dst:
+        _create_datasets(dst)
+        for name, values in data.items():
+            dst[name].resize(len(values), axis=0)
+            dst[name][:] = values
+        dst.attrs.update(attrs)
+        for level, attr in _LEVEL_ATTR.items():
+            dst.attrs[attr] = rows[level]
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(path, path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
+    os.replace(tmp, path)
+    lost = counts["traj"] - keep
+    log.warning("%s: salvaged %d trajectories, dropped %d", path, keep, lost)
+    return lost
 
 
 def _s(x) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 
 from ..errors import InputError
+from ._h5repair import clear_write_flag, is_stale_write_flag
 from .h5format import H5Writer, check_format
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,10 @@ class ShardedWriter:
         for shard in self._shards():
             self._next_index = max(self._next_index, _index(shard) + 1)
             try:
-                with h5py.File(shard, "r") as f:
-                    check_format(f, shard)
-                    complete = bool(f.attrs.get("shard_complete", False))
-            except (OSError, KeyError) as exc:
-                if "lock" in str(exc) or "already open" in str(exc):
-                    raise InputError(f"{shard} is open in another writer or reader ({exc}); "
-                                     "stop it before appending") from exc
+                complete = _shard_is_complete(shard)
+            except _Busy:
+                raise
+            except (OSError, KeyError, InputError) as exc:
                 bad = shard.with_name(f"{shard.name}.corrupt-{int(time.time())}")
                 log.warning("%s cannot be opened (%s); moved aside to %s", shard, exc, bad)
                 os.replace(shard, bad)
@@ -130,6 +128,28 @@ class ShardedWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _shard_is_complete(shard: Path) -> bool:
+    """Read a shard's ``shard_complete`` flag (read-only). Raises InputError when another
+    process holds the file; a write flag left by a killed writer is cleared first."""
+    try:
+        f = h5py.File(shard, "r")
+    except OSError as exc:
+        if "lock" in str(exc) or "already open for read" in str(exc):
+            raise _Busy(f"{shard} is open in another writer or reader ({exc}); "
+                        "stop it before appending") from exc
+        if not (is_stale_write_flag(exc) and clear_write_flag(shard)):
+            raise
+        log.warning("%s: cleared the write flag left by a killed writer", shard)
+        f = h5py.File(shard, "r")
+    with f:
+        check_format(f, shard)
+        return bool(f.attrs.get("shard_complete", False))
+
+
+class _Busy(InputError):
+    """A shard held by another process: never moved aside."""
 
 
 def _index(shard: Path) -> int:
