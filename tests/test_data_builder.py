@@ -111,6 +111,10 @@ def test_cli_build(tmp_path):
     summary = json.loads(res.output[res.output.index("{"):])
     assert summary["molecules_done"] == 1 and summary["filter_removed"] == {"elements": 1}
     assert (out / "part-00000.h5").exists()
+    changed = CliRunner().invoke(main, [
+        "data", "build", "molecules", "--out", str(out), "--smiles-file", str(smi),
+        "--subsample", "3", "--no-progress"])
+    assert changed.exit_code == 1 and "was built with build_settings" in changed.output
     bad = CliRunner().invoke(main, ["data", "build", "molecules", "--out", str(out),
                                     "--sources", "nope"])
     assert bad.exit_code != 0 and "unknown molecule source" in bad.output

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..fileio import atomic_write
 from .builder import REFERENCE_METHOD, BuildSettings, MoleculeResult, label_molecule
 from .molecules import load_candidates
-from .shards import ShardedWriter, list_shards
+from .shards import ShardedWriter
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +81,14 @@ def _read_failures(outdir: Path) -> set[str]:
     return out
 
 
-def _check_settings(outdir: Path, attrs: dict) -> None:
-    try:
-        shards = list_shards(outdir)
-    except InputError:
-        return
-    import h5py
-
-    with h5py.File(shards[0], "r") as f:
-        for key in ("build_settings", "seed"):
-            old = f.attrs.get(key)
-            if old is not None and str(old) != str(attrs[key]):
-                raise InputError(
-                    f"{outdir} was built with {key}={old}; this run asks for {attrs[key]}. "
-                    "Use the same options to resume, or a new --out directory."
-                )
+def _check_settings(outdir: Path, found: dict | None, attrs: dict) -> None:
+    for key in ("build_settings", "seed"):
+        old = None if found is None else found.get(key)
+        if old is not None and str(old) != str(attrs[key]):
+            raise InputError(
+                f"{outdir} was built with {key}={old}; this run asks for {attrs[key]}. "
+                "Use the same options to resume, or a new --out directory."
+            )
 
 
 def build_molecules(
@@ -132,11 +125,10 @@ def build_molecules(
         "seed": int(seed),
         "charge_convention": "charge = net charge (e); spin = number of unpaired electrons",
     }
-    if outdir.exists():
-        _check_settings(outdir, attrs)
     summary = BuildSummary(candidates=len(order), filter_removed=dict(cands.removed))
     failures, kinds = Counter(), Counter()
     with ShardedWriter(outdir, attrs, shard_size=shard_size) as writer:
+        _check_settings(outdir, writer.existing_attrs, attrs)
         failed_before = _read_failures(outdir)
         done_before = writer.done
         need = n_molecules - len(done_before & set(order))

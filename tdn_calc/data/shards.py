@@ -70,10 +70,12 @@ class ShardedWriter:
         self._writer: H5Writer | None = None
         self._done: set[str] = set()
         self._next_index = 0
+        #: attributes of the first existing shard (None for a new directory)
+        self.existing_attrs: dict | None = None
         for shard in self._shards():
             self._next_index = max(self._next_index, _index(shard) + 1)
             try:
-                complete = _shard_is_complete(shard)
+                complete, attrs_found = _shard_is_complete(shard)
             except _Busy:
                 raise
             except (OSError, KeyError, InputError) as exc:
@@ -81,6 +83,8 @@ class ShardedWriter:
                 log.warning("%s cannot be opened (%s); moved aside to %s", shard, exc, bad)
                 os.replace(shard, bad)
                 continue
+            if self.existing_attrs is None:
+                self.existing_attrs = attrs_found
             if complete:
                 self._done |= read_identifiers(shard)
             else:
@@ -130,9 +134,9 @@ class ShardedWriter:
         self.close()
 
 
-def _shard_is_complete(shard: Path) -> bool:
-    """Read a shard's ``shard_complete`` flag (read-only). Raises InputError when another
-    process holds the file; a write flag left by a killed writer is cleared first."""
+def _shard_is_complete(shard: Path) -> tuple[bool, dict]:
+    """Read a shard's ``shard_complete`` flag and attributes (read-only). Raises InputError
+    when another process holds the file; a write flag left by a killed writer is cleared."""
     try:
         f = h5py.File(shard, "r")
     except OSError as exc:
@@ -145,7 +149,7 @@ def _shard_is_complete(shard: Path) -> bool:
         f = h5py.File(shard, "r")
     with f:
         check_format(f, shard)
-        return bool(f.attrs.get("shard_complete", False))
+        return bool(f.attrs.get("shard_complete", False)), dict(f.attrs)
 
 
 class _Busy(InputError):
