@@ -3,9 +3,13 @@ and the ASE calculator)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import InputError
+
+_MEMINFO = "/proc/meminfo"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -51,3 +55,18 @@ def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
     if name not in _DTYPES:
         raise InputError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
     return _DTYPES[name]
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes of memory free for new tensors on ``device``: free GPU memory for CUDA, else the
+    system's ``MemAvailable`` (Linux ``/proc/meminfo``; free physical pages elsewhere)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open(_MEMINFO, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))

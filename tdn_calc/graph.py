@@ -5,6 +5,11 @@ Edges follow ``ase.neighborlist.neighbor_list("ijS")``: a full list (both ``i ->
 pair with ``|r_ij| < cutoff``. Full, mixed (slabs, wires) and no periodicity, non-orthogonal
 cells and cells smaller than the cutoff (several images of one atom) are all handled by vesin.
 Edges are sorted by centre ``i``, then neighbour ``j``.
+
+vesin 0.6 divides by zero (SIGFPE, which kills the process) when its cell list of at most
+~1e5 cells cannot give every direction a cell (a very long, thin box, or atoms spread over
+~1e5 cutoffs), and it is very slow for mixed periodicity with atoms spread far along a
+non-periodic direction. Such geometries go to ASE's neighbour list instead (same convention).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 import torch
 import vesin
 from ase import Atoms
+from ase.neighborlist import primitive_neighbor_list
 
 from .atomic_graph import AtomicGraph
 from .errors import InputError
@@ -22,6 +28,34 @@ from .validation import check_cell, normalize_pbc
 
 # (atomic numbers [n], positions [n, 3] Å, cell [3, 3] Å or None, pbc [3] bool)
 SystemArrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | Sequence[bool]"]
+
+_VESIN_MAX_CELLS = 100_000  # vesin's cap on the number of cells of its cell list
+_VESIN_SAFE_CELLS = 50_000  # below this many cells vesin never shrinks its cell list
+_VESIN_MAX_MIXED_SPREAD = 100.0  # mixed pbc: largest non-periodic spread, in cutoffs
+
+
+def _vesin_is_safe(positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff: float) -> bool:
+    """Whether vesin handles this geometry without crashing or crawling (see module doc)."""
+    extent = np.ptp(positions, axis=0)  # Cartesian spread of the atoms, Å
+    if pbc.all():
+        volume = abs(np.linalg.det(box))
+        heights = [
+            volume / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3)
+        ]
+    elif not pbc.any():
+        heights = extent.tolist()
+    else:
+        if float(np.linalg.norm(extent)) > _VESIN_MAX_MIXED_SPREAD * cutoff:
+            return False
+        heights = [np.linalg.norm(box[k]) if pbc[k] else float(extent.max()) for k in range(3)]
+    n_cells = np.maximum(np.floor(np.asarray(heights, dtype=np.float64) / cutoff), 1.0)
+    total = float(np.prod(n_cells))
+    if not np.isfinite(total):
+        return False
+    if total <= _VESIN_SAFE_CELLS:
+        return True
+    scale = (_VESIN_MAX_CELLS / total) ** (1.0 / 3.0)
+    return bool((np.floor(n_cells * scale) >= 2).all())  # margin: vesin needs >= 1
 
 
 def neighbor_list_with_distances(
@@ -40,11 +74,19 @@ def neighbor_list_with_distances(
     if len(positions) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), np.zeros((0, 3), dtype=np.int64), np.zeros(0)
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    if not np.isfinite(positions).all():
+        raise InputError("positions contain NaN or inf; cannot build a neighbour list")
     try:
-        i, j, S, d = calculator.compute(
-            points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd"
-        )
+        if _vesin_is_safe(positions, box, pbc, cutoff):
+            calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+            i, j, S, d = calculator.compute(
+                points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd"
+            )
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):  # far-apart atoms
+                i, j, S, d = primitive_neighbor_list(
+                    "ijSd", pbc, box, positions, float(cutoff), self_interaction=False
+                )
     except (RuntimeError, ValueError) as exc:
         raise InputError(
             f"neighbour list failed for cell {box.tolist()} Å, pbc {pbc.tolist()}: {exc}"
