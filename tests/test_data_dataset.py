@@ -88,3 +88,12 @@ def test_composition(dataset_dir):
         assert comp[i].tolist() == [int((z == 1).sum()), int((z == 6).sum()), int((z == 8).sum())]
     with pytest.raises(InputError, match="not in"):
         ds.composition([1, 6])
+
+
+def test_in_memory_reads_the_same_frames(dataset_dir):
+    lazy, mem = H5Dataset(dataset_dir), H5Dataset(dataset_dir, in_memory=True)
+    for i in range(len(lazy)):
+        a, b = lazy[i], mem[i]
+        for key in ("atomic_numbers", "positions", "forces"):
+            np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_array_equal(lazy.composition([1, 6, 8]), mem.composition([1, 6, 8]))
