@@ -3,14 +3,15 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install install-data demo test test-slow lint bench
+.PHONY: install install-teacher demo test test-slow lint bench
 
+# torch first, pinned to the CPU wheel that lies on disk (a bare `torch` would pull CUDA)
 install:
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test,plot]"
+	$(PIP) install -q -e ".[test,plot,data]"
 
-install-data: install
-	$(PIP) install -q -e ".[data]"
+install-teacher: install
+	$(PIP) install -q -e ".[teacher]"
 
 demo: install
 	tdn-relax examples/molecules/aspirin.xyz -o demo_relaxed.extxyz
@@ -19,7 +20,7 @@ test: install
 	$(PYTHON) -m ruff check .
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
-test-slow: install
+test-slow: install-teacher
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m slow -n 2 $(PYTEST_ARGS)
 
 lint:
