@@ -7,6 +7,7 @@ Exit status: 0 every structure converged; 3 some did not converge (or diverged);
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -16,6 +17,11 @@ from tdn_calc.errors import ModelNotFoundError, TDNError
 
 _OPTIMIZERS = ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch"]
 _MAX_TABLE_ROWS = 100
+_SAVE_EVERY_S = 300.0  # finished structures are written at least this often
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -144,17 +150,28 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
                disable=quiet or verbose or len(mine) < 2 or rank != 0)  # fmt: skip
     finished: dict = {}
 
+    last_save = [time.perf_counter()]
+
     def on_done(outcome):
         finished[outcome.record.key] = outcome
         bar.update(1)
+        if size == 1 and time.perf_counter() - last_save[0] > _SAVE_EVERY_S:
+            relax_job.write_outputs(plans, {**done, **finished})  # survive a crash/kill
+            last_save[0] = time.perf_counter()
 
     interrupted = False
+    try:  # batch schedulers stop jobs with SIGTERM: treat it as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         relax_job.run(mine, settings, model, lambda: TDNCalculator(model), on_done,
                       log=(lambda m: click.echo(m, err=True)) if verbose else None)  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
     relaxed = time.perf_counter()
     for part in distributed.all_gather(finished):

@@ -410,7 +410,8 @@ def _finish(
             | ((b.e0 - energy) / n_atoms > guard.max_energy_drop)
             | (disp > guard.max_displacement)
             | (dmin < guard.min_distance)
-        ) & ~converged
+        )  # also on a converged step: overlapping atoms are no minimum
+        converged = converged & ~flagged
         done = done | flagged
     if not bool(done.any()):
         return done

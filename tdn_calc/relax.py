@@ -208,7 +208,7 @@ def relax(
         last_good = work.positions.copy()
         if trajectory is not None and (opt.nsteps % max(loginterval, 1) == 0 or converged):
             frames.append(snapshot(work))
-        if guard is not None and not converged:
+        if guard is not None:  # also on the converged step: overlapping atoms are no minimum
             reason = guard.check(
                 energy,
                 energies[0],
@@ -218,6 +218,7 @@ def relax(
                 min_pair_distance(work.positions, work.cell.array, work.pbc, guard.min_distance),
             )
             if reason:
+                converged = False
                 break
     n_steps = int(opt.nsteps)
     if reason is None and not converged:
