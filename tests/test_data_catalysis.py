@@ -30,7 +30,7 @@ LATTICE = {"Pt": 3.92, "Cu": 3.59}  # close to EMT's own minima; geometry tests 
 
 TINY = dict(metals=("Cu",), adsorbates=("H", "CO"), sites=("top", "fcc"), bulk_strains=(0.02,),
             gas_molecules=("H2",), replicas=1, slab_size=(2, 2, 3), fixed_layers=1,
-            max_steps=12, n_rattle=2)
+            bulk_repeat=1, max_steps=12, n_rattle=2)
 
 
 def _spec(label: str, config: CatalysisConfig) -> SystemSpec:
