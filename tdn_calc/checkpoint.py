@@ -129,7 +129,13 @@ def _read_header(path: Path) -> tuple[dict[str, Any], bytes]:
         raise CheckpointError(f"{str(path)!r} is not a safetensors file ({exc})") from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{str(path)!r} is not a safetensors file (header is not a map)")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} is a corrupt safetensors file (bad tensor entry in the header: "
+            f"{type(exc).__name__}: {exc})"
+        ) from exc
     expected = 8 + n_header + max(ends, default=0)
     if len(raw) < expected:
         raise CheckpointError(
@@ -173,6 +179,13 @@ def _check_state_dict(path: Path, model: torch.nn.Module, state: dict[str, torch
         for k in sorted(set(state) & set(expected))
         if state[k].shape != expected[k].shape
     ]
+    not_finite = sorted(
+        k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    )
+    if not_finite:
+        raise CheckpointError(
+            f"{str(path)!r} is corrupt: weights {not_finite[:5]} contain NaN or inf values"
+        )
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -238,12 +251,13 @@ def load_model(
     Returns:
         The model in eval mode, with its model card (a dict) as ``model.card``.
     """
+    from .registry import CHECKPOINT_SUFFIXES, resolve_model  # resolve_model checks the sha256
+
     path = Path(path_or_name)
     if path.is_file():
         return load_checkpoint_file(path, device=device, dtype=dtype)
-    if path.suffix in {".safetensors", ".pt", ".pth", ".ckpt"} or os.sep in str(path_or_name):
+    if path.suffix in CHECKPOINT_SUFFIXES or os.sep in str(path_or_name):
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
-    from .registry import resolve_model  # verifies the sha256 listed in the manifest
 
     local = resolve_model(str(path_or_name), manifest=manifest)
     return load_checkpoint_file(local, device=device, dtype=dtype)

@@ -35,6 +35,8 @@ from .fileio import atomic_write, sha256_file
 
 MANIFEST_FORMAT_VERSION = 1
 _TIMEOUT_S = 60.0
+#: File suffixes that mark a model argument as a checkpoint path rather than a name.
+CHECKPOINT_SUFFIXES = {".safetensors", ".pt", ".pth", ".ckpt"}
 
 
 def _manifest_path(manifest: str | os.PathLike | None = None) -> Path:
@@ -102,6 +104,8 @@ def model_entry(name: str, manifest: str | os.PathLike | None = None) -> dict[st
         close = difflib.get_close_matches(name.lower(), list(lookup), n=3)
         hint = f" Did you mean {', '.join(sorted({lookup[c] for c in close}))}?" if close else ""
         listing = ", ".join(known) if known else "none yet (pass a checkpoint path instead)"
+        if Path(name).suffix in CHECKPOINT_SUFFIXES or os.sep in name:
+            hint += f" No checkpoint file {name!r} exists either."
         raise ModelNotFoundError(f"unknown model {name!r}. Known models: {listing}.{hint}")
     entry = models[key]
     if entry.get("deprecated"):

@@ -121,6 +121,16 @@ def check_min_distance(
     closer than ``min_distance`` Å. ``min_distance <= 0`` disables the check."""
     if min_distance <= 0 or len(numbers) == 0:
         return
+    pbc = normalize_pbc(pbc)
+    check_cell(cell, pbc)
+    for axis in np.flatnonzero(pbc):  # also spares the neighbour list millions of images
+        length = float(np.linalg.norm(np.asarray(cell, dtype=np.float64)[axis]))
+        if length < min_distance:
+            raise InputError(
+                f"lattice vector {_AXES[axis]} is {length:.3g} Å long, so every atom is that "
+                f"close to its own periodic image (minimum distance {min_distance} Å); "
+                "check the cell (units?) or set pbc False along it"
+            )
     from .graph import neighbor_list_with_distances  # graph imports this module
 
     # a cutoff below ~2 Å makes vesin's cell list very fine and slow: search wider, filter

@@ -81,9 +81,12 @@ def test_atoms_on_top_of_each_other(calc):
 
 
 def test_atom_too_close_to_its_own_periodic_image(calc):
-    atoms = Atoms("C", positions=[[0, 0, 0]], cell=[0.25, 5, 5], pbc=True)
-    with pytest.raises(InputError, match="periodic image of itself"):
-        _energy(calc, atoms)
+    short = Atoms("C", positions=[[0, 0, 0]], cell=[0.25, 5, 5], pbc=True)
+    with pytest.raises(InputError, match=r"lattice vector a is 0.25 Å long"):
+        _energy(calc, short)
+    skewed = Atoms("C", positions=[[0, 0, 0]], cell=[[5, 0, 0], [5, 0.2, 0], [0, 0, 5]], pbc=True)
+    with pytest.raises(InputError, match=r"0.200 Å from a periodic image of itself"):
+        _energy(calc, skewed)  # a - b is 0.2 Å long
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
