@@ -15,10 +15,14 @@ from typing import IO
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write ``path`` atomically: yield a temporary file in the same directory, then fsync it
     and ``os.replace`` it onto ``path``. On an exception the temporary file is removed and
-    ``path`` is left as it was."""
+    ``path`` is left as it was. The file gets the usual ``0o666 & ~umask`` permissions
+    (``mkstemp`` alone would leave it readable by its owner only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
