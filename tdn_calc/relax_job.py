@@ -16,7 +16,7 @@ from typing import Any
 
 from ase import Atoms
 
-from .errors import InputError
+from .errors import InputError, UnsupportedElementError
 from .fileio import atomic_write
 from .relax import ConvergenceWarning, RelaxResult, relax, resolve_cell_filter, resolve_optimizer
 from .slab import fix_below, fix_bottom_layers, pbc_messages
@@ -353,7 +353,13 @@ def load_job_model(spec: str, structures: Sequence[Atoms], device: str, dtype: s
     name = spec
     if spec.lower() == "auto":
         elements = sorted({int(z) for a in structures for z in a.numbers})
-        name = select_model_for(elements)
+        try:
+            name = select_model_for(elements)
+        except UnsupportedElementError as exc:
+            raise UnsupportedElementError(
+                f"--model auto: {exc}. Give a checkpoint with -m path/to/model.safetensors "
+                "(`tdn models list` shows the registered models)"
+            ) from exc
     path = Path(name) if Path(name).is_file() else resolve_model(name)
     model = load_model(path, device=device, dtype=dtype)
     param = next(model.parameters())
