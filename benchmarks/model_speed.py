@@ -14,13 +14,15 @@ molecules); the peers run through their ASE calculators in ``benchmarks/.venv-pe
 
 Writes ``benchmarks/results/model_speed[-quick].json`` and
 ``docs/img/model_speed_scaling[-quick].png``; ``--update-docs`` rewrites the generated
-part of the "Model speed" section of ``docs/benchmarks.md``.
+part of the "Model speed" section of ``docs/benchmarks.md``; ``--from-json FILE`` redoes the
+report, plot and docs from a saved results file without timing anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -44,6 +46,7 @@ from peers.env import ensure_peer_venv
 from peers.timing import calculator_call_ms, rattle, timed_ms
 
 from tdn_calc.calculator import TDNCalculator
+from tdn_calc.fileio import atomic_write
 from tdn_calc.graph import atoms_to_graph
 from tdn_calc.nn.config import TP_BACKENDS, TDNConfig
 from tdn_calc.nn.model import TDNModel
@@ -187,22 +190,12 @@ def environment(peer: PeerProcess, threads: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller scaling")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, every contender")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 5)")
-    parser.add_argument(
-        "--scaling-repeats", type=int, default=None, help="timed calls per size (default 3)"
-    )
-    parser.add_argument("--update-docs", action="store_true", help="rewrite docs section")
-    parser.add_argument("--no-scaling", action="store_true")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict:
+    """Run the table and the scaling study; returns the JSON-able results."""
     repeats = args.repeats or (3 if args.quick else 5)
     scaling_repeats = args.scaling_repeats or (2 if args.quick else 3)
     bulk_n = 3 if args.quick else 5  # Cu cell of the main table: 108 or 500 atoms
     scaling_n = (2, 3, 4) if args.quick else (2, 3, 4, 6, 8)  # 32 ... 2,048 atoms (4 n^3)
-    suffix = "-quick" if args.quick else ""
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
@@ -211,16 +204,23 @@ def main() -> None:
         env = environment(peer, args.threads)
         rng = np.random.default_rng(0)
         systems = benchmark_systems(bulk_n)
+        known = dict(systems)  # every structure a contender may be asked for, by name
         peer.set_systems(systems)
         contenders = (
-            tdn_contenders(systems, rng, raw_batch=True)
-            + registry_contenders(systems, rng)
+            tdn_contenders(known, rng, raw_batch=True)
+            + registry_contenders(known, rng)
             + peer_contenders(peer, list(TDN_SIZES), pretrained=True)
         )
+        if args.only:
+            contenders = [c for c in contenders if re.search(args.only, c.name)]
         table = run_round_robin(contenders, list(systems), repeats, warmup=1, seed=1)
+        partial = ROOT / "benchmarks" / "results" / "model_speed-partial.json"
+        with atomic_write(partial, "w") as handle:  # kept if the scaling study fails
+            json.dump({"environment": env, "table": table}, handle)
         scaling = None
         if not args.no_scaling:
             cu = {f"Cu {4 * n**3}": [cu_bulk(n)] for n in scaling_n}
+            known.update(cu)
             peer.set_systems(cu)
             scalers = [
                 *(c for c in contenders if c.name in ("TDN default exact", "TDN fast exact")),
@@ -236,9 +236,10 @@ def main() -> None:
                 }
     finally:
         peer.close()
+    partial.unlink(missing_ok=True)
 
     edges = {s: int(atoms_to_graph(group, 5.0).n_edges) for s, group in systems.items()}
-    results = {
+    return {
         "environment": env,
         "command": "python benchmarks/model_speed.py " + " ".join(sys.argv[1:]),
         "repeats": repeats,
@@ -252,18 +253,46 @@ def main() -> None:
         "wall_s": time.perf_counter() - start,
         "load_average_end": load_average(),
     }
+
+
+def publish(results: dict, suffix: str, docs: bool, write_json: bool = True) -> None:
+    """Write the JSON and the PNG, print the report and, if ``docs``, update the docs."""
     out_json = ROOT / "benchmarks" / "results" / f"model_speed{suffix}.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    if write_json:
+        with atomic_write(out_json, "w") as handle:
+            handle.write(json.dumps(results, indent=1) + "\n")
     png = None
-    if scaling is not None:
+    if results.get("scaling"):
         png = ROOT / "docs" / "img" / f"model_speed_scaling{suffix}.png"
-        plot_scaling(scaling, png)
+        plot_scaling(results["scaling"], png)
     report = markdown_report(results, png.relative_to(ROOT / "docs") if png else None)
     print(report)
-    if args.update_docs:
+    if docs:
         update_docs(ROOT / "docs" / "benchmarks.md", report)
     print(f"wrote {out_json}" + (f" and {png}" if png else ""), file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller scaling")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, every contender")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 5)")
+    parser.add_argument(
+        "--scaling-repeats", type=int, default=None, help="timed calls per size (default 3)"
+    )
+    parser.add_argument("--update-docs", action="store_true", help="rewrite docs section")
+    parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--only", default=None, help="time only contenders matching this regex")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="no timing: report a saved results file"
+    )
+    args = parser.parse_args()
+    suffix = "-quick" if args.quick else ""
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text(encoding="utf-8"))
+        publish(results, suffix, args.update_docs, write_json=False)
+    else:
+        publish(measure(args), suffix, args.update_docs)
 
 
 if __name__ == "__main__":
