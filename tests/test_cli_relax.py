@@ -290,3 +290,36 @@ def test_bad_structure_and_unsupported_element_are_named(workdir):
     write(workdir / "close.xyz", close)
     result = run("close.xyz")
     assert result.exit_code == 1 and "close" in result.output and "0.100 Å" in result.output
+
+
+def test_sigterm_is_handled_like_ctrl_c(workdir, monkeypatch):
+    import signal
+
+    real_run = relax_job.run
+
+    def terminated(records, *args, **kwargs):
+        real_run(records[:2], *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(relax_job, "run", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    result = run("mols.xyz")
+    assert result.exit_code == 130
+    assert len(read(workdir / "mols_relaxed.extxyz", index=":")) == 2
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
+
+
+def test_finished_structures_are_saved_during_the_run(workdir, monkeypatch):
+    from tdn_calc.cli import relax as cli_relax
+
+    saves = []
+    real_write = relax_job.write_outputs
+    monkeypatch.setattr(cli_relax, "_SAVE_EVERY_S", -1.0)
+
+    def write_outputs(plans, outcomes):
+        saves.append(len(outcomes))
+        real_write(plans, outcomes)
+
+    monkeypatch.setattr(relax_job, "write_outputs", write_outputs)
+    assert run("mols.xyz").exit_code == 0
+    assert saves == [1, 2, 3, 3]  # after each structure, then the final write
