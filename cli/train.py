@@ -37,6 +37,10 @@ def train(config, resume, max_time, output_dir, data_path, device, num_threads) 
     import time
 
     started_at = time.monotonic()
+    # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs,
+    # spinning threads made 2-thread training ~15x slower (docs/training.md). Must be set
+    # before torch is imported; an explicit OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stdout)
     if int(os.environ.get("RANK", "0")) > 0:

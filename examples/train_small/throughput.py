@@ -1,6 +1,6 @@
 """Measure training throughput (frames/s) of a few model sizes on a frame file.
 
-Usage: python throughput.py DATA [--threads 1 2] [--steps 40] [--batch-size 8]
+Usage: python throughput.py DATA [--threads 1 2] [--steps 40] [--batch-size 8] [--models ...]
 
 Each measurement runs the real training loop (collate with neighbour lists, forward with
 forces, force-loss backward, AdamW, EMA) for ``--steps`` steps after 5 warm-up steps and
@@ -55,13 +55,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--models", nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
     from tdn_calc.data.dataset import H5Dataset
 
     ds = H5Dataset(args.data)
     print(f"# {len(ds)} frames, {ds.n_atoms.mean():.1f} atoms/frame, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
-    for name, model in SIZES.items():
+    for name in args.models:
+        model = SIZES[name]
         for threads in args.threads:
             result = measure(args.data, model, threads, args.steps, args.batch_size)
             print(json.dumps({"model": name, **result}), flush=True)
