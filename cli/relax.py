@@ -113,11 +113,15 @@ def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filt
 def _run(inputs, output, model_spec, device, dtype, settings, report, resume, quiet, verbose):
     from tdn_calc import distributed, relax_job
     from tdn_calc.device import resolve_device
-    from tdn_calc.structure_io import read_structures
+    from tdn_calc.structure_io import check_not_input, read_structures
 
     start = time.perf_counter()
     rank, size = distributed.world()
     say = (lambda msg: click.echo(msg, err=True)) if not quiet and rank == 0 else (lambda m: None)
+    inputs = list(dict.fromkeys(inputs))  # a file given twice is relaxed once
+    for path, what in ((report, "--report"), (settings.trajectory, "--trajectory")):
+        if path:
+            check_not_input(path, inputs, what)
     records = read_structures(inputs)
     plans = relax_job.plan_outputs(records, inputs, output)
     for message in relax_job.prepare(records, settings):

@@ -103,6 +103,19 @@ def output_format(path: str | os.PathLike, format: str | None = None) -> str:
     return name
 
 
+def check_not_input(
+    path: str | os.PathLike, inputs: Sequence[str | os.PathLike], what: str = "output"
+) -> None:
+    """Raise if ``path`` is one of ``inputs`` (inputs are never overwritten)."""
+    target = Path(path).resolve()
+    for inp in inputs:
+        if Path(inp).resolve() == target:
+            raise InputError(
+                f"{what} {str(path)!r} is also an input; tdn-relax never overwrites an input, "
+                "choose another file name"
+            )
+
+
 def check_output(
     output: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
@@ -111,13 +124,7 @@ def check_output(
 ) -> str:
     """Refuse an output that is one of the inputs, or a single-structure format for several
     structures. Returns the output's ASE format name (``format`` or guessed from the name)."""
-    out = Path(output).resolve()
-    for inp in inputs:
-        if Path(inp).resolve() == out:
-            raise InputError(
-                f"output {str(output)!r} is also an input; tdn-relax never overwrites an "
-                "input, choose another -o"
-            )
+    check_not_input(output, inputs, "output (-o)")
     fmt = output_format(output, format)
     if ioformats[fmt].single and n_structures > 1:
         raise InputError(

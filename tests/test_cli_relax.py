@@ -98,6 +98,9 @@ def test_refuses_to_overwrite_an_input(workdir):
     result = run("mols.xyz", "-o", "mols.xyz")
     assert result.exit_code == 1
     assert "also an input" in result.output
+    for option in ("--report", "--trajectory"):
+        result = run("mols.xyz", option, "./mols.xyz")
+        assert result.exit_code == 1 and option in result.output
     assert (workdir / "mols.xyz").read_bytes() == before
 
 
