@@ -43,6 +43,8 @@ def etkdg(smiles: str, seed: int = 42) -> Atoms:
 
 def main() -> None:
     mols = {name: etkdg(smi) for name, smi in MOLECULES.items()}
+    for name, atoms in mols.items():
+        atoms.info["name"] = name
     for name in ("aspirin", "biphenyl", "caffeine"):
         write(HERE / "molecules" / f"{name}.xyz", mols[name], format="extxyz")
     write(HERE / "molecules" / "small_organics.xyz", list(mols.values()), format="extxyz")

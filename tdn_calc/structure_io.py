@@ -28,7 +28,8 @@ class StructureRecord:
         atoms: the structure as read (``info`` keeps e.g. ``charge`` and ``spin``).
         source: the input path as given.
         index: position of the structure in its file (0-based).
-        label: short name for tables: the file stem, plus ``[index]`` for multi-structure files.
+        label: short name for tables: the file stem, plus ``[index]`` for multi-structure files,
+            plus ``info["name"]`` (or ``info["label"]``) when the file gives one.
     """
 
     atoms: Atoms
@@ -68,6 +69,9 @@ def read_structures(
         stem = Path(path).stem or Path(path).name
         for k, atoms in enumerate(images):
             label = stem if len(images) == 1 else f"{stem}[{k}]"
+            name = atoms.info.get("name") or atoms.info.get("label")
+            if isinstance(name, str) and name.strip():
+                label = f"{label} {name.strip()}"
             records.append(StructureRecord(atoms, path, k, label))
     return records
 
