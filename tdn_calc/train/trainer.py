@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from ..data.dataset import Collater, H5Dataset
-from ..data.split import Split, load_split, make_split
 from ..device import resolve_device
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..fileio import atomic_write
 from ..nn.config import TDNConfig
 from ..nn.model import TDNModel
@@ -36,8 +35,8 @@ from .evaluate import evaluate, reference_energies
 from .loss import LossWeights, loss_terms, total_loss
 from .metrics_log import MetricsCSV
 from .optim import EMA, WarmupCosine, make_optimizer
+from .setup import fitted_model_config, select_frames
 from .state import load_state, rng_state, save_state, set_rng_state
-from .stats import compute_stats, dataset_elements, frame_max_force
 
 log = logging.getLogger("tdn_calc.train")
 
@@ -79,24 +78,12 @@ class Trainer:
         state = load_state(self.checkpoint_path) if resume else None
 
         self.dataset = H5Dataset(cfg.data_path)
-        self.split = self._split()
-        parts = self.split.indices(self.dataset)
-        if cfg.max_force is not None:
-            keep = frame_max_force(self.dataset) <= cfg.max_force
-            dropped = {k: int((~keep[v]).sum()) for k, v in parts.items()}
-            parts = {k: v[keep[v]] for k, v in parts.items()}
-            log.info("max_force %.3g eV/Å leaves out frames: %s", cfg.max_force, dropped)
-        self.train_idx, self.test_idx = parts["train"], parts["test"]
-        if self.train_idx.size == 0:
-            raise InputError(f"the training split of {cfg.data_path} has no frames")
-        rng = np.random.default_rng(cfg.seed)
-        val = parts["val"]
-        if cfg.val_max_frames and val.size > cfg.val_max_frames:
-            val = np.sort(rng.choice(val, cfg.val_max_frames, replace=False))
-        self.val_idx = val
+        frames = select_frames(self.dataset, cfg, self.dist)
+        self.split = frames.split
+        self.train_idx, self.val_idx, self.test_idx = frames.train, frames.val, frames.test
 
         model_config = (TDNConfig.from_json(state["model_config"]) if state
-                        else self._model_config(run.model))
+                        else fitted_model_config(run.model, self.dataset, self.train_idx, cfg))
         torch.manual_seed(cfg.seed)
         self.model = TDNModel(model_config).to(self.device)
         self.model.train()
@@ -142,48 +129,6 @@ class Trainer:
             root.addHandler(handler)
         if root.level == logging.NOTSET or root.level > logging.INFO:
             root.setLevel(logging.INFO)
-
-    def _split(self) -> Split:
-        path = self.cfg.split_path
-        if not path.exists():
-            if self.dist.is_main:
-                split = make_split(self.dataset, self.cfg.split_fractions, self.cfg.split_seed)
-                split.save(path)
-                log.info("made a new split %s (train/val/test trajectories %d/%d/%d)", path,
-                         len(split.train), len(split.val), len(split.test))
-            barrier(self.dist)
-        split = load_split(path)
-        if not np.allclose(split.fractions, self.cfg.split_fractions):
-            raise ConfigError(f"{path} was made with fractions {split.fractions}, not "
-                              f"{tuple(self.cfg.split_fractions)}; delete it or use those")
-        return split
-
-    def _model_config(self, model: dict[str, Any]) -> TDNConfig:
-        """The model config with elements, reference energies, energy scale and
-        ``avg_num_neighbors`` measured on the training split (fields the config file sets
-        explicitly are kept)."""
-        params = dict(model)
-        present = dataset_elements(self.dataset)
-        if params["elements"] == "auto":
-            params["elements"] = present
-        missing = sorted(set(present) - set(params["elements"]))
-        if missing:
-            raise ConfigError(f"the data holds elements {missing} that model.elements "
-                              f"{params['elements']} lacks")
-        cutoff = params.get("cutoff", TDNConfig.cutoff)
-        stats = compute_stats(self.dataset, self.train_idx, params["elements"], cutoff,
-                              max_frames=self.cfg.stats_max_frames, seed=self.cfg.seed,
-                              max_neighbors=params.get("max_neighbors"))
-        params.setdefault("atomic_energies", stats.atomic_energies)
-        params.setdefault("avg_num_neighbors", stats.avg_num_neighbors)
-        params.setdefault("energy_scale", stats.energy_scale(self.cfg.energy_scale))
-        params.setdefault("energy_shift", 0.0)
-        params.setdefault("extra", {})
-        params["extra"] = {**params["extra"], "training_stats": {
-            "forces_rms_eV_A": stats.forces_rms, "energy_residual_std_eV_atom":
-            stats.energy_residual_std, "energy_scale_mode": self.cfg.energy_scale,
-            "n_train_frames": stats.n_frames, "n_stats_frames": stats.n_sampled}}
-        return TDNConfig(**params)
 
     def _wrap(self, model: TDNModel) -> torch.nn.Module:
         if not self.dist.enabled:
@@ -427,7 +372,12 @@ class Trainer:
                     self.dataset, batch_sampler=batches[self.batch_in_epoch:],
                     collate_fn=self.collate, num_workers=cfg.num_workers))
             t = time.monotonic()
-            graph, targets = next(loader)
+            try:
+                graph, targets = next(loader)
+            except Exception:  # Ctrl-C also reaches DataLoader workers, which then exit
+                if self._stop_signal is not None:
+                    return self._stop("signal")
+                raise
             terms = self.train_step(graph, targets)
             self.batch_in_epoch += 1
             if self.batch_in_epoch >= self.steps_per_epoch:

@@ -1,0 +1,95 @@
+"""Set-up steps of a fresh training run: the frames of each split and the model config
+fitted to the training split."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data.dataset import H5Dataset
+from ..data.split import Split, load_split, make_split
+from ..errors import ConfigError, InputError
+from ..nn.config import TDNConfig
+from .config import TrainConfig
+from .distributed import DistInfo, barrier
+from .stats import compute_stats, dataset_elements, frame_max_force
+
+log = logging.getLogger("tdn_calc.train")
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Frame indices ``[k]`` int64 of each split (``val`` possibly a seeded subset)."""
+
+    split: Split
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def load_or_make_split(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> Split:
+    """``cfg.split_path`` (made by rank 0 when absent), checked against the fractions."""
+    path = cfg.split_path
+    if not path.exists():
+        if dist.is_main:
+            split = make_split(dataset, cfg.split_fractions, cfg.split_seed)
+            split.save(path)
+            log.info("made a new split %s (train/val/test trajectories %d/%d/%d)", path,
+                     len(split.train), len(split.val), len(split.test))
+        barrier(dist)
+    split = load_split(path)
+    if not np.allclose(split.fractions, cfg.split_fractions):
+        raise ConfigError(f"{path} was made with fractions {split.fractions}, not "
+                          f"{tuple(cfg.split_fractions)}; delete it or use those")
+    return split
+
+
+def select_frames(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> Frames:
+    """Frames of the split, without frames above ``cfg.max_force`` and with the validation
+    set cut to ``cfg.val_max_frames`` (a subset seeded by ``cfg.seed``)."""
+    split = load_or_make_split(dataset, cfg, dist)
+    parts = split.indices(dataset)
+    if cfg.max_force is not None:
+        keep = frame_max_force(dataset) <= cfg.max_force
+        dropped = {k: int((~keep[v]).sum()) for k, v in parts.items()}
+        parts = {k: v[keep[v]] for k, v in parts.items()}
+        log.info("max_force %.3g eV/Å leaves out frames: %s", cfg.max_force, dropped)
+    if parts["train"].size == 0:
+        raise InputError(f"the training split of {cfg.data_path} has no frames")
+    val = parts["val"]
+    if cfg.val_max_frames and val.size > cfg.val_max_frames:
+        rng = np.random.default_rng(cfg.seed)
+        val = np.sort(rng.choice(val, cfg.val_max_frames, replace=False))
+    return Frames(split=split, train=parts["train"], val=val, test=parts["test"])
+
+
+def fitted_model_config(model: dict[str, Any], dataset: H5Dataset, train: np.ndarray,
+                        cfg: TrainConfig) -> TDNConfig:
+    """The model config with elements (``"auto"``: those in the data), reference energies,
+    energy scale and ``avg_num_neighbors`` measured on the training frames ``train``.
+    Fields the config file sets explicitly are kept."""
+    params = dict(model)
+    present = dataset_elements(dataset)
+    if params["elements"] == "auto":
+        params["elements"] = present
+    missing = sorted(set(present) - set(params["elements"]))
+    if missing:
+        raise ConfigError(f"the data holds elements {missing} that model.elements "
+                          f"{params['elements']} lacks")
+    stats = compute_stats(dataset, train, params["elements"],
+                          params.get("cutoff", TDNConfig.cutoff),
+                          max_frames=cfg.stats_max_frames, seed=cfg.seed,
+                          max_neighbors=params.get("max_neighbors"))
+    params.setdefault("atomic_energies", stats.atomic_energies)
+    params.setdefault("avg_num_neighbors", stats.avg_num_neighbors)
+    params.setdefault("energy_scale", stats.energy_scale(cfg.energy_scale))
+    params.setdefault("energy_shift", 0.0)
+    params["extra"] = {**params.get("extra", {}), "training_stats": {
+        "forces_rms_eV_A": stats.forces_rms,
+        "energy_residual_std_eV_atom": stats.energy_residual_std,
+        "energy_scale_mode": cfg.energy_scale, "n_train_frames": stats.n_frames,
+        "n_stats_frames": stats.n_sampled}}
+    return TDNConfig(**params)
