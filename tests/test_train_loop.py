@@ -196,3 +196,37 @@ def test_resume_with_more_steps_follows_the_new_schedule(emt_data, tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
     assert resumed.run() == "finished" and resumed.step == 8
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_evaluate_matches_frame_by_frame_errors(emt_data, tiny_model):
+    """Batched metrics equal errors computed one frame at a time with the ASE calculator."""
+    from tdn_calc.calculator import TDNCalculator
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.data.frames import Frame
+
+    model = tiny_model(elements=(1, 6, 7, 8, 29), dtype=torch.float64, seed=3)
+    dataset = H5Dataset(emt_data)
+    indices = np.arange(len(dataset))
+    metrics = evaluate(model, dataset, indices, batch_size=5)
+    calc = TDNCalculator(model, device="cpu", min_distance=0.0)
+    de, df, per_element = [], [], {}
+    for i in indices:
+        s = dataset[int(i)]
+        atoms = Frame(atomic_numbers=s["atomic_numbers"], positions=s["positions"],
+                      energy=s["energy"], forces=s["forces"], cell=s["cell"],
+                      pbc=s["pbc"]).to_atoms()
+        atoms.calc = calc
+        de.append((atoms.get_potential_energy() - s["energy"]) / len(atoms))
+        err = np.abs(atoms.get_forces() - s["forces"])
+        df.append(err)
+        for z, row in zip(s["atomic_numbers"], err, strict=True):
+            per_element.setdefault(int(z), []).append(row)
+    df = np.concatenate(df)
+    assert metrics["n_frames"] == len(dataset) and metrics["n_structures"] == 8
+    assert metrics["energy_mae_meV_atom"] == pytest.approx(1000 * np.mean(np.abs(de)), rel=1e-6)
+    assert metrics["forces_mae_meV_A"] == pytest.approx(1000 * df.mean(), rel=1e-6)
+    assert metrics["forces_rmse_meV_A"] == pytest.approx(1000 * np.sqrt((df**2).mean()),
+                                                         rel=1e-6)
+    assert metrics["forces_mae_meV_A_per_element"]["Cu"] == pytest.approx(
+        1000 * np.mean(per_element[29]), rel=1e-6)
+    assert metrics["n_atoms"] == df.shape[0]
