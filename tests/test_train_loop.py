@@ -230,3 +230,15 @@ def test_evaluate_matches_frame_by_frame_errors(emt_data, tiny_model):
     assert metrics["forces_mae_meV_A_per_element"]["Cu"] == pytest.approx(
         1000 * np.mean(per_element[29]), rel=1e-6)
     assert metrics["n_atoms"] == df.shape[0]
+
+
+def test_stress_enters_the_loss_where_labelled(emt_data, tmp_path):
+    run = make_run(emt_data, tmp_path / "run", max_steps=2, stress_weight=1.0,
+                   data_opts={"batch_size": 16, "split_fractions": [1.0, 0.0, 0.0]},
+                   log_every_steps=1)
+    trainer = Trainer(run)
+    assert trainer.run() == "finished"
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert all(float(r["loss_stress"]) > 0 for r in rows if r["kind"] == "train")
+    metrics = evaluate(trainer.ema_model(), trainer.dataset, trainer.train_idx)
+    assert metrics["stress_mae_meV_A3"] > 0  # only the periodic Cu cell has stress labels
