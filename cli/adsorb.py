@@ -8,6 +8,7 @@ references). Exit status: 0 all relaxations converged, 3 some did not, 1 error, 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ def adsorb(slab, adsorbate, model, device, dtype, fmax, steps, fix_bottom_layers
     E_ads = E(slab+ads) - E(slab) - sum of gas references (CO vs CO(g), O vs 1/2 O2(g),
     H vs 1/2 H2(g), OH vs 1/2 O2 + 1/2 H2, ...), all relaxed with the same model.
     """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tdn_calc.cli.relax
     try:
         code = _run(slab, adsorbate, model, device, dtype, fmax, steps, fix_bottom_layers,
                     sites, vacuum, outdir, batch_size)  # fmt: skip

@@ -7,6 +7,7 @@ Exit status: 0 every structure converged; 3 some did not converge (or diverged);
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -100,6 +101,9 @@ def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filt
                              fix_symmetry=fix_symmetry, fix_bottom_layers=fix_bottom_layers,
                              fix_below=fix_below, trajectory=trajectory, loginterval=loginterval,
                              batch_size=batch_size)  # fmt: skip
+    # Idle OpenMP threads sleep instead of spinning (spinning made torch 15-30x slower on a
+    # shared machine); set before torch is imported; an explicit OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = _run(list(inputs), output, model, device, dtype, settings, report, resume,
                     quiet, verbose)  # fmt: skip
