@@ -14,7 +14,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from .atomic_graph import AtomicGraph
 from .checkpoint import load_model
 from .device import available_memory, resolve_device, resolve_dtype
-from .errors import InputError
+from .errors import InputError, TDNError
 from .graph import arrays_to_graph
 from .registry import select_model_for
 from .validation import DEFAULT_MIN_DISTANCE, validate_structure
@@ -128,6 +128,12 @@ class TDNCalculator(Calculator):
                 "device with more memory, or float32"
             ) from exc
         energy = float(out["energy"][0])
+        if not (np.isfinite(energy) and bool(out["forces"].isfinite().all())):
+            raise TDNError(
+                f"the model returned a non-finite energy ({energy}) or forces for this "
+                f"{atoms.get_chemical_formula()} structure; its weights may be corrupt "
+                "(check the checkpoint's sha256) or the structure is far outside its training data"
+            )
         self.results = {
             "energy": energy,
             "free_energy": energy,

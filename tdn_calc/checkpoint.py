@@ -179,13 +179,6 @@ def _check_state_dict(path: Path, model: torch.nn.Module, state: dict[str, torch
         for k in sorted(set(state) & set(expected))
         if state[k].shape != expected[k].shape
     ]
-    not_finite = sorted(
-        k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()
-    )
-    if not_finite:
-        raise CheckpointError(
-            f"{str(path)!r} is corrupt: weights {not_finite[:5]} contain NaN or inf values"
-        )
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -227,6 +220,14 @@ def load_checkpoint_file(
     model = TDNModel(config)
     _check_state_dict(path, model, state)
     model.load_state_dict(state, strict=True)
+    not_finite = [  # also values too large for the model's float32 weights
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if not_finite:
+        raise CheckpointError(
+            f"{str(path)!r} is corrupt: weights {not_finite[:5]} hold NaN, inf or values too "
+            "large for float32"
+        )
     model.card = card
     return model.to(device=torch_device, dtype=torch_dtype).eval()
 

@@ -216,6 +216,15 @@ def test_out_of_memory_in_the_model_is_a_clear_error(model, monkeypatch):
         _energy(calc, _water())
 
 
+def test_non_finite_model_output_is_an_error(tiny_model):
+    """A model whose numbers overflow never hands NaN/inf to the user."""
+    broken = tiny_model()
+    with torch.no_grad():
+        broken.shift.fill_(float("inf"))
+    with pytest.raises(TDNError, match=r"non-finite energy \(inf\) .*H2O"):
+        _energy(TDNCalculator(broken, device="cpu"), _water())
+
+
 def test_stress_of_a_non_3d_cell(calc):
     atoms = _water()
     atoms.calc = calc
@@ -310,6 +319,15 @@ def test_pickle_payload_refused_without_running_it(tmp_path, how):
     with pytest.raises(CheckpointError, match="never unpickles"):
         TDNCalculator(str(evil), device="cpu")
     assert not marker.exists()
+
+
+def test_checkpoint_with_overflowing_weights(tmp_path, tiny_model):
+    model = tiny_model()
+    with torch.no_grad():
+        model.shift.fill_(1e39)  # finite in float64, inf in the float32 model that loads it
+    path = save_model(model, tmp_path / "huge.safetensors")
+    with pytest.raises(CheckpointError, match=r"corrupt: weights \['shift'\] hold NaN, inf"):
+        load_model(path, device="cpu")
 
 
 def test_config_weights_mismatch(tmp_path, ckpt):
