@@ -70,7 +70,9 @@ class TDNModel(Float64BufferMixin):
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         z_to_index[torch.tensor(config.elements)] = torch.arange(len(config.elements))
         self.register_buffer("z_to_index", z_to_index, persistent=False)
-        self.sh_irreps = o3.Irreps.spherical_harmonics(lmax)
+        self.spherical_harmonics = o3.SphericalHarmonics(
+            o3.Irreps.spherical_harmonics(lmax), normalize=True, normalization="component"
+        )
         self.embedding = nn.Embedding(len(config.elements), c)
         # one radial network serves every layer: [E] -> [E, C + num_layers * 2C]
         self.radial = RadialWeights(
@@ -114,9 +116,7 @@ class TDNModel(Float64BufferMixin):
         offsets = torch.einsum("ek,ekl->el", graph.shifts, cell[graph.system_idx[i]])
         vectors = positions[j] - positions[i] + offsets
         distance = torch.linalg.vector_norm(vectors, dim=-1)
-        sh = o3.spherical_harmonics(
-            self.sh_irreps, vectors, normalize=True, normalization="component"
-        )
+        sh = self.spherical_harmonics(vectors)
         envelope = polynomial_envelope(distance, self.cutoff, self.config.envelope_exponent)
         return EdgeGeometry(i, j, distance, sh, envelope)
 
