@@ -14,6 +14,9 @@ import torch
 from ase import Atoms
 from ase.build import molecule
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.io import read, write
+from click.testing import CliRunner
+from tdn_calc.cli.relax import main as relax_main
 
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.checkpoint import load_checkpoint_file, load_model, save_model
@@ -410,3 +413,117 @@ def test_diverging_relaxation_is_stopped_and_reported():
     assert not result.converged and result.diverged
     assert result.reason.startswith("diverged:")
     assert np.isfinite(result.atoms.positions).all()
+
+
+# --------------------------------------------------------------------------- tdn-relax CLI
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, model, ckpt):
+    """Run ``tdn-relax`` in ``tmp_path`` (holding ``mols.xyz`` and the tiny checkpoint) with
+    click's runner; returns ``run(*args, model="tiny.safetensors") -> Result``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TDN_CACHE_DIR", str(tmp_path / "cache"))
+    write(tmp_path / "mols.xyz", [molecule("H2O"), molecule("CH4")])
+
+    def run(*args: str, model: str | None = "tiny.safetensors"):
+        extra = ["-m", model] if model else []
+        return CliRunner().invoke(relax_main, [*args, *extra, "--steps", "5", "-q"])
+
+    return run
+
+
+def _clean_exit(result, code: int, *fragments: str) -> None:
+    """The CLI exited with ``code`` through click (no traceback) naming every fragment."""
+    assert isinstance(result.exception, SystemExit | None), result.exception
+    assert result.exit_code == code, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+MALFORMED = {
+    "bad.xyz": "3\nbroken frame\nO 0 0\nH 1 0 0\n",
+    "bad.extxyz": '2\nProperties=species:S:1:pos:R:3 pbc="F F F"\nO 0 0 0\nH 1 0 x\n',
+    "bad.cif": "data_x\n_cell_length_a 5\n_cell_length_b\nloop_\n_atom_site_label\nC1 0.1\n",
+    "POSCAR": "title\n1.0\n5 0 0\n0 5\n0 0 5\nC\n2\nDirect\n0 0 0\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_cli_malformed_structure_files(cli, tmp_path, name):
+    (tmp_path / name).write_text(MALFORMED[name])
+    _clean_exit(cli(name), 1, f"cannot read '{name}'")
+
+
+def test_cli_missing_input_file(cli):
+    _clean_exit(cli("nothere.xyz"), 1, "input file 'nothere.xyz' does not exist")
+
+
+def test_cli_directory_as_input_or_output(cli, tmp_path):
+    (tmp_path / "folder").mkdir()
+    _clean_exit(cli("folder"), 2, "'folder' is a directory")
+    _clean_exit(cli("mols.xyz", "-o", "folder"), 2, "'folder' is a directory")
+
+
+def test_cli_output_in_a_missing_directory_is_created(cli, tmp_path):
+    _clean_exit(cli("mols.xyz", "-o", "new/sub/out.extxyz"), 3)  # 5 steps: not converged
+    assert len(read(tmp_path / "new/sub/out.extxyz", ":")) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tdn-relax (relax owner): an unwritable output is found only when writing, after "
+    "all relaxations, and escapes as a FileExistsError traceback",
+)
+def test_cli_output_in_an_unwritable_directory(cli, tmp_path):
+    """Tests run as root, so a chmod-read-only directory would not block the write; a path
+    whose parent is a regular file cannot be created by anyone."""
+    (tmp_path / "plain").write_text("a file, not a directory")
+    _clean_exit(cli("mols.xyz", "-o", "plain/out.extxyz"), 1, "plain/out.extxyz")
+
+
+def test_cli_output_equal_to_input(cli, tmp_path):
+    before = (tmp_path / "mols.xyz").read_bytes()
+    _clean_exit(cli("mols.xyz", "-o", "mols.xyz"), 1, "is also an input")
+    assert (tmp_path / "mols.xyz").read_bytes() == before
+
+
+def test_cli_unknown_model_name_suggests(cli, manifest, monkeypatch):
+    monkeypatch.setenv("TDN_MANIFEST", str(manifest))
+    _clean_exit(cli("mols.xyz", model="tdn-tiny-hc"), 2, "unknown model", "Did you mean")
+
+
+def test_cli_missing_checkpoint_path(cli):
+    _clean_exit(cli("mols.xyz", model="gone.safetensors"), 2, "No checkpoint file")
+
+
+def test_cli_offline_model_not_cached(cli, manifest, monkeypatch):
+    monkeypatch.setenv("TDN_MANIFEST", str(manifest))
+    monkeypatch.setenv("TDN_OFFLINE", "1")
+    _clean_exit(cli("mols.xyz", model="tdn-tiny-hco"), 1, "TDN_OFFLINE is set")
+
+
+def test_cli_truncated_and_pickled_checkpoints(cli, tmp_path, ckpt):
+    (tmp_path / "cut.safetensors").write_bytes(ckpt.read_bytes()[:1000])
+    _clean_exit(cli("mols.xyz", model="cut.safetensors"), 1, "truncated")
+    marker = tmp_path / "payload-ran"
+    (tmp_path / "evil.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    _clean_exit(cli("mols.xyz", model="evil.safetensors"), 1, "never unpickles")
+    assert not marker.exists()
+
+
+def test_cli_cuda_without_cuda_and_half_precision(cli):
+    if not torch.cuda.is_available():
+        _clean_exit(cli("mols.xyz", "-d", "cuda"), 1, "CUDA is not available")
+    _clean_exit(cli("mols.xyz", "--dtype", "float16"), 2, "'float16' is not one of")
+
+
+def test_cli_diverging_relaxation_is_reported_not_converged(cli, tmp_path, tiny_model):
+    """A model with an enormous energy scale sends the atoms downhill without bound: exit 3,
+    and the output frames say why (not written as converged)."""
+    save_model(tiny_model(energy_scale=1e4), tmp_path / "wild.safetensors")
+    result = cli("mols.xyz", "-o", "wild.extxyz", "--fmax", "0.01", model="wild.safetensors")
+    _clean_exit(result, 3)
+    frames = read(tmp_path / "wild.extxyz", ":")
+    assert [f.info["converged"] for f in frames] == [False, False]
+    assert all(f.info["relax_reason"].startswith("diverged:") for f in frames)
