@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # torch first, pinned to the CPU wheel that lies on disk (a bare `torch` would pull CUDA)
 install:
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test,plot,data]"
+	$(PIP) install -q -e ".[test,plot,data,torchsim]"
 
 install-teacher: install
 	$(PIP) install -q -e ".[teacher]"
