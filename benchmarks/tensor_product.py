@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover - optional
 
 BACKENDS = ("e3nn", "exact", "cp-matrix", "cp-factor")
 PASSES = ("fwd", "fwd+bwd")
+MEASURED_FILES = ("tdn_calc/nn", "benchmarks/tensor_product.py")  # dirty => "+ uncommitted"
 MEMORY_CAP = 2**25  # elements of one [E, d, C] tensor (128 MiB in float32)
 
 
@@ -78,23 +79,28 @@ def build(backend: str, lmax: int, channels: int, fitted: bool = True) -> Shared
     return make_tensor_product(backend, lmax, channels).float()
 
 
-def flops(tp: SharedPathTensorProduct, backend: str, which: str) -> int:
+def flops(tp: SharedPathTensorProduct, backend: str, which: str, grad_y: bool = False) -> int:
     """Floating-point operations per edge of one call (``which`` in :data:`PASSES`).
 
     The backward (w.r.t. ``x`` and ``w``) of ``exact`` and ``cp-matrix`` is one product
     ``M g`` plus element-wise terms; ``cp-factor`` runs its two factor products backwards;
-    e3nn computes each path twice more (for ``x`` and for the weights).
+    e3nn computes each path twice more (for ``x`` and for the weights). ``grad_y`` adds the
+    gradient w.r.t. ``y``: ``grad_M = (x w) g^T`` and the transposed build of ``M``
+    (exact, cp-matrix), a reduction over channels (cp-factor), one more pass (e3nn).
     """
     forward = tp.flops_per_edge()
     if which == "fwd":
         return forward
     d, c = tp.dim, tp.channels
+    r = getattr(tp, "rank", 0)
     if backend in ("exact", "cp-matrix"):
-        return forward + 2 * d * d * c + 3 * d * c
+        build_m = 2 * d**3 if backend == "exact" else 2 * r * d * d + 2 * d * r
+        extra = 2 * d * d * c + d * c + build_m if grad_y else 0
+        return forward + 2 * d * d * c + 3 * d * c + extra
     if backend == "cp-factor":
-        r = tp.rank
-        return forward + 4 * d * r * c + r * c + 3 * d * c
-    return 3 * forward
+        extra = 2 * r * c + 2 * d * r if grad_y else 0
+        return forward + 4 * d * r * c + r * c + 3 * d * c + extra
+    return (4 if grad_y else 3) * forward
 
 
 def edges_for(lmax: int, channels: int, requested: int, budget_gflop: float) -> int:
@@ -114,7 +120,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def make_calls(tp: SharedPathTensorProduct, lmax: int, channels: int, edges: int, seed: int):
+def make_calls(tp, lmax: int, channels: int, edges: int, seed: int, grad_y: bool = False):
     """The forward-only and forward+backward closures on fixed random inputs."""
     gen = torch.Generator().manual_seed(seed)
     d = num_components(lmax)
@@ -124,18 +130,20 @@ def make_calls(tp: SharedPathTensorProduct, lmax: int, channels: int, edges: int
     w = torch.randn(edges, channels, generator=gen)
     g = torch.randn(edges, d, channels, generator=gen)
     xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    yg = y.clone().requires_grad_(grad_y)
+    wrt = (xg, yg, wg) if grad_y else (xg, wg)
 
     def forward() -> None:
         with torch.no_grad():
             tp(x, y, w)
 
     def forward_backward() -> None:
-        torch.autograd.grad(tp(xg, y, wg), (xg, wg), g)
+        torch.autograd.grad(tp(xg, yg, wg), wrt, g)
 
     return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
-def measure_block(lmax, channels, edges, repeats, backends, gemm_n, fitted):
+def measure_block(lmax, channels, edges, repeats, backends, gemm_n, fitted, grad_y):
     """Interleaved timings of every (backend, pass) and of an sgemm for one (L, C).
 
     Returns ``{(backend, pass): (wall_ms, cpu_ms)}`` medians, the sgemm GFLOP/s (CPU time),
@@ -145,7 +153,7 @@ def measure_block(lmax, channels, edges, repeats, backends, gemm_n, fitted):
     calls = {
         (name, which): fn
         for name, tp in tps.items()
-        for which, fn in make_calls(tp, lmax, channels, edges, seed=lmax).items()
+        for which, fn in make_calls(tp, lmax, channels, edges, lmax, grad_y).items()
     }
     a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
     calls[("sgemm", "")] = lambda: a @ b
@@ -207,7 +215,7 @@ def environment(threads: int) -> list[str]:
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "tdn_calc/nn", "benchmarks"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *MEASURED_FILES],
             cwd=root,
             capture_output=True,
             text=True,
@@ -225,7 +233,7 @@ def environment(threads: int) -> list[str]:
     ]
 
 
-def speed_tables(results, backends) -> list[str]:
+def speed_tables(results, backends, grad_y: bool) -> list[str]:
     """Detailed markdown table and a fwd+bwd speed-up summary."""
     lines = [
         "| L | C | edges | pass | backend | ms (wall) | ms (CPU) | × e3nn (wall) | × e3nn (CPU) "
@@ -238,7 +246,7 @@ def speed_tables(results, backends) -> list[str]:
             base = med.get(("e3nn", which))
             for name in backends:
                 wall, cpu = med[(name, which)]
-                gflops = flops(tps[name], name, which) * edges / (cpu / 1e3) / 1e9
+                gflops = flops(tps[name], name, which, grad_y) * edges / (cpu / 1e3) / 1e9
                 ratio_w = f"{base[0] / wall:.1f}" if base else "-"
                 ratio_c = f"{base[1] / cpu:.1f}" if base else "-"
                 lines.append(
@@ -310,6 +318,9 @@ def main() -> None:
         "the accuracy table skips the L and the timings use random factors (default 4: the "
         "fits take ~45 s at L=5 and ~110 s at L=6 of CPU time)",
     )
+    parser.add_argument(
+        "--grad-y", action="store_true", help="backward also w.r.t. y (as for forces)"
+    )
     parser.add_argument("--skip-timing", action="store_true", help="only the accuracy table")
     parser.add_argument(
         "--quick", action="store_true", help="L = 1..3, C = 64, 4000 edges, 3 repeats"
@@ -336,14 +347,16 @@ def main() -> None:
             edges = edges_for(lmax, channels, args.edges, args.budget_gflop)
             fitted = lmax <= args.fit_lmax
             med, peak, load, tps = measure_block(
-                lmax, channels, edges, args.repeats, args.backends, args.gemm_n, fitted
+                lmax, channels, edges, args.repeats, args.backends, args.gemm_n, fitted, args.grad_y
             )
             results[(lmax, channels)] = (med, peak, load, tps, edges)
             print(f"done L={lmax} C={channels} edges={edges} load={load:.1f}", flush=True)
 
     print("\n" + "\n".join(env))
     print("\n" + "\n".join(accuracy))
-    print("\n" + "\n".join(speed_tables(results, args.backends)))
+    wrt = "x, y and w" if args.grad_y else "x and w"
+    print(f"\nfwd+bwd: backward w.r.t. {wrt}; GFLOP/s and % of sgemm from CPU time.")
+    print("\n" + "\n".join(speed_tables(results, args.backends, args.grad_y)))
     unfitted = [lmax for lmax in args.lmax if lmax > args.fit_lmax]
     if unfitted and any(b.startswith("cp") for b in args.backends):
         print(f"\ncp timings at L = {unfitted} use random factors of the same shape (--fit-lmax).")
