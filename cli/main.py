@@ -14,6 +14,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("tdn_calc.cli.train", "train", "Train a TDN model from a config file."),
     "eval": ("tdn_calc.cli.train", "evaluate", "Evaluate a model on an HDF5 data set."),
     "adsorb": ("tdn_calc.cli.adsorb", "adsorb", "Adsorption energies on every site of a slab."),
+    "neb": ("tdn_calc.cli.neb", "neb", "Reaction path and barrier (nudged elastic band)."),
 }
 
 
