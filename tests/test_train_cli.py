@@ -59,7 +59,7 @@ def test_build_train_eval_load(tmp_path):
 
     from tdn_calc.calculator import TDNCalculator
 
-    _build_molecules(tmp_path / "data" / "molecules", ["C", "O", "CO"])
+    _build_molecules(tmp_path / "data" / "molecules", ["CO", "CCO", "C=O"])  # all H, C, O
     config = _example_config(tmp_path, max_steps=6)
     runner = CliRunner()
     result = runner.invoke(main, ["train", str(config)])

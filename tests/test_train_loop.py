@@ -242,3 +242,30 @@ def test_stress_enters_the_loss_where_labelled(emt_data, tmp_path):
     assert all(float(r["loss_stress"]) > 0 for r in rows if r["kind"] == "train")
     metrics = evaluate(trainer.ema_model(), trainer.dataset, trainer.train_idx)
     assert metrics["stress_mae_meV_A3"] > 0  # only the periodic Cu cell has stress labels
+
+
+def test_elements_unseen_in_training_are_not_scored(emt_data, tmp_path):
+    """With elements: auto, the model knows the training split's elements; validation frames
+    with others are left out, and `tdn eval` skips and counts them."""
+    from click.testing import CliRunner
+    from tdn_calc.cli.main import main
+
+    from tdn_calc.data.split import Split
+
+    names = ["CH4", "H2O", "C2H4", "Cu4", "Cu3O", "Cu-fcc"]
+    split = Split(train=tuple(names), val=("NH3", "CO2"), test=(), seed=0,
+                  fractions=(0.75, 0.25, 0.0))
+    split.save(tmp_path / "split.json")
+    run = make_run(emt_data, tmp_path / "run", max_steps=2,
+                   data_opts={"split_file": str(tmp_path / "split.json")})
+    trainer = Trainer(run)
+    assert trainer.model.config.elements == [1, 6, 8, 29]  # no N in training
+    co2 = trainer.dataset.frames_of(["CO2"])
+    np.testing.assert_array_equal(trainer.val_idx, co2)
+    assert trainer.run() == "finished"
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "run" / "best.safetensors"),
+                                       str(emt_data), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["n_frames_skipped"] == 2 and metrics["skipped_elements"] == ["N"]
+    assert metrics["n_frames"] == 14

@@ -159,20 +159,43 @@ def run_evaluation(model_name: str, data: str, *, split: str = "all",
                    split_file: str | None = None, batch_size: int = 16,
                    max_frames: int | None = None, device: str = "auto",
                    dtype: str = "float32") -> dict:
-    """Load ``model_name`` and evaluate it on ``data`` (what ``tdn eval`` prints)."""
+    """Load ``model_name`` and evaluate it on ``data`` (what ``tdn eval`` prints).
+
+    Frames with elements the model does not support are skipped and counted
+    (``n_frames_skipped``, ``skipped_elements``).
+    """
     from ..checkpoint import load_model
 
     model = load_model(model_name, device=device, dtype=dtype)
     dataset = H5Dataset(data)
     card = getattr(model, "card", {}) or {}
     indices, used_split = select_frames(dataset, split, split_file, card)
+    indices, skipped = _supported(dataset, indices, model.config.elements)
     if indices.size == 0:
-        raise InputError(f"the {split!r} split of {data} has no frames")
+        raise InputError(f"the {split!r} split of {data} has no frames with only the model's "
+                         f"elements {[chemical_symbols[z] for z in model.config.elements]}")
     if max_frames and indices.size > max_frames:
         indices = np.sort(np.random.default_rng(0).choice(indices, max_frames, replace=False))
     metrics = evaluate(model, dataset, indices, batch_size=batch_size)
     trained_on = card.get("trained_on", {}).get("reference_method")
     metrics.update(model=str(model_name), data=str(data), split=split, split_file=used_split,
                    reference_method=dataset.reference_method,
-                   model_reference_method=trained_on)
+                   model_reference_method=trained_on, **skipped)
     return metrics
+
+
+def _supported(dataset: H5Dataset, indices: np.ndarray,
+               elements: Sequence[int]) -> tuple[np.ndarray, dict]:
+    """Drop frames with elements the model lacks; say how many and which elements."""
+    from .stats import dataset_elements
+
+    present = dataset_elements(dataset)
+    outside = [k for k, z in enumerate(present) if z not in set(elements)]
+    if not outside:
+        return indices, {"n_frames_skipped": 0, "skipped_elements": []}
+    counts = dataset.composition(present)[indices][:, outside]
+    keep = counts.sum(axis=1) == 0
+    symbols = [chemical_symbols[present[k]] for k, n in zip(outside, counts.sum(axis=0),
+                                                             strict=True) if n]
+    return indices[keep], {"n_frames_skipped": int((~keep).sum()),
+                           "skipped_elements": symbols}

@@ -15,19 +15,21 @@ from ..errors import ConfigError, InputError
 from ..nn.config import TDNConfig
 from .config import TrainConfig
 from .distributed import DistInfo, barrier
-from .stats import compute_stats, dataset_elements, frame_max_force
+from .stats import composition_of, compute_stats, dataset_elements, frame_max_force
 
 log = logging.getLogger("tdn_calc.train")
 
 
 @dataclass(frozen=True)
 class Frames:
-    """Frame indices ``[k]`` int64 of each split (``val`` possibly a seeded subset)."""
+    """Frame indices ``[k]`` int64 of each split (``val`` possibly a seeded subset) and the
+    model's elements (atomic numbers)."""
 
     split: Split
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    elements: list[int]
 
 
 def load_or_make_split(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> Split:
@@ -47,9 +49,15 @@ def load_or_make_split(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> 
     return split
 
 
-def select_frames(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> Frames:
-    """Frames of the split, without frames above ``cfg.max_force`` and with the validation
-    set cut to ``cfg.val_max_frames`` (a subset seeded by ``cfg.seed``)."""
+def select_frames(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo,
+                  elements: list[int] | str) -> Frames:
+    """Frames of the split used for training, validation and the final test.
+
+    Leaves out frames above ``cfg.max_force`` and frames with elements outside the model's
+    ``elements`` (``"auto"``: the elements of the training frames, so validation and test
+    never score an element the model has not seen), then cuts the validation set to
+    ``cfg.val_max_frames`` (a subset seeded by ``cfg.seed``). Counts are logged.
+    """
     split = load_or_make_split(dataset, cfg, dist)
     parts = split.indices(dataset)
     if cfg.max_force is not None:
@@ -57,28 +65,46 @@ def select_frames(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> Frame
         dropped = {k: int((~keep[v]).sum()) for k, v in parts.items()}
         parts = {k: v[keep[v]] for k, v in parts.items()}
         log.info("max_force %.3g eV/Å leaves out frames: %s", cfg.max_force, dropped)
+    present = dataset_elements(dataset)
+    composition = dataset.composition(present)  # [n_frames, len(present)]
+    if elements == "auto":
+        in_train = composition[parts["train"]].sum(axis=0) > 0
+        elements = [z for z, used in zip(present, in_train, strict=True) if used]
+    elements = sorted(int(z) for z in elements)
+    outside = [k for k, z in enumerate(present) if z not in set(elements)]
+    masks = {k: composition[v][:, outside].sum(axis=1) == 0 for k, v in parts.items()}
+    dropped = {k: int((~m).sum()) for k, m in masks.items()}
+    if any(dropped.values()):
+        log.warning("frames with elements outside the model's %s are left out: %s",
+                    elements, dropped)
+    parts = {k: v[masks[k]] for k, v in parts.items()}
     if parts["train"].size == 0:
         raise InputError(f"the training split of {cfg.data_path} has no frames")
     val = parts["val"]
     if cfg.val_max_frames and val.size > cfg.val_max_frames:
         rng = np.random.default_rng(cfg.seed)
         val = np.sort(rng.choice(val, cfg.val_max_frames, replace=False))
-    return Frames(split=split, train=parts["train"], val=val, test=parts["test"])
+    return Frames(split=split, train=parts["train"], val=val, test=parts["test"],
+                  elements=elements)
+
+
+def dataset_elements_of(dataset: H5Dataset, indices: np.ndarray, elements) -> list[int]:
+    """The atomic numbers among ``elements`` that occur in the frames ``indices``."""
+    counts = composition_of(dataset, elements)[indices].sum(axis=0)
+    return [int(z) for z, n in zip(elements, counts, strict=True) if n]
 
 
 def fitted_model_config(model: dict[str, Any], dataset: H5Dataset, train: np.ndarray,
                         cfg: TrainConfig) -> TDNConfig:
-    """The model config with elements (``"auto"``: those in the data), reference energies,
-    energy scale and ``avg_num_neighbors`` measured on the training frames ``train``.
-    Fields the config file sets explicitly are kept."""
+    """The model config (``model["elements"]`` resolved to atomic numbers) with reference
+    energies, energy scale and ``avg_num_neighbors`` measured on the training frames
+    ``train``. Fields the config file sets explicitly are kept."""
     params = dict(model)
-    present = dataset_elements(dataset)
-    if params["elements"] == "auto":
-        params["elements"] = present
-    missing = sorted(set(present) - set(params["elements"]))
-    if missing:
-        raise ConfigError(f"the data holds elements {missing} that model.elements "
-                          f"{params['elements']} lacks")
+    trained = set(dataset_elements_of(dataset, train, params["elements"]))
+    untrained = sorted(set(params["elements"]) - trained)
+    if untrained:
+        log.warning("model.elements %s are not in any training frame: their reference "
+                    "energies are 0 and their predictions untrained", untrained)
     stats = compute_stats(dataset, train, params["elements"],
                           params.get("cutoff", TDNConfig.cutoff),
                           max_frames=cfg.stats_max_frames, seed=cfg.seed,

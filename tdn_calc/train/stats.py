@@ -49,6 +49,19 @@ def frame_max_force(dataset: H5Dataset) -> np.ndarray:
     return result
 
 
+def composition_of(dataset: H5Dataset, elements) -> np.ndarray:
+    """``[n_frames, len(elements)]`` atom counts of ``elements`` per frame; other elements in
+    the data are ignored (unlike ``H5Dataset.composition``, which refuses them)."""
+    present = dataset_elements(dataset)
+    full = dataset.composition(present)
+    column = {z: k for k, z in enumerate(present)}
+    out = np.zeros((len(dataset), len(elements)), dtype=np.int64)
+    for k, z in enumerate(elements):
+        if int(z) in column:
+            out[:, k] = full[:, column[int(z)]]
+    return out
+
+
 def fit_atomic_energies(composition: np.ndarray, energy: np.ndarray) -> np.ndarray:
     """Least-squares ``E0`` ``[K]`` eV with ``energy[f] ≈ sum_k composition[f, k] E0[k]``.
 
@@ -99,7 +112,7 @@ def compute_stats(dataset: H5Dataset, train_indices: np.ndarray, elements: list[
     train_indices = np.asarray(train_indices, dtype=np.int64)
     if train_indices.size == 0:
         raise InputError("the training split is empty; use more data or a larger train fraction")
-    composition = dataset.composition(elements)[train_indices]
+    composition = composition_of(dataset, elements)[train_indices]
     energy = dataset.energy[train_indices]
     e0 = fit_atomic_energies(composition, energy)
     residual = (energy - composition @ e0) / dataset.n_atoms[train_indices]

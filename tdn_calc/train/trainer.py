@@ -78,12 +78,13 @@ class Trainer:
         state = load_state(self.checkpoint_path) if resume else None
 
         self.dataset = H5Dataset(cfg.data_path)
-        frames = select_frames(self.dataset, cfg, self.dist)
+        saved_config = TDNConfig.from_json(state["model_config"]) if state else None
+        frames = select_frames(self.dataset, cfg, self.dist, saved_config.elements
+                               if saved_config else run.model["elements"])
         self.split = frames.split
         self.train_idx, self.val_idx, self.test_idx = frames.train, frames.val, frames.test
-
-        model_config = (TDNConfig.from_json(state["model_config"]) if state
-                        else fitted_model_config(run.model, self.dataset, self.train_idx, cfg))
+        model_config = saved_config or fitted_model_config(
+            {**run.model, "elements": frames.elements}, self.dataset, self.train_idx, cfg)
         torch.manual_seed(cfg.seed)
         self.model = TDNModel(model_config).to(self.device)
         self.model.train()
