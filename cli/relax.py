@@ -84,29 +84,39 @@ def _table(rows: list[dict]) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Structures relaxed together by the batched FIRE; 1 = ASE one by one.")
 @click.option("--resume", is_flag=True, help="Skip structures already in the output.")
+@click.option("--polish", is_flag=True,
+              help="After converging, continue in float64 to --polish-fmax.")
+@click.option("--polish-fmax", type=click.FloatRange(min=0, min_open=True), default=0.001,
+              show_default=True, help="Force threshold of the float64 polish, eV/Å.")
+@click.option("--plot", is_flag=False, flag_value="", default=None, metavar="[PNG]",
+              help="Write energy and fmax vs step of every structure to PNG "
+                   "[default name: <first output stem>.png].")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Print optimizer steps.")
 def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filter, fix_symmetry,
-         fix_bottom_layers, fix_below, trajectory, loginterval, report, batch_size, resume, quiet,
-         verbose) -> None:  # fmt: skip
+         fix_bottom_layers, fix_below, trajectory, loginterval, report, batch_size, resume, polish,
+         polish_fmax, plot, quiet, verbose) -> None:  # fmt: skip
     """Relax the structures in INPUT files (any format ASE reads, one or many per file).
 
     Exit status: 0 all converged, 3 some not converged, 1 error, 2 usage error, 130 Ctrl-C.
     """
     if fix_bottom_layers is not None and fix_below is not None:
         raise click.UsageError("give --fix-bottom-layers or --fix-below, not both")
+    if polish and polish_fmax > fmax:
+        raise click.UsageError(f"--polish-fmax ({polish_fmax}) must not exceed --fmax ({fmax})")
     from tdn_calc.relax_job import RelaxSettings
 
     settings = RelaxSettings(fmax=fmax, steps=steps, optimizer=optimizer, cell_filter=cell_filter,
                              fix_symmetry=fix_symmetry, fix_bottom_layers=fix_bottom_layers,
                              fix_below=fix_below, trajectory=trajectory, loginterval=loginterval,
-                             batch_size=batch_size)  # fmt: skip
+                             batch_size=batch_size, polish=polish,
+                             polish_fmax=polish_fmax)  # fmt: skip
     # Idle OpenMP threads sleep instead of spinning (spinning made torch 15-30x slower on a
     # shared machine); set before torch is imported; an explicit OMP_WAIT_POLICY wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = _run(list(inputs), output, model, device, dtype, settings, report, resume,
-                    quiet, verbose)  # fmt: skip
+                    quiet, verbose, plot)  # fmt: skip
     except ModelNotFoundError as exc:
         raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from exc
     except TDNError as exc:
@@ -114,7 +124,8 @@ def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filt
     sys.exit(code)
 
 
-def _run(inputs, output, model_spec, device, dtype, settings, report, resume, quiet, verbose):
+def _run(inputs, output, model_spec, device, dtype, settings, report, resume, quiet, verbose,
+         plot=None):  # fmt: skip
     from tdn_calc import distributed, relax_job
     from tdn_calc.device import resolve_device
     from tdn_calc.structure_io import check_not_input, read_structures
@@ -128,6 +139,9 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
             check_not_input(path, inputs, what)
     records = read_structures(inputs)
     plans = relax_job.plan_outputs(records, inputs, output)
+    if plot is not None:
+        plot = plot or str(plans[0].path.with_suffix(".png"))
+        check_not_input(plot, inputs, "--plot")
     for message in relax_job.prepare(records, settings):
         say(f"warning: {message}")
     done: dict = {}
@@ -195,6 +209,10 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
                          "total": time.perf_counter() - start},
                 extra={"world_size": size, "batched": settings.batched(todo)},
             ))  # fmt: skip
+        if plot:
+            shown = relax_job.write_plot(plot, [done[r.key] for r in records if r.key in done],
+                                         settings)  # fmt: skip
+            say(f"plot of {shown} relaxation(s) -> {plot}")
     distributed.shutdown()
     c = relax_job.counts(rows, len(records))
     if not quiet and rank == 0:

@@ -23,6 +23,7 @@ def plot_relaxations(
     path: str | os.PathLike,
     fmax: float,
     *,
+    polish_fmax: float | None = None,
     max_legend: int = 12,
 ) -> Path:
     """Energy and max force against optimizer step, one line per structure.
@@ -31,6 +32,7 @@ def plot_relaxations(
         histories: ``(label, energies [eV] per step, fmax [eV/Å] per step)`` per structure.
         path: PNG to write (atomically).
         fmax: convergence threshold drawn as a dashed line, eV/Å.
+        polish_fmax: threshold of a float64 polish (dotted line), eV/Å, if any.
         max_legend: label at most this many structures in the legend.
 
     The energy panel shows ``E - E(step 0)`` (eV) so that structures of different size share
@@ -50,6 +52,9 @@ def plot_relaxations(
         ax_e.plot(steps, [e - energies[0] for e in energies], lw=1.2, label=name)
         ax_f.semilogy(range(len(fmaxs)), fmaxs, lw=1.2)
     ax_f.axhline(fmax, color="k", ls="--", lw=1.0, label=f"fmax = {fmax:g} eV/Å")
+    if polish_fmax is not None:
+        ax_f.axhline(polish_fmax, color="k", ls=":", lw=1.0,
+                     label=f"polish fmax = {polish_fmax:g} eV/Å (float64)")  # fmt: skip
     ax_e.set_ylabel("E - E(start) / eV")
     ax_f.set_ylabel("max force / eV/Å")
     ax_f.set_xlabel("optimizer step")

@@ -5,6 +5,7 @@ Many structures at once on a TDN model: :func:`tdn_calc.batch_relax.batch_relax`
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import warnings
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -132,6 +134,8 @@ def relax(
     filter_kwargs: dict[str, Any] | None = None,
     guard: DivergenceGuard | None = DEFAULT_GUARD,
     warn: bool = True,
+    polish: bool = False,
+    polish_fmax: float = 0.001,
 ) -> RelaxResult:
     """Relax the positions (and, with ``cell_filter``, the cell) of a copy of ``atoms``.
 
@@ -153,18 +157,39 @@ def relax(
         filter_kwargs: extra arguments of the cell filter (e.g. ``scalar_pressure`` in eV/Å^3).
         guard: divergence guard (``None`` disables it), see :mod:`tdn_calc.relax_guard`.
         warn: emit a :class:`ConvergenceWarning` when not converged.
+        polish: once converged to ``fmax``, continue in float64 (a float64 copy of a TDN
+            calculator's model; other calculators are used as they are) to ``polish_fmax``
+            with up to ``steps`` more steps. ``converged`` then means ``polish_fmax`` was
+            reached; histories and step counts cover both stages.
+        polish_fmax: force threshold of the polish, eV/Å.
     """
     if fmax <= 0 or steps < 0:
         raise InputError(f"need fmax > 0 eV/Å and steps >= 0, got fmax={fmax}, steps={steps}")
+    if polish:
+        calculator = _resolve_calculator(atoms, calculator)
+        if not 0 < polish_fmax <= fmax:
+            raise InputError(f"need 0 < polish_fmax <= fmax, got {polish_fmax} and {fmax}")
+        kwargs = dict(steps=steps, optimizer=optimizer, cell_filter=cell_filter,
+                      loginterval=loginterval, optimizer_kwargs=optimizer_kwargs,
+                      filter_kwargs=filter_kwargs, guard=guard, logfile=logfile)  # fmt: skip
+        first = relax(atoms, calculator, fmax, fix_symmetry=fix_symmetry, warn=False,
+                      trajectory=trajectory, **kwargs)  # fmt: skip
+        if not first.converged:
+            if warn:
+                warnings.warn(not_converged_message(first, fmax), ConvergenceWarning, stacklevel=2)
+            return first
+        start = first.atoms.copy()  # keeps constraints, FixSymmetry included
+        second = relax(start, float64_calculator(calculator), polish_fmax,
+                       warn=False, **kwargs)  # fmt: skip
+        result = merge_results(first, second)
+        if warn and not result.converged:
+            warnings.warn(not_converged_message(result, polish_fmax, "polish"),
+                          ConvergenceWarning, stacklevel=2)  # fmt: skip
+        return result
     opt_class = resolve_optimizer(optimizer)
     kind = resolve_cell_filter(cell_filter)
     work = atoms.copy()
-    if calculator is None and not isinstance(atoms.calc, SinglePointCalculator):
-        calculator = atoms.calc  # stored results (e.g. read from extxyz) cannot relax anything
-    if calculator is None:
-        from .calculator import TDNCalculator
-
-        calculator = TDNCalculator("auto")
+    calculator = _resolve_calculator(atoms, calculator)
     work.calc = calculator
     if fix_symmetry:
         from ase.constraints import FixSymmetry
@@ -244,6 +269,51 @@ def relax(
     if warn and not result.converged:
         warnings.warn(not_converged_message(result, fmax), ConvergenceWarning, stacklevel=2)
     return result
+
+
+def _resolve_calculator(atoms: Atoms, calculator: Calculator | None) -> Calculator:
+    if calculator is None and not isinstance(atoms.calc, SinglePointCalculator):
+        calculator = atoms.calc  # stored results (e.g. read from extxyz) cannot relax anything
+    if calculator is None:
+        from .calculator import TDNCalculator
+
+        calculator = TDNCalculator("auto")
+    return calculator
+
+
+def float64_calculator(calculator: Calculator) -> Calculator:
+    """A TDN calculator's float64 twin (a float64 copy of its model, same device); any other
+    calculator is returned as it is (ASE calculators compute in float64)."""
+    from .calculator import TDNCalculator
+
+    if not isinstance(calculator, TDNCalculator) or calculator.dtype == torch.float64:
+        return calculator
+    if calculator.model is None:  # "auto" that never ran: let the twin pick its own model
+        return TDNCalculator("auto", device=calculator.device, dtype="float64",
+                             min_distance=calculator.min_distance)  # fmt: skip
+    return TDNCalculator(float64_model(calculator.model), device=calculator.device,
+                         min_distance=calculator.min_distance)  # fmt: skip
+
+
+def float64_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``model`` (same weights cast to float64); the input is untouched."""
+    return copy.deepcopy(model).to(torch.float64).eval()
+
+
+def merge_results(first: RelaxResult, second: RelaxResult) -> RelaxResult:
+    """One result for a relaxation continued by ``second`` (e.g. a float64 polish): final
+    state and convergence of ``second``, steps, times and histories of both."""
+    return RelaxResult(
+        atoms=second.atoms,
+        converged=second.converged,
+        n_steps=first.n_steps + second.n_steps,
+        energy=second.energy,
+        fmax=second.fmax,
+        wall_time=first.wall_time + second.wall_time,
+        reason=None if second.converged else f"polish: {second.reason}",
+        energies=first.energies + second.energies,
+        fmaxs=first.fmaxs + second.fmaxs,
+    )
 
 
 def not_converged_message(result: RelaxResult, fmax: float, label: str = "") -> str:

@@ -18,7 +18,15 @@ from ase import Atoms
 
 from .errors import InputError, UnsupportedElementError
 from .fileio import atomic_write
-from .relax import ConvergenceWarning, RelaxResult, relax, resolve_cell_filter, resolve_optimizer
+from .relax import (
+    ConvergenceWarning,
+    RelaxResult,
+    float64_model,
+    merge_results,
+    relax,
+    resolve_cell_filter,
+    resolve_optimizer,
+)
 from .slab import fix_below, fix_bottom_layers, pbc_messages
 from .structure_io import (
     INDEX_KEY,
@@ -48,6 +56,8 @@ class RelaxSettings:
     trajectory: str | None = None
     loginterval: int = 1
     batch_size: int = 32
+    polish: bool = False
+    polish_fmax: float = 0.001
 
     def batched(self, records: Sequence[StructureRecord]) -> bool:
         """Whether the batched torch FIRE can do this job (else ASE, one by one)."""
@@ -225,21 +235,7 @@ def run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if settings.batched(records):
-            from .batch_relax import batch_relax
-
-            batch_relax(
-                [r.atoms for r in records],
-                model,
-                fmax=settings.fmax,
-                steps=settings.steps,
-                batch_size=settings.batch_size,
-                on_result=lambda k, res: on_done(
-                    Outcome(records[k], output_frame(records[k], res), "relaxed", res)
-                ),
-                log=log,
-                loginterval=max(settings.loginterval, 10),
-                warn=False,
-            )
+            _run_batched(records, settings, model, on_done, log)
             return
         calc = calculator_factory()
         for r in records:
@@ -256,8 +252,42 @@ def run(
                 logfile="-" if log else None,
                 loginterval=settings.loginterval,
                 warn=False,
+                polish=settings.polish,
+                polish_fmax=settings.polish_fmax,
             )
             on_done(Outcome(r, output_frame(r, res), "relaxed", res))
+
+
+def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
+    """Batched FIRE; with ``settings.polish`` the converged structures continue in a second
+    batched FIRE on a float64 copy of ``model`` down to ``settings.polish_fmax``."""
+    import torch
+
+    from .batch_relax import batch_relax
+
+    def done(k: int, res: RelaxResult) -> None:
+        on_done(Outcome(records[k], output_frame(records[k], res), "relaxed", res))
+
+    first: dict[int, RelaxResult] = {}
+
+    def stage_one(k: int, res: RelaxResult) -> None:
+        if settings.polish and res.converged:
+            first[k] = res  # polished below
+        else:
+            done(k, res)
+
+    common = dict(steps=settings.steps, batch_size=settings.batch_size, log=log,
+                  loginterval=max(settings.loginterval, 10), warn=False)  # fmt: skip
+    batch_relax([r.atoms for r in records], model, fmax=settings.fmax, on_result=stage_one,
+                **common)  # fmt: skip
+    if not first:
+        return
+    keys = sorted(first)
+    model64 = model if next(model.parameters()).dtype == torch.float64 else float64_model(model)
+    batch_relax(
+        [first[k].atoms for k in keys], model64, fmax=settings.polish_fmax,
+        on_result=lambda j, res: done(keys[j], merge_results(first[keys[j]], res)), **common,
+    )  # fmt: skip
 
 
 def write_outputs(plans: Sequence[OutputPlan], outcomes: dict[tuple[str, int], Outcome]) -> None:
@@ -273,6 +303,18 @@ def write_outputs(plans: Sequence[OutputPlan], outcomes: dict[tuple[str, int], O
         frames += [outcomes[r.key].frame for r in plan.records if r.key in outcomes]
         if frames:
             write_structures(plan.path, frames, plan.fmt)
+
+
+def write_plot(path: str | Path, outcomes: Sequence[Outcome], settings: RelaxSettings) -> int:
+    """PNG of energy and max force against step for every structure relaxed in this run
+    (resumed ones have no history); returns how many structures it shows."""
+    from .plotting import plot_relaxations
+
+    histories = [(o.record.label, o.result.energies, o.result.fmaxs)
+                 for o in outcomes if o.result is not None]  # fmt: skip
+    plot_relaxations(histories, path, settings.fmax,
+                     polish_fmax=settings.polish_fmax if settings.polish else None)  # fmt: skip
+    return len(histories)
 
 
 def versions() -> dict[str, str]:
