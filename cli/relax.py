@@ -220,8 +220,10 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
             click.echo(_table(rows))
         for r in rows:
             if not r["converged"]:
+                polished = str(r["reason"]).startswith("polish")
+                target = settings.polish_fmax if polished else settings.fmax
                 say(f"warning: {r['structure']} not converged: fmax {_fmt(r['fmax'], '.4f')} "
-                    f"eV/Å, target {settings.fmax} eV/Å ({r['reason']})")  # fmt: skip
+                    f"eV/Å, target {target} eV/Å ({r['reason']})")  # fmt: skip
         where = ", ".join(str(p.path) for p in plans)
         click.echo(
             f"{c['finished']}/{c['total']} structures: {c['converged']} converged, "
