@@ -173,8 +173,9 @@ def _local_positions(atoms: Atoms) -> np.ndarray:
     and shifted to centre them at the origin: the same interatomic vectors, but small numbers,
     so that a float32 model loses no precision on structures far from the origin."""
     positions = np.asarray(atoms.positions, dtype=np.float64)
-    if atoms.pbc.any():
-        positions = wrap_positions(positions, atoms.cell.array, pbc=atoms.pbc, eps=0.0)
+    if atoms.pbc.any():  # non-periodic lattice vectors are replaced by orthogonal ones
+        cell = np.where(atoms.pbc[:, None], atoms.cell.array, 0.0)
+        positions = wrap_positions(positions, cell, pbc=atoms.pbc, eps=0.0)
     return positions - 0.5 * (positions.min(axis=0) + positions.max(axis=0))
 
 

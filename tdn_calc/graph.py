@@ -70,7 +70,11 @@ def neighbor_list_with_distances(
     positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
     pbc = normalize_pbc(pbc)
     check_cell(cell, pbc)
-    box = np.zeros((3, 3)) if not pbc.any() else np.asarray(cell, dtype=np.float64)
+    # lattice vectors of non-periodic directions play no part in r_ij; vesin would still use
+    # them (and hangs when one is nearly parallel to a periodic vector), so they are zeroed
+    box = np.zeros((3, 3))
+    if pbc.any():
+        box = np.where(pbc[:, None], np.asarray(cell, dtype=np.float64), 0.0)
     if len(positions) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), np.zeros((0, 3), dtype=np.int64), np.zeros(0)

@@ -18,7 +18,7 @@ import torch
 from ase import Atoms
 from ase.build import add_adsorbate, fcc111, molecule
 from ase.io import read, write
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tdn_calc.calculator import TDNCalculator
@@ -51,11 +51,6 @@ def calc():
 
 # --------------------------------------------------------------------------- random structures
 
-_coordinate = st.one_of(
-    st.floats(-4.0, 4.0, allow_nan=False),
-    st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1e6]),
-)
-_element = st.one_of(st.sampled_from(MODEL_ELEMENTS), st.integers(0, 118))
 _cells = st.one_of(
     st.just(np.zeros((3, 3))),  # no cell
     st.floats(0.0, 9.0).map(lambda a: np.eye(3) * a),  # cubic, possibly tiny or zero
@@ -64,16 +59,30 @@ _cells = st.one_of(
     ),  # arbitrary, possibly degenerate
     st.sampled_from([np.array([[4.0, 0, 0], [4.0, 1e-9, 0], [0, 0, 4.0]])]),  # near-degenerate
 )
+_DEFECTS = ["none", "none", "none", "element", "nan", "inf", "overlap", "far", "shifted"]
 
 
 @st.composite
 def structures(draw) -> Atoms:
+    """1-6 atoms of the model's elements at random positions in an 8 Å box, random cell and
+    pbc, with (half the time) one defect: an element outside the model, a NaN or inf
+    coordinate, two overlapping atoms, an atom 1e6 Å away, or everything shifted by 1e5 Å."""
     n = draw(st.integers(1, 6))
-    numbers = draw(st.lists(_element, min_size=n, max_size=n))
-    positions = np.array(draw(st.lists(_coordinate, min_size=3 * n, max_size=3 * n)))
-    positions = positions.reshape(n, 3)
-    if n > 1 and draw(st.booleans()):  # an overlap: one atom placed near another
-        positions[1] = positions[0] + draw(st.floats(0.0, 0.35))
+    numbers = draw(st.lists(st.sampled_from(MODEL_ELEMENTS), min_size=n, max_size=n))
+    coordinates = st.floats(-4.0, 4.0, allow_nan=False)
+    positions = np.reshape(draw(st.lists(coordinates, min_size=3 * n, max_size=3 * n)), (n, 3))
+    k, axis = draw(st.integers(0, n - 1)), draw(st.integers(0, 2))
+    defect = draw(st.sampled_from(_DEFECTS))
+    if defect == "element":
+        numbers[k] = draw(st.integers(0, 118).filter(lambda z: z not in MODEL_ELEMENTS))
+    elif defect in ("nan", "inf"):
+        positions[k, axis] = np.nan if defect == "nan" else draw(st.sampled_from([-1, 1])) * np.inf
+    elif defect == "overlap" and n > 1:
+        positions[(k + 1) % n] = positions[k] + draw(st.floats(0.0, 0.35))
+    elif defect == "far":
+        positions[k, axis] += 1e6
+    elif defect == "shifted":
+        positions += 1e5
     pbc = draw(st.lists(st.booleans(), min_size=3, max_size=3))
     return Atoms(numbers=numbers, positions=positions, cell=draw(_cells), pbc=pbc)
 
@@ -90,7 +99,9 @@ def test_random_structures_give_documented_errors_or_finite_results(calc, atoms)
         stress = atoms.get_stress() if atoms.pbc.all() else np.zeros(6)
     except TDNError as exc:
         assert str(exc)  # a message
+        event(type(exc).__name__)
         return
+    event("finite results")
     assert np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()
     assert forces.shape == (len(atoms), 3)
     np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-8)
