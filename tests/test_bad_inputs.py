@@ -184,6 +184,17 @@ def test_flat_periodic_cell_does_not_crash_the_neighbour_list(calc):
     assert _energy(calc, wide) == pytest.approx(_energy(calc, narrow), abs=1e-9)
 
 
+def test_non_periodic_lattice_vector_is_ignored(calc):
+    """A lattice vector along a non-periodic direction plays no part (vesin hung when one was
+    nearly parallel to the periodic vector; found by the property test)."""
+    mol = _water()
+    wire = mol.copy()
+    wire.cell, wire.pbc = [[4.0, 0, 0], [4.0, 1e-9, 0], [0, 0, 4.0]], [False, True, False]
+    plain = mol.copy()
+    plain.cell, plain.pbc = [[0.0, 0, 0], [4.0, 1e-9, 0], [0, 0, 0]], [False, True, False]
+    assert _energy(calc, wire) == pytest.approx(_energy(calc, plain), abs=1e-10)
+
+
 def test_far_from_origin_float32_keeps_precision(model):
     """float32 with positions ~1e5 Å used to round interatomic vectors to ~0.01 Å; positions
     are centred (and wrapped) in float64 first, so the energy matches the centred molecule."""
