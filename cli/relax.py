@@ -47,6 +47,11 @@ def _table(rows: list[dict]) -> str:
         for r in shown
     ]
     headers = ["structure", "atoms", "steps", "energy/eV", "fmax/eV/Å", "converged", "time/s"]
+    if any(r.get("extrapolation_max") is not None for r in rows):  # the model has a summary
+        headers.append("extrap. max (atoms > 1)")
+        for line, r in zip(body, shown, strict=True):
+            n = r.get("extrapolating_atoms")
+            line.append("-" if n is None else f"{r['extrapolation_max']:.2f} ({n})")
     text = table(headers, body)
     if len(shown) < len(rows):
         text += f"\n({len(rows) - len(shown)} converged structures not listed; see the report)"
@@ -224,11 +229,18 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
                 target = settings.polish_fmax if polished else settings.fmax
                 say(f"warning: {r['structure']} not converged: fmax {_fmt(r['fmax'], '.4f')} "
                     f"eV/Å, target {target} eV/Å ({r['reason']})")  # fmt: skip
+        for r in rows:
+            if r.get("extrapolating_atoms"):
+                say(f"warning: {r['structure']}: {r['extrapolating_atoms']} atom(s) outside the "
+                    f"model's training data (max extrapolation score "
+                    f"{r['extrapolation_max']:.2f} > 1, or closer than any training pair); "
+                    "treat its results with caution")  # fmt: skip
         where = ", ".join(str(p.path) for p in plans)
         click.echo(
             f"{c['finished']}/{c['total']} structures: {c['converged']} converged, "
             f"{c['not_converged']} not converged"
             + (f", {c['resumed']} resumed" if c["resumed"] else "")
+            + (f", {c['extrapolating']} extrapolating" if c["extrapolating"] else "")
             + f" -> {where} ({time.perf_counter() - start:.1f} s)"
         )
         if interrupted:

@@ -38,12 +38,19 @@ class TDNCalculator(Calculator):
             available on ``device`` at each calculation). A structure whose estimated need
             (:func:`estimate_memory`) is larger raises :class:`~tdn_calc.errors.InputError`
             before anything is allocated, as does running out of memory in the model.
+        extrapolation: when the model card holds a training-set summary
+            (:mod:`tdn_calc.extrapolation`), also compute per-atom extrapolation scores
+            (one extra forward pass without gradients).
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator` (``label``, ...).
 
     Results (float64): ``energy``/``free_energy`` (eV), ``energies`` ``[n_atoms]`` (eV),
     ``forces`` ``[n_atoms, 3]`` (eV/Å) and, for cells periodic in all three directions,
     ``stress`` as Voigt ``(xx, yy, zz, yz, xz, xy)`` in eV/Å^3. Forces and stress are exact
     derivatives of the energy. Bad structures raise :class:`~tdn_calc.errors.InputError`.
+    With a training-set summary in the model card: ``extrapolation`` ``[n_atoms]`` (score > 1:
+    the atom's environment lies outside 99.9% of the training atoms) and
+    ``extrapolation_too_close`` ``[n_atoms]`` bool (closer to a neighbour than any pair of
+    those elements in training).
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
@@ -57,9 +64,12 @@ class TDNCalculator(Calculator):
         min_distance: float = DEFAULT_MIN_DISTANCE,
         manifest: str | os.PathLike | None = None,
         max_memory: int | None = None,
+        extrapolation: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.extrapolation = bool(extrapolation)
+        self._distribution: tuple[int, object] | None = None
         self.device = resolve_device(device)
         self.min_distance = float(min_distance)
         self.max_memory = max_memory
@@ -142,6 +152,23 @@ class TDNCalculator(Calculator):
         }
         if periodic:
             self.results["stress"] = full_3x3_to_voigt_6_stress(_numpy(out["stress"][0]))
+        dist = self._training_distribution(model)
+        if dist is not None:
+            from .extrapolation import score_graph
+
+            scores = score_graph(model, dist, graph)
+            self.results["extrapolation"] = scores.scores
+            self.results["extrapolation_too_close"] = scores.too_close
+
+    def _training_distribution(self, model: torch.nn.Module):
+        """The model card's training-set summary (parsed once per model), or ``None``."""
+        if not self.extrapolation:
+            return None
+        if self._distribution is None or self._distribution[0] != id(model):
+            from .extrapolation import from_card
+
+            self._distribution = (id(model), from_card(getattr(model, "card", None)))
+        return self._distribution[1]
 
     def _check_memory(self, graph: AtomicGraph, model: torch.nn.Module) -> None:
         """Refuse a structure whose estimated memory need exceeds the limit."""

@@ -98,11 +98,17 @@ class Outcome:
             "reason": info.get("relax_reason") or None,
             "time": None if self.result is None else round(self.result.wall_time, 3),
             "status": self.status,
+            "extrapolation_max": _float(info.get("extrapolation_max")),
+            "extrapolating_atoms": _int(info.get("extrapolating_atoms")),
         }
 
 
 def _float(x: Any) -> float | None:
     return None if x is None else float(x)
+
+
+def _int(x: Any) -> int | None:
+    return None if x is None else int(x)
 
 
 def _energy(atoms: Atoms) -> float | None:
@@ -231,7 +237,19 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Relax ``records``, calling ``on_done`` for each as it finishes. Uses the batched FIRE
-    when :meth:`RelaxSettings.batched` allows it, else :func:`relax` one by one."""
+    when :meth:`RelaxSettings.batched` allows it, else :func:`relax` one by one. When the
+    model card holds a training-set summary, each relaxed frame gets extrapolation scores
+    (:func:`annotate_extrapolation`)."""
+    from .extrapolation import from_card
+
+    dist = from_card(getattr(model, "card", None)) if model is not None else None
+    if dist is not None:
+        report = on_done
+
+        def on_done(outcome: Outcome) -> None:
+            annotate_extrapolation(outcome.frame, model, dist)
+            report(outcome)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if settings.batched(records):
@@ -256,6 +274,19 @@ def run(
                 polish_fmax=settings.polish_fmax,
             )
             on_done(Outcome(r, output_frame(r, res), "relaxed", res))
+
+
+def annotate_extrapolation(frame: Atoms, model, dist) -> None:
+    """Score the atoms of ``frame`` against the training-set summary ``dist``: per-atom
+    ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]``, and in ``info``
+    ``extrapolation_max`` and ``extrapolating_atoms`` (score > 1 or too close)."""
+    from .extrapolation import score_atoms
+
+    scores = score_atoms(model, dist, frame)
+    frame.arrays["extrapolation"] = scores.scores
+    frame.arrays["extrapolation_too_close"] = scores.too_close
+    frame.info["extrapolation_max"] = scores.max_score
+    frame.info["extrapolating_atoms"] = scores.n_extrapolating
 
 
 def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
@@ -335,6 +366,7 @@ def versions() -> dict[str, str]:
 
 def counts(rows: Sequence[dict[str, Any]], total: int) -> dict[str, int]:
     converged = sum(r["converged"] for r in rows)
+    flagged = sum(bool(r.get("extrapolating_atoms")) for r in rows)
     return {
         "total": total,
         "finished": len(rows),
@@ -342,6 +374,7 @@ def counts(rows: Sequence[dict[str, Any]], total: int) -> dict[str, int]:
         "not_converged": len(rows) - converged,
         "resumed": sum(r["status"] == "resumed" for r in rows),
         "unfinished": total - len(rows),
+        "extrapolating": flagged,
     }
 
 
