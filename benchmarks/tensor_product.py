@@ -65,7 +65,9 @@ def _random_factors(lmax: int, rank: int) -> CPFactors:
 
 
 def build(backend: str, lmax: int, channels: int, fitted: bool = True) -> SharedPathTensorProduct:
-    """A float32 tensor product of ``backend`` (``cp-matrix``/``cp-factor`` pick the order).
+    """A float32 tensor product of ``backend`` (``cp-matrix``/``cp-factor`` pick the order)
+    in eval mode, as in inference with forces (in train mode ``exact`` and ``cp`` use plain
+    autograd operations, which suit the double backward of a force loss).
 
     With ``fitted=False`` a CP product gets random factors of the right shape instead of the
     ALS fit (tens of seconds at L >= 5): same arithmetic, same time, wrong numbers.
@@ -73,10 +75,10 @@ def build(backend: str, lmax: int, channels: int, fitted: bool = True) -> Shared
     if backend.startswith("cp-"):
         rank, order = cp_rank(lmax), backend[3:]
         if fitted:
-            return CPTensorProduct(lmax, channels, rank, order=order).float()
+            return CPTensorProduct(lmax, channels, rank, order=order).float().eval()
         with mock.patch.object(tensor_product, "fit_cg_cp", lambda lm, r: _random_factors(lm, r)):
-            return CPTensorProduct(lmax, channels, rank, order=order).float()
-    return make_tensor_product(backend, lmax, channels).float()
+            return CPTensorProduct(lmax, channels, rank, order=order).float().eval()
+    return make_tensor_product(backend, lmax, channels).float().eval()
 
 
 def flops(tp: SharedPathTensorProduct, backend: str, which: str, grad_y: bool = False) -> int:

@@ -66,8 +66,17 @@ class SharedPathTensorProduct(nn.Module):
         raise NotImplementedError
 
 
-def _apply_matrix(m: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``out[e, k, c] = w[e, c] sum_i m[e, i, k] x[e, i, c]``; ``m [E, d, d]``, ``x [E, d, C]``."""
+def _apply_matrix(
+    m: torch.Tensor, x: torch.Tensor, w: torch.Tensor, training: bool
+) -> torch.Tensor:
+    """``out[e, k, c] = w[e, c] sum_i m[e, i, k] x[e, i, c]``; ``m [E, d, d]``, ``x [E, d, C]``.
+
+    In training mode with autograd on, plain differentiable operations: a force loss
+    differentiates the product twice, and their graph is the leaner one for that. Otherwise
+    (inference, forces by one backward) the allocation-saving :class:`_ApplyMatrix`.
+    """
+    if training and torch.is_grad_enabled():
+        return torch.bmm(m.transpose(1, 2), x) * w.unsqueeze(1)
     return _ApplyMatrix.apply(m, x, w)
 
 
@@ -127,7 +136,7 @@ class ExactTensorProduct(SharedPathTensorProduct):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         m = (y @ self.constant("t_j", y)).view(-1, self.dim, self.dim)  # [E, i, k]
-        return _apply_matrix(m, x, w)
+        return _apply_matrix(m, x, w, self.training)
 
     def flops_per_edge(self) -> int:
         d, c = self.dim, self.channels
@@ -170,7 +179,7 @@ class CPTensorProduct(SharedPathTensorProduct):
         yb = y @ self.constant("b", x)  # [E, r]
         if self.order == "matrix":
             m = (yb @ self.constant("k", x)).view(-1, self.dim, self.dim)  # [E, i, k]
-            return _apply_matrix(m, x, w)
+            return _apply_matrix(m, x, w, self.training)
         a, c = self.constant("a", x), self.constant("c", x)
         xa = torch.matmul(a.T, x) * yb.unsqueeze(-1)  # [E, r, C]
         return torch.matmul(c, xa) * w.unsqueeze(1)
