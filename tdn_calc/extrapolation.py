@@ -295,3 +295,38 @@ def score_atoms(model: torch.nn.Module, dist: TrainingDistribution, atoms) -> St
     graph = atoms_to_graph([atoms], model.cutoff, dtype=param.dtype, device=param.device,
                            max_neighbors=model.config.max_neighbors)  # fmt: skip
     return score_graph(model, dist, graph)
+
+
+def attach_to_checkpoint(
+    checkpoint: str,
+    data: str,
+    output: str,
+    *,
+    split: str = "train",
+    split_file: str | None = None,
+    device: str = "cpu",
+    **fit_kwargs,
+) -> TrainingDistribution:
+    """Fit the summary of ``split`` of the HDF5 data set ``data`` for the model in
+    ``checkpoint`` and write the model with the summary in its card to ``output`` (a new
+    file: the input is never overwritten; its sha256 changes, so update a registry entry).
+
+    The split is found as ``tdn eval`` finds it (``split_file``, the card's split file, or
+    ``split-seed42.json`` beside the data). Features are computed in float64.
+    """
+    from pathlib import Path
+
+    from .checkpoint import load_model, save_model
+    from .data.dataset import H5Dataset
+    from .train.evaluate import select_frames
+
+    if Path(output).resolve() == Path(checkpoint).resolve():
+        raise InputError(f"output {output!r} is the input checkpoint; give a new file name")
+    model = load_model(checkpoint, device=device, dtype="float64")
+    card = dict(getattr(model, "card", {}) or {})
+    dataset = H5Dataset(data)
+    indices, _ = select_frames(dataset, split, split_file, card)
+    dist = fit_training_distribution(model, dataset, indices, **fit_kwargs)
+    card[CARD_KEY] = dist.to_dict()
+    save_model(model.float(), output, card=card)
+    return dist

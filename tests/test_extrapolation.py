@@ -14,6 +14,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from click.testing import CliRunner
+from relax_testing import one_thread  # noqa: F401
 
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.checkpoint import load_model, save_model
@@ -23,6 +24,7 @@ from tdn_calc.errors import InputError
 from tdn_calc.extrapolation import (
     CARD_KEY,
     TrainingDistribution,
+    attach_to_checkpoint,
     fit_training_distribution,
     from_card,
     score_atoms,
@@ -114,6 +116,21 @@ def test_json_and_card_round_trip(fitted, tmp_path):
     loaded = load_model(tmp_path / "m.safetensors", device="cpu", dtype="float64")
     assert from_card(loaded.card).to_dict() == dist.to_dict()
     assert from_card({}) is None
+
+
+def test_attach_to_checkpoint(fitted, tmp_path):
+    model, dist, path = fitted
+    save_model(model, tmp_path / "in.safetensors", card={"name": "tiny"})
+    before = (tmp_path / "in.safetensors").read_bytes()
+    attached = attach_to_checkpoint(str(tmp_path / "in.safetensors"), str(path),
+                                    str(tmp_path / "out.safetensors"), split="all")  # fmt: skip
+    assert (tmp_path / "in.safetensors").read_bytes() == before
+    card = load_model(tmp_path / "out.safetensors", device="cpu").card
+    assert card["name"] == "tiny" and from_card(card).to_dict() == attached.to_dict()
+    assert attached.elements[29].n_atoms == dist.elements[29].n_atoms
+    with pytest.raises(InputError, match="input checkpoint"):
+        attach_to_checkpoint(str(tmp_path / "in.safetensors"), str(path),
+                             str(tmp_path / "in.safetensors"), split="all")  # fmt: skip
 
 
 def test_calculator_results(fitted, tmp_path):

@@ -11,6 +11,7 @@ from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 from ase.io import read, write
 from click.testing import CliRunner
+from relax_testing import one_thread  # noqa: F401
 from tdn_calc.cli.main import main
 
 from tdn_calc.errors import InputError

@@ -11,6 +11,7 @@ pytest.importorskip("torch_sim")
 
 import torch_sim as ts
 from ase.build import bulk, fcc111
+from relax_testing import one_thread  # noqa: F401
 from torch_sim.models.interface import validate_model_outputs
 
 from tdn_calc.calculator import TDNCalculator
@@ -52,22 +53,22 @@ def test_matches_ase_calculator(tiny_model):
 def test_torchsim_fire_relaxes_a_batch_of_slabs(tiny_model):
     model = tiny_model((1, 8, 78), energy_scale=5.0, cutoff=4.0)
     slabs = []
-    for k in range(3):
+    for k in range(2):
         slab = fcc111("Pt", size=(2, 2, 2), vacuum=6.0, a=3.92)
         slab.pbc = True  # TorchSim 0.3: one pbc flag; 12 Å vacuum > cutoff
-        slab.rattle(0.2, seed=k)
+        slab.rattle(0.15, seed=k)
         slabs.append(slab)
     ts_model = TDNTorchSimModel(model, compute_stress=False)
     start = ts_model(ts.io.atoms_to_state(slabs, torch.device("cpu"), torch.float64))
     final = ts.optimize(
         system=slabs, model=ts_model, optimizer=ts.optimizers.fire,
-        convergence_fn=ts.runners.generate_force_convergence_fn(0.01, include_cell_forces=False),
-        max_steps=400, steps_between_swaps=1,
+        convergence_fn=ts.runners.generate_force_convergence_fn(0.02, include_cell_forces=False),
+        max_steps=300, steps_between_swaps=1,
     )  # fmt: skip
     out = ts_model(final)
-    assert final.n_systems == 3
+    assert final.n_systems == 2
     assert bool((out["energy"] < start["energy"]).all())
-    fmax = torch.zeros(3, dtype=torch.float64).scatter_reduce(
+    fmax = torch.zeros(2, dtype=torch.float64).scatter_reduce(
         0, final.system_idx, out["forces"].norm(dim=1), "amax"
     )
-    assert bool((fmax < 0.01).all()), fmax
+    assert bool((fmax < 0.02).all()), fmax
