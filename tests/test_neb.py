@@ -51,7 +51,13 @@ def test_cli_h_hop_climbing_image(tmp_path, monkeypatch):
     assert 0 < top < 4 and doc["barrier_eV"] == pytest.approx(energies[top] - energies[0])
     # smooth: rises to the single maximum, then falls
     assert (np.diff(energies[: top + 1]) > -1e-4).all() and (np.diff(energies[top:]) < 1e-4).all()
-    # the climbing image sits at the saddle: its true force along the path is ~0
+    # the climbing image sits at the saddle: its true force along the path is ~0, while the
+    # images beside it are pushed downhill along the path
+    tangent = frames[top + 1].positions - frames[top - 1].positions
+    tangent /= np.linalg.norm(tangent)
+    along = [float((f.get_forces() * tangent).sum()) for f in frames]
+    assert abs(along[top]) < 0.03
+    assert along[top - 1] < -1e-3 and along[top + 1] > 1e-3
     assert "barrier" in result.output and "climbing" in result.output
 
 
