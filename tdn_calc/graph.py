@@ -9,7 +9,9 @@ Edges are sorted by centre ``i``, then neighbour ``j``.
 vesin 0.6 divides by zero (SIGFPE, which kills the process) when its cell list of at most
 ~1e5 cells cannot give every direction a cell (a very long, thin box, or atoms spread over
 ~1e5 cutoffs), and it is very slow for mixed periodicity with atoms spread far along a
-non-periodic direction. Such geometries go to ASE's neighbour list instead (same convention).
+non-periodic direction. So atoms separated by more than the cutoff along a non-periodic
+direction are listed group by group, and geometries vesin cannot take go to ASE's neighbour
+list instead (same convention).
 """
 
 from __future__ import annotations
@@ -80,6 +82,25 @@ def neighbor_list_with_distances(
         return empty, empty.copy(), np.zeros((0, 3), dtype=np.int64), np.zeros(0)
     if not np.isfinite(positions).all():
         raise InputError("positions contain NaN or inf; cannot build a neighbour list")
+    groups = _separated_groups(positions, box, pbc, cutoff)
+    if len(groups) == 1:
+        i, j, S, d = _pairs(positions, box, pbc, cutoff)
+    else:  # atoms far apart along a non-periodic direction: each group on its own
+        parts = [(g, _pairs(positions[g], box, pbc, cutoff)) for g in groups]
+        i = np.concatenate([g[p[0]] for g, p in parts])
+        j = np.concatenate([g[p[1]] for g, p in parts])
+        S = np.concatenate([p[2] for _, p in parts])
+        d = np.concatenate([p[3] for _, p in parts])
+    if max_neighbors is not None:
+        i, j, S, d = _keep_nearest(i, j, S, d, max_neighbors)
+    order = np.lexsort((j, i))
+    return i[order], j[order], S[order], d[order]
+
+
+def _pairs(
+    positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, S, d)`` from vesin, or from ASE where vesin would crash or crawl."""
     try:
         if _vesin_is_safe(positions, box, pbc, cutoff):
             calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
@@ -95,11 +116,36 @@ def neighbor_list_with_distances(
         raise InputError(
             f"neighbour list failed for cell {box.tolist()} Å, pbc {pbc.tolist()}: {exc}"
         ) from exc
-    i, j, S = i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
-    if max_neighbors is not None:
-        i, j, S, d = _keep_nearest(i, j, S, d, max_neighbors)
-    order = np.lexsort((j, i))
-    return i[order], j[order], S[order], d[order]
+    return i.astype(np.int64), j.astype(np.int64), S.astype(np.int64), np.asarray(d)
+
+
+def _open_directions(box: np.ndarray, pbc: np.ndarray) -> list[np.ndarray]:
+    """Unit vectors spanning the non-periodic space: orthogonal to every periodic vector."""
+    periodic = box[pbc]
+    if len(periodic) == 0:
+        return list(np.eye(3))
+    # the right singular vectors beyond the rank of the periodic vectors span their complement
+    _, _, vt = np.linalg.svd(periodic)
+    return list(vt[len(periodic) :])
+
+
+def _separated_groups(
+    positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> list[np.ndarray]:
+    """Index groups of atoms that cannot interact: split wherever the atoms, sorted along a
+    non-periodic direction, leave a gap wider than ``cutoff`` (one group when fully periodic)."""
+    groups = [np.arange(len(positions))]
+    if pbc.all():
+        return groups
+    for direction in _open_directions(box, pbc):
+        split = []
+        for g in groups:
+            h = positions[g] @ direction
+            order = np.argsort(h, kind="stable")
+            cuts = np.flatnonzero(np.diff(h[order]) > cutoff) + 1
+            split += [g[part] for part in np.split(order, cuts)]
+        groups = split
+    return groups
 
 
 def neighbor_list(

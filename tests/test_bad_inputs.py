@@ -173,6 +173,19 @@ def test_atoms_flying_apart_do_not_crash_the_neighbour_list(calc):
     assert _energy(calc, far) == pytest.approx(parts, abs=1e-8)
 
 
+def test_atom_leaving_a_periodic_surface(calc):
+    """An atom 1e6 Å above a 2D-periodic layer (ASE's neighbour list took ~40 s on this
+    oblique cell and vesin crawls on such spreads; found by the property test): the layer
+    and the atom are listed separately, and the energy is the sum of the two."""
+    cell = [[0.0, 1.9, 8.748], [1.5, 0.0, -8.63], [0.044, 0.0, -7.28]]
+    layer = Atoms("COH", positions=[[1.45, -0.67, 0.48], [0.5, -0.6, -3.86], [1.35, 0.0, 0.0]],
+                  cell=cell, pbc=[False, True, True])  # fmt: skip
+    away = Atoms("O", positions=[[2.77, 1e6, -0.44]], cell=cell, pbc=[False, True, True])
+    assert _energy(calc, layer + away) == pytest.approx(
+        _energy(calc, layer) + _energy(calc, away), abs=1e-8
+    )
+
+
 def test_flat_periodic_cell_does_not_crash_the_neighbour_list(calc):
     """A wide, thin periodic cell (vesin's cell list cannot shrink it and crashed): same
     energy as a narrower cell where the in-plane images are also beyond the cutoff."""
