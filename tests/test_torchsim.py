@@ -72,3 +72,31 @@ def test_torchsim_fire_relaxes_a_batch_of_slabs(tiny_model):
         0, final.system_idx, out["forces"].norm(dim=1), "amax"
     )
     assert bool((fmax < 0.02).all()), fmax
+
+
+def test_torchsim_nve_conserves_energy(tiny_model):
+    """TorchSim's velocity-Verlet NVE with TDN forces (exact gradients) conserves energy."""
+    model = tiny_model((1, 8, 29), energy_scale=50.0)
+    cells = [bulk("Cu", "fcc", a=3.6, cubic=True) for _ in range(2)]
+    for k, cell in enumerate(cells):
+        cell.rattle(0.05, seed=k)
+    ts_model = TDNTorchSimModel(model, compute_stress=False)
+    state = ts.io.atoms_to_state(cells, torch.device("cpu"), torch.float64)
+    dt = torch.tensor(0.001 * ts.units.MetalUnits.time, dtype=torch.float64)  # 1 fs (time: ps)
+    kT = torch.tensor(300 * ts.units.MetalUnits.temperature, dtype=torch.float64)
+    init, step = ts.integrators.nve(ts_model, dt=dt, kT=kT, seed=0)
+    md = init(state)
+
+    def kinetic(s):
+        return ts.quantities.calc_kinetic_energy(momenta=s.momenta, masses=s.masses,
+                                                 system_idx=s.system_idx)  # fmt: skip
+
+    e0 = md.energy + kinetic(md)
+    kinetics = []
+    for _ in range(30):
+        md = step(md, dt=dt)
+        kinetics.append(kinetic(md))
+    swing = torch.stack(kinetics).amax(0) - torch.stack(kinetics).amin(0)
+    drift = (md.energy + kinetic(md) - e0).abs()
+    assert bool((swing > 0.01).all())  # kinetic and potential energy really exchange (eV)
+    assert bool((drift < 0.01 * swing).all()), (drift, swing)
