@@ -181,8 +181,51 @@ class CPTensorProduct(SharedPathTensorProduct):
             m = (yb @ self.constant("k", x)).view(-1, self.dim, self.dim)  # [E, i, k]
             return _apply_matrix(m, x, w, self.training)
         a, c = self.constant("a", x), self.constant("c", x)
-        xa = torch.matmul(a.T, x) * yb.unsqueeze(-1)  # [E, r, C]
-        return torch.matmul(c, xa) * w.unsqueeze(1)
+        if self.training and torch.is_grad_enabled():  # plain ops (see _apply_matrix)
+            xa = torch.matmul(a.T, x) * yb.unsqueeze(-1)  # [E, r, C]
+            return torch.matmul(c, xa) * w.unsqueeze(1)
+        return _FactorProduct.apply(x, yb, w, a, c)
+
+
+class _FactorProduct(torch.autograd.Function):
+    """CP factor order ``out = w * (C diag(yb) (A^T x))`` with few ``[E, r, C]`` temporaries.
+
+    ``x [E, d, C]``, ``yb = B^T y [E, r]``, ``w [E, C]``, constant factors ``a, c [d, r]``.
+    The per-edge ``C diag(yb)`` (``[E, d, r]``, small) replaces a scaling pass over
+    ``[E, r, C]``; the backward reuses ``s = C^T g`` in place.
+    """
+
+    @staticmethod
+    def forward(ctx, x, yb, w, a, c):
+        xa = torch.matmul(a.T, x)  # [E, r, C]
+        cy = c * yb.unsqueeze(1)  # [E, d, r]
+        ctx.save_for_backward(x, xa, yb, w, a, c)
+        return torch.bmm(cy, xa).mul_(w.unsqueeze(1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, xa, yb, w, a, c = ctx.saved_tensors
+        need_x, need_yb, need_w = ctx.needs_input_grad[:3]
+        s = torch.matmul(c.T, grad)  # [E, r, C]
+        w3, yb3 = w.unsqueeze(1), yb.unsqueeze(-1)
+        grad_x = grad_yb = grad_w = None
+        if torch.is_grad_enabled():  # double backward: out-of-place, differentiable in x
+            xa = torch.matmul(a.T, x)
+            sw = s * w3
+            grad_w = (s * xa * yb3).sum(1) if need_w else None
+            grad_yb = (sw * xa).sum(2) if need_yb else None
+            grad_x = torch.matmul(a, sw * yb3) if need_x else None
+            return grad_x, grad_yb, grad_w, None, None
+        if need_yb:
+            t = s * xa  # [E, r, C]
+            grad_yb = torch.bmm(t, w.unsqueeze(-1)).squeeze(-1)
+            grad_w = torch.bmm(yb.unsqueeze(1), t).squeeze(1) if need_w else None
+            s.mul_(yb3)
+        else:
+            s.mul_(yb3)
+            grad_w = _sum_of_products(s, xa) if need_w else None
+        grad_x = torch.matmul(a, s.mul_(w3)) if need_x else None
+        return grad_x, grad_yb, grad_w, None, None
 
 
 class E3nnTensorProduct(SharedPathTensorProduct):
