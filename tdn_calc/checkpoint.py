@@ -1,11 +1,13 @@
 """Safe model checkpoints: one safetensors file per model.
 
 The file holds the weights (``model.state_dict()``) and, in the safetensors metadata
-(a str -> str map), three entries:
+(a str -> str map), four entries:
 
 * ``tdn_format_version``: the checkpoint format version (``"1"``);
 * ``tdn_config``: the :class:`~tdn_calc.nn.config.TDNConfig` as JSON;
-* ``tdn_card``: the model card as JSON (see :func:`make_card`).
+* ``tdn_card``: the model card as JSON (see :func:`make_card`);
+* ``tdn_content_sha256``: sha256 of the config JSON and the tensor bytes, checked on load
+  (optional: older files without it still load).
 
 Loading parses the safetensors header, checks the file is complete, and reads tensors with
 ``safetensors`` only: pickled PyTorch checkpoints are refused without being unpickled.
@@ -91,10 +93,21 @@ def save_model(
         "tdn_config": model.config.to_json(),
         "tdn_card": json.dumps(make_card(model, card), sort_keys=True),
     }
+    # the tensor bytes do not depend on the metadata: save once to learn them, then again
+    # with their checksum
+    unsigned = st_save(tensors, metadata=metadata)
+    body = unsigned[8 + int.from_bytes(unsigned[:8], "little") :]
+    metadata["tdn_content_sha256"] = _content_sha256(metadata["tdn_config"], body)
     data = st_save(tensors, metadata=metadata)
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return path
+
+
+def _content_sha256(config_json: str, body: bytes) -> str:
+    """sha256 of the config JSON and the tensor bytes: detects changed weights or config in a
+    checkpoint that has no published sha256 (a local file)."""
+    return hashlib.sha256(config_json.encode() + b"\0" + body).hexdigest()
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -228,6 +241,14 @@ def load_checkpoint_file(
             f"{str(path)!r} is corrupt: weights {not_finite[:5]} hold NaN, inf or values too "
             "large for float32"
         )
+    meta = header.get("__metadata__") or {}
+    if "tdn_content_sha256" in meta:  # files written before this check have none
+        body = raw[8 + int.from_bytes(raw[:8], "little") :]
+        if _content_sha256(meta["tdn_config"], body) != meta["tdn_content_sha256"]:
+            raise CheckpointError(
+                f"{str(path)!r} is corrupt: its weights or config changed after it was saved "
+                "(content checksum mismatch); download or copy it again"
+            )
     model.card = card
     return model.to(device=torch_device, dtype=torch_dtype).eval()
 

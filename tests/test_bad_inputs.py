@@ -327,6 +327,17 @@ def test_checkpoint_sha256_mismatch(tmp_path, ckpt):
         load_checkpoint_file(bad, device="cpu", expected_sha256=sha256_file(ckpt))
 
 
+def test_local_checkpoint_with_changed_weights(tmp_path, ckpt):
+    """No published sha256 for a local file, but the content checksum saved in it catches a
+    changed weight."""
+    data = bytearray(ckpt.read_bytes())
+    data[-5] ^= 0x01
+    bad = tmp_path / "edited.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"changed after it was saved"):
+        TDNCalculator(str(bad), device="cpu")
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker
