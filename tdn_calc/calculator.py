@@ -129,8 +129,14 @@ class TDNCalculator(Calculator):
             max_neighbors=model.config.max_neighbors,
         )
         self._check_memory(graph, model)
+        dist = self._training_distribution(model)
         try:
-            out = model(graph, compute_forces=True, compute_stress=periodic)
+            out = model(
+                graph,
+                compute_forces=True,
+                compute_stress=periodic,
+                return_features=dist is not None,
+            )
         except (torch.OutOfMemoryError, MemoryError) as exc:
             raise InputError(
                 f"ran out of memory on {self.device} for {len(numbers)} atoms and "
@@ -152,11 +158,10 @@ class TDNCalculator(Calculator):
         }
         if periodic:
             self.results["stress"] = full_3x3_to_voigt_6_stress(_numpy(out["stress"][0]))
-        dist = self._training_distribution(model)
         if dist is not None:
             from .extrapolation import score_graph
 
-            scores = score_graph(model, dist, graph)
+            scores = score_graph(model, dist, graph, out["node_features"])
             self.results["extrapolation"] = scores.scores
             self.results["extrapolation_too_close"] = scores.too_close
 

@@ -171,10 +171,9 @@ def from_card(card: dict[str, Any] | None) -> TrainingDistribution | None:
 
 
 def invariant_features(model: torch.nn.Module, graph: AtomicGraph) -> np.ndarray:
-    """``[n_atoms, C]`` last-layer invariant features (float64 numpy), no gradients.
-
-    A separate forward pass: ``TDNModel.forward`` does not return its features (a hook
-    returning ``node_features[:, 0, :]`` with the energy would save this pass)."""
+    """``[n_atoms, C]`` last-layer invariant features (float64 numpy), by a separate
+    forward pass without gradients (``model(graph, return_features=True)`` gives the same
+    features together with the energy)."""
     with torch.no_grad():
         x = model.node_features(graph)
     return x[:, 0, :].detach().to("cpu", torch.float64).numpy()
@@ -278,11 +277,22 @@ class StructureScores:
 
 
 def score_graph(
-    model: torch.nn.Module, dist: TrainingDistribution, graph: AtomicGraph
+    model: torch.nn.Module,
+    dist: TrainingDistribution,
+    graph: AtomicGraph,
+    features: torch.Tensor | None = None,
 ) -> StructureScores:
-    """Scores of every atom of ``graph`` (all its systems together)."""
+    """Scores of every atom of ``graph`` (all its systems together).
+
+    ``features``: the ``[n_atoms, C]`` ``"node_features"`` that ``model(graph,
+    return_features=True)`` already returned (saves a forward pass); computed when absent.
+    """
     numbers = graph.atomic_numbers.cpu().numpy()
-    scores = dist.score(invariant_features(model, graph), numbers)
+    if features is None:
+        x = invariant_features(model, graph)
+    else:
+        x = features.detach().to("cpu", torch.float64).numpy()
+    scores = dist.score(x, numbers)
     i, j, d = edge_distances(graph)
     return StructureScores(scores, dist.distance_violations(numbers, i, j, d))
 

@@ -212,3 +212,12 @@ def test_invalid_config_is_a_clear_error(fields, message):
 def test_unknown_config_field_is_rejected():
     with pytest.raises(ConfigError, match="unknown TDNConfig fields"):
         TDNConfig.from_dict({"elements": [1], "lmax_typo": 2})
+
+
+def test_return_features_equals_node_features(tiny_model):
+    model = _model(tiny_model)
+    graph = atoms_to_graph(_ethanol(), model.cutoff, dtype=torch.float64)
+    out = model(graph, return_features=True)
+    expected = model.node_features(graph)[:, 0, :]
+    torch.testing.assert_close(out["node_features"], expected.detach())
+    assert "node_features" not in model(graph)

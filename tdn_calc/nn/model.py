@@ -141,6 +141,7 @@ class TDNModel(Float64BufferMixin):
         compute_forces: bool = True,
         compute_stress: bool = False,
         training: bool = False,
+        return_features: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Energies and their derivatives.
 
@@ -149,7 +150,8 @@ class TDNModel(Float64BufferMixin):
         ``"forces"`` ``[N, 3]`` eV/Å (if ``compute_forces``) and ``"stress"`` ``[S, 3, 3]``
         eV/Å^3 (if ``compute_stress``; ASE sign convention, zero for systems without a
         3D cell). ``training=True`` keeps the autograd graph so a force/stress loss can be
-        back-propagated.
+        back-propagated. ``return_features=True`` adds ``"node_features"`` ``[N, C]``: the
+        last-layer invariant (l = 0) features that feed the energy head, detached.
         """
         positions, cell = graph.positions, graph.cell
         inputs = []
@@ -175,6 +177,8 @@ class TDNModel(Float64BufferMixin):
             energy = torch.zeros(graph.n_systems, dtype=torch.float64, device=raw.device)
             energy = energy.index_add(0, graph.system_idx, energies)
             out = {"energy": energy, "energies": energies}
+            if return_features:
+                out["node_features"] = x[:, 0, :].detach()
             if inputs:
                 grads = torch.autograd.grad(
                     energy.sum(), inputs, create_graph=training, allow_unused=True
