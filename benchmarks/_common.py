@@ -97,18 +97,24 @@ def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
+def _git(repo: str, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=False
+    ).stdout.rstrip("\n")
+
+
+def dirty_paths(repo: str) -> list[str]:
+    """Tracked files under ``benchmarks/`` or ``tdn_calc/`` that differ from ``HEAD``."""
+    out = _git(
+        repo, "status", "--porcelain", "--untracked-files=no", "--", "benchmarks", "tdn_calc"
+    )
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
 def git_commit(repo: str) -> str:
-    """``HEAD``'s hash, with ``+dirty`` when tracked files under ``benchmarks/`` or
-    ``tdn_calc/`` differ from it."""
-
-    def run(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    commit = run("rev-parse", "HEAD") or "unknown"
-    dirty = run("status", "--porcelain", "--untracked-files=no", "--", "benchmarks", "tdn_calc")
-    return commit + ("+dirty" if dirty else "")
+    """``HEAD``'s hash, with ``+dirty`` when :func:`dirty_paths` finds changed files."""
+    commit = _git(repo, "rev-parse", "HEAD").strip() or "unknown"
+    return commit + ("+dirty" if dirty_paths(repo) else "")
 
 
 @dataclass

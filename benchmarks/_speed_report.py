@@ -33,7 +33,8 @@ def _environment(results: dict) -> list[str]:
     loads = results["table"]["load_average"]
     return [
         f"- Command: `{results['command'].strip()}` (wall time {results['wall_s'] / 60:.1f} min)",
-        f"- Commit: `{env['commit']}`",
+        f"- Commit: `{env['commit']}`"
+        + (f" (uncommitted: {', '.join(env['dirty_paths'])})" if env.get("dirty_paths") else ""),
         f"- CPU: {env['cpu']}; {env['threads']} torch thread(s) for every contender",
         f"- Load average (1/5/15 min) before / after the table: "
         f"{'/'.join(f'{x:.1f}' for x in loads[0])} / {'/'.join(f'{x:.1f}' for x in loads[1])}",

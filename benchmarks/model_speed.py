@@ -35,6 +35,7 @@ from _common import (
     benchmark_systems,
     cpu_model,
     cu_bulk,
+    dirty_paths,
     fit_exponent,
     git_commit,
     load_average,
@@ -182,6 +183,7 @@ def environment(peer: PeerProcess, threads: int) -> dict:
 
     return {
         "commit": git_commit(str(ROOT)),
+        "dirty_paths": dirty_paths(str(ROOT)),
         "cpu": cpu_model(),
         "threads": threads,
         "torch_threads": torch.get_num_threads(),
@@ -269,7 +271,8 @@ def publish(results: dict, suffix: str, docs: bool, write_json: bool = True) -> 
     print(report)
     if docs:
         update_docs(ROOT / "docs" / "benchmarks.md", report)
-    print(f"wrote {out_json}" + (f" and {png}" if png else ""), file=sys.stderr)
+    written = [str(p) for p in (out_json if write_json else None, png) if p is not None]
+    print("wrote " + (" and ".join(written) or "nothing"), file=sys.stderr)
 
 
 def main() -> None:
