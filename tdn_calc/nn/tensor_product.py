@@ -118,7 +118,11 @@ class _ApplyMatrix(torch.autograd.Function):
 
 def _sum_of_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``sum_i a[:, i, :] * b[:, i, :]`` (``[E, d, C] -> [E, C]``) without an ``[E, d, C]``
-    temporary: ``d`` fused multiply-adds into one ``[E, C]`` accumulator."""
+    temporary: ``d`` fused multiply-adds into one ``[E, C]`` accumulator. Below 2^22
+    elements (16 MB in float32) a temporary is cheap and the Python loop would dominate,
+    so there it is one product and a sum."""
+    if a.numel() < 2**22:
+        return (a * b).sum(1)
     out = a[:, 0] * b[:, 0]
     for i in range(1, a.shape[1]):
         out.addcmul_(a[:, i], b[:, i])
