@@ -1,12 +1,13 @@
 """Benchmark of the tensor-product backends against e3nn (issue 3, "Benchmark").
 
-Times ``forward(x [E, d, C], y [E, d], w [E, C]) -> [E, d, C]`` of the ``e3nn``, ``exact`` and
-``cp`` backends (rank 7 L^2, both contraction orders), forward alone (no autograd graph) and
-forward + backward with respect to ``x`` and ``w`` (as in training), for L = 1..6 and
-C = 64, 128. Prints markdown tables: milliseconds per call (median over interleaved
-repeats after one warm-up), speed-up over e3nn, achieved GFLOP/s and its fraction of this
-CPU's float32 matmul rate measured in the same blocks, then the CP fit error and the
-equivariance error per (L, rank).
+Times ``forward(x [E, d, C], y [E, d], w [E, C]) -> [E, d, C]`` of the ``e3nn``, ``exact``
+and ``cp`` backends (rank 7 L^2, both contraction orders), forward alone (no autograd
+graph) and forward + backward with respect to ``x`` and ``w`` (``--grad-y``: also ``y``,
+as for forces; modules in eval mode), for L = 1..6 and C = 64, 128. Prints markdown
+tables: milliseconds per call (median over interleaved repeats after one warm-up),
+speed-up over e3nn, achieved GFLOP/s and its fraction of this CPU's float32 matmul rate
+measured in the same blocks, then the CP fit error and the equivariance error per
+(L, rank).
 
 Both wall-clock and process CPU time are recorded. On a shared machine the wall clock
 includes time the process spent waiting for a core; the CPU time (one thread) does not,
