@@ -57,12 +57,12 @@ def _run(initial_path, final_path, n_images, climb, model_spec, device, dtype, f
     from tdn_calc.fileio import atomic_write
     from tdn_calc.neb import calculator_factory, plot_profile, run_neb
     from tdn_calc.slab import fix_bottom_layers
-    from tdn_calc.structure_io import check_not_input, read_structures, write_structures
+    from tdn_calc.structure_io import check_output_path, read_structures, write_structures
 
     inputs = [initial_path, final_path]
     out = Path(output)
     for path in (out, out.with_suffix(".json"), out.with_suffix(".png")):
-        check_not_input(str(path), inputs, "-o/--output")
+        check_output_path(str(path), inputs, "-o/--output")
     initial, final = (read_structures([p])[-1].atoms for p in inputs)
     if fix_layers:
         fix_bottom_layers(initial, fix_layers)

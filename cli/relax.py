@@ -133,7 +133,7 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
          plot=None):  # fmt: skip
     from tdn_calc import distributed, relax_job
     from tdn_calc.device import resolve_device
-    from tdn_calc.structure_io import check_not_input, read_structures
+    from tdn_calc.structure_io import check_output_path, read_structures
 
     start = time.perf_counter()
     rank, size = distributed.world()
@@ -141,12 +141,12 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
     inputs = list(dict.fromkeys(inputs))  # a file given twice is relaxed once
     for path, what in ((report, "--report"), (settings.trajectory, "--trajectory")):
         if path:
-            check_not_input(path, inputs, what)
+            check_output_path(path, inputs, what)
     records = read_structures(inputs)
     plans = relax_job.plan_outputs(records, inputs, output)
     if plot is not None:
         plot = plot or str(plans[0].path.with_suffix(".png"))
-        check_not_input(plot, inputs, "--plot")
+        check_output_path(plot, inputs, "--plot")
     for message in relax_job.prepare(records, settings):
         say(f"warning: {message}")
     done: dict = {}

@@ -107,10 +107,12 @@ def output_format(path: str | os.PathLike, format: str | None = None) -> str:
     return name
 
 
-def check_not_input(
+def check_output_path(
     path: str | os.PathLike, inputs: Sequence[str | os.PathLike], what: str = "output"
 ) -> None:
-    """Raise if ``path`` is one of ``inputs`` (inputs are never overwritten)."""
+    """Raise before any work is done if ``path`` is one of ``inputs`` (inputs are never
+    overwritten) or cannot be written: an existing directory, a parent that is a file, or a
+    parent directory without write permission."""
     target = Path(path).resolve()
     for inp in inputs:
         if Path(inp).resolve() == target:
@@ -118,6 +120,17 @@ def check_not_input(
                 f"{what} {str(path)!r} is also an input; tdn-relax never overwrites an input, "
                 "choose another file name"
             )
+    if target.is_dir():
+        raise InputError(f"{what} {str(path)!r} is a directory; give a file name")
+    parent = target.parent
+    while not parent.exists():  # the first existing ancestor must be a writable directory
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(
+            f"{what} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a directory"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(path)!r} cannot be created: {str(parent)!r} is not writable")
 
 
 def check_output(
@@ -128,7 +141,7 @@ def check_output(
 ) -> str:
     """Refuse an output that is one of the inputs, or a single-structure format for several
     structures. Returns the output's ASE format name (``format`` or guessed from the name)."""
-    check_not_input(output, inputs, "output (-o)")
+    check_output_path(output, inputs, "output (-o)")
     fmt = output_format(output, format)
     if ioformats[fmt].single and n_structures > 1:
         raise InputError(

@@ -505,11 +505,6 @@ def test_cli_output_in_a_missing_directory_is_created(cli, tmp_path):
     assert len(read(tmp_path / "new/sub/out.extxyz", ":")) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tdn-relax (relax owner): an unwritable output is found only when writing, after "
-    "all relaxations, and escapes as a FileExistsError traceback",
-)
 def test_cli_output_in_an_unwritable_directory(cli, tmp_path):
     """Tests run as root, so a chmod-read-only directory would not block the write; a path
     whose parent is a regular file cannot be created by anyone."""
