@@ -8,14 +8,11 @@ references). Exit status: 0 all relaxations converged, 3 some did not, 1 error, 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import click
-
-from tdn_calc.errors import ModelNotFoundError, TDNError
+from tdn_calc.cli._run import run_command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,15 +43,8 @@ def adsorb(slab, adsorbate, model, device, dtype, fmax, steps, fix_bottom_layers
     E_ads = E(slab+ads) - E(slab) - sum of gas references (CO vs CO(g), O vs 1/2 O2(g),
     H vs 1/2 H2(g), OH vs 1/2 O2 + 1/2 H2, ...), all relaxed with the same model.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tdn_calc.cli.relax
-    try:
-        code = _run(slab, adsorbate, model, device, dtype, fmax, steps, fix_bottom_layers,
+    run_command(_run, slab, adsorbate, model, device, dtype, fmax, steps, fix_bottom_layers,
                     sites, vacuum, outdir, batch_size)  # fmt: skip
-    except ModelNotFoundError as exc:
-        raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from exc
-    except TDNError as exc:
-        raise click.ClickException(str(exc)) from exc
-    sys.exit(code)
 
 
 def _run(slab_spec, ads_spec, model_spec, device, dtype, fmax, steps, fix_layers, sites, vacuum,

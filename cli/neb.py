@@ -8,13 +8,10 @@ and ``<stem>.png`` (energy profile). Exit status: 0 converged, 3 not converged, 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import click
-
-from tdn_calc.errors import ModelNotFoundError, TDNError
+from tdn_calc.cli._run import run_command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,15 +38,8 @@ from tdn_calc.errors import ModelNotFoundError, TDNError
 def neb(initial, final, n_images, climb, model, device, dtype, fmax, steps, optimizer,
         no_relax_endpoints, fix_bottom_layers, output) -> None:  # fmt: skip
     """Nudged elastic band from INITIAL to FINAL (same atoms, same order; IDPP interpolation)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tdn_calc.cli.relax
-    try:
-        code = _run(initial, final, n_images, climb, model, device, dtype, fmax, steps,
+    run_command(_run, initial, final, n_images, climb, model, device, dtype, fmax, steps,
                     optimizer, not no_relax_endpoints, fix_bottom_layers, output)  # fmt: skip
-    except ModelNotFoundError as exc:
-        raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from exc
-    except TDNError as exc:
-        raise click.ClickException(str(exc)) from exc
-    sys.exit(code)
 
 
 def _run(initial_path, final_path, n_images, climb, model_spec, device, dtype, fmax, steps,

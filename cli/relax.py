@@ -7,14 +7,12 @@ Exit status: 0 every structure converged; 3 some did not converge (or diverged);
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
 
 import click
-
-from tdn_calc.errors import ModelNotFoundError, TDNError
+from tdn_calc.cli._run import run_command
 
 _OPTIMIZERS = ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch"]
 _MAX_TABLE_ROWS = 100
@@ -116,17 +114,8 @@ def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filt
                              fix_below=fix_below, trajectory=trajectory, loginterval=loginterval,
                              batch_size=batch_size, polish=polish,
                              polish_fmax=polish_fmax)  # fmt: skip
-    # Idle OpenMP threads sleep instead of spinning (spinning made torch 15-30x slower on a
-    # shared machine); set before torch is imported; an explicit OMP_WAIT_POLICY wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        code = _run(list(inputs), output, model, device, dtype, settings, report, resume,
+    run_command(_run, list(inputs), output, model, device, dtype, settings, report, resume,
                     quiet, verbose, plot)  # fmt: skip
-    except ModelNotFoundError as exc:
-        raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from exc
-    except TDNError as exc:
-        raise click.ClickException(str(exc)) from exc
-    sys.exit(code)
 
 
 def _run(inputs, output, model_spec, device, dtype, settings, report, resume, quiet, verbose,

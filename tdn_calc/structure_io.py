@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from ase.io import read, write
 from ase.io.formats import filetype, ioformats
 
 from .errors import InputError
+from .fileio import atomic_path
 
 #: ``atoms.info`` keys that identify the input structure of an output frame (used by resume).
 SOURCE_KEY = "tdn_source"
@@ -158,19 +157,9 @@ def write_structures(
     same suffix, fsync, ``os.replace``): a crash never leaves a half-written file."""
     path = Path(path)
     fmt = output_format(path, format)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        many = not ioformats[fmt].single
+    many = not ioformats[fmt].single
+    with atomic_path(path, suffix=path.suffix) as tmp:
         write(tmp, list(images) if many else images[-1], format=fmt)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_existing(path: str | os.PathLike, format: str | None = None) -> list[Atoms]:
