@@ -95,12 +95,16 @@ def test_cp_at_rank_d_cannot_fit():
 
 
 @pytest.mark.parametrize("backend", ["exact", "cp"])
-def test_gradcheck(backend):
+@pytest.mark.parametrize("train", [True, False])
+def test_gradcheck_and_gradgradcheck(backend, train):
+    """Both autograd paths: plain ops in train mode, the hand-written backward in eval mode
+    (first and second derivatives: forces and force training)."""
     torch.manual_seed(0)
     x, _, y, w = _inputs(1, 3, n=5)
-    tp = make_tensor_product(backend, 1, 3).double()
+    tp = make_tensor_product(backend, 1, 3).double().train(train)
     inputs = tuple(t.clone().requires_grad_(True) for t in (x, y, w))
     assert torch.autograd.gradcheck(tp, inputs)
+    assert torch.autograd.gradgradcheck(tp, inputs)
 
 
 def test_unknown_backend_is_a_clear_error():
