@@ -31,12 +31,7 @@ def emt_data(tmp_path_factory):
     return write_emt_dataset(tmp_path_factory.mktemp("emt") / "data", n_frames=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_run(data, out, *, data_opts=None, **training):
