@@ -60,12 +60,3 @@ def cuda() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     return torch.device("cuda")
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Run the test with one torch thread (restored afterwards)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from tdn_calc.cli.main import main
@@ -20,7 +21,12 @@ from tdn_calc.train.metrics_log import read_metrics
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_small" / "config.yaml"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def _build_molecules(out: Path, smiles: list[str]) -> None:

@@ -31,7 +31,12 @@ def emt_data(tmp_path_factory):
     return write_emt_dataset(tmp_path_factory.mktemp("emt") / "data", n_frames=2)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def make_run(data, out, *, data_opts=None, **training):
