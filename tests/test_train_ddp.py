@@ -52,6 +52,9 @@ def _worker(rank: int, raw: dict, port: int, result_dir: str) -> None:
                Path(result_dir) / f"rank{rank}.pt")
 
 
+# Intermittently hangs inside an xdist worker (gloo rendezvous; seen twice in clean-clone CI
+# runs, passes in ~30 s otherwise): kept in `make test-slow` until the hang is fixed.
+@pytest.mark.slow
 def test_two_cpu_processes_train_one_model(tmp_path):
     data = write_emt_dataset(tmp_path / "data", n_frames=2)
     raw = _config(data, tmp_path / "run", steps=12)
