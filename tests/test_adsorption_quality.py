@@ -1,0 +1,224 @@
+"""benchmarks/adsorption_quality.py: site classification on hand-built Pt(111) slabs,
+adsorption-energy bookkeeping, and the whole evaluation on a tiny EMT-built data set (EMT
+as both "model" and teacher, so the teacher's own minimum must be found again)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import add_adsorbate, fcc111
+from ase.calculators.emt import EMT
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from adsorption_quality import (  # noqa: E402
+    Evaluator,
+    adsorbate_systems,
+    adsorption_energy,
+    classify_site,
+    default_out,
+    error_stats,
+    lateral_distances,
+    main,
+    reference_label,
+    relax_ends,
+    summarize,
+    surface_sites,
+)
+
+from tdn_calc.adsorption import reference_terms  # noqa: E402
+from tdn_calc.data.catalysis import (  # noqa: E402
+    CatalysisConfig,
+    SystemSpec,
+    adsorbate_template,
+    build_slab,
+)
+from tdn_calc.errors import InputError  # noqa: E402
+
+ASE_SITE = {"top": "ontop", "bridge": "bridge", "fcc": "fcc", "hcp": "hcp"}
+
+
+def pt_slab(site: str, *, size=(3, 3, 4), offset=(0, 0), shift=(0.0, 0.0), height=1.5,
+            metal: str = "Pt") -> Atoms:
+    """``metal``(111) with one O placed by ASE at ``site`` (ASE's own site definitions)."""
+    slab = fcc111(metal, size=size, vacuum=8.0)
+    add_adsorbate(slab, "O", height, position=ASE_SITE[site], offset=offset)
+    slab.positions[-1, :2] += shift
+    return slab
+
+
+def metal_mask(atoms: Atoms) -> np.ndarray:
+    return atoms.numbers != 8
+
+
+@pytest.mark.parametrize("site", ["top", "bridge", "fcc", "hcp"])
+@pytest.mark.parametrize("offset", [(0, 0), (1, 2), (2, 2)])
+def test_site_matches_ases_definition(site, offset):
+    atoms = pt_slab(site, offset=offset)
+    name, height = classify_site(atoms, len(atoms) - 1, metal_mask(atoms))
+    assert name == site
+    assert height == pytest.approx(1.5, abs=1e-9)
+
+
+@pytest.mark.parametrize("site", ["top", "bridge", "fcc", "hcp"])
+def test_site_survives_jitter_rattle_other_cells_and_metals(site, rng):
+    for size, metal in (((2, 2, 3), "Cu"), ((4, 3, 4), "Au"), ((3, 3, 4), "Pt")):
+        atoms = pt_slab(site, size=size, metal=metal, shift=rng.uniform(-0.2, 0.2, 2))
+        atoms.positions[:-1] += rng.normal(0.0, 0.05, (len(atoms) - 1, 3))
+        assert classify_site(atoms, len(atoms) - 1, metal_mask(atoms))[0] == site
+
+
+def test_fcc_and_hcp_differ_only_by_the_second_layer():
+    atoms = pt_slab("fcc")
+    sites = surface_sites(atoms, metal_mask(atoms))
+    counts = {n: sum(s.name == n for s in sites) for n in ("top", "bridge", "fcc", "hcp")}
+    # 9 top atoms; each bonded pair and triangle is listed once per member atom
+    assert counts["top"] == 9
+    assert counts["bridge"] == 9 * 6 and counts["fcc"] == counts["hcp"] == 9 * 3
+    # drop the second layer: the third, which lies under the fcc hollows, becomes the
+    # second, so ASE's fcc site now reads as hcp
+    without = atoms[atoms.get_tags() != 2]
+    assert classify_site(without, len(without) - 1, metal_mask(without))[0] == "hcp"
+
+
+def test_high_anchor_is_desorbed_and_one_layer_is_refused():
+    atoms = pt_slab("fcc", height=5.0)
+    assert classify_site(atoms, len(atoms) - 1, metal_mask(atoms))[0] == "desorbed"
+    single = fcc111("Pt", size=(2, 2, 1), vacuum=8.0)
+    with pytest.raises(InputError, match="two metal layers"):
+        surface_sites(single, np.ones(len(single), dtype=bool))
+
+
+@pytest.mark.parametrize("site", ["top", "bridge", "fcc", "hcp"])
+@pytest.mark.parametrize("ads", ["H", "O", "CO", "OH", "CH3", "H2O"])
+def test_data_builder_starts_sit_on_their_labelled_site(site, ads):
+    """The builder puts the binding atom last-but-adsorbate; its (jittered) start is on its
+    labelled site, so the anchor index and the classifier agree with the builder."""
+    spec = SystemSpec(f"Pt111/{ads}/{site}/r3", "slab", "Pt", ads, site, replica=3)
+    atoms = build_slab(spec, 3.97, CatalysisConfig())
+    anchor = len(atoms) - len(adsorbate_template(ads))
+    assert classify_site(atoms, anchor, atoms.numbers == 78)[0] == site
+
+
+def test_lateral_distances_use_the_minimum_image():
+    cell = np.diag([3.0, 4.0, 20.0])
+    d = lateral_distances(np.array([0.1, 0.1]), np.array([[2.9, 3.9], [1.5, 0.1]]), cell)
+    np.testing.assert_allclose(d, [np.hypot(0.2, 0.2), 1.4])
+
+
+def test_adsorption_energy_bookkeeping():
+    from ase.build import molecule
+
+    gas = {"H2": -6.0, "O2": -8.0, "CH4": -24.0, "CO": -14.0, "H2O": -14.2}
+    # OH = 1/2 O2 + 1/2 H2 (adsorption.py's element scheme)
+    terms = reference_terms(adsorbate_template("OH"))
+    assert terms == {"O2": 0.5, "H2": 0.5}
+    assert adsorption_energy(-110.0, -100.0, gas, terms) == pytest.approx(-10.0 + 7.0)
+    # a stable molecule is its own reference; CH3 = CH4 - 1/2 H2; C = CH4 - 2 H2
+    assert reference_terms(adsorbate_template("CO")) == {"CO": 1.0}
+    assert reference_terms(adsorbate_template("H2O")) == {"H2O": 1.0}
+    assert reference_terms(adsorbate_template("CH3")) == pytest.approx({"CH4": 1.0, "H2": -0.5})
+    terms_c = reference_terms(adsorbate_template("C"))
+    assert adsorption_energy(-107.0, -100.0, gas, terms_c) == pytest.approx(-7.0 + 24.0 - 12.0)
+    # the template's formula is what adsorption.py matches molecules by
+    assert reference_terms(molecule("H2O")) == reference_terms(adsorbate_template("H2O"))
+    with pytest.raises(InputError, match="N2"):
+        adsorption_energy(-1.0, 0.0, gas, {"N2": 0.5})
+
+
+def test_error_stats_and_summary():
+    s = error_stats([0.01, -0.03, 0.2, float("nan")])
+    assert s["n"] == 3 and s["median_abs"] == pytest.approx(0.03)
+    assert s["max_abs"] == pytest.approx(0.2) and s["fraction_within"] == pytest.approx(2 / 3)
+    assert s["mean_signed"] == pytest.approx(0.06)
+    row = dict(d_teacher=0.01, d_model=0.1, tdn_converged=True, teacher_converged=True,
+               tdn_relax_s=2.0, teacher_sp_s=0.5, start_site="fcc", teacher_site="fcc")
+    rows = [{**row, "label": f"s{k}", "tdn_site": "fcc", "same_site": True} for k in range(9)]
+    rows.append({**row, "label": "moved", "tdn_site": "hcp", "same_site": False})
+    rows.append({"label": "broken", "error": "InputError: x"})
+    summary = summarize(rows, 12)
+    assert summary["n_evaluated"] == 10 and summary["n_failed"] == 1
+    assert summary["site_fraction_same"] == pytest.approx(0.9) and summary["target_site_met"]
+    assert summary["target_ads_met"] and summary["site_mismatches"][0]["label"] == "moved"
+    assert not summarize(rows[-1:], 1)["target_ads_met"]
+
+
+def test_default_out_and_reference_label():
+    assert default_out("runs/tdn-catalysis/best.safetensors").name == (
+        "adsorption_quality_tdn-catalysis-best.json")
+    assert default_out("tdn-catalysis").name == "adsorption_quality_tdn-catalysis.json"
+    meta = {"Pt111/clean/r0": {"label": "Pt111/clean/r0", "converged": True, "final_energy": -1},
+            "Pt111/clean/r1": {"label": "Pt111/clean/r1", "converged": True, "final_energy": -2},
+            "Pt111/clean/r2": {"label": "Pt111/clean/r2", "converged": False,
+                               "final_energy": -9}}
+    assert reference_label(meta, "Pt111/clean/") == "Pt111/clean/r1"
+    with pytest.raises(InputError, match="Cu111"):
+        reference_label(meta, "Cu111/clean/")
+
+
+TINY = dict(metals=("Pt",), adsorbates=("O", "CO"), sites=("fcc", "top"),
+            gas_molecules=("O2", "CO"), bulk_strains=(0.0,), replicas=1, slab_size=(2, 2, 3),
+            fixed_layers=1, bulk_repeat=1, max_steps=150, n_rattle=1)
+
+
+@pytest.fixture(scope="module")
+def emt_data(tmp_path_factory) -> Path:
+    from tdn_calc.data.catalysis_build import build_catalysis
+
+    out = tmp_path_factory.mktemp("cat")
+    summary = build_catalysis(out, teacher="emt", config=CatalysisConfig(**TINY),
+                              progress=False)
+    assert not summary.failures
+    return out
+
+
+def test_emt_relaxing_its_own_data_finds_the_teachers_minima(emt_data):
+    from tdn_calc.data.catalysis_build import read_metadata
+    from tdn_calc.data.dataset import H5Dataset
+
+    ds, meta = H5Dataset(emt_data), read_metadata(emt_data)
+    labels, used = adsorbate_systems(ds, meta, "all", None, {})
+    assert used is None and labels == sorted(f"Pt111/{a}/{s}/r0" for a in ("O", "CO")
+                                             for s in ("fcc", "top"))
+    first, last = relax_ends(ds, labels[0])
+    assert first < last and ds.frame_kind[last + 1] == 1  # the rattled copy follows
+    assert ds.energy[last] == pytest.approx(meta[labels[0]]["final_energy"])
+    ev = Evaluator(ds, meta, EMT(), EMT(), {"fmax": 0.05, "steps": 150, "optimizer": "BFGS"})
+    for label in labels:
+        row = ev.system(label)
+        assert row["teacher_converged"] and row["tdn_converged"]
+        assert abs(row["d_teacher"]) < 1e-3 and abs(row["d_model"]) < 1e-3
+        assert row["same_site"] and row["anchor_lateral_shift"] < 1e-2
+        assert row["teacher_fmax_at_tdn_min"] < 0.05
+        assert row["references"]["slab"] == "Pt111/clean/r0"
+        expected = reference_terms(adsorbate_template(row["adsorbate"]))
+        assert row["references"]["terms"] == expected
+        e_gas = sum(c * ev.references[f"gas/{g}/"].teacher_energy for g, c in expected.items())
+        e_slab = ev.references["Pt111/clean/"].teacher_energy
+        assert row["e_ads_teacher"] == pytest.approx(row["teacher_energy"] - e_slab - e_gas)
+    assert len(ev.references) == 3  # clean slab, O2, CO: each relaxed once
+
+
+def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
+    import torch
+
+    from tdn_calc.checkpoint import save_model
+
+    torch.set_num_threads(1)
+    ckpt = save_model(tiny_model(elements=(6, 8, 78), dtype=torch.float32),
+                      tmp_path / "tiny.safetensors")
+    out = tmp_path / "aq.json"
+    rc = main(["--model", str(ckpt), "--data", str(emt_data), "--split", "all",
+               "--steps", "2", "--max-systems", "2", "--out", str(out)])
+    assert rc == 0 and out.exists()
+    report = json.loads(out.read_text())
+    assert report["teacher"] == "emt" and report["settings"]["optimizer"] == "BFGS"
+    assert [r["label"] for r in report["rows"]] == ["Pt111/CO/fcc/r0", "Pt111/CO/top/r0"]
+    assert all("error" not in r and r["tdn_n_steps"] <= 2 for r in report["rows"])
+    assert report["summary"]["n_evaluated"] == 2 and report["summary"]["d_teacher"]["n"] == 2
