@@ -1,0 +1,445 @@
+"""Relaxation quality of an organic TDN model, judged by GFN2-xTB (issues 6 and 8).
+
+For ``--n`` test-split molecules of the GFN2-xTB data set (picked with ``--seed``):
+
+1. start = RDKit ETKDGv3 conformer (with hydrogens, seeded per molecule) plus Gaussian noise
+   of ``--perturb`` Å per Cartesian component;
+2. reference = GFN2-xTB (tblite, as the data builder runs it) BFGS relaxation of the same
+   start to 0.01 eV/Å (at most 500 steps): GFN2's own minimum. Cached per (SMILES, seed,
+   perturb) in ``--cache``, so runs for other models reuse it;
+3. the real ``tdn-relax`` CLI relaxes all starts once (``--fmax``, default 0.05 eV/Å);
+4. judge: a GFN2 single point at each TDN minimum, ``dE = (E_GFN2(TDN min) - E_GFN2(GFN2
+   min)) / n_atoms`` in meV/atom (signed: a lower minimum is no failure), and the bonding.
+
+A molecule passes when ``dE <= 1 meV/atom`` and its bonds are unchanged; the target is a pass
+rate of at least 95 %. Bonds are atom pairs closer than 1.2 x the sum of their covalent radii
+(``ase.neighborlist.natural_cutoffs``), compared with the *unperturbed* ETKDG conformer: the
+noise alone stretches some bonds past the cutoff (counted in ``start_bonds_perturbed``), so
+the noisy start is not a fair reference. Usage::
+
+    nice -n 19 python benchmarks/relax_quality_organic.py --model tdn-organic --n 100
+
+Writes ``--out`` (JSON: settings, per-molecule rows, summary; atomic) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REF_FMAX = 0.01  # eV/Å, GFN2 reference relaxation
+REF_STEPS = 500
+BOND_MULT = 1.2  # x covalent radii
+THRESHOLD_MEV = 1.0  # meV/atom
+TARGET_RATE = 0.95
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Start:
+    """One molecule's starting point: ``numbers`` [n], ``conformer`` and ``positions`` [n, 3]
+    Å (the ETKDG conformer before and after the noise)."""
+
+    smiles: str
+    numbers: np.ndarray
+    conformer: np.ndarray
+    positions: np.ndarray
+
+
+# --- pure helpers --------------------------------------------------------------------------
+def pick(identifiers: Sequence[str], seed: int) -> list[str]:
+    """The unique ``identifiers`` in a seeded random order (independent of the input order)."""
+    unique = sorted(set(identifiers))
+    return [unique[i] for i in np.random.default_rng(seed).permutation(len(unique))]
+
+
+def bonds(numbers: np.ndarray, positions: np.ndarray,
+          mult: float = BOND_MULT) -> frozenset[tuple[int, int]]:
+    """Bonded pairs ``(i, j)``, ``i < j``: distance < ``mult`` x (r_cov(i) + r_cov(j)), Å."""
+    from ase import Atoms
+    from ase.neighborlist import natural_cutoffs
+
+    radii = np.asarray(natural_cutoffs(Atoms(numbers=numbers), mult=mult))
+    d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
+    i, j = np.nonzero(np.triu(d < radii[:, None] + radii[None, :], k=1))
+    return frozenset(zip(i.tolist(), j.tolist(), strict=True))
+
+
+def bond_changes(a: frozenset, b: frozenset) -> int:
+    """Number of bonds present in exactly one of ``a`` and ``b``."""
+    return len(a ^ b)
+
+
+def delta_e_mev(energy: float, reference: float, n_atoms: int) -> float:
+    """``(energy - reference) / n_atoms`` in meV/atom (energies in eV)."""
+    return 1000.0 * (energy - reference) / n_atoms
+
+
+def passes(delta_mev: float | None, bonds_kept: bool, threshold: float = THRESHOLD_MEV) -> bool:
+    """The issue-6 criterion: ``delta_mev <= threshold`` (signed) and bonding unchanged."""
+    return delta_mev is not None and np.isfinite(delta_mev) and delta_mev <= threshold \
+        and bonds_kept
+
+
+def summarize(rows: Sequence[dict], threshold: float = THRESHOLD_MEV,
+              target: float = TARGET_RATE) -> dict:
+    """Counts and statistics over the judged rows (``status == "judged"``)."""
+    judged = [r for r in rows if r["status"] == "judged"]
+    de = np.array([r["delta_e_meV_atom"] for r in judged if r["delta_e_meV_atom"] is not None])
+    res = np.array([r["gfn2_fmax_at_tdn_min"] for r in judged
+                    if r["gfn2_fmax_at_tdn_min"] is not None])
+    n_ok = sum(r["success"] for r in judged)
+    rate = n_ok / len(judged) if judged else float("nan")
+
+    def stat(x: np.ndarray, q: float) -> float | None:
+        return float(np.percentile(x, q)) if x.size else None
+
+    skipped: dict[str, int] = {}
+    for r in rows:
+        if r["status"] != "judged":
+            skipped[r["status"]] = skipped.get(r["status"], 0) + 1
+    return {
+        "n_judged": len(judged),
+        "n_success": n_ok,
+        "success_rate": rate,
+        "target_rate": target,
+        "meets_target": bool(judged) and rate >= target,
+        "n_within_threshold": int((de <= threshold).sum()),
+        "n_lower_than_reference": int((de < 0).sum()),
+        "n_lower_by_more_than_threshold": int((de < -threshold).sum()),
+        "n_bonds_changed_tdn": sum(not r["bonds_kept_tdn"] for r in judged),
+        "n_bonds_changed_gfn2": sum(not r["bonds_kept_gfn2"] for r in judged),
+        "n_start_bonds_perturbed": sum(r["start_bonds_perturbed"] > 0 for r in judged),
+        "n_gfn2_failed_at_tdn_min": sum(r["delta_e_meV_atom"] is None for r in judged),
+        "n_tdn_converged": sum(bool(r["tdn_converged"]) for r in judged),
+        "n_reference_not_converged": sum(not r["ref_converged"] for r in judged),
+        "delta_e_meV_atom_median": stat(de, 50),
+        "delta_e_meV_atom_p95": stat(de, 95),
+        "delta_e_meV_atom_max": stat(de, 100),
+        "gfn2_fmax_at_tdn_min_median": stat(res, 50),
+        "gfn2_fmax_at_tdn_min_p95": stat(res, 95),
+        "tdn_steps_median": stat(np.array([r["tdn_steps"] for r in judged]), 50),
+        "skipped": skipped,
+    }
+
+
+def markdown(summary: dict, timings: dict) -> str:
+    """The summary (and timings) as a two-column markdown table."""
+    lines = ["| quantity | value |", "|---|---|"]
+    for key, value in [*summary.items(), *((f"time_{k}", v) for k, v in timings.items())]:
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)
+
+
+def cache_key(smiles: str, seed: int, perturb: float) -> str:
+    """sha256 naming the cached GFN2 reference of this start and reference recipe."""
+    spec = {"smiles": smiles, "seed": int(seed), "perturb": float(perturb), "fmax": REF_FMAX,
+            "steps": REF_STEPS, "version": CACHE_VERSION}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def model_tag(model: str) -> str:
+    """A file-name tag for ``model``: the registry name, or ``<dir>-<stem>`` of a path."""
+    path = Path(model)
+    if path.suffix == ".safetensors" or os.sep in model:
+        return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+    return model
+
+
+# --- inputs ---------------------------------------------------------------------------------
+def model_metadata(model: str) -> tuple[Path, list[int], dict]:
+    """``(checkpoint path, elements, card)`` of a registry name or ``.safetensors`` path."""
+    from tdn_calc.checkpoint import read_metadata
+    from tdn_calc.registry import resolve_model
+
+    path = Path(model) if Path(model).is_file() else resolve_model(model)
+    config, card = read_metadata(path)
+    return path, [int(z) for z in config.elements], card
+
+
+def split_identifiers(data: str, split_file: str | None, card: dict) -> tuple[list[str], str]:
+    """SMILES of the test-split trajectories present in ``data``, and the split file used."""
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.train.evaluate import select_frames
+
+    dataset = H5Dataset(data)
+    frames, used = select_frames(dataset, "test", split_file, card)
+    return [dataset.identifiers[t] for t in np.unique(dataset.traj[frames])], str(used)
+
+
+def make_start(smiles: str, seed: int, perturb: float) -> Start | None:
+    """The seeded noisy ETKDG start of ``smiles`` (None when RDKit cannot embed it).
+
+    The per-molecule seed differs from the data builder's, so starts are new geometries.
+    """
+    from tdn_calc.data.builder import embed, molecule_seed
+
+    mseed = molecule_seed(seed, f"relax-quality|{smiles}")
+    conf = embed(smiles, mseed)
+    if conf is None:
+        return None
+    numbers, conformer = conf
+    noise = np.random.default_rng(mseed).normal(0.0, perturb, conformer.shape)
+    return Start(smiles, numbers, conformer, conformer + noise)
+
+
+# --- GFN2 -------------------------------------------------------------------------------------
+def gfn2_calculator():
+    """The data builder's GFN2-xTB calculator (tblite, neutral, closed shell)."""
+    from tdn_calc.data.builder import BuildSettings, _calculator
+
+    return _calculator(BuildSettings())
+
+
+def single_thread():
+    """Limit tblite/BLAS to one thread, as the data builder does."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+def gfn2_point(calc, numbers: np.ndarray, positions: np.ndarray) -> tuple[float, float]:
+    """GFN2 ``(energy eV, largest per-atom |force| eV/Å)`` at ``positions`` [n, 3] Å."""
+    from ase import Atoms
+
+    from tdn_calc.data.builder import _single_point
+
+    atoms = Atoms(numbers=numbers, positions=positions)
+    atoms.calc = calc
+    frame = _single_point(atoms, 0, 0)
+    return float(frame.energy), float(np.linalg.norm(frame.forces, axis=1).max())
+
+
+def reference(start: Start, calc) -> dict:
+    """GFN2's own minimum from ``start`` (BFGS to ``REF_FMAX``); raises on SCF failure."""
+    from ase import Atoms
+
+    from tdn_calc.data.builder import _relax
+    from tdn_calc.data.frames import FrameKind
+
+    t0 = time.perf_counter()
+    atoms = Atoms(numbers=start.numbers, positions=start.positions)
+    atoms.calc = calc
+    frames, steps, converged = _relax(atoms, REF_FMAX, REF_STEPS, REF_STEPS + 1, FrameKind.RELAX)
+    last = frames[-1]
+    return {"smiles": start.smiles, "numbers": start.numbers.tolist(),
+            "conformer": start.conformer.tolist(), "start": start.positions.tolist(),
+            "minimum": last.positions.tolist(), "energy": float(last.energy),
+            "fmax": float(np.linalg.norm(last.forces, axis=1).max()), "steps": int(steps),
+            "converged": bool(converged), "seconds": time.perf_counter() - t0}
+
+
+def cached_reference(start: Start, key: str, cache: Path, calc) -> tuple[dict, bool]:
+    """The cached reference of ``key``, or a new one written to ``cache`` atomically;
+    returns ``(record, was_cached)``."""
+    from tdn_calc.fileio import atomic_write
+
+    path = cache / f"{key}.json"
+    if path.is_file():
+        with open(path) as fh:
+            return json.load(fh), True
+    record = reference(start, calc)
+    with atomic_write(path, "w") as fh:
+        json.dump(record, fh)
+    return record, False
+
+
+# --- TDN ---------------------------------------------------------------------------------------
+def tdn_relax(starts: Sequence[Start], model: str, fmax: float, workdir: Path,
+              threads: int) -> tuple[list, dict, float]:
+    """Relax ``starts`` with one ``tdn-relax`` run; ``(relaxed Atoms in input order, its JSON
+    report, wall seconds)``. Exit status 3 (some not converged) is not an error."""
+    from ase import Atoms
+    from ase.io import read, write
+
+    from tdn_calc.errors import TDNError
+    from tdn_calc.structure_io import INDEX_KEY
+
+    inp, out, report = workdir / "starts.extxyz", workdir / "tdn.extxyz", workdir / "report.json"
+    write(inp, [Atoms(numbers=s.numbers, positions=s.positions) for s in starts],
+          format="extxyz")
+    exe = shutil.which("tdn-relax")
+    cmd = [exe] if exe else [sys.executable, "-c", "from tdn_calc.cli.relax import main; main()"]
+    cmd += [str(inp), "-o", str(out), "-m", model, "--fmax", str(fmax), "--report", str(report),
+            "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 3):
+        raise TDNError(f"tdn-relax exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    by_index = {int(a.info[INDEX_KEY]): a for a in read(out, index=":")}
+    with open(report) as fh:
+        return [by_index.get(k) for k in range(len(starts))], json.load(fh), wall
+
+
+# --- the run ------------------------------------------------------------------------------------
+def judge(ref: dict, frame, report_row: dict | None, calc) -> dict:
+    """One judged row from the cached reference, the TDN-relaxed frame and its report row."""
+    numbers = np.array(ref["numbers"])
+    rep = report_row or {}
+    topo = bonds(numbers, np.array(ref["conformer"]))
+    row = {"smiles": ref["smiles"], "n_atoms": len(numbers), "status": "judged",
+           "ref_energy": ref["energy"], "ref_fmax": ref["fmax"], "ref_steps": ref["steps"],
+           "ref_converged": ref["converged"], "ref_seconds": ref["seconds"],
+           "start_bonds_perturbed": bond_changes(topo, bonds(numbers, np.array(ref["start"]))),
+           "bonds_kept_gfn2": bond_changes(topo, bonds(numbers, np.array(ref["minimum"]))) == 0,
+           "tdn_converged": bool(frame.info.get("converged", False)) if frame else False,
+           "tdn_steps": int(frame.info.get("n_steps", -1)) if frame else -1,
+           "tdn_fmax": rep.get("fmax"), "tdn_seconds": rep.get("time"),
+           "tdn_energy": rep.get("energy")}
+    row["bonds_kept_tdn"] = frame is not None and bond_changes(topo, bonds(numbers,
+                                                                           frame.positions)) == 0
+    row["delta_e_meV_atom"] = row["gfn2_fmax_at_tdn_min"] = None
+    t0 = time.perf_counter()
+    if frame is not None:
+        try:
+            energy, fmax = gfn2_point(calc, numbers, frame.positions)
+            row["delta_e_meV_atom"] = delta_e_mev(energy, ref["energy"], len(numbers))
+            row["gfn2_fmax_at_tdn_min"] = fmax
+        except Exception as exc:  # tblite SCF failure at a broken geometry: a failed molecule
+            row["gfn2_error"] = f"{type(exc).__name__}: {exc}"[:200]
+    row["judge_seconds"] = time.perf_counter() - t0
+    row["success"] = passes(row["delta_e_meV_atom"], row["bonds_kept_tdn"])
+    return row
+
+
+def collect(candidates: Sequence[str], n: int, args, elements: set[int], calc,
+            rows: list[dict]) -> tuple[list[Start], list[dict], dict]:
+    """Walk ``candidates`` until ``n`` starts with a GFN2 reference exist; skipped molecules are
+    appended to ``rows``. Returns ``(starts, references, timing)``."""
+    starts, refs = [], []
+    timing = {"reference_computed": 0.0, "n_reference_computed": 0}
+    for smiles in candidates:
+        if len(starts) >= n:
+            break
+        start = make_start(smiles, args.seed, args.perturb)
+        if start is None:
+            rows.append({"smiles": smiles, "status": "embed_failed"})
+            continue
+        if not set(start.numbers.tolist()) <= elements:
+            rows.append({"smiles": smiles, "status": "unsupported_elements"})
+            continue
+        try:
+            ref, was_cached = cached_reference(
+                start, cache_key(smiles, args.seed, args.perturb), args.cache, calc)
+        except Exception as exc:  # SCF failure of the reference: not the model's fault
+            rows.append({"smiles": smiles, "status": "reference_failed", "error": str(exc)[:200]})
+            continue
+        if not was_cached:
+            timing["reference_computed"] += ref["seconds"]
+            timing["n_reference_computed"] += 1
+        # the cached start is the one used, so TDN and GFN2 always start from the same geometry
+        starts.append(Start(smiles, np.array(ref["numbers"]), np.array(ref["conformer"]),
+                            np.array(ref["start"])))
+        refs.append(ref)
+        print(f"[{len(starts)}/{n}] {smiles}: GFN2 minimum {'cached' if was_cached else 'new'} "
+              f"({ref['steps']} steps, {ref['seconds']:.1f} s)", file=sys.stderr, flush=True)
+    return starts, refs, timing
+
+
+def run(args) -> dict:
+    """The whole benchmark for parsed ``args``; returns the JSON document."""
+    from tdn_calc.errors import InputError
+
+    t_start = time.perf_counter()
+    path, elements, card = model_metadata(args.model)
+    identifiers, split_used = split_identifiers(args.data, args.split_file, card)
+    candidates = pick(identifiers, args.seed)
+    if not candidates:
+        raise InputError(f"the test split {split_used} has no molecules in {args.data}")
+    calc = gfn2_calculator()
+    rows: list[dict] = []
+    with single_thread():
+        starts, refs, timing = collect(candidates, args.n, args, set(elements), calc, rows)
+    if len(starts) < args.n:
+        print(f"warning: only {len(starts)} usable test molecules (asked for {args.n})",
+              file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="relax_quality_") as tmp:
+        frames, report, tdn_wall = tdn_relax(starts, args.model, args.fmax, Path(tmp),
+                                             args.threads)
+    report_rows = {int(r["index"]): r for r in report.get("structures", [])}
+    t0 = time.perf_counter()
+    with single_thread():
+        judged = [judge(ref, frame, report_rows.get(k), calc)
+                  for k, (ref, frame) in enumerate(zip(refs, frames, strict=True))]
+    timings = {**timing, "tdn_relax_wall": tdn_wall, "tdn_relax_load": report["timings_s"]["load"],
+               "tdn_relax_relax": report["timings_s"]["relax"],
+               "judge": time.perf_counter() - t0, "total": time.perf_counter() - t_start}
+    rows = judged + rows
+    summary = summarize(rows)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import cpu_model, git_commit, load_average
+
+    return {"benchmark": "relax_quality_organic",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "settings": {"model": args.model, "data": str(args.data), "split_file": split_used,
+                         "n": args.n, "seed": args.seed, "perturb_A": args.perturb,
+                         "fmax": args.fmax, "reference_fmax": REF_FMAX,
+                         "reference_steps": REF_STEPS, "bond_mult": BOND_MULT,
+                         "threshold_meV_atom": THRESHOLD_MEV, "threads": args.threads,
+                         "cache": str(args.cache)},
+            "model": report.get("model", {"path": str(path)}),
+            "reference_method": "GFN2-xTB (tblite)", "versions": report.get("versions"),
+            "git_commit": git_commit(str(Path(__file__).resolve().parent.parent)),
+            "cpu": cpu_model(), "load_average_end": load_average(),
+            "summary": summary, "timings_s": timings, "rows": rows}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    from tdn_calc.registry import cache_dir
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="tdn-organic", help="registry name or .safetensors path")
+    p.add_argument("--data", default="datasets/organic-gfn2")
+    p.add_argument("--split-file", default=None,
+                   help="default: the split named in the model card")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perturb", type=float, default=0.1, help="noise sigma, Å")
+    p.add_argument("--fmax", type=float, default=0.05, help="tdn-relax threshold, eV/Å")
+    p.add_argument("--threads", type=int, default=1, help="OMP threads of tdn-relax")
+    p.add_argument("--out", default=None,
+                   help="default: benchmarks/results/relax_quality_organic_<model>.json")
+    p.add_argument("--cache", type=Path, default=cache_dir() / "relax_quality_gfn2",
+                   help="GFN2 reference minima [default: %(default)s]")
+    args = p.parse_args(argv)
+    if args.n < 1 or args.perturb < 0 or args.fmax <= 0 or args.threads < 1:
+        p.error("--n and --threads must be >= 1, --perturb >= 0 and --fmax > 0")
+    if args.out is None:
+        args.out = str(Path(__file__).resolve().parent / "results"
+                       / f"relax_quality_organic_{model_tag(args.model)}.json")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run, write ``--out`` atomically, print the summary table; 0 when the target is met."""
+    from tdn_calc.fileio import atomic_write
+
+    args = parse_args(argv)
+    doc = run(args)
+    with atomic_write(args.out, "w") as fh:
+        json.dump(doc, fh, indent=1, default=str)
+        fh.write("\n")
+    print(markdown(doc["summary"], {k: round(v, 2) for k, v in doc["timings_s"].items()}))
+    print(f"-> {args.out}")
+    return 0 if doc["summary"]["meets_target"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
