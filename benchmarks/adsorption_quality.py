@@ -65,16 +65,25 @@ def lateral_distances(xy: np.ndarray, points: np.ndarray, cell: np.ndarray) -> n
     return np.linalg.norm(ab @ frac, axis=0)
 
 
-def surface_sites(atoms: Atoms, metal_mask: np.ndarray) -> list[Site]:
+def metal_layers(atoms: Atoms, metal_mask: np.ndarray) -> np.ndarray:
+    """``[n_metal]`` layer number (0 = lowest) of each metal atom (``metal_mask``
+    ``[n_atoms]``), along :func:`tdn_calc.slab.surface_heights`."""
+    return layer_indices(surface_heights(atoms)[np.flatnonzero(metal_mask)])
+
+
+def surface_sites(atoms: Atoms, metal_mask: np.ndarray,
+                  layers: np.ndarray | None = None) -> list[Site]:
     """Adsorption sites of an fcc(111)-like slab from its (relaxed) top two metal layers.
 
     Top sites are top-layer atoms, bridges the midpoints of bonded top-layer pairs, hollows
     the centroids of bonded triangles: ``hcp`` when a second-layer atom lies below
     (within half the hollow-to-atom distance, laterally), else ``fcc``. Metal atoms are
-    ``metal_mask`` ``[n_atoms]``; layers are found along :func:`tdn_calc.slab.surface_heights`.
+    ``metal_mask`` ``[n_atoms]``; ``layers`` ``[n_metal]`` assigns them to layers (default:
+    :func:`metal_layers` of ``atoms``; pass the start structure's so that a strongly
+    distorted minimum keeps its atoms in their layers).
     """
     idx = np.flatnonzero(metal_mask)
-    layers = layer_indices(surface_heights(atoms)[idx])
+    layers = metal_layers(atoms, metal_mask) if layers is None else np.asarray(layers)
     if layers.max() < 1:
         raise InputError(f"need two metal layers to classify sites; got {layers.max() + 1}")
     top = atoms.positions[idx[layers == layers.max()], :2]
@@ -97,17 +106,18 @@ def surface_sites(atoms: Atoms, metal_mask: np.ndarray) -> list[Site]:
     return sites
 
 
-def classify_site(atoms: Atoms, anchor: int, metal_mask: np.ndarray) -> tuple[str, float]:
+def classify_site(atoms: Atoms, anchor: int, metal_mask: np.ndarray,
+                  layers: np.ndarray | None = None) -> tuple[str, float]:
     """``(site, height)`` of atom ``anchor``: the nearest of :func:`surface_sites` in the
     surface plane (``"desorbed"`` above :data:`DESORBED_HEIGHT`) and its height (Å) over the
-    mean top metal layer."""
+    mean top metal layer; ``layers`` as in :func:`surface_sites`."""
     heights = surface_heights(atoms)
     idx = np.flatnonzero(metal_mask)
-    layers = layer_indices(heights[idx])
+    layers = metal_layers(atoms, metal_mask) if layers is None else np.asarray(layers)
     height = float(heights[anchor] - heights[idx[layers == layers.max()]].mean())
     if height > DESORBED_HEIGHT:
         return "desorbed", height
-    sites = surface_sites(atoms, metal_mask)
+    sites = surface_sites(atoms, metal_mask, layers)
     return nearest_site(atoms.positions[anchor, :2], sites, atoms.cell.array), height
 
 
@@ -229,22 +239,33 @@ class Evaluator:
         self.relax_kwargs = relax_kwargs
         self.references: dict[str, Reference] = {}
 
-    def _relax(self, label: str):
+    def _relax(self, label: str) -> tuple[Any, Atoms, int]:
+        """TDN relaxation of ``label``'s start: ``(RelaxResult, start, teacher-minimum frame)``."""
         from tdn_calc.relax import relax
 
         first, last = relax_ends(self.dataset, label)
         start = frame_atoms(self.dataset, first, self.meta[label]["fixed_atoms"])
         result = relax(start, self.calc, warn=False, **self.relax_kwargs)
-        return result, last
+        return result, start, last
 
     def reference(self, prefix: str) -> Reference:
         if prefix not in self.references:
             label = reference_label(self.meta, prefix)
-            result, last = self._relax(label)
+            result, _, last = self._relax(label)
             self.references[prefix] = Reference(label, float(self.dataset.energy[last]),
                                                 result.energy, result.converged,
                                                 result.wall_time)
         return self.references[prefix]
+
+    def teacher_check(self, label: str) -> dict[str, Any]:
+        """The teacher's energy of the stored teacher minimum of ``label`` against the stored
+        one (eV): a different teacher version or precision shows up here."""
+        last = relax_ends(self.dataset, label)[1]
+        atoms = frame_atoms(self.dataset, last, self.meta[label]["fixed_atoms"])
+        atoms.calc = self.teacher
+        stored = float(self.dataset.energy[last])
+        energy = float(atoms.get_potential_energy())
+        return {"label": label, "stored": stored, "recomputed": energy, "diff": energy - stored}
 
     def system(self, label: str) -> dict[str, Any]:
         """One row: energies (eV), adsorption energies and errors, sites, timings."""
@@ -253,7 +274,7 @@ class Evaluator:
         terms = reference_terms(adsorbate_template(ads))
         slab = self.reference(f"{metal}111/clean/")
         gases = {g: self.reference(f"gas/{g}/") for g in terms}
-        result, last = self._relax(label)
+        result, start, last = self._relax(label)
         t0 = time.perf_counter()
         at_tdn = result.atoms.copy()
         at_tdn.calc = self.teacher
@@ -264,8 +285,9 @@ class Evaluator:
         e_teacher = float(self.dataset.energy[last])
         mask = teacher_min.numbers == atomic_numbers[metal]
         anchor = len(teacher_min) - len(adsorbate_template(ads))  # binding atom first
-        teacher_site, teacher_h = classify_site(teacher_min, anchor, mask)
-        tdn_site, tdn_h = classify_site(result.atoms, anchor, mask)
+        layers = metal_layers(start, mask)  # layer membership as built, kept for both minima
+        teacher_site, teacher_h = classify_site(teacher_min, anchor, mask, layers)
+        tdn_site, tdn_h = classify_site(result.atoms, anchor, mask, layers)
         t_gas = {g: r.teacher_energy for g, r in gases.items()}
         m_gas = {g: r.tdn_energy for g, r in gases.items()}
         ads_teacher = adsorption_energy(e_teacher, slab.teacher_energy, t_gas, terms)
@@ -375,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         "split": args.split, "split_file": used_split, "settings": relax_kwargs,
         "versions": versions(), "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
         "sum_g c_g E(g), tdn_calc.adsorption.reference_terms", "rows": []}
+    if labels:
+        report["teacher_check"] = check = ev.teacher_check(labels[0])
+        print(f"teacher check on {check['label']}: recomputed - stored = "
+              f"{1000 * check['diff']:+.2f} meV", flush=True)
     t_start = time.perf_counter()
     for k, label in enumerate(labels):
         try:

@@ -26,6 +26,7 @@ from adsorption_quality import (  # noqa: E402
     error_stats,
     lateral_distances,
     main,
+    metal_layers,
     reference_label,
     relax_ends,
     summarize,
@@ -85,6 +86,19 @@ def test_fcc_and_hcp_differ_only_by_the_second_layer():
     # second, so ASE's fcc site now reads as hcp
     without = atoms[atoms.get_tags() != 2]
     assert classify_site(without, len(without) - 1, metal_mask(without))[0] == "hcp"
+
+
+def test_layers_of_the_start_keep_a_distorted_surface_readable():
+    start = pt_slab("fcc")
+    mask = metal_mask(start)
+    bent = start.copy()
+    top = np.flatnonzero(bent.get_tags() == 1)
+    near = top[np.argsort(lateral_distances(bent.positions[-1, :2], bent.positions[top, :2],
+                                            bent.cell.array))[:3]]
+    bent.positions[near, 2] -= 0.8  # the hollow's atoms pushed into the slab
+    bent.positions[-1, 2] -= 0.8
+    assert metal_layers(bent, mask).max() == 4  # the top layer has split in two
+    assert classify_site(bent, len(bent) - 1, mask, metal_layers(start, mask))[0] == "fcc"
 
 
 def test_high_anchor_is_desorbed_and_one_layer_is_refused():
@@ -203,6 +217,7 @@ def test_emt_relaxing_its_own_data_finds_the_teachers_minima(emt_data):
         e_slab = ev.references["Pt111/clean/"].teacher_energy
         assert row["e_ads_teacher"] == pytest.approx(row["teacher_energy"] - e_slab - e_gas)
     assert len(ev.references) == 3  # clean slab, O2, CO: each relaxed once
+    assert abs(ev.teacher_check(labels[0])["diff"]) < 1e-4  # float32 storage of ~-10 eV
 
 
 def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
@@ -219,6 +234,7 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
     assert rc == 0 and out.exists()
     report = json.loads(out.read_text())
     assert report["teacher"] == "emt" and report["settings"]["optimizer"] == "BFGS"
+    assert abs(report["teacher_check"]["diff"]) < 1e-4
     assert [r["label"] for r in report["rows"]] == ["Pt111/CO/fcc/r0", "Pt111/CO/top/r0"]
     assert all("error" not in r and r["tdn_n_steps"] <= 2 for r in report["rows"])
     assert report["summary"]["n_evaluated"] == 2 and report["summary"]["d_teacher"]["n"] == 2
