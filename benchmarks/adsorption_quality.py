@@ -20,7 +20,7 @@ Two errors per system: ``d_teacher`` = teacher E_ads at the TDN minimum - teache
 (the acceptance figure: target median |d| <= 0.05 eV; the references cancel, so this is the
 teacher energy difference of the two minima) and ``d_model`` = TDN's own E_ads - teacher's own.
 The site (top/bridge/fcc/hcp) of the anchor atom is classified for both minima (target:
-identical in >= 90 %).
+identical in >= 90 %). Exit status 0 when both targets are met, 1 otherwise.
 
     nice -n 19 python benchmarks/adsorption_quality.py \
         --model runs/tdn-catalysis/best.safetensors --max-systems 3 --out /tmp/aq.json
@@ -329,13 +329,12 @@ def adsorbate_systems(dataset, meta: dict[str, dict], split: str, split_file: st
 
 
 def default_out(model: str) -> Path:
-    """``benchmarks/results/adsorption_quality_<name>.json``; a checkpoint called
-    best/last/final is named with its run directory (``tdn-catalysis-best``)."""
-    p = Path(model)
-    name = p.stem if p.suffix else p.name
-    if p.suffix and name in ("best", "last", "final", "model"):
-        name = f"{p.parent.name}-{name}"
-    return Path(__file__).resolve().parent / "results" / f"adsorption_quality_{name}.json"
+    """``benchmarks/results/adsorption_quality_<tag>.json`` (tag: registry name, or
+    ``<dir>-<stem>`` of a checkpoint path, as for the organic relaxation benchmark)."""
+    from relax_quality_organic import model_tag
+
+    results = Path(__file__).resolve().parent / "results"
+    return results / f"adsorption_quality_{model_tag(model)}.json"
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
@@ -423,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(markdown(report["summary"]))
     print(f"wrote {out}")
-    return 0
+    summary = report["summary"]
+    return 0 if summary["target_ads_met"] and summary["target_site_met"] else 1
 
 
 if __name__ == "__main__":
