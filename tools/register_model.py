@@ -5,6 +5,9 @@
 
 The file is copied to ``models/<name>-<YYYYMMDD>.safetensors``; its sha256, size, elements,
 reference method and metrics come from the file and its model card, never typed by hand.
+The entry's ``equivariance`` field holds the measured O(3) symmetry errors of the shipped file
+(float64) on the example molecule and slab that its elements cover
+(:func:`tdn_calc.model_checks.equivariance_summary`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,27 @@ import shutil
 from pathlib import Path
 
 from ase.data import chemical_symbols
+from ase.io import read
 
-from tdn_calc.checkpoint import read_metadata
+from tdn_calc.checkpoint import load_checkpoint_file, read_metadata
 from tdn_calc.fileio import atomic_write, sha256_file
+from tdn_calc.model_checks import equivariance_summary
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+#: Structures the equivariance of a model is measured on (those its elements cover).
+EQUIVARIANCE_STRUCTURES = {
+    "molecule (aspirin)": ROOT / "examples" / "molecules" / "aspirin.xyz",
+    "slab (Pt(111)+CO)": ROOT / "examples" / "slabs" / "pt111_co.xyz",
+}
+
+
+def measure_equivariance(checkpoint: Path) -> dict[str, dict]:
+    """O(3) symmetry errors of ``checkpoint`` (float64, 8 random transformations, half of
+    them improper) on the :data:`EQUIVARIANCE_STRUCTURES` its elements cover."""
+    model = load_checkpoint_file(checkpoint, device="cpu", dtype="float64")
+    candidates = {name: read(path) for name, path in EQUIVARIANCE_STRUCTURES.items()}
+    return equivariance_summary(model, candidates, n_rotations=8, seed=0)
 
 
 def main() -> None:
@@ -54,6 +73,7 @@ def main() -> None:
             for k in ("lmax", "channels", "num_layers", "num_heads", "cutoff", "tp_backend")
         },
         "metrics": card.get("metrics", {}),
+        "equivariance": measure_equivariance(target),
         "license": args.license,
         "default": args.default,
     }
