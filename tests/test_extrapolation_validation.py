@@ -110,7 +110,7 @@ def test_benchmark_flags_out_of_domain_sets(setup, summarized, tmp_path, capsys)
     # the bases are one Cu bulk and two water molecules: only the water pair is a contact
     assert sets["contact 1.2 A"]["n_scored"] in (1, 2, 3)
     assert sets["benzene on slab"]["n_structures"] == 0  # no slabs, no carbon
-    metal = report["organic_next_to_metal"]
+    metal = report["next_to_foreign_metal"]
     assert metal["applicable"] and metal["n_refused"] == metal["n_structures"] == 1
     assert "Pt" in metal["errors"][0] and "UnsupportedElementError" in metal["errors"][0]
     assert report["split_file"] == str(setup["split"]) and report["summary"]["n_frames"] == 48
@@ -154,6 +154,10 @@ def test_out_of_domain_builders():
     stripped = ev.stripped_hydrogens(b, rng)
     assert (stripped.numbers == 1).sum() == 6 - 2 and (stripped.numbers == 6).sum() == 6
     assert ev.stripped_hydrogens(molecule("CO"), rng) is None
+    odd = ev.stripped_hydrogens(molecule("CH3OH"), rng, closed_shell=False)
+    assert (odd.numbers == 1).sum() == 4 - 2
+    assert ev.stripped_hydrogens(molecule("OH"), rng) is None
+    assert (ev.stripped_hydrogens(molecule("OH"), rng, closed_shell=False).numbers == 1).sum() == 0
     slab = fcc111("Cu", size=(3, 3, 3), vacuum=6.0)
     add_adsorbate(slab, molecule("H2O"), 2.0, "ontop")
     covered = ev.benzene_on_slab(slab, {1, 6, 8, 29})
