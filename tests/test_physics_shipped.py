@@ -113,6 +113,15 @@ def test_equivariance_check_sees_a_broken_symmetry(tiny_model):
         equivariance_error(tiny_model(), molecule("H2O"), n_rotations=0)
 
 
+def test_equivariance_summary_falls_back_to_a_cluster_of_the_model_elements(tiny_model):
+    """A model covering none of the candidate structures is measured on a small cluster."""
+    from tdn_calc.model_checks import equivariance_summary
+
+    summary = equivariance_summary(tiny_model((29,)), {"water": molecule("H2O")}, n_rotations=2)
+    assert list(summary) == ["cluster"] and summary["cluster"]["formula"] == "Cu8"
+    assert summary["cluster"]["forces_rel_max"] < SYMMETRY_TOL
+
+
 # --------------------------------------------------------------------------- smoothness
 
 
