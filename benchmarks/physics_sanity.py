@@ -33,7 +33,7 @@ from ase.io import read
 
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.checkpoint import load_model
-from tdn_calc.fileio import atomic_write
+from tdn_calc.fileio import atomic_write, sha256_file
 from tdn_calc.model_checks import (
     bond_path,
     energy_drift,
@@ -42,6 +42,7 @@ from tdn_calc.model_checks import (
     path_scan,
     smoothness_metrics,
 )
+from tdn_calc.registry import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -105,6 +106,12 @@ def smoothness(model: str, case: str, h: float) -> dict:
     }
 
 
+def model_sha256(name: str) -> str:
+    """sha256 of the checkpoint file of ``name`` (a registered name or a path)."""
+    path = Path(name)
+    return sha256_file(path if path.is_file() else resolve_model(name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 MD steps, 0.02 Å grids")
@@ -122,6 +129,7 @@ def main() -> None:
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
         "command": "python benchmarks/physics_sanity.py " + " ".join(sys.argv[1:]),
+        "models": {name: model_sha256(name) for name in (args.organic, args.catalysis)},
         "nve": [nve(args.organic, dtype, n_steps) for dtype in ("float64", "float32")],
         "smoothness": {
             "ethanol C-H": smoothness(args.organic, "ethanol C-H", h),
