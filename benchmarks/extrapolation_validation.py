@@ -164,9 +164,9 @@ def reference_calculator(method: str):
     built by the data builders' own factories."""
     key = method.lower()
     if "gfn2" in key:
-        from tdn_calc.data.builder import BuildSettings, _calculator
+        from tdn_calc.data.builder import BuildSettings, gfn2_calculator
 
-        return _calculator(BuildSettings())
+        return gfn2_calculator(BuildSettings())
     from tdn_calc.data.teachers import get_teacher
 
     if "sevennet" in key:

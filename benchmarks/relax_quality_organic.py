@@ -200,9 +200,9 @@ def make_start(smiles: str, seed: int, perturb: float) -> Start | None:
 # --- GFN2 -------------------------------------------------------------------------------------
 def gfn2_calculator():
     """The data builder's GFN2-xTB calculator (tblite, neutral, closed shell)."""
-    from tdn_calc.data.builder import BuildSettings, _calculator
+    from tdn_calc.data import builder
 
-    return _calculator(BuildSettings())
+    return builder.gfn2_calculator(builder.BuildSettings())
 
 
 def single_thread():
@@ -216,11 +216,11 @@ def gfn2_point(calc, numbers: np.ndarray, positions: np.ndarray) -> tuple[float,
     """GFN2 ``(energy eV, largest per-atom |force| eV/Å)`` at ``positions`` [n, 3] Å."""
     from ase import Atoms
 
-    from tdn_calc.data.builder import _single_point
+    from tdn_calc.data.builder import single_point
 
     atoms = Atoms(numbers=numbers, positions=positions)
     atoms.calc = calc
-    frame = _single_point(atoms, 0, 0)
+    frame = single_point(atoms, 0, 0)
     return float(frame.energy), float(np.linalg.norm(frame.forces, axis=1).max())
 
 
@@ -228,13 +228,14 @@ def reference(start: Start, calc) -> dict:
     """GFN2's own minimum from ``start`` (BFGS to ``REF_FMAX``); raises on SCF failure."""
     from ase import Atoms
 
-    from tdn_calc.data.builder import _relax
+    from tdn_calc.data.builder import relax_frames
     from tdn_calc.data.frames import FrameKind
 
     t0 = time.perf_counter()
     atoms = Atoms(numbers=start.numbers, positions=start.positions)
     atoms.calc = calc
-    frames, steps, converged = _relax(atoms, REF_FMAX, REF_STEPS, REF_STEPS + 1, FrameKind.RELAX)
+    frames, steps, converged = relax_frames(atoms, REF_FMAX, REF_STEPS, REF_STEPS + 1,
+                                            FrameKind.RELAX)
     last = frames[-1]
     return {"smiles": start.smiles, "numbers": start.numbers.tolist(),
             "conformer": start.conformer.tolist(), "start": start.positions.tolist(),

@@ -94,19 +94,20 @@ def embed(smiles: str, seed: int):
     return numbers, mol.GetConformer().GetPositions()
 
 
-def _calculator(settings: BuildSettings):
+def gfn2_calculator(settings: BuildSettings):
     from tblite.ase import TBLite
 
     return TBLite(method=settings.method, charge=0, multiplicity=1, verbosity=0)
 
 
-def _single_point(atoms, kind: int, step: int) -> Frame:
+def single_point(atoms, kind: int, step: int) -> Frame:
     energy = atoms.get_potential_energy()
     return Frame(atoms.numbers, atoms.positions.copy(), energy, atoms.get_forces().copy(),
                  kind=kind, step=step)
 
 
-def _relax(atoms, fmax: float, steps: int, every: int, kind: int) -> tuple[list[Frame], int, bool]:
+def relax_frames(atoms, fmax: float, steps: int, every: int,
+                 kind: int) -> tuple[list[Frame], int, bool]:
     """BFGS keeping steps 0, every, 2*every, ... and the last; -> (frames, steps, converged)."""
     from ase.optimize import BFGS
 
@@ -118,7 +119,7 @@ def _relax(atoms, fmax: float, steps: int, every: int, kind: int) -> tuple[list[
     for n, flag in enumerate(opt.irun(fmax=fmax, steps=steps)):
         flags.append(flag)
         # at each yield the calculator holds the results of the current positions
-        last = _single_point(atoms, kind, n)
+        last = single_point(atoms, kind, n)
         if n % every == 0:
             kept.append(last)
     if last is not None and kept[-1] is not last:
@@ -153,12 +154,12 @@ def _label_molecule(smiles: str, seed: int, settings: BuildSettings) -> Molecule
         result.failure = "embed_failed"
         return result
     numbers, start = conf
-    calc = _calculator(settings)
+    calc = gfn2_calculator(settings)
     try:
         atoms = Atoms(numbers=numbers,
                       positions=start + rng.normal(0.0, settings.perturb_sigma, start.shape))
         atoms.calc = calc
-        frames, result.relax_steps, result.converged = _relax(
+        frames, result.relax_steps, result.converged = relax_frames(
             atoms, settings.fmax, settings.max_steps, max(1, settings.subsample), FrameKind.RELAX
         )
     except Exception as exc:  # tblite raises CalculationFailed / RuntimeError on SCF failure
@@ -171,7 +172,7 @@ def _label_molecule(smiles: str, seed: int, settings: BuildSettings) -> Molecule
         probe = Atoms(numbers=numbers, positions=positions)
         probe.calc = calc
         try:
-            frames.append(_single_point(probe, kind, step))
+            frames.append(single_point(probe, kind, step))
         except Exception:  # an SCF failure or non-finite label loses just this frame
             result.skipped_frames += 1
 
@@ -188,7 +189,7 @@ def _label_molecule(smiles: str, seed: int, settings: BuildSettings) -> Molecule
             bad = Atoms(numbers=numbers,
                         positions=start + rng.normal(0.0, settings.bad_start_sigma, start.shape))
             bad.calc = calc
-            bad_frames, _, _ = _relax(bad, settings.fmax, settings.bad_start_steps,
+            bad_frames, _, _ = relax_frames(bad, settings.fmax, settings.bad_start_steps,
                                       max(1, settings.bad_start_every), FrameKind.BAD_START)
             frames.extend(bad_frames)
         except Exception:
