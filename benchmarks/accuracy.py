@@ -1,0 +1,561 @@
+"""Accuracy at equal training cost: TDN candidates vs MACE trained by its own script (issue 8).
+
+Same data (``datasets/organic-gfn2``), same split (``runs/organic-candidates/split.json``,
+trajectory ids), the same 50 eV/Å ``max_force`` filter and the same 500 validation frames
+as the TDN candidate study (``configs/organic-candidates/*.yaml``), and the same budget of
+process CPU seconds on one core. MACE (``mace_run_train`` of mace-torch 0.3.16, in
+``benchmarks/.venv-peers``) counts in epochs, so it gets one epoch over a seeded subset of
+the training frames whose size is set from two short calibration runs (CPU-s = a + b n).
+
+Steps: export extxyz (``REF_energy`` eV, ``REF_forces`` eV/Å) under ``scratch/accuracy``;
+calibrate; train MACE under ``/usr/bin/time``; evaluate MACE and the TDN checkpoints on the
+same seeded test frames; write ``benchmarks/results/accuracy_organic.json``, a markdown
+table (stdout and docs/benchmarks.md) and ``docs/img/accuracy_vs_cost.png``.
+
+    python benchmarks/accuracy.py [--budget-cpu-s 261] [--n-test 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from peers.env import DEFAULT_VENV, ensure_peer_venv  # noqa: E402
+
+CONFIG_DIR = ROOT / "configs" / "organic-candidates"
+RUN_DIR = ROOT / "runs" / "organic-candidates"
+SCRATCH = ROOT / "scratch" / "accuracy"
+RESULTS = ROOT / "benchmarks" / "results" / "accuracy_organic.json"
+PLOT = ROOT / "docs" / "img" / "accuracy_vs_cost.png"
+DOC = ROOT / "docs" / "benchmarks.md"
+TIME_FILE = Path("/work/logs/candidates_time.txt")
+# Process CPU-s (user + sys, /usr/bin/time) of each candidate's `tdn train`, 2026-11-25,
+# as tabled in docs/training.md; used when TIME_FILE is not there.
+CANDIDATE_CPU_S = {"l1c64": 260.8, "l2c64": 311.8, "l1c128": 263.8}
+CANDIDATE_SPEED_NAME = {"l1c64": "TDN fast exact"}  # same architecture in model_speed.json
+MACE_SPEED_NAME = "MACE fast-size"
+MACE_SIZE = {"num_channels": 64, "max_L": 1, "max_ell": 3, "num_interactions": 2,
+             "correlation": 3, "r_max": 5.0}
+TIME_FORMAT = "cpu_user=%U cpu_sys=%S wall=%e"
+
+
+# ---------------------------------------------------------------- frames and export
+
+
+def split_frames(config: Path, n_test: int, seed: int) -> tuple[dict[str, np.ndarray], object]:
+    """Frame indices of ``train``, ``val`` (the config's seeded 500) and ``test`` (a seeded
+    ``n_test`` subset) chosen exactly as ``tdn train`` chose them for ``config``."""
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.train.config import load_config, parse_elements
+    from tdn_calc.train.distributed import DistInfo
+    from tdn_calc.train.setup import select_frames
+
+    run = load_config(config)
+    dataset = H5Dataset(run.train.data_path)
+    frames = select_frames(dataset, run.train, DistInfo(), parse_elements(run.model["elements"]))
+    return {"train": frames.train, "val": frames.val,
+            "test": seeded_subset(frames.test, n_test, seed)}, dataset
+
+
+def seeded_subset(indices: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted seeded subset of ``n`` of ``indices`` (all of them when ``n`` >= their count)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if n >= indices.size:
+        return np.sort(indices)
+    return np.sort(np.random.default_rng(seed).choice(indices, n, replace=False))
+
+
+def frames_to_atoms(dataset, indices) -> list:
+    """ASE Atoms of ``indices`` with ``info["REF_energy"]`` (eV) and ``arrays["REF_forces"]``
+    ([n_atoms, 3] eV/Å) and ``info["frame_index"]``."""
+    from ase import Atoms
+
+    out = []
+    for i in indices:
+        f = dataset[int(i)]
+        pbc = np.asarray(f["pbc"], dtype=bool)
+        atoms = Atoms(numbers=f["atomic_numbers"], positions=f["positions"],
+                      cell=f["cell"] if pbc.any() else None, pbc=pbc)
+        atoms.info["REF_energy"] = float(f["energy"])
+        atoms.info["frame_index"] = int(i)
+        atoms.arrays["REF_forces"] = np.asarray(f["forces"], dtype=np.float64)
+        out.append(atoms)
+    return out
+
+
+def write_extxyz(path: Path, atoms_list: list) -> None:
+    """Write ``atoms_list`` to ``path`` (extxyz) atomically."""
+    from ase.io import write
+
+    from tdn_calc.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(tmp, atoms_list, format="extxyz")
+
+
+def reference_arrays(atoms_list: list) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """``[S]`` energies eV, per-frame ``[n, 3]`` forces eV/Å and ``[S]`` atom counts."""
+    energy = np.array([a.info["REF_energy"] for a in atoms_list], dtype=np.float64)
+    forces = [np.asarray(a.arrays["REF_forces"]) for a in atoms_list]
+    return energy, forces, np.array([len(a) for a in atoms_list], dtype=np.int64)
+
+
+# ---------------------------------------------------------------- budget bookkeeping
+
+
+def read_cpu_times(path: Path) -> dict[str, float]:
+    """``{name: user + sys CPU-s}`` from lines ``NAME cpu_user=U cpu_sys=S wall=W``."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        m = re.match(r"\s*(\S+)\s+cpu_user=([\d.]+)\s+cpu_sys=([\d.]+)", line)
+        if m:
+            out[m.group(1)] = float(m.group(2)) + float(m.group(3))
+    return out
+
+
+def parse_time_output(text: str) -> dict[str, float]:
+    """CPU-s and wall-s from the ``TIME_FORMAT`` line /usr/bin/time printed (the last one)."""
+    found = re.findall(r"cpu_user=([\d.]+) cpu_sys=([\d.]+) wall=([\d.]+)", text)
+    if not found:
+        raise RuntimeError(f"no /usr/bin/time line in output: ...{text[-500:]}")
+    user, sys_, wall = (float(x) for x in found[-1])
+    return {"cpu_user_s": user, "cpu_sys_s": sys_, "cpu_s": user + sys_, "wall_s": wall}
+
+
+def fit_cost(n_frames: list[int], cpu_s: list[float]) -> tuple[float, float]:
+    """Least-squares ``cpu_s = a + b n`` -> ``(a, b)`` (fixed CPU-s, CPU-s per frame)."""
+    if len(n_frames) < 2 or len(set(n_frames)) < 2:
+        raise ValueError(f"need two different frame counts to fit a cost line; got {n_frames}")
+    b, a = np.polyfit(np.asarray(n_frames, float), np.asarray(cpu_s, float), 1)
+    return float(a), float(b)
+
+
+def frames_for_budget(budget_cpu_s: float, fixed_s: float, per_frame_s: float,
+                      available: int) -> int:
+    """Frames one epoch can take within ``budget_cpu_s`` (at least 1, at most ``available``)."""
+    if per_frame_s <= 0:
+        raise ValueError(f"per-frame CPU cost must be positive; got {per_frame_s}")
+    n = int(np.floor((budget_cpu_s - fixed_s) / per_frame_s + 1e-9))
+    return int(min(available, max(1, n)))
+
+
+# ---------------------------------------------------------------- MACE
+
+
+def e0s_of(checkpoint: Path) -> dict[int, float]:
+    """Per-element reference energies (eV) TDN fitted for ``checkpoint``: {Z: E0}."""
+    from tdn_calc.checkpoint import load_model
+
+    config = load_model(checkpoint, device="cpu").config
+    return {int(z): float(e) for z, e in zip(config.elements, config.atomic_energies,
+                                             strict=True)}
+
+
+def mace_train_args(workdir: Path, train_xyz: Path, val_xyz: Path, e0s: dict[int, float],
+                    train_cfg: dict, seed: int) -> list[str]:
+    """``mace_run_train`` arguments mirroring the TDN candidate config ``train_cfg``.
+
+    Loss: MACE "weighted" = w_E mean((dE/N)^2) + w_F mean(dF_component^2), exactly TDN's
+    per-atom energy and per-component force MSE, so the weights carry over (100, 10).
+    """
+    return [
+        "--name", "mace", "--seed", str(seed), "--device", "cpu", "--default_dtype", "float32",
+        "--work_dir", str(workdir), "--log_dir", str(workdir / "logs"),
+        "--model_dir", str(workdir), "--checkpoints_dir", str(workdir / "checkpoints"),
+        "--results_dir", str(workdir / "results"),
+        "--train_file", str(train_xyz), "--valid_file", str(val_xyz),
+        "--energy_key", "REF_energy", "--forces_key", "REF_forces",
+        "--E0s", repr(e0s), "--atomic_numbers", repr(sorted(e0s)),
+        "--model", "MACE", "--num_channels", str(MACE_SIZE["num_channels"]),
+        "--max_L", str(MACE_SIZE["max_L"]), "--max_ell", str(MACE_SIZE["max_ell"]),
+        "--num_interactions", str(MACE_SIZE["num_interactions"]),
+        "--correlation", str(MACE_SIZE["correlation"]), "--r_max", str(MACE_SIZE["r_max"]),
+        "--batch_size", str(train_cfg["batch_size"]), "--valid_batch_size", "16",
+        "--lr", str(train_cfg["lr"]), "--ema", "--ema_decay", str(train_cfg["ema_decay"]),
+        "--clip_grad", str(train_cfg["grad_clip"]),
+        "--loss", "weighted", "--energy_weight", str(train_cfg["energy_weight"]),
+        "--forces_weight", str(train_cfg["forces_weight"]),
+        "--max_num_epochs", "1", "--eval_interval", "1", "--num_workers", "0",
+        "--error_table", "PerAtomMAE", "--plot", "False", "--skip_evaluate_heads", "Default",
+        "--save_cpu",
+    ]
+
+
+def run_mace_training(python: Path, workdir: Path, args: list[str]) -> dict:
+    """Run ``benchmarks/peers/mace_train.py`` under ``/usr/bin/time`` (one thread, nice 19);
+    returns the time line's CPU-s plus the in-process marks."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    marks = workdir / "cpu_marks.json"
+    cmd = ["nice", "-n", "19", "/usr/bin/time", "-f", TIME_FORMAT, str(python),
+           str(ROOT / "benchmarks" / "peers" / "mace_train.py"), str(marks), "--", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_one_thread_env())
+    (workdir / "stdout.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mace training failed (see {workdir}/stdout.log): "
+                           f"{proc.stderr[-2000:]}")
+    out = parse_time_output(proc.stderr)
+    out["marks"] = json.loads(marks.read_text())
+    out["command"] = " ".join(cmd[4:])
+    return out
+
+
+def mace_predictions(python: Path, model: Path, test_xyz: Path, out_xyz: Path) -> dict:
+    """``mace_eval_configs`` on ``test_xyz``; returns predictions and the CPU-s it took."""
+    from ase.io import read
+
+    exe = python.parent / "mace_eval_configs"
+    cmd = ["nice", "-n", "19", "/usr/bin/time", "-f", TIME_FORMAT, str(exe), "--configs",
+           str(test_xyz), "--model", str(model), "--output", str(out_xyz), "--device", "cpu",
+           "--default_dtype", "float32", "--batch_size", "16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_one_thread_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"mace_eval_configs failed: {proc.stderr[-2000:]}")
+    frames = read(out_xyz, index=":")
+    return {"energy": np.array([a.info["MACE_energy"] for a in frames]),
+            "forces": [np.asarray(a.arrays["MACE_forces"]) for a in frames],
+            "time": parse_time_output(proc.stderr)}
+
+
+def _one_thread_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# ---------------------------------------------------------------- metrics and TDN
+
+
+def prediction_metrics(pred_energy, pred_forces, ref_energy, ref_forces, n_atoms) -> dict:
+    """Energy MAE (meV/atom) and force MAE / RMSE (meV/Å, per component) as tdn eval."""
+    de = (np.asarray(pred_energy, float) - np.asarray(ref_energy, float)) / np.asarray(n_atoms)
+    df = np.concatenate([np.asarray(p, float) - np.asarray(r, float)
+                         for p, r in zip(pred_forces, ref_forces, strict=True)]).ravel()
+    return {"n_frames": int(de.size), "energy_mae_meV_atom": 1000 * float(np.abs(de).mean()),
+            "energy_rmse_meV_atom": 1000 * float(np.sqrt((de**2).mean())),
+            "forces_mae_meV_A": 1000 * float(np.abs(df).mean()),
+            "forces_rmse_meV_A": 1000 * float(np.sqrt((df**2).mean()))}
+
+
+def tdn_metrics(checkpoint: Path, dataset, indices: np.ndarray) -> dict:
+    """``tdn_calc.train.evaluate`` of ``checkpoint`` (float32, one thread) on ``indices``."""
+    import torch
+
+    from tdn_calc.checkpoint import load_model
+    from tdn_calc.train.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    model = load_model(checkpoint, device="cpu", dtype="float32")
+    t0 = time.process_time()
+    m = evaluate(model, dataset, indices, batch_size=16)
+    m["eval_cpu_s"] = time.process_time() - t0
+    m["params"] = sum(p.numel() for p in model.parameters())
+    return m
+
+
+# ---------------------------------------------------------------- report
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows ``{model, params, train_cpu_s, frames_seen, energy_mae_meV_atom,
+    forces_mae_meV_A, forces_rmse_meV_A, infer_ms}`` -> markdown; best errors in bold."""
+    keys = ("energy_mae_meV_atom", "forces_mae_meV_A", "forces_rmse_meV_A")
+    best = {k: min(r[k] for r in rows) for k in keys}
+    lines = ["| model | parameters | training CPU-s | frames seen | test E MAE meV/atom "
+             "| test F MAE meV/Å | test F RMSE meV/Å | ms/call (20 atoms) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [f"**{r[k]:.1f}**" if r[k] == best[k] else f"{r[k]:.1f}" for k in keys]
+        infer = f"{r['infer_ms']:.1f}" if r.get("infer_ms") is not None else "-"
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['train_cpu_s']:.0f} | "
+                     f"{r['frames_seen']:,} | {' | '.join(cells)} | {infer} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Test force MAE vs training CPU-s (left) and vs inference ms per call (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tdn_calc.fileio import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for r in rows:
+        style = dict(marker="s" if r["model"].startswith("MACE") else "o", s=60)
+        axes[0].scatter(r["train_cpu_s"], r["forces_mae_meV_A"], **style)
+        axes[0].annotate(r["model"], (r["train_cpu_s"], r["forces_mae_meV_A"]),
+                         textcoords="offset points", xytext=(5, 5), fontsize=8)
+        if r.get("infer_ms") is not None:
+            axes[1].scatter(r["infer_ms"], r["forces_mae_meV_A"], **style)
+            axes[1].annotate(r["model"], (r["infer_ms"], r["forces_mae_meV_A"]),
+                             textcoords="offset points", xytext=(5, 5), fontsize=8)
+    axes[0].set_xlabel("training CPU-s (one core)")
+    axes[1].set_xlabel("inference ms per call, 20-atom molecule (model_speed.json)")
+    for ax in axes:
+        ax.set_ylabel("test force MAE (meV/Å)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("organic-gfn2: accuracy vs cost at an equal training CPU budget")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def replace_doc_section(text: str, title: str, body: str) -> str:
+    """``text`` with the ``## title`` section replaced by ``body`` (appended if absent)."""
+    section = f"## {title}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        return pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
+    return text.rstrip() + "\n\n" + section
+
+
+def write_json(path: Path, data: dict) -> None:
+    from tdn_calc.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1, default=float))
+
+
+def infer_ms(name: str | None) -> float | None:
+    speed = ROOT / "benchmarks" / "results" / "model_speed.json"
+    if name is None or not speed.exists():
+        return None
+    table = json.loads(speed.read_text())["table"]["median_cpu_ms"]
+    return table.get(name, {}).get("molecule (20 atoms)")
+
+
+# ---------------------------------------------------------------- main
+
+
+def _cached(path: Path, reuse: bool, make) -> dict:
+    if reuse and path.exists():
+        return json.loads(path.read_text())
+    data = make()
+    write_json(path, data)
+    return data
+
+
+def train_mace(python, workdir, name, atoms_pool, n, val_xyz, e0s, train_cfg, seed, reuse):
+    """Export the first ``n`` of ``atoms_pool`` and train MACE on them (cached result)."""
+    run_dir = workdir / name
+    train_xyz = workdir / f"train-{name}.xyz"
+
+    def make():
+        write_extxyz(train_xyz, atoms_pool[:n])
+        out = run_mace_training(python, run_dir,
+                                mace_train_args(run_dir, train_xyz, val_xyz, e0s, train_cfg,
+                                                seed))
+        print(f"MACE {name}: {n} frames, {out['cpu_s']:.1f} CPU-s, {out['wall_s']:.0f} s wall",
+              file=sys.stderr)
+        return {**out, "n_train_frames": n}
+
+    return _cached(run_dir / "summary.json", reuse, make)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budget-cpu-s", type=float, default=None,
+                    help="MACE's CPU budget (default: the l1c64 candidate's CPU-s)")
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calibration", default="150,450",
+                    help="training-frame counts of the two calibration runs")
+    ap.add_argument("--mace-val-frames", type=int, default=250,
+                    help="MACE validates before and after its epoch, TDN once at the end of "
+                    "its run on 500 frames: 250 keeps the validation work equal")
+    ap.add_argument("--workdir", type=Path, default=SCRATCH)
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse finished calibration/training runs found in --workdir")
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.time()
+    cpu = read_cpu_times(TIME_FILE) if TIME_FILE.exists() else dict(CANDIDATE_CPU_S)
+    budget = args.budget_cpu_s or cpu["l1c64"]
+    python = ensure_peer_venv(DEFAULT_VENV)
+    base_cfg = json.loads((RUN_DIR / "l1c64" / "run_config.json").read_text())["train"]
+    frames, dataset = split_frames(CONFIG_DIR / "l1c64.yaml", args.n_test, args.seed)
+    wd = args.workdir
+    val_xyz, test_xyz = wd / "val.xyz", wd / "test.xyz"
+    test_atoms = frames_to_atoms(dataset, frames["test"])
+    if not (args.reuse and val_xyz.exists() and test_xyz.exists()):
+        mace_val = seeded_subset(frames["val"], args.mace_val_frames, args.seed)
+        write_extxyz(val_xyz, frames_to_atoms(dataset, mace_val))
+        write_extxyz(test_xyz, test_atoms)
+    order = np.random.default_rng(args.seed).permutation(frames["train"])
+    e0s = e0s_of(RUN_DIR / "l1c64" / "final.safetensors")
+    cal_n = [int(x) for x in args.calibration.split(",")]
+    pool = frames_to_atoms(dataset, order[:max(cal_n)])
+    cal = [train_mace(python, wd, f"cal{n}", pool, n, val_xyz, e0s, base_cfg, args.seed,
+                      args.reuse) for n in cal_n]
+    fixed, per_frame = fit_cost(cal_n, [c["cpu_s"] for c in cal])
+    n_train = frames_for_budget(budget, fixed, per_frame, order.size)
+    print(f"calibration: {fixed:.1f} CPU-s fixed + {per_frame * 1000:.1f} ms/frame -> "
+          f"{n_train} frames for {budget:.0f} CPU-s", file=sys.stderr)
+    pool = frames_to_atoms(dataset, order[:n_train])
+    mace = train_mace(python, wd, "mace", pool, n_train, val_xyz, e0s, base_cfg, args.seed,
+                      args.reuse)
+    pred = mace_predictions(python, wd / "mace" / "mace.model", test_xyz, wd / "test-mace.xyz")
+    ref_e, ref_f, n_atoms = reference_arrays(test_atoms)
+    rows, models = [], {}
+    for name in CANDIDATE_CPU_S:
+        m = tdn_metrics(RUN_DIR / name / "final.safetensors", dataset, frames["test"])
+        steps = json.loads((RUN_DIR / name / "run_config.json").read_text())["train"]
+        models[name] = {"kind": "TDN", "train_cpu_s": cpu[name], "test": m,
+                        "frames_seen": steps["max_steps"] * steps["batch_size"],
+                        "config": f"configs/organic-candidates/{name}.yaml"}
+        rows.append({"model": f"TDN {name}", "params": m["params"], "train_cpu_s": cpu[name],
+                     "frames_seen": models[name]["frames_seen"],
+                     "infer_ms": infer_ms(CANDIDATE_SPEED_NAME.get(name)), **m})
+    mm = prediction_metrics(pred["energy"], pred["forces"], ref_e, ref_f, n_atoms)
+    mace_params = _mace_params(python, wd / "mace" / "mace.model")
+    models["mace"] = {"kind": "MACE", "train_cpu_s": mace["cpu_s"], "test": mm,
+                      "frames_seen": n_train, "training": mace, "size": MACE_SIZE,
+                      "params": mace_params, "eval_time": pred["time"]}
+    rows.append({"model": "MACE 64x0e+64x1o", "params": mace_params,
+                 "train_cpu_s": mace["cpu_s"], "frames_seen": n_train,
+                 "infer_ms": infer_ms(MACE_SPEED_NAME), **mm})
+    table = markdown_table(rows)
+    print(table)
+    results = {
+        "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+        "environment": _environment(python),
+        "data": {"path": "datasets/organic-gfn2", "split": "runs/organic-candidates/split.json",
+                 "max_force_eV_A": base_cfg["max_force"], "n_train_available": int(order.size),
+                 "n_val": int(frames["val"].size), "n_val_mace": args.mace_val_frames,
+                 "n_test": int(frames["test"].size),
+                 "test_seed": args.seed},
+        "budget_cpu_s": budget,
+        "calibration": {"n_frames": cal_n, "cpu_s": [c["cpu_s"] for c in cal],
+                        "fixed_cpu_s": fixed, "cpu_s_per_frame": per_frame},
+        "mace_e0s_eV": {str(z): e for z, e in e0s.items()},
+        "models": models, "table": rows, "wall_s": time.time() - started,
+    }
+    write_json(RESULTS, results)
+    plot(rows, PLOT)
+    if not args.no_docs:
+        text = replace_doc_section(DOC.read_text(), DOC_TITLE, doc_body(results, table))
+        with open_atomic(DOC) as fh:
+            fh.write(text)
+
+
+def open_atomic(path: Path):
+    from tdn_calc.fileio import atomic_write
+
+    return atomic_write(path, "w")
+
+
+def _mace_params(python: Path, model: Path) -> int:
+    code = ("import sys, torch; m = torch.load(sys.argv[1], map_location='cpu', "
+            "weights_only=False); print(sum(p.numel() for p in m.parameters()))")
+    out = subprocess.run([str(python), "-c", code, str(model)], capture_output=True, text=True,
+                         env=_one_thread_env(), check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _environment(python: Path) -> dict:
+    import torch
+
+    code = ("import json, torch, mace, e3nn; print(json.dumps({'torch': torch.__version__, "
+            "'mace-torch': mace.__version__, 'e3nn': e3nn.__version__}))")
+    peer = json.loads(subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                                     check=True).stdout.strip().splitlines()[-1])
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    return {"commit": commit, "machine": platform.processor() or platform.machine(),
+            "cpu": _cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
+            "peer_env": peer, "threads": 1, "nice": 19,
+            "load_average": list(os.getloadavg())}
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+DOC_TITLE = "Accuracy at equal training cost: TDN vs MACE (organic, issue 8)"
+
+
+def doc_body(results: dict, table: str) -> str:
+    """The docs/benchmarks.md section (method, table, plot)."""
+    cal = results["calibration"]
+    mace = results["models"]["mace"]
+    return f"""
+Command: `{results["command"]}` (about {results["wall_s"] / 60:.0f} min wall on the loaded
+2-core machine). Results: `benchmarks/results/accuracy_organic.json`.
+
+Same data (`datasets/organic-gfn2`, GFN2-xTB), same split (`runs/organic-candidates/split.json`),
+same `max_force` {results["data"]["max_force_eV_A"]:g} eV/Å filter and the same
+{results["data"]["n_val"]} validation frames as the TDN candidate study (docs/training.md);
+all models are scored on the same {results["data"]["n_test"]} seeded test frames
+(`tdn_calc.train.evaluate` for TDN, `mace_eval_configs` for MACE, both float32). Budget: the
+process CPU time of the TDN l1c64 run, {results["budget_cpu_s"]:.0f} CPU-s on one core.
+
+MACE (mace-torch 0.3.16) is trained by its own `mace_run_train` (through
+`benchmarks/peers/mace_train.py`, which only adds CPU-time marks) at a size like TDN l1c64:
+64x0e+64x1o hidden irreps (`--num_channels 64 --max_L 1`), `max_ell` 3, 2 interactions,
+correlation 3, r_max 5 Å, batch 8, lr {_fmt(results, "lr")}, EMA 0.99, grad clip 10,
+float32, one thread. Loss mapping: MACE's `weighted` loss is w_E mean((ΔE/N)²) + w_F
+mean(ΔF_component²), the same per-atom energy and per-component force MSE TDN uses, so the
+weights carry over unchanged (energy 100, forces 10). E0s: the per-element reference
+energies TDN fitted for l1c64 (passed with `--E0s`). MACE counts in epochs, so it trains one
+epoch over a seeded subset of the training frames; the subset size comes from two short
+calibration runs ({cal["n_frames"][0]} and {cal["n_frames"][1]} frames: CPU-s =
+{cal["fixed_cpu_s"]:.0f} + {1000 * cal["cpu_s_per_frame"]:.0f} ms x frames, fixed cost
+being data reading, statistics and validation). The final evaluation of MACE's script on
+the whole training set is skipped (`--skip_evaluate_heads Default`). MACE validates before
+and after its epoch, TDN once at the end, so MACE gets a seeded {results["data"]["n_val_mace"]} of
+TDN's {results["data"]["n_val"]} validation frames (equal validation work, counted in both
+budgets). CPU-s in the table are `/usr/bin/time`
+user + system of the whole training process ({mace["training"]["cpu_s"]:.0f} CPU-s for
+MACE, of which {_in_loop(mace)} in `tools.train`).
+
+{table}
+
+ms/call: median CPU ms per energy+forces call on the 20-atom molecule from
+`benchmarks/results/model_speed.json` (same architecture: "TDN fast exact" for l1c64, "MACE
+fast-size" for MACE); "-" where that size was not timed.
+
+![accuracy vs cost](img/accuracy_vs_cost.png)
+
+Scaling to the final tdn-organic run: the script compares at one budget. For the real run
+(many epochs), rerun it with `--budget-cpu-s` set to that run's CPU-s; the calibration line
+then gives MACE several epochs' worth of frames, which needs `--max_num_epochs` > 1 in
+`mace_train_args` (one epoch over all {results["data"]["n_train_available"]:,} training
+frames costs about {_fmt_epoch(results)} CPU-s for this MACE).
+"""
+
+
+def _fmt(results: dict, key: str) -> str:
+    return f"{json.loads((RUN_DIR / 'l1c64' / 'run_config.json').read_text())['train'][key]:g}"
+
+
+def _in_loop(mace: dict) -> str:
+    marks = mace["training"]["marks"]
+    return f"{marks['train_end'] - marks['train_start']:.0f}"
+
+
+def _fmt_epoch(results: dict) -> str:
+    cal = results["calibration"]
+    n = results["data"]["n_train_available"]
+    return f"{cal['fixed_cpu_s'] + cal['cpu_s_per_frame'] * n:,.0f}"
+
+
+if __name__ == "__main__":
+    main()
