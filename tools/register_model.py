@@ -1,13 +1,17 @@
 """Maintainers' tool: ship a trained checkpoint in models/ and list it in models/manifest.json.
 
     python tools/register_model.py runs/x/best.safetensors --name tdn-organic \
-        --description "..." [--alias organic] [--license MIT] [--default]
+        --description "..." [--alias organic] [--license MIT] [--default] \
+        [--benchmark relaxation=benchmarks/results/relax_quality_organic_x.json ...]
 
 The file is copied to ``models/<name>-<YYYYMMDD>.safetensors``; its sha256, size, elements,
 reference method and metrics come from the file and its model card, never typed by hand.
 The entry's ``equivariance`` field holds the measured O(3) symmetry errors of the shipped file
 (float64) on the example molecule and slab that its elements cover
-(:func:`tdn_calc.model_checks.equivariance_summary`).
+(:func:`tdn_calc.model_checks.equivariance_summary`); ``cpu_speed`` the median ms per
+energy+forces call (float32, one thread) on the 20-atom molecule and the Pt(111)+CO slab of
+``benchmarks/model_speed.py`` that its elements cover; ``--benchmark NAME=JSON`` copies the
+``summary`` of a benchmark result file (relaxation / adsorption tests) into ``metrics``.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ import argparse
 import datetime
 import json
 import shutil
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import torch
 from ase.data import chemical_symbols
 from ase.io import read
 
@@ -42,6 +50,50 @@ def measure_equivariance(checkpoint: Path) -> dict[str, dict]:
     return equivariance_summary(model, candidates, n_rotations=8, seed=0)
 
 
+def measure_cpu_speed(checkpoint: Path, calls: int = 20) -> dict[str, float]:
+    """Median ms per energy+forces call of the TDNCalculator (float32, 1 thread, CPU) on the
+    calculator benchmark's 20-atom molecule and 38-atom slab (those ``checkpoint`` covers)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from calculator_overhead import molecule_20, pt_co_slab
+
+    from tdn_calc import TDNCalculator
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    calc = TDNCalculator(str(checkpoint), device="cpu")
+    out = {}
+    try:
+        for name, atoms in (("molecule_20_atoms_ms", molecule_20()),
+                            ("pt111_co_slab_38_atoms_ms", pt_co_slab())):
+            if not set(atoms.numbers) <= set(calc.model.elements):
+                continue
+            times = []
+            for k in range(calls + 2):
+                atoms = atoms.copy()
+                atoms.positions[0, 0] += 1e-4  # new positions: no cached result
+                t0 = time.perf_counter()
+                calc.get_potential_energy(atoms)
+                calc.get_forces(atoms)
+                if k >= 2:
+                    times.append(1e3 * (time.perf_counter() - t0))
+            out[name] = round(float(np.median(times)), 2)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def benchmark_summaries(specs: list[str]) -> dict[str, dict]:
+    """``["relaxation=path.json", ...]`` -> ``{"relaxation": <the file's "summary">}``."""
+    out = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"--benchmark wants NAME=JSON, got {spec!r}")
+        data = json.loads(Path(path).read_text())
+        out[name] = {"summary": data["summary"], "file": str(Path(path).name)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -50,6 +102,8 @@ def main() -> None:
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--license", default="MIT")
     parser.add_argument("--default", action="store_true", help="preferred by --model auto")
+    parser.add_argument("--benchmark", action="append", default=[],
+                        help="NAME=JSON: copy that benchmark result's summary into metrics")
     args = parser.parse_args()
 
     config, card = read_metadata(args.checkpoint)  # also validates the file
@@ -72,8 +126,9 @@ def main() -> None:
             k: getattr(config, k)
             for k in ("lmax", "channels", "num_layers", "num_heads", "cutoff", "tp_backend")
         },
-        "metrics": card.get("metrics", {}),
+        "metrics": {**card.get("metrics", {}), **benchmark_summaries(args.benchmark)},
         "equivariance": measure_equivariance(target),
+        "cpu_speed": measure_cpu_speed(target),
         "license": args.license,
         "default": args.default,
     }
