@@ -1,7 +1,7 @@
 """CO and O on Pt(111): adsorption energies on the top, bridge, fcc and hcp sites.
 
-    python examples/adsorption_pt111.py --model MODEL   # a TDN checkpoint or registered name
-    python examples/adsorption_pt111.py                 # ASE's EMT (no trained model needed)
+    python examples/adsorption_pt111.py                 # the shipped tdn-catalysis
+    python examples/adsorption_pt111.py --model MODEL   # a checkpoint, registered name or emt
 
 The same from the command line: ``tdn adsorb fcc111:Pt:3x3x4 CO -m MODEL``. Energies are
 referenced to CO(g) and 1/2 O2(g) relaxed with the same model (see docs/cli.md).
@@ -18,7 +18,7 @@ from tdn_calc.slab import fix_bottom_layers
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="emt", help="checkpoint, model name, auto or emt")
+    parser.add_argument("--model", default="tdn-catalysis", help="checkpoint, model name, auto or emt")
     parser.add_argument("--outdir", default="adsorption_pt111")
     args = parser.parse_args()
     for name in ("CO", "O"):

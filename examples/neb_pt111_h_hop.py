@@ -2,8 +2,8 @@
 
 Usage: python examples/neb_pt111_h_hop.py [MODEL] [OUTDIR]
 
-MODEL defaults to ``emt`` (ASE's EMT; no trained Pt/H TDN model ships yet): give a TDN
-checkpoint or registered name once one exists. Writes OUTDIR/{initial,final}.extxyz and
+MODEL defaults to the shipped ``tdn-catalysis`` (``emt`` runs ASE's EMT instead; any TDN
+checkpoint or registered name works). Writes OUTDIR/{initial,final}.extxyz and
 runs ``tdn neb`` on them: OUTDIR/neb_h_hop.{extxyz,json,png}.
 """
 
@@ -28,7 +28,7 @@ def endpoint(site: str):
 
 
 def main() -> None:
-    model = sys.argv[1] if len(sys.argv) > 1 else "emt"
+    model = sys.argv[1] if len(sys.argv) > 1 else "tdn-catalysis"
     out = Path(sys.argv[2] if len(sys.argv) > 2 else "neb_h_hop")
     out.mkdir(exist_ok=True)
     write(out / "initial.extxyz", endpoint("fcc"))
