@@ -13,8 +13,10 @@ install:
 install-teacher: install
 	$(PIP) install -q -e ".[teacher]"
 
+# a molecule (tdn-organic) and CO on Pt(111) (tdn-catalysis), both picked by --model auto
 demo: install
 	tdn-relax examples/molecules/aspirin.xyz -o demo_relaxed.extxyz
+	tdn-relax examples/slabs/pt111_co.xyz --fix-bottom-layers 2 -o demo_slab_relaxed.extxyz
 
 test: install
 	$(PYTHON) -m ruff check .
