@@ -103,6 +103,22 @@ def test_in_distribution_low_out_of_domain_high(fitted):
     assert foreign.n_extrapolating >= 3
 
 
+def test_distance_check_has_a_small_tolerance(fitted):
+    """A pair 0.01 Å shorter than the shortest seen in training is not flagged; 0.1 Å is;
+    an element pair never seen within the cutoff always is."""
+    from tdn_calc.extrapolation import DISTANCE_TOLERANCE
+
+    _, dist, _ = fitted
+    shortest = dist.min_distances[(1, 8)]
+    numbers = np.array([8, 1])
+    i, j = np.array([0]), np.array([1])
+    near = dist.distance_violations(numbers, i, j, np.array([shortest - 0.01]))
+    far = dist.distance_violations(numbers, i, j, np.array([shortest - DISTANCE_TOLERANCE - 0.07]))
+    assert not near.any() and far.all()
+    unseen = dist.distance_violations(np.array([8, 29]), i, j, np.array([3.0]))
+    assert unseen.all()
+
+
 def test_json_and_card_round_trip(fitted, tmp_path):
     model, dist, _ = fitted
     again = TrainingDistribution.from_json(dist.to_json())
