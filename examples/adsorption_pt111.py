@@ -18,7 +18,8 @@ from tdn_calc.slab import fix_bottom_layers
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="tdn-catalysis", help="checkpoint, model name, auto or emt")
+    parser.add_argument("--model", default="tdn-catalysis",
+                        help="checkpoint, model name, auto or emt")
     parser.add_argument("--outdir", default="adsorption_pt111")
     args = parser.parse_args()
     for name in ("CO", "O"):
