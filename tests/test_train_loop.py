@@ -269,3 +269,32 @@ def test_elements_unseen_in_training_are_not_scored(emt_data, tmp_path):
     metrics = json.loads(result.output)
     assert metrics["n_frames_skipped"] == 2 and metrics["skipped_elements"] == ["N"]
     assert metrics["n_frames"] == 14
+
+
+def test_oversample_repeats_matching_trajectories(emt_data, tmp_path):
+    """``data.oversample`` repeats the training frames of matching trajectories k times."""
+    plain = Trainer(make_run(emt_data, tmp_path / "a", max_steps=1))
+    run = make_run(emt_data, tmp_path / "b", data_opts={"oversample": {"^Cu": 3}}, max_steps=1)
+    trainer = Trainer(run)
+    ids = trainer.dataset.identifiers
+    is_cu = np.array([ids[t].startswith("Cu") for t in trainer.dataset.traj], dtype=bool)
+    base = plain.train_idx
+    assert is_cu[base].any() and (~is_cu[base]).any()
+    expected = np.sort(np.concatenate([base[~is_cu[base]], np.repeat(base[is_cu[base]], 3)]))
+    np.testing.assert_array_equal(np.sort(trainer.train_idx), expected)
+    with pytest.raises(ConfigError, match="oversample"):
+        make_run(emt_data, tmp_path / "c", data_opts={"oversample": {"^Cu": 0}})
+
+
+def test_init_from_starts_from_a_trained_model(emt_data, tmp_path):
+    """``training.init_from`` copies weights and model config; a fresh schedule follows."""
+    first = Trainer(make_run(emt_data, tmp_path / "a", max_steps=6, ema_decay=0.0))
+    first.run()
+    source = tmp_path / "a" / "best.safetensors"
+    tuned = Trainer(make_run(emt_data, tmp_path / "b", max_steps=2, init_from=str(source)))
+    reference = load_model(source, device="cpu")
+    assert tuned.model.config.to_dict() == reference.config.to_dict()
+    for k, v in reference.state_dict().items():
+        mine = tuned.model.state_dict()[k]
+        torch.testing.assert_close(mine, v.to(mine.dtype))
+    assert tuned.run() == "finished" and tuned.step == 2

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,11 @@ class TrainConfig:
         test_at_end: evaluate the best model on the test split when training finishes.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         num_threads: torch CPU threads (``None``: torch's default).
+        oversample: ``{regex: k}``: training frames of trajectories whose identifier matches
+            ``regex`` (``re.search``) are seen ``k`` times per epoch (k >= 1 integer), e.g.
+            clean slabs and gas molecules, which pin the reference of adsorption energies.
+        init_from: start from the weights (and model config) of this ``.safetensors`` model
+            instead of a fresh initialisation: fine-tuning with a new schedule.
     """
 
     data_path: str
@@ -111,6 +117,8 @@ class TrainConfig:
     test_at_end: bool = True
     device: str = "auto"
     num_threads: int | None = None
+    oversample: dict[str, int] = field(default_factory=dict)
+    init_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -172,6 +180,16 @@ class TrainConfig:
               f"training.best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}")
         check(self.num_threads is None or self.num_threads >= 1,
               f"training.num_threads must be >= 1 or null, got {self.num_threads}")
+        if not isinstance(self.oversample, dict):
+            problems.append(f"data.oversample must map regex -> integer, got {self.oversample!r}")
+        else:
+            for pattern, k in self.oversample.items():
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    problems.append(f"data.oversample: {pattern!r} is not a regex ({exc})")
+                check(isinstance(k, int) and k >= 1,
+                      f"data.oversample[{pattern!r}] must be an integer >= 1, got {k!r}")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
@@ -188,12 +206,12 @@ class TrainConfig:
 # YAML section -> TrainConfig fields it may hold (the model section is separate)
 _SECTIONS = {
     "data": ("path", "split_fractions", "split_seed", "split_file", "batch_size",
-             "num_workers", "val_max_frames", "max_force"),
+             "num_workers", "val_max_frames", "max_force", "oversample"),
     "training": tuple(f.name for f in fields(TrainConfig)
                       if f.name not in ("data_path", "output_dir", "seed", "split_fractions",
                                         "split_seed", "split_file", "batch_size",
                                         "num_workers", "val_max_frames", "max_force",
-                                        "extra")),
+                                        "oversample", "extra")),
 }
 _TOP_LEVEL = ("output_dir", "seed", "data", "model", "training")
 
@@ -258,7 +276,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | os.PathLike = ".",
         if kwargs.get(required) in (None, ""):
             raise ConfigError(f"the config needs {where}")
     base = Path(base_dir)
-    for key in ("data_path", "output_dir", "split_file"):
+    for key in ("data_path", "output_dir", "split_file", "init_from"):
         if kwargs.get(key):
             kwargs[key] = str((base / Path(kwargs[key]).expanduser()).resolve())
     try:

@@ -88,6 +88,22 @@ def select_frames(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo,
                   elements=elements)
 
 
+def oversampled(dataset: H5Dataset, train: np.ndarray, patterns: dict[str, int]) -> np.ndarray:
+    """``train`` frame indices with those of trajectories whose identifier matches a regex of
+    ``patterns`` repeated ``k`` times (the largest ``k`` of the matching patterns)."""
+    import re
+
+    if not patterns:
+        return train
+    factor = np.ones(len(dataset.identifiers), dtype=np.int64)
+    for pattern, k in patterns.items():
+        rx = re.compile(pattern)
+        hits = np.array([bool(rx.search(name)) for name in dataset.identifiers], dtype=bool)
+        factor[hits] = np.maximum(factor[hits], int(k))
+        log.info("oversample %r x%d: %d trajectories", pattern, k, int(hits.sum()))
+    return np.repeat(train, factor[dataset.traj[train]])
+
+
 def dataset_elements_of(dataset: H5Dataset, indices: np.ndarray, elements) -> list[int]:
     """The atomic numbers among ``elements`` that occur in the frames ``indices``."""
     counts = composition_of(dataset, elements)[indices].sum(axis=0)

@@ -35,7 +35,7 @@ from .evaluate import evaluate, reference_energies
 from .loss import LossWeights, loss_terms, total_loss
 from .metrics_log import MetricsCSV
 from .optim import EMA, WarmupCosine, make_optimizer
-from .setup import fitted_model_config, select_frames
+from .setup import fitted_model_config, oversampled, select_frames
 from .state import load_state, rng_state, save_state, set_rng_state
 
 log = logging.getLogger("tdn_calc.train")
@@ -83,10 +83,25 @@ class Trainer:
                                if saved_config else run.model["elements"])
         self.split = frames.split
         self.train_idx, self.val_idx, self.test_idx = frames.train, frames.val, frames.test
+        initial = None
+        if saved_config is None and cfg.init_from:
+            from ..checkpoint import load_checkpoint_file
+
+            initial = load_checkpoint_file(cfg.init_from, device="cpu")
+            saved_config = initial.config
+            missing = sorted(set(frames.elements) - set(saved_config.elements))
+            if missing:
+                raise ConfigError(f"training.init_from {cfg.init_from} does not cover the "
+                                  f"elements {missing} of the training data")
         model_config = saved_config or fitted_model_config(
             {**run.model, "elements": frames.elements}, self.dataset, self.train_idx, cfg)
+        # oversampling after the statistics: reference energies stay a fit to the real data
+        self.train_idx = oversampled(self.dataset, self.train_idx, cfg.oversample)
         torch.manual_seed(cfg.seed)
         self.model = TDNModel(model_config).to(self.device)
+        if initial is not None:
+            self.model.load_state_dict(initial.state_dict())
+            log.info("initialised from %s", cfg.init_from)
         self.model.train()
         self.eval_model = copy.deepcopy(self.model).eval()
         self.ddp = self._wrap(self.model)
