@@ -47,5 +47,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        # importing the submodule tdn_calc.relax binds the *module* to tdn_calc.relax; bind
+        # the function instead so that `from tdn_calc import relax` gives the function
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'tdn_calc' has no attribute {name!r}")

@@ -46,3 +46,15 @@ def test_tdn_console_script_help():
     assert out.returncode == 0, out.stderr
     for command in ("models", "data", "train", "eval"):
         assert command in out.stdout
+
+
+def test_public_relax_is_the_function_not_the_module():
+    """``from tdn_calc import relax`` must give the function although a submodule of the same
+    name exists (checked in a fresh interpreter, where the lazy import happens)."""
+    import subprocess
+    import sys
+
+    code = ("from tdn_calc import TDNCalculator, relax, load_model; import inspect; "
+            "print(inspect.isfunction(relax), callable(load_model))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
