@@ -290,11 +290,13 @@ def annotate_extrapolation(frame: Atoms, model, dist) -> None:
 
 
 def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
-    """Batched FIRE; with ``settings.polish`` the converged structures continue in a second
-    batched FIRE on a float64 copy of ``model`` down to ``settings.polish_fmax``."""
+    """Batched FIRE; with ``settings.polish`` the converged structures continue one by one
+    with BFGS on a float64 copy of ``model`` down to ``settings.polish_fmax`` (a batched FIRE
+    polish wandered at 1e-3 eV/Å on floppy molecules)."""
     import torch
 
     from .batch_relax import batch_relax
+    from .calculator import TDNCalculator
 
     def done(k: int, res: RelaxResult) -> None:
         on_done(Outcome(records[k], output_frame(records[k], res), "relaxed", res))
@@ -307,18 +309,17 @@ def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
         else:
             done(k, res)
 
-    common = dict(steps=settings.steps, batch_size=settings.batch_size, log=log,
-                  loginterval=max(settings.loginterval, 10), warn=False)  # fmt: skip
     batch_relax([r.atoms for r in records], model, fmax=settings.fmax, on_result=stage_one,
-                **common)  # fmt: skip
+                steps=settings.steps, batch_size=settings.batch_size, log=log,
+                loginterval=max(settings.loginterval, 10), warn=False)  # fmt: skip
     if not first:
         return
-    keys = sorted(first)
     model64 = model if next(model.parameters()).dtype == torch.float64 else float64_model(model)
-    batch_relax(
-        [first[k].atoms for k in keys], model64, fmax=settings.polish_fmax,
-        on_result=lambda j, res: done(keys[j], merge_results(first[keys[j]], res)), **common,
-    )  # fmt: skip
+    calc64 = TDNCalculator(model64, dtype="float64", device=next(model64.parameters()).device)
+    for k in sorted(first):
+        res = relax(first[k].atoms, calc64, fmax=settings.polish_fmax, steps=settings.steps,
+                    optimizer="BFGS", logfile="-" if log else None, warn=False)  # fmt: skip
+        done(k, merge_results(first[k], res))
 
 
 def write_outputs(plans: Sequence[OutputPlan], outcomes: dict[tuple[str, int], Outcome]) -> None:
