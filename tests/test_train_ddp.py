@@ -83,6 +83,10 @@ def _run_ranks(raw: dict, result_dir: Path, timeout: float = 240.0) -> None:
         assert proc.returncode == 0, out[-4000:]
 
 
+# A real intermittent hang, not an xdist artifact: in a loaded clean-clone CI run both ranks
+# had connected (store + gloo pair established) and then sat idle (2% CPU) until the
+# timeout. Under investigation (docs/training.md); kept in `make test-slow` meanwhile.
+@pytest.mark.slow
 def test_two_cpu_processes_train_one_model(tmp_path):
     data = write_emt_dataset(tmp_path / "data", n_frames=2)
     raw = _config(data, tmp_path / "run", steps=12)
