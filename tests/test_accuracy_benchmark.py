@@ -4,19 +4,10 @@ the MACE argument mapping and the report table."""
 from __future__ import annotations
 
 import ast
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import read, write
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-from accuracy import (  # noqa: E402
+from accuracy import (
     fit_cost,
     frames_for_budget,
     frames_to_atoms,
@@ -30,6 +21,9 @@ from accuracy import (  # noqa: E402
     seeded_subset,
     write_extxyz,
 )
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
 
 
 @pytest.fixture

@@ -5,19 +5,11 @@ as both "model" and teacher, so the teacher's own minimum must be found again)."
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ase import Atoms
-from ase.build import add_adsorbate, fcc111
-from ase.calculators.emt import EMT
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-from adsorption_quality import (  # noqa: E402
+from adsorption_quality import (
     Evaluator,
     adsorbate_systems,
     adsorption_energy,
@@ -32,15 +24,18 @@ from adsorption_quality import (  # noqa: E402
     summarize,
     surface_sites,
 )
+from ase import Atoms
+from ase.build import add_adsorbate, fcc111
+from ase.calculators.emt import EMT
 
-from tdn_calc.adsorption import reference_terms  # noqa: E402
-from tdn_calc.data.catalysis import (  # noqa: E402
+from tdn_calc.adsorption import reference_terms
+from tdn_calc.data.catalysis import (
     CatalysisConfig,
     SystemSpec,
     adsorbate_template,
     build_slab,
 )
-from tdn_calc.errors import InputError  # noqa: E402
+from tdn_calc.errors import InputError
 
 ASE_SITE = {"top": "ontop", "bridge": "bridge", "fcc": "fcc", "hcp": "hcp"}
 

@@ -4,18 +4,13 @@ and the docs update (no peers, no models: fake contenders with known costs)."""
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-from _common import Contender, cu_bulk, fit_exponent, run_round_robin  # noqa: E402
-from _speed_report import BEGIN, END, markdown_report, plot_scaling, update_docs  # noqa: E402
-from peers.timing import calculator_call_ms  # noqa: E402
+from _common import Contender, cu_bulk, fit_exponent, run_round_robin
+from _speed_report import BEGIN, END, markdown_report, plot_scaling, update_docs
+from peers.timing import calculator_call_ms
 
 
 def test_fit_exponent_recovers_a_power_law():

@@ -6,9 +6,9 @@ split, refuses a foreign metal, and its statistics helpers are right."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import extrapolation_validation as ev
 import numpy as np
 import pytest
 import torch
@@ -21,10 +21,6 @@ from tdn_calc.checkpoint import load_model, save_model
 from tdn_calc.data.shards import ShardedWriter
 from tdn_calc.data.split import Split
 from tdn_calc.extrapolation import from_card
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import extrapolation_validation as ev
 
 TRAIN = ("cu0", "cu1", "cu2", "h2o0", "h2o1", "h2o2")
 TEST = ("cu3", "h2o3", "h2o4")

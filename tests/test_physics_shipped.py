@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
+from physics_sanity import bond_scan_setup, nve
 
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.errors import InputError, ModelNotFoundError
@@ -30,9 +30,6 @@ from tdn_calc.model_checks import (
 from tdn_calc.registry import model_entry, resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from physics_sanity import bond_scan_setup, nve  # noqa: E402
 
 SYMMETRY_TOL = 1e-10  # float64: measured errors are ~1e-14
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import relax_quality_organic as rq
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import relax_quality_organic as rq  # noqa: E402
 
 WATER_Z = np.array([8, 1, 1])
 WATER_R = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])  # Å

@@ -232,15 +232,11 @@ def _curve(calc, atoms: Atoms, moving: list[int], direction: np.ndarray):
     """``f(shifts) -> (energies eV, forces eV/Å)``: the energy and the force on the ``moving``
     atoms along ``direction`` when those atoms are displaced by ``shifts`` (Å)."""
 
+    from tdn_calc.model_checks import path_scan
+
     def evaluate(shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        energies, forces = [], []
-        for s in shifts:
-            a = atoms.copy()
-            a.positions[moving] += s * direction
-            a.calc = calc
-            energies.append(a.get_potential_energy())
-            forces.append(a.get_forces()[moving].sum(axis=0) @ direction)
-        return np.array(energies), np.array(forces)
+        scan = path_scan(calc, atoms, moving, direction, shifts)
+        return scan.energies, scan.forces
 
     return evaluate
 
