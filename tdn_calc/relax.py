@@ -30,6 +30,10 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "BFGSLineSearch": BFGSLineSearch,
 }
 CELL_FILTERS = ("none", "frechet", "exp")
+#: Optimizer of the float64 polish: quasi-Newton near the minimum (FIRE wandered at 1e-3 eV/Å
+#: on floppy molecules: its float64 polish of aspirin with tdn-organic ended at 0.37 eV/Å
+#: after 500 steps).
+POLISH_OPTIMIZER = "BFGS"
 
 
 class ConvergenceWarning(UserWarning):
@@ -158,10 +162,10 @@ def relax(
         guard: divergence guard (``None`` disables it), see :mod:`tdn_calc.relax_guard`.
         warn: emit a :class:`ConvergenceWarning` when not converged.
         polish: once converged to ``fmax``, continue in float64 (a float64 copy of a TDN
-            calculator's model; other calculators are used as they are) with BFGS to
-            ``polish_fmax``
-            with up to ``steps`` more steps. ``converged`` then means ``polish_fmax`` was
-            reached; histories and step counts cover both stages.
+            calculator's model; other calculators are used as they are) with
+            :data:`POLISH_OPTIMIZER` to ``polish_fmax`` with up to ``steps`` more steps.
+            ``converged`` then means ``polish_fmax`` was reached; histories and step counts
+            cover both stages.
         polish_fmax: force threshold of the polish, eV/Å.
     """
     if fmax <= 0 or steps < 0:
@@ -180,9 +184,7 @@ def relax(
                 warnings.warn(not_converged_message(first, fmax), ConvergenceWarning, stacklevel=2)
             return first
         start = first.atoms.copy()  # keeps constraints, FixSymmetry included
-        # quasi-Newton near the minimum: FIRE wanders at 1e-3 eV/Å on floppy molecules (its
-        # float64 polish of aspirin with tdn-organic ended at 0.37 eV/Å after 500 steps)
-        polish_kwargs = {**kwargs, "optimizer": "BFGS", "optimizer_kwargs": None}
+        polish_kwargs = {**kwargs, "optimizer": POLISH_OPTIMIZER, "optimizer_kwargs": None}
         second = relax(start, float64_calculator(calculator), polish_fmax,
                        warn=False, **polish_kwargs)  # fmt: skip
         result = merge_results(first, second)

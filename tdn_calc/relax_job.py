@@ -19,6 +19,7 @@ from ase import Atoms
 from .errors import InputError, UnsupportedElementError
 from .fileio import atomic_write
 from .relax import (
+    POLISH_OPTIMIZER,
     ConvergenceWarning,
     RelaxResult,
     float64_model,
@@ -291,8 +292,8 @@ def annotate_extrapolation(frame: Atoms, model, dist) -> None:
 
 def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
     """Batched FIRE; with ``settings.polish`` the converged structures continue one by one
-    with BFGS on a float64 copy of ``model`` down to ``settings.polish_fmax`` (a batched FIRE
-    polish wandered at 1e-3 eV/Å on floppy molecules)."""
+    with :data:`~tdn_calc.relax.POLISH_OPTIMIZER` on a float64 copy of ``model`` down to
+    ``settings.polish_fmax``, as :func:`~tdn_calc.relax.relax` polishes."""
     import torch
 
     from .batch_relax import batch_relax
@@ -318,7 +319,8 @@ def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
     calc64 = TDNCalculator(model64, dtype="float64", device=next(model64.parameters()).device)
     for k in sorted(first):
         res = relax(first[k].atoms, calc64, fmax=settings.polish_fmax, steps=settings.steps,
-                    optimizer="BFGS", logfile="-" if log else None, warn=False)  # fmt: skip
+                    optimizer=POLISH_OPTIMIZER, logfile="-" if log else None,
+                    warn=False)  # fmt: skip
         done(k, merge_results(first[k], res))
 
 

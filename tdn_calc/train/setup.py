@@ -4,6 +4,7 @@ fitted to the training split."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,6 @@ def select_frames(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo,
 def oversampled(dataset: H5Dataset, train: np.ndarray, patterns: dict[str, int]) -> np.ndarray:
     """``train`` frame indices with those of trajectories whose identifier matches a regex of
     ``patterns`` repeated ``k`` times (the largest ``k`` of the matching patterns)."""
-    import re
-
     if not patterns:
         return train
     factor = np.ones(len(dataset.identifiers), dtype=np.int64)

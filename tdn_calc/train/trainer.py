@@ -83,18 +83,22 @@ class Trainer:
                                if saved_config else run.model["elements"])
         self.split = frames.split
         self.train_idx, self.val_idx, self.test_idx = frames.train, frames.val, frames.test
-        initial = None
+        initial = None  # the model fine-tuning starts from (a resumed run has its own state)
         if saved_config is None and cfg.init_from:
             from ..checkpoint import load_checkpoint_file
 
             initial = load_checkpoint_file(cfg.init_from, device="cpu")
-            saved_config = initial.config
-            missing = sorted(set(frames.elements) - set(saved_config.elements))
+            missing = sorted(set(frames.elements) - set(initial.config.elements))
             if missing:
                 raise ConfigError(f"training.init_from {cfg.init_from} does not cover the "
                                   f"elements {missing} of the training data")
-        model_config = saved_config or fitted_model_config(
-            {**run.model, "elements": frames.elements}, self.dataset, self.train_idx, cfg)
+        if saved_config is not None:
+            model_config = saved_config
+        elif initial is not None:
+            model_config = initial.config
+        else:
+            model_config = fitted_model_config(
+                {**run.model, "elements": frames.elements}, self.dataset, self.train_idx, cfg)
         # oversampling after the statistics: reference energies stay a fit to the real data
         self.train_idx = oversampled(self.dataset, self.train_idx, cfg.oversample)
         torch.manual_seed(cfg.seed)
