@@ -21,7 +21,6 @@ import datetime
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,27 +54,23 @@ def measure_cpu_speed(checkpoint: Path, calls: int = 20) -> dict[str, float]:
     calculator benchmark's 20-atom molecule and 38-atom slab (those ``checkpoint`` covers)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from calculator_overhead import molecule_20, pt_co_slab
+    from peers.timing import calculator_call_ms
 
     from tdn_calc import TDNCalculator
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     calc = TDNCalculator(str(checkpoint), device="cpu")
+    rng = np.random.default_rng(0)
     out = {}
     try:
         for name, atoms in (("molecule_20_atoms_ms", molecule_20()),
                             ("pt111_co_slab_38_atoms_ms", pt_co_slab())):
             if not set(atoms.numbers) <= set(calc.model.elements):
                 continue
-            times = []
-            for k in range(calls + 2):
-                atoms = atoms.copy()
-                atoms.positions[0, 0] += 1e-4  # new positions: no cached result
-                t0 = time.perf_counter()
-                calc.get_potential_energy(atoms)
-                calc.get_forces(atoms)
-                if k >= 2:
-                    times.append(1e3 * (time.perf_counter() - t0))
+            for _ in range(2):  # warm-up
+                calculator_call_ms(calc, [atoms], rng)
+            times = [calculator_call_ms(calc, [atoms], rng)[0] for _ in range(calls)]
             out[name] = round(float(np.median(times)), 2)
     finally:
         torch.set_num_threads(threads)
