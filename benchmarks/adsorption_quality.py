@@ -322,9 +322,8 @@ def adsorbate_systems(dataset, meta: dict[str, dict], split: str, split_file: st
     from tdn_calc.train.evaluate import select_frames
 
     indices, used = select_frames(dataset, split, split_file, card)
-    labels = {dataset.identifiers[t] for t in np.unique(dataset.traj[indices])}
-    keep = [lab for lab in labels if meta.get(lab, {}).get("kind") == "slab"
-            and meta[lab].get("adsorbate")]
+    keep = [lab for lab in dataset.identifiers_of(indices)
+            if meta.get(lab, {}).get("kind") == "slab" and meta[lab].get("adsorbate")]
     return sorted(keep), used
 
 

@@ -47,7 +47,7 @@ from tdn_calc.data.frames import Frame
 from tdn_calc.errors import InputError, TDNError, UnsupportedElementError
 from tdn_calc.extrapolation import from_card
 from tdn_calc.fileio import atomic_write
-from tdn_calc.train.evaluate import _supported, select_frames
+from tdn_calc.train.evaluate import select_frames, supported_frames
 
 HERE = Path(__file__).resolve().parent
 ORGANIC = {1, 6, 7, 8, 9, 15, 16, 17, 35}
@@ -370,7 +370,7 @@ def validate(model_name: str, data: str, *, split_file: str | None = None, n_tes
     elements = {int(z) for z in model.config.elements}
     dataset = H5Dataset(data)
     indices, used_split = select_frames(dataset, "test", split_file, card)
-    indices, skipped = _supported(dataset, indices, model.config.elements)
+    indices, skipped = supported_frames(dataset, indices, model.config.elements)
     if indices.size == 0:
         raise InputError(f"the test split of {data} has no frames with the model's elements")
     test_idx, base_idx = pick_frames(dataset, indices, n_test, n_ood, seed)

@@ -178,7 +178,7 @@ def split_identifiers(data: str, split_file: str | None, card: dict) -> tuple[li
 
     dataset = H5Dataset(data)
     frames, used = select_frames(dataset, "test", split_file, card)
-    return [dataset.identifiers[t] for t in np.unique(dataset.traj[frames])], str(used)
+    return dataset.identifiers_of(frames), str(used)
 
 
 def make_start(smiles: str, seed: int, perturb: float) -> Start | None:

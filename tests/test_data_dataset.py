@@ -78,6 +78,15 @@ def test_split_never_shares_a_trajectory_and_is_reproducible(dataset_dir):
         make_split(ds, (0.5, 0.1, 0.1))
 
 
+def test_identifiers_of_inverts_frames_of(dataset_dir):
+    ds = H5Dataset(dataset_dir)
+    wanted = ["mol2", "mol5", "mol9"]
+    frames = ds.frames_of(wanted)
+    assert ds.identifiers_of(frames) == wanted
+    assert ds.identifiers_of(frames[::2]) == wanted  # any frame of a trajectory names it
+    assert ds.identifiers_of(np.arange(len(ds))) == ds.identifiers
+
+
 def test_composition(dataset_dir):
     ds = H5Dataset(dataset_dir)
     comp = ds.composition([1, 6, 8])

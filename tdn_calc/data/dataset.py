@@ -161,6 +161,12 @@ class H5Dataset(torch.utils.data.Dataset):
         mask_traj = np.array([ident in wanted for ident in self.identifiers], dtype=bool)
         return np.flatnonzero(mask_traj[self.traj]).astype(np.int64)
 
+    def identifiers_of(self, indices) -> list[str]:
+        """Identifiers of the trajectories the frames ``indices`` belong to (each once, in
+        trajectory order): the inverse of :meth:`frames_of`."""
+        trajs = np.unique(self.traj[np.asarray(indices, dtype=np.int64)])
+        return [self.identifiers[t] for t in trajs]
+
     def composition(self, elements) -> np.ndarray:
         """``[n_frames, len(elements)]`` counts of each atomic number per frame (reads all
         atomic numbers once; used to fit per-element reference energies)."""

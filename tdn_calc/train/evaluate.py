@@ -170,7 +170,7 @@ def run_evaluation(model_name: str, data: str, *, split: str = "all",
     dataset = H5Dataset(data)
     card = getattr(model, "card", {}) or {}
     indices, used_split = select_frames(dataset, split, split_file, card)
-    indices, skipped = _supported(dataset, indices, model.config.elements)
+    indices, skipped = supported_frames(dataset, indices, model.config.elements)
     if indices.size == 0:
         raise InputError(f"the {split!r} split of {data} has no frames with only the model's "
                          f"elements {[chemical_symbols[z] for z in model.config.elements]}")
@@ -184,8 +184,8 @@ def run_evaluation(model_name: str, data: str, *, split: str = "all",
     return metrics
 
 
-def _supported(dataset: H5Dataset, indices: np.ndarray,
-               elements: Sequence[int]) -> tuple[np.ndarray, dict]:
+def supported_frames(dataset: H5Dataset, indices: np.ndarray,
+                     elements: Sequence[int]) -> tuple[np.ndarray, dict]:
     """Drop frames with elements the model lacks; say how many and which elements."""
     from .stats import dataset_elements
 
