@@ -189,9 +189,9 @@ def markdown(summary: dict[str, Any]) -> str:
 def frame_atoms(dataset, index: int, fixed: list[int]) -> Atoms:
     """Frame ``index`` of an :class:`~tdn_calc.data.dataset.H5Dataset` as Atoms, with
     ``FixAtoms`` on the ``fixed`` indices."""
-    f = dataset[index]
-    atoms = Atoms(numbers=f["atomic_numbers"], positions=f["positions"], cell=f["cell"],
-                  pbc=f["pbc"])
+    from tdn_calc.data.dataset import sample_atoms
+
+    atoms = sample_atoms(dataset[index])
     if fixed:
         atoms.set_constraint(FixAtoms(indices=fixed))
     return atoms

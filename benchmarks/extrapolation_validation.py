@@ -42,8 +42,7 @@ from ase.data import atomic_numbers
 
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.checkpoint import load_model
-from tdn_calc.data.dataset import H5Dataset
-from tdn_calc.data.frames import Frame
+from tdn_calc.data.dataset import H5Dataset, sample_atoms
 from tdn_calc.errors import InputError, TDNError, UnsupportedElementError
 from tdn_calc.extrapolation import from_card
 from tdn_calc.fileio import atomic_write
@@ -321,11 +320,7 @@ def pooled_metrics(results: dict[str, SetResult]) -> dict:
 def frame_atoms(dataset: H5Dataset, index: int) -> tuple[Atoms, np.ndarray]:
     """Frame ``index`` of ``dataset`` as ``Atoms`` and its reference forces ``[n, 3]`` eV/Å."""
     s = dataset[index]
-    frame = Frame(s["atomic_numbers"], s["positions"], s["energy"], s["forces"],
-                  cell=s["cell"], pbc=s["pbc"])  # fmt: skip
-    atoms = frame.to_atoms()
-    atoms.calc = None
-    return atoms, s["forces"]
+    return sample_atoms(s), s["forces"]
 
 
 def pick_frames(dataset: H5Dataset, indices: np.ndarray, n_test: int, n_ood: int,

@@ -87,6 +87,20 @@ def test_identifiers_of_inverts_frames_of(dataset_dir):
     assert ds.identifiers_of(np.arange(len(ds))) == ds.identifiers
 
 
+def test_sample_atoms_round_trips_a_frame(dataset_dir):
+    from tdn_calc.data.dataset import sample_atoms
+
+    ds = H5Dataset(dataset_dir)
+    for i in range(len(ds)):
+        s = ds[i]
+        atoms = sample_atoms(s)
+        np.testing.assert_array_equal(atoms.numbers, s["atomic_numbers"])
+        np.testing.assert_array_equal(atoms.positions, s["positions"])
+        np.testing.assert_array_equal(atoms.cell.array, s["cell"])
+        np.testing.assert_array_equal(atoms.pbc, s["pbc"])
+        assert atoms.calc is None
+
+
 def test_composition(dataset_dir):
     ds = H5Dataset(dataset_dir)
     comp = ds.composition([1, 6, 8])

@@ -185,6 +185,15 @@ class H5Dataset(torch.utils.data.Dataset):
         return out
 
 
+def sample_atoms(sample: dict):
+    """``ase.Atoms`` (numbers, positions Å, cell, pbc; no calculator) of a frame dict as
+    :meth:`H5Dataset.__getitem__` returns it."""
+    from ase import Atoms
+
+    return Atoms(numbers=sample["atomic_numbers"], positions=sample["positions"],
+                 cell=sample["cell"], pbc=sample["pbc"])
+
+
 @dataclass(frozen=True)
 class Collater:
     """Batch frames into ``(AtomicGraph, targets)`` for a model with radial ``cutoff`` Å.
