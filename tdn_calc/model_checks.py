@@ -8,7 +8,6 @@ Units: eV, Å, eV/Å, ps; per-atom quantities in meV/atom.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from ase.geometry import get_distances
 
 from .errors import InputError
 from .graph import atoms_to_graph
+from .relax import float64_model
 
 # ----------------------------------------------------------------------------- equivariance
 
@@ -36,13 +36,6 @@ def random_o3(n: int, seed: int) -> np.ndarray:
             q[:, 0] = -q[:, 0]
         out[k] = -q if k % 2 else q
     return out
-
-
-def _float64(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` itself when it is float64, else a float64 copy (the input is not changed)."""
-    if next(model.parameters()).dtype == torch.float64:
-        return model
-    return copy.deepcopy(model).to(torch.float64)
 
 
 def _evaluate(model: torch.nn.Module, atoms: Atoms, stress: bool) -> dict[str, np.ndarray]:
@@ -79,7 +72,7 @@ def equivariance_error(
     """
     if n_rotations < 1:
         raise InputError(f"n_rotations must be >= 1, got {n_rotations}")
-    model = _float64(model)
+    model = float64_model(model)
     stress = bool(atoms.pbc.all())
     ref = _evaluate(model, atoms, stress)
     shifts = np.random.default_rng(seed + 1).normal(scale=2.0, size=(n_rotations, 3))

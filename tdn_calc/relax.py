@@ -302,7 +302,10 @@ def float64_calculator(calculator: Calculator) -> Calculator:
 
 
 def float64_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A float64 copy of ``model`` (same weights cast to float64); the input is untouched."""
+    """``model`` itself when it is float64 already, else a float64 copy in eval mode (same
+    weights cast to float64); the input is untouched."""
+    if next(model.parameters()).dtype == torch.float64:
+        return model
     return copy.deepcopy(model).to(torch.float64).eval()
 
 

@@ -294,7 +294,6 @@ def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
     """Batched FIRE; with ``settings.polish`` the converged structures continue one by one
     with :data:`~tdn_calc.relax.POLISH_OPTIMIZER` on a float64 copy of ``model`` down to
     ``settings.polish_fmax``, as :func:`~tdn_calc.relax.relax` polishes."""
-    import torch
 
     from .batch_relax import batch_relax
     from .calculator import TDNCalculator
@@ -315,7 +314,7 @@ def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
                 loginterval=max(settings.loginterval, 10), warn=False)  # fmt: skip
     if not first:
         return
-    model64 = model if next(model.parameters()).dtype == torch.float64 else float64_model(model)
+    model64 = float64_model(model)
     calc64 = TDNCalculator(model64, dtype="float64", device=next(model64.parameters()).device)
     for k in sorted(first):
         res = relax(first[k].atoms, calc64, fmax=settings.polish_fmax, steps=settings.steps,
