@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import click
 
@@ -138,19 +139,39 @@ def info_cmd(path) -> None:
 @click.option("--fractions", default="0.8,0.1,0.1", show_default=True,
               help="train,val,test fractions of the trajectories.")
 @click.option("--seed", default=42, show_default=True, type=int)
-def split_cmd(path, fractions, seed) -> None:
-    """Split trajectories into train/val/test and save the split JSON beside the data."""
-    from tdn_calc.data.dataset import H5Dataset
-    from tdn_calc.data.split import load_or_make_split, split_path
+@click.option("--extend", "extend_from", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Keep this split file's assignment and split only the "
+              "trajectories it does not list (its own fractions and seed); needs --out.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the split (default: split-seed<seed>.json beside the data).")
+def split_cmd(path, fractions, seed, extend_from, out) -> None:
+    """Split trajectories into train/val/test and save the split JSON beside the data.
 
+    With --extend, a data set that grew after a model was trained gets a split in which
+    every old trajectory keeps its part, so fine-tuning that model never sees a test molecule.
+    """
+    from tdn_calc.data import split as splits
+    from tdn_calc.data.dataset import H5Dataset
+
+    if extend_from is not None and out is None:
+        raise click.UsageError("--extend needs --out (the old split file is never overwritten)")
+    if extend_from is not None and Path(out).resolve() == Path(extend_from).resolve():
+        raise click.UsageError("--out must differ from the --extend file")
     try:
-        fr = tuple(float(x) for x in fractions.split(","))
         ds = H5Dataset(path)
-        split = load_or_make_split(ds, path, fr, seed)
+        fr = tuple(float(x) for x in fractions.split(","))
+        if extend_from is not None:
+            split = splits.extend_split(splits.load_split(extend_from), ds)
+        elif out is None:
+            split = splits.load_or_make_split(ds, path, fr, seed)
+        else:
+            split = splits.make_split(ds, fr, seed)
+        if out is not None:
+            split.save(out)
     except (TDNError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     counts = {name: len(idx) for name, idx in split.indices(ds).items()}
-    click.echo(json.dumps({"file": str(split_path(path, seed)),
+    click.echo(json.dumps({"file": str(out or splits.split_path(path, seed)),
                            "trajectories": {"train": len(split.train), "val": len(split.val),
                                             "test": len(split.test)},
                            "frames": counts}))

@@ -10,7 +10,13 @@ from test_data_h5format import ATTRS, random_frames
 
 from tdn_calc.data.dataset import Collater, H5Dataset
 from tdn_calc.data.shards import ShardedWriter
-from tdn_calc.data.split import load_or_make_split, load_split, make_split, split_path
+from tdn_calc.data.split import (
+    extend_split,
+    load_or_make_split,
+    load_split,
+    make_split,
+    split_path,
+)
 from tdn_calc.errors import InputError
 
 
@@ -76,6 +82,45 @@ def test_split_never_shares_a_trajectory_and_is_reproducible(dataset_dir):
         load_or_make_split(ds, dataset_dir, (0.8, 0.1, 0.1), seed=42)
     with pytest.raises(InputError, match="summing to 1"):
         make_split(ds, (0.5, 0.1, 0.1))
+
+
+def test_extend_split_keeps_old_assignment_and_cuts_new_trajectories(tmp_path, rng):
+    old = make_split([f"mol{i}" for i in range(20)], (0.6, 0.2, 0.2), seed=7)
+    grown = [f"mol{i}" for i in range(50)]
+    ext = extend_split(old, grown)
+    for name in ("train", "val", "test"):
+        assert getattr(ext, name)[:len(getattr(old, name))] == getattr(old, name)
+    assert sorted(ext.train + ext.val + ext.test) == sorted(grown)
+    assert (ext.seed, ext.fractions) == (old.seed, old.fractions)
+    # the 30 new trajectories are cut by the old fractions and seed
+    assert (len(ext.train), len(ext.val), len(ext.test)) == (12 + 18, 4 + 6, 4 + 6)
+    assert extend_split(ext, grown) == ext  # nothing new: unchanged
+    assert extend_split(old, grown[:20]) == old
+
+
+def test_cli_split_extend_writes_a_new_file(dataset_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from tdn_calc.cli.main import main
+
+    ds = H5Dataset(dataset_dir)
+    old = make_split(ds.identifiers[:6], (0.5, 0.5, 0.0), seed=3)
+    old_file = tmp_path / "old.json"
+    old.save(old_file)
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "split", str(dataset_dir), "--extend", str(old_file)])
+    assert res.exit_code == 2 and "--out" in res.output
+    res = runner.invoke(main, ["data", "split", str(dataset_dir), "--extend", str(old_file),
+                               "--out", str(old_file)])
+    assert res.exit_code == 2 and "differ" in res.output
+    new_file = tmp_path / "new.json"
+    res = runner.invoke(main, ["data", "split", str(dataset_dir), "--extend", str(old_file),
+                               "--out", str(new_file)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["trajectories"] == {"train": 5, "val": 5, "test": 0}
+    assert load_split(new_file) == extend_split(old, ds)
+    assert load_split(old_file) == old
 
 
 def test_identifiers_of_inverts_frames_of(dataset_dir):

@@ -77,6 +77,24 @@ def make_split(identifiers, fractions=(0.8, 0.1, 0.1), seed: int = 42) -> Split:
     )
 
 
+def extend_split(split: Split, identifiers) -> Split:
+    """``split`` with the trajectories of ``identifiers`` it does not know yet cut by its own
+    fractions and seed and appended to each part; the known ones keep their split.
+
+    For data sets that grew after a model was trained: a model fine-tuned on the extended
+    split has never trained on a validation or test trajectory. ``identifiers`` may also be
+    an :class:`H5Dataset`.
+    """
+    known = set(split.train) | set(split.val) | set(split.test)
+    new = [i for i in sorted(set(getattr(identifiers, "identifiers", identifiers)))
+           if i not in known]
+    if not new:
+        return split
+    added = make_split(new, split.fractions, split.seed)
+    return Split(train=split.train + added.train, val=split.val + added.val,
+                 test=split.test + added.test, seed=split.seed, fractions=split.fractions)
+
+
 def load_split(path: str | os.PathLike) -> Split:
     """Read a split written by :meth:`Split.save`."""
     try:
