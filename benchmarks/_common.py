@@ -11,6 +11,7 @@ always need a cell, such as CHGNet's, accept them; the box changes nothing for t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -90,6 +91,21 @@ def cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+@contextlib.contextmanager
+def docs_lock():
+    """Hold an exclusive lock while a benchmark rewrites its part of ``docs/benchmarks.md``:
+    ``make bench`` runs two benchmarks side by side, and read-modify-write must not interleave."""
+    import fcntl
+    import tempfile
+
+    with open(os.path.join(tempfile.gettempdir(), "tdn-calc-benchmark-docs.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def load_average() -> tuple[float, float, float]:

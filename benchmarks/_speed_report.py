@@ -174,6 +174,13 @@ def markdown_report(results: dict, png: Path | None) -> str:
 
 def update_docs(path: Path, report: str) -> None:
     """Put ``report`` between the markers of ``path`` (creating the section if needed)."""
+    from _common import docs_lock
+
+    with docs_lock():
+        _update_docs(path, report)
+
+
+def _update_docs(path: Path, report: str) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)

@@ -7,7 +7,10 @@ For ``--n`` test-split molecules of the GFN2-xTB data set (picked with ``--seed`
 2. reference = GFN2-xTB (tblite, as the data builder runs it) BFGS relaxation of the same
    start to 0.01 eV/Å (at most 500 steps): GFN2's own minimum. Cached per (SMILES, seed,
    perturb) in ``--cache``, so runs for other models reuse it;
-3. the real ``tdn-relax`` CLI relaxes all starts once (``--fmax``, default 0.05 eV/Å);
+3. the real ``tdn-relax`` CLI relaxes all starts once (``--fmax``, default 0.05 eV/Å); with
+   ``--relaxer mace`` a MACE model (``--model`` = its ``.model`` file, e.g. the one
+   ``benchmarks/accuracy.py`` trains) relaxes them instead with ASE's FIRE, the optimizer
+   ``tdn-relax`` reproduces, in the peers' environment (``benchmarks/peers/mace_relax.py``);
 4. judge: a GFN2 single point at each TDN minimum, ``dE = (E_GFN2(TDN min) - E_GFN2(GFN2
    min)) / n_atoms`` in meV/atom (signed: a lower minimum is no failure), and the bonding.
 
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 REF_FMAX = 0.01  # eV/Å, GFN2 reference relaxation
+TDN_RELAX_STEPS = 500  # tdn-relax's default --steps, also given to the MACE relaxation
 REF_STEPS = 500
 BOND_MULT = 1.2  # x covalent radii
 THRESHOLD_MEV = 1.0  # meV/atom
@@ -171,6 +175,19 @@ def model_metadata(model: str) -> tuple[Path, list[int], dict]:
     return path, [int(z) for z in config.elements], card
 
 
+def mace_metadata(model: str, data: str) -> tuple[Path, list[int], dict]:
+    """``(model path, elements, {})`` of a MACE ``.model`` file: the elements are those of
+    ``data`` (the set it was trained on); there is no model card to name a split."""
+    from ase.data import atomic_numbers
+
+    from tdn_calc.data.summary import summarize
+
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"MACE model {model} not found")
+    return path, sorted(atomic_numbers[s] for s in summarize(data)["elements"]), {}
+
+
 def split_identifiers(data: str, split_file: str | None, card: dict) -> tuple[list[str], str]:
     """SMILES of the test-split trajectories present in ``data``, and the split file used."""
     from tdn_calc.data.dataset import H5Dataset
@@ -288,6 +305,38 @@ def tdn_relax(starts: Sequence[Start], model: str, fmax: float, workdir: Path,
         return [by_index.get(k) for k in range(len(starts))], json.load(fh), wall
 
 
+def mace_relax(starts: Sequence[Start], model: str, fmax: float, workdir: Path,
+               threads: int) -> tuple[list, dict, float]:
+    """As :func:`tdn_relax` for a MACE ``.model`` file: ASE FIRE, same ``fmax`` and step
+    limit, run by ``benchmarks/peers/mace_relax.py`` in the peers' environment."""
+    from ase import Atoms
+    from ase.io import read, write
+
+    from tdn_calc.errors import TDNError
+
+    here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(here))
+    from peers.env import DEFAULT_VENV, ensure_peer_venv
+
+    python = ensure_peer_venv(DEFAULT_VENV)
+    inp, out, report = workdir / "starts.extxyz", workdir / "mace.extxyz", workdir / "report.json"
+    write(inp, [Atoms(numbers=s.numbers, positions=s.positions) for s in starts],
+          format="extxyz")
+    cmd = [str(python), str(here / "peers" / "mace_relax.py"), model, str(inp), str(out),
+           str(report), "--fmax", str(fmax), "--steps", str(TDN_RELAX_STEPS)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise TDNError(f"mace_relax.py exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    with open(report) as fh:
+        return read(out, index=":"), json.load(fh), wall
+
+
+RELAXERS = {"tdn": tdn_relax, "mace": mace_relax}
+
+
 # --- the run ------------------------------------------------------------------------------------
 def judge(ref: dict, frame, report_row: dict | None, calc) -> dict:
     """One judged row from the cached reference, the TDN-relaxed frame and its report row."""
@@ -358,7 +407,8 @@ def run(args) -> dict:
     from tdn_calc.errors import InputError
 
     t_start = time.perf_counter()
-    path, elements, card = model_metadata(args.model)
+    path, elements, card = (model_metadata(args.model) if args.relaxer == "tdn"
+                            else mace_metadata(args.model, args.data))
     identifiers, split_used = split_identifiers(args.data, args.split_file, card)
     candidates = pick(identifiers, args.seed)
     if not candidates:
@@ -371,8 +421,8 @@ def run(args) -> dict:
         print(f"warning: only {len(starts)} usable test molecules (asked for {args.n})",
               file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="relax_quality_") as tmp:
-        frames, report, tdn_wall = tdn_relax(starts, args.model, args.fmax, Path(tmp),
-                                             args.threads)
+        frames, report, tdn_wall = RELAXERS[args.relaxer](starts, args.model, args.fmax,
+                                                          Path(tmp), args.threads)
     report_rows = {int(r["index"]): r for r in report.get("structures", [])}
     t0 = time.perf_counter()
     with single_thread():
@@ -388,7 +438,8 @@ def run(args) -> dict:
 
     return {"benchmark": "relax_quality_organic",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "settings": {"model": args.model, "data": str(args.data), "split_file": split_used,
+            "settings": {"model": args.model, "relaxer": args.relaxer, "data": str(args.data),
+                         "split_file": split_used,
                          "n": args.n, "seed": args.seed, "perturb_A": args.perturb,
                          "fmax": args.fmax, "reference_fmax": REF_FMAX,
                          "reference_steps": REF_STEPS, "bond_mult": BOND_MULT,
@@ -406,7 +457,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from tdn_calc.registry import cache_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="tdn-organic", help="registry name or .safetensors path")
+    p.add_argument("--model", default="tdn-organic",
+                   help="registry name or .safetensors path; with --relaxer mace, a .model file")
+    p.add_argument("--relaxer", choices=sorted(RELAXERS), default="tdn",
+                   help="tdn: the tdn-relax CLI; mace: ASE FIRE with a MACE model (peers' venv)")
     p.add_argument("--data", default="datasets/organic-gfn2")
     p.add_argument("--split-file", default=None,
                    help="default: the split named in the model card")
@@ -422,9 +476,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.n < 1 or args.perturb < 0 or args.fmax <= 0 or args.threads < 1:
         p.error("--n and --threads must be >= 1, --perturb >= 0 and --fmax > 0")
+    if args.relaxer == "mace" and args.split_file is None:
+        p.error("--relaxer mace needs --split-file (a MACE model has no card naming its split)")
     if args.out is None:
+        tag = model_tag(args.model) if args.relaxer == "tdn" else f"mace-{Path(args.model).stem}"
         args.out = str(Path(__file__).resolve().parent / "results"
-                       / f"relax_quality_organic_{model_tag(args.model)}.json")
+                       / f"relax_quality_organic_{tag}.json")
     return args
 
 

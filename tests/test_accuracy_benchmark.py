@@ -15,8 +15,8 @@ from accuracy import (
     markdown_table,
     parse_time_output,
     prediction_metrics,
-    read_cpu_times,
     reference_arrays,
+    relax_table,
     replace_doc_section,
     seeded_subset,
     write_extxyz,
@@ -74,11 +74,7 @@ def test_seeded_subset_is_sorted_reproducible_and_capped():
     np.testing.assert_array_equal(seeded_subset(idx[::-1], 500, 0), idx)
 
 
-def test_cpu_time_files_and_time_output(tmp_path):
-    f = tmp_path / "t.txt"
-    f.write_text("l1c64 cpu_user=251.04 cpu_sys=9.76 wall=412.77\n# note\n"
-                 "l2c64 cpu_user=283.43 cpu_sys=28.39 wall=464.75\n")
-    assert read_cpu_times(f) == pytest.approx({"l1c64": 260.8, "l2c64": 311.82})
+def test_time_output():
     out = parse_time_output("log...\ncpu_user=1.0 cpu_sys=0.0 wall=9\ncpu_user=10.5 "
                             "cpu_sys=1.5 wall=30.25\n")
     assert out == {"cpu_user_s": 10.5, "cpu_sys_s": 1.5, "cpu_s": 12.0, "wall_s": 30.25}
@@ -138,6 +134,16 @@ def test_markdown_table_marks_best_and_missing_speed():
     assert len(lines) == 4 and lines[0].count("|") == lines[2].count("|")
     assert "**17.0**" in lines[2] and "**420.0**" in lines[2] and "| 12.3 |" in lines[2]
     assert "**150.0**" in lines[3] and lines[3].endswith("| - |") and "5,000" in lines[3]
+
+
+def test_relax_table_lists_each_model():
+    summary = {"n_judged": 50, "n_success": 9, "success_rate": 0.18,
+               "delta_e_meV_atom_median": 3.214, "delta_e_meV_atom_p95": 20.0,
+               "n_bonds_changed_tdn": 1, "n_tdn_converged": 50, "tdn_steps_median": 71.0}
+    doc = {"summary": summary, "timings_s": {"tdn_relax_wall": 12.3}}
+    lines = relax_table({"TDN l1c64": doc, "MACE": doc}).splitlines()
+    assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
+    assert lines[2].startswith("| TDN l1c64 | 50 | 9 (18%) | 3.21 | 20.0 | 1 | 50 | 71 | 12 |")
 
 
 def test_doc_section_replaced_in_place_or_appended():

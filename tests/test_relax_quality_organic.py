@@ -97,6 +97,15 @@ def test_pick_cache_key_and_model_tag():
     assert rq.model_tag("runs/tdn-catalysis/best.safetensors") == "tdn-catalysis-best"
 
 
+def test_mace_relaxer_needs_a_split_file_and_names_its_output(capsys):
+    with pytest.raises(SystemExit):
+        rq.parse_args(["--relaxer", "mace", "--model", "m.model"])
+    assert "--split-file" in capsys.readouterr().err
+    args = rq.parse_args(["--relaxer", "mace", "--model", "x/mace.model", "--split-file", "s"])
+    assert args.out.endswith("relax_quality_organic_mace-mace.json")
+    assert set(rq.RELAXERS) == {"tdn", "mace"}
+
+
 class _Harmonic(Calculator):
     """E = 0.5 k |x - x0|^2 eV (x in Å): a toy 'reference method' with its minimum at x0."""
 
