@@ -219,7 +219,9 @@ def mace_predictions(python: Path, model: Path, test_xyz: Path, out_xyz: Path) -
 
 
 def _one_thread_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    """One thread, and tdn_calc's huge-page setting for MACE as well (equal footing)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
 
 
 # ---------------------------------------------------------------- metrics and TDN

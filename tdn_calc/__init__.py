@@ -8,6 +8,7 @@ Public API: :class:`TDNCalculator`, :func:`load_model`, :func:`relax` (and the
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from .errors import (
@@ -20,6 +21,13 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+# PyTorch puts CPU tensors of >= 2 MB on transparent huge pages when this is set (it reads it
+# at allocation time). The [n_edges, 9, C] features of large cells are that big; without huge
+# pages the time per atom grew 1.3x from 256 to 2,048 Cu atoms (TLB misses and page faults),
+# with them it stays flat: benchmarks/model_speed.py, docs/benchmarks.md. Set
+# THP_MEM_ALLOC_ENABLE=0 before importing tdn_calc to opt out.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 _LAZY = {
     "TDNCalculator": "tdn_calc.calculator",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -58,3 +59,16 @@ def test_public_relax_is_the_function_not_the_module():
             "print(inspect.isfunction(relax), callable(load_model))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_import_enables_huge_pages_unless_the_user_chose():
+    """``import tdn_calc`` sets PyTorch's THP_MEM_ALLOC_ENABLE=1 by default (large edge tensors
+    on huge pages) and leaves a value the user set alone."""
+    code = "import os, tdn_calc; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    for preset, expected in ((None, "1"), ("0", "0")):
+        run_env = env if preset is None else {**env, "THP_MEM_ALLOC_ENABLE": preset}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=run_env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expected

@@ -31,7 +31,9 @@ class PeerProcess:
     """A running ``peer_server.py``; ``request`` sends one command and waits for its answer."""
 
     def __init__(self, python: Path, threads: int) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               # the same huge-page setting as tdn_calc's (it sets it on import): equal footing
+               "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen(
             [str(python), str(SERVER), "--threads", str(threads)],
