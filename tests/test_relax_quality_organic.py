@@ -173,3 +173,35 @@ def test_end_to_end_one_molecule(tmp_path, monkeypatch):
     assert doc["timings_s"]["n_reference_computed"] == 1
     rq.main(argv)  # the second run reuses the cached GFN2 minimum
     assert json.loads(out.read_text())["timings_s"]["n_reference_computed"] == 0
+
+
+@pytest.mark.slow
+def test_mace_relaxer_end_to_end(tmp_path):
+    """``--relaxer mace`` relaxes in the peers' environment and is judged like TDN (a tiny
+    random MACE: only the plumbing is under test; needs the data set and the peers' venv)."""
+    import subprocess
+
+    from peers.env import DEFAULT_VENV, venv_python
+
+    data = ROOT / "datasets" / "organic-gfn2"
+    split = ROOT / "runs" / "organic-candidates" / "split.json"
+    python = venv_python(DEFAULT_VENV)
+    if not (data.is_dir() and split.is_file() and python.exists()):
+        pytest.skip("needs datasets/organic-gfn2, the candidates' split and benchmarks/.venv-peers")
+    model = tmp_path / "tiny.model"
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[2]); "
+            "torch.serialization.add_safe_globals([slice]); from peer_server import "
+            "build_mace; _, m, _ = build_mace({'elements': [1, 6, 7, 8, 9, 15, 16, 17, 35], "
+            "'num_interactions': 1, 'hidden_irreps': '8x0e', 'max_ell': 1, 'correlation': 1, "
+            "'r_max': 5.0}); torch.save(m, sys.argv[1])")
+    subprocess.run([str(python), "-c", code, str(model), str(ROOT / "benchmarks" / "peers")],
+                   check=True, capture_output=True)
+    out = tmp_path / "out.json"
+    rq.main(["--relaxer", "mace", "--model", str(model), "--split-file", str(split), "--n", "1",
+             "--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["relaxer"] == "mace" and doc["model"]["kind"] == "MACE"
+    (row,) = [r for r in doc["rows"] if r["status"] == "judged"]
+    assert row["tdn_steps"] >= 0 and row["tdn_seconds"] is not None
+    assert row["tdn_converged"] == (row["tdn_fmax"] < 0.05)  # ASE FIRE's own criterion
+    assert row["success"] == rq.passes(row["delta_e_meV_atom"], row["bonds_kept_tdn"])
