@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from peers.env import DEFAULT_VENV, ensure_peer_venv  # noqa: E402
+from peers.env import DEFAULT_VENV, ensure_peer_venv, peer_env  # noqa: E402
 
 CONFIG_DIR = ROOT / "configs" / "organic-candidates"
 RUN_DIR = ROOT / "runs" / "organic-candidates"
@@ -219,9 +219,7 @@ def mace_predictions(python: Path, model: Path, test_xyz: Path, out_xyz: Path) -
 
 
 def _one_thread_env() -> dict:
-    """One thread, and tdn_calc's huge-page setting for MACE as well (equal footing)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
+    return peer_env(1)
 
 
 # ---------------------------------------------------------------- metrics and TDN
@@ -541,8 +539,9 @@ def main() -> None:
                 ("mace", "MACE 64x0e+64x1o", wd / "mace" / "mace.model", "mace")]:
             relax[label] = models[key]["relax"] = relax_quality(
                 key, Path(model), relaxer, args.n_relax, args.seed, wd, args.reuse)
-        table += "\n\nRelaxations judged by GFN2-xTB:\n\n" + relax_table(relax)
-        print(relax_table(relax))
+        judged = relax_table(relax)
+        table += "\n\nRelaxations judged by GFN2-xTB:\n\n" + judged
+        print(judged)
     results = {
         "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
         "environment": _environment(python),

@@ -316,7 +316,7 @@ def mace_relax(starts: Sequence[Start], model: str, fmax: float, workdir: Path,
 
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
-    from peers.env import DEFAULT_VENV, ensure_peer_venv
+    from peers.env import DEFAULT_VENV, ensure_peer_venv, peer_env
 
     python = ensure_peer_venv(DEFAULT_VENV)
     inp, out, report = workdir / "starts.extxyz", workdir / "mace.extxyz", workdir / "report.json"
@@ -324,9 +324,9 @@ def mace_relax(starts: Sequence[Start], model: str, fmax: float, workdir: Path,
           format="extxyz")
     cmd = [str(python), str(here / "peers" / "mace_relax.py"), model, str(inp), str(out),
            str(report), "--fmax", str(fmax), "--steps", str(TDN_RELAX_STEPS)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=peer_env(threads), capture_output=True, text=True,
+                          check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise TDNError(f"mace_relax.py exited with {proc.returncode}: {proc.stderr[-2000:]}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from ase import Atoms
+
+from .env import peer_env
 
 SERVER = Path(__file__).resolve().parent / "peer_server.py"
 
@@ -31,9 +32,7 @@ class PeerProcess:
     """A running ``peer_server.py``; ``request`` sends one command and waits for its answer."""
 
     def __init__(self, python: Path, threads: int) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               # the same huge-page setting as tdn_calc's (it sets it on import): equal footing
-               "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
+        env = peer_env(threads)
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen(
             [str(python), str(SERVER), "--threads", str(threads)],

@@ -8,6 +8,7 @@ constraints file so that no peer can pull a CUDA build.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,14 @@ from pathlib import Path
 TORCH = "torch==2.13.0"
 PEER_PACKAGES = ("mace-torch==0.3.16", "sevenn==0.10.4", "chgnet==0.4.2")
 DEFAULT_VENV = Path(__file__).resolve().parent.parent / ".venv-peers"
+
+
+def peer_env(threads: int) -> dict[str, str]:
+    """Environment for a peer process: ``threads`` OpenMP/MKL threads and the huge-page
+    setting tdn_calc uses (``import tdn_calc`` sets ``THP_MEM_ALLOC_ENABLE=1`` unless the user
+    chose), so peers and TDN are timed on equal footing."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
 
 
 def venv_python(path: Path) -> Path:
