@@ -144,7 +144,14 @@ def info_cmd(path) -> None:
               "trajectories it does not list (its own fractions and seed); needs --out.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the split (default: split-seed<seed>.json beside the data).")
-def split_cmd(path, fractions, seed, extend_from, out) -> None:
+@click.option("--group-by", "grouping", type=click.Choice(["trajectory", "system"]),
+              default="trajectory", show_default=True,
+              help="'system' keeps all replicas of a system (identifiers differing only in "
+              "their /rN tag) in one part.")
+@click.option("--train-only", default=None, metavar="REGEX",
+              help="Trajectories whose identifier matches go to training, e.g. the references "
+              "of adsorption energies: '/clean/|^gas/'.")
+def split_cmd(path, fractions, seed, extend_from, out, grouping, train_only) -> None:
     """Split trajectories into train/val/test and save the split JSON beside the data.
 
     With --extend, a data set that grew after a model was trained gets a split in which
@@ -157,15 +164,17 @@ def split_cmd(path, fractions, seed, extend_from, out) -> None:
         raise click.UsageError("--extend needs --out (the old split file is never overwritten)")
     if extend_from is not None and Path(out).resolve() == Path(extend_from).resolve():
         raise click.UsageError("--out must differ from the --extend file")
+    if (grouping != "trajectory" or train_only is not None) and out is None:
+        raise click.UsageError("--group-by system / --train-only need --out")
     try:
         ds = H5Dataset(path)
         fr = tuple(float(x) for x in fractions.split(","))
         if extend_from is not None:
             split = splits.extend_split(splits.load_split(extend_from), ds)
-        elif out is None:
+        elif out is None and grouping == "trajectory" and train_only is None:
             split = splits.load_or_make_split(ds, path, fr, seed)
         else:
-            split = splits.make_split(ds, fr, seed)
+            split = splits.make_split(ds, fr, seed, grouping=grouping, train_only=train_only)
         if out is not None:
             split.save(out)
     except (TDNError, ValueError) as exc:

@@ -16,6 +16,7 @@ from tdn_calc.data.split import (
     load_split,
     make_split,
     split_path,
+    system_of,
 )
 from tdn_calc.errors import InputError
 
@@ -98,6 +99,55 @@ def test_extend_split_keeps_old_assignment_and_cuts_new_trajectories(tmp_path, r
     assert extend_split(old, grown[:20]) == old
 
 
+def _catalysis_labels(n_systems: int, replicas: int) -> list[str]:
+    systems = [f"Pt111/CO/site{i}" for i in range(n_systems)] + ["Pt111/clean", "gas/CO"]
+    return [f"{s}/r{r}" for s in systems for r in range(replicas)]
+
+
+def test_system_split_keeps_replicas_together_and_pins_references_to_train():
+    labels = _catalysis_labels(20, 3)
+    split = make_split(labels, (0.6, 0.2, 0.2), seed=5, grouping="system",
+                       train_only="/clean/|^gas/")
+    assert sorted(split.train + split.val + split.test) == sorted(labels)
+    part_of = {}
+    for name in ("train", "val", "test"):
+        for ident in getattr(split, name):
+            assert part_of.setdefault(system_of(ident), name) == name  # replicas together
+    assert {part_of["Pt111/clean"], part_of["gas/CO"]} == {"train"}
+    # the fractions cut the 20 free systems, not the trajectories or the pinned ones
+    assert [len(getattr(split, n)) for n in ("train", "val", "test")] == [12 * 3 + 6, 4 * 3, 4 * 3]
+    assert system_of("bulk/Cu/strain+2%/r10") == "bulk/Cu/strain+2%"
+    assert system_of("mol17") == "mol17"
+    # trajectory grouping (the default) would separate replicas of some system
+    by_traj = make_split(labels, (0.6, 0.2, 0.2), seed=5)
+    parts = {}
+    for name in ("train", "val", "test"):
+        for ident in getattr(by_traj, name):
+            parts.setdefault(system_of(ident), set()).add(name)
+    assert any(len(p) > 1 for p in parts.values())
+    with pytest.raises(InputError, match="grouping"):
+        make_split(labels, grouping="molecule")
+    with pytest.raises(InputError, match="regular expression"):
+        make_split(labels, train_only="(")
+
+
+def test_extend_system_split_sends_new_replicas_to_their_systems_part(tmp_path):
+    old = make_split(_catalysis_labels(20, 2), (0.6, 0.2, 0.2), seed=5, grouping="system",
+                     train_only="/clean/|^gas/")
+    grown = _catalysis_labels(30, 4)
+    ext = extend_split(old, grown)
+    assert sorted(ext.train + ext.val + ext.test) == sorted(grown)
+    part_of = {}
+    for name in ("train", "val", "test"):
+        assert getattr(ext, name)[:len(getattr(old, name))] == getattr(old, name)
+        for ident in getattr(ext, name):
+            assert part_of.setdefault(system_of(ident), name) == name
+    assert part_of["gas/CO"] == "train" and (ext.grouping, ext.train_only) == (
+        "system", "/clean/|^gas/")
+    old.save(tmp_path / "s.json")
+    assert load_split(tmp_path / "s.json") == old
+
+
 def test_cli_split_extend_writes_a_new_file(dataset_dir, tmp_path):
     import json
 
@@ -121,6 +171,13 @@ def test_cli_split_extend_writes_a_new_file(dataset_dir, tmp_path):
     assert json.loads(res.output)["trajectories"] == {"train": 5, "val": 5, "test": 0}
     assert load_split(new_file) == extend_split(old, ds)
     assert load_split(old_file) == old
+    res = runner.invoke(main, ["data", "split", str(dataset_dir), "--group-by", "system"])
+    assert res.exit_code == 2 and "--out" in res.output
+    sys_file = tmp_path / "system.json"
+    res = runner.invoke(main, ["data", "split", str(dataset_dir), "--group-by", "system",
+                               "--train-only", "^nothing", "--out", str(sys_file)])
+    assert res.exit_code == 0, res.output
+    assert load_split(sys_file) == make_split(ds, grouping="system", train_only="^nothing")
 
 
 def test_identifiers_of_inverts_frames_of(dataset_dir):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,14 @@ from ..errors import InputError
 from ..fileio import atomic_write
 
 SPLIT_NAMES = ("train", "val", "test")
+GROUPINGS = ("trajectory", "system")
+_REPLICA_TAG = re.compile(r"/r\d+$")
+
+
+def system_of(identifier: str) -> str:
+    """The system a trajectory belongs to: its identifier without the trailing replica tag
+    (``"Pt111/CO/fcc/r3"`` -> ``"Pt111/CO/fcc"``); identifiers without one are their own."""
+    return _REPLICA_TAG.sub("", identifier)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class Split:
     test: tuple[str, ...]
     seed: int
     fractions: tuple[float, float, float]
+    grouping: str = "trajectory"
+    train_only: str | None = None
 
     def indices(self, dataset) -> dict[str, np.ndarray]:
         """Frame indices of ``dataset`` (an :class:`H5Dataset`) per split name."""
@@ -37,7 +48,7 @@ class Split:
 
     def save(self, path: str | os.PathLike) -> None:
         data = {"format": "tdn-calc-split", "seed": self.seed, "fractions": list(self.fractions),
-                "grouping": "trajectory identifier",
+                "grouping": self.grouping, "train_only": self.train_only,
                 **{name: list(getattr(self, name)) for name in SPLIT_NAMES}}
         with atomic_write(path, "w") as fh:
             json.dump(data, fh, indent=1)
@@ -52,28 +63,52 @@ def split_path(data_path: str | os.PathLike, seed: int) -> Path:
     return p.with_name(f"{p.stem}.split-seed{seed}.json")
 
 
-def make_split(identifiers, fractions=(0.8, 0.1, 0.1), seed: int = 42) -> Split:
+def make_split(identifiers, fractions=(0.8, 0.1, 0.1), seed: int = 42, *,
+               grouping: str = "trajectory", train_only: str | None = None) -> Split:
     """Shuffle the unique ``identifiers`` (sorted first, so input order does not matter) with
     ``seed`` and cut them by ``fractions`` (train, val, test; non-negative, summing to 1).
 
-    ``identifiers`` may also be an :class:`H5Dataset` (its trajectory identifiers are used).
+    ``grouping="system"`` keeps every replica of a system (identifiers differing only in their
+    ``/rN`` tag) in one part, so no test system was seen in training from another start.
+    Identifiers matching the regular expression ``train_only`` (e.g. the clean slabs and gas
+    molecules that adsorption energies are referenced to) all go to training and are not
+    counted in the fractions. ``identifiers`` may also be an :class:`H5Dataset`.
     """
     fr = tuple(float(x) for x in fractions)
     if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
         raise InputError(f"fractions must be 3 non-negative numbers summing to 1; got {fractions}")
+    if grouping not in GROUPINGS:
+        raise InputError(f"grouping must be one of {GROUPINGS}; got {grouping!r}")
     idents = sorted(set(getattr(identifiers, "identifiers", identifiers)))
     if not idents:
         raise InputError("cannot split an empty set of trajectories")
-    order = np.random.default_rng(seed).permutation(len(idents))
-    n_train = round(fr[0] * len(idents))
-    n_val = min(round(fr[1] * len(idents)), len(idents) - n_train)
-    shuffled = [idents[i] for i in order]
+    try:
+        pinned_re = re.compile(train_only) if train_only else None
+    except re.error as exc:
+        raise InputError(f"train_only is not a valid regular expression: {exc}") from exc
+    pinned = [i for i in idents if pinned_re is not None and pinned_re.search(i)]
+    key = system_of if grouping == "system" else (lambda ident: ident)
+    groups: dict[str, list[str]] = {}
+    for ident in idents:
+        if ident not in pinned:
+            groups.setdefault(key(ident), []).append(ident)
+    names = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_train = round(fr[0] * len(names))
+    n_val = min(round(fr[1] * len(names)), len(names) - n_train)
+    shuffled = [names[i] for i in order]
+
+    def members(part: list[str]) -> tuple[str, ...]:
+        return tuple(ident for name in part for ident in groups[name])
+
     return Split(
-        train=tuple(shuffled[:n_train]),
-        val=tuple(shuffled[n_train:n_train + n_val]),
-        test=tuple(shuffled[n_train + n_val:]),
+        train=members(shuffled[:n_train]) + tuple(pinned),
+        val=members(shuffled[n_train:n_train + n_val]),
+        test=members(shuffled[n_train + n_val:]),
         seed=int(seed),
         fractions=fr,  # type: ignore[arg-type]
+        grouping=grouping,
+        train_only=train_only,
     )
 
 
@@ -82,17 +117,29 @@ def extend_split(split: Split, identifiers) -> Split:
     fractions and seed and appended to each part; the known ones keep their split.
 
     For data sets that grew after a model was trained: a model fine-tuned on the extended
-    split has never trained on a validation or test trajectory. ``identifiers`` may also be
-    an :class:`H5Dataset`.
+    split has never trained on a validation or test trajectory. With ``grouping="system"`` a
+    new replica of a known system joins that system's part. ``identifiers`` may also be an
+    :class:`H5Dataset`.
     """
     known = set(split.train) | set(split.val) | set(split.test)
     new = [i for i in sorted(set(getattr(identifiers, "identifiers", identifiers)))
            if i not in known]
     if not new:
         return split
-    added = make_split(new, split.fractions, split.seed)
-    return Split(train=split.train + added.train, val=split.val + added.val,
-                 test=split.test + added.test, seed=split.seed, fractions=split.fractions)
+    parts = {name: list(getattr(split, name)) for name in SPLIT_NAMES}
+    fresh = new
+    if split.grouping == "system":  # a new replica of a known system joins that system's part
+        part_of = {system_of(i): name for name in SPLIT_NAMES for i in getattr(split, name)}
+        fresh = [i for i in new if system_of(i) not in part_of]
+        for ident in new:
+            if system_of(ident) in part_of:
+                parts[part_of[system_of(ident)]].append(ident)
+    if fresh:
+        added = make_split(fresh, split.fractions, split.seed, grouping=split.grouping,
+                           train_only=split.train_only)
+        for name in SPLIT_NAMES:
+            parts[name].extend(getattr(added, name))
+    return replace(split, **{name: tuple(parts[name]) for name in SPLIT_NAMES})
 
 
 def load_split(path: str | os.PathLike) -> Split:
@@ -111,7 +158,10 @@ def load_split(path: str | os.PathLike) -> Split:
         if overlap:
             raise InputError(f"{path}: {len(overlap)} trajectories are in more than one split")
         seen |= set(parts[name])
-    return Split(**parts, seed=int(data["seed"]), fractions=tuple(data["fractions"]))
+    grouping = data.get("grouping", "trajectory")
+    return Split(**parts, seed=int(data["seed"]), fractions=tuple(data["fractions"]),
+                 grouping="system" if grouping == "system" else "trajectory",
+                 train_only=data.get("train_only"))
 
 
 def load_or_make_split(dataset, data_path: str | os.PathLike, fractions=(0.8, 0.1, 0.1),
