@@ -31,7 +31,7 @@ from ase.collections import g2
 
 from tdn_calc.batch_relax import batch_relax
 from tdn_calc.calculator import TDNCalculator
-from tdn_calc.relax import ConvergenceWarning, relax
+from tdn_calc.relaxation import ConvergenceWarning, relax
 
 ELEMENTS = ("H", "C", "N", "O", "F", "S", "Cl")
 

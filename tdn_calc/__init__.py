@@ -35,8 +35,8 @@ _LAZY = {
     "save_model": "tdn_calc.checkpoint",
     "list_models": "tdn_calc.registry",
     "model_info": "tdn_calc.registry",
-    "relax": "tdn_calc.relax",
-    "RelaxResult": "tdn_calc.relax",
+    "relax": "tdn_calc.relaxation",
+    "RelaxResult": "tdn_calc.relaxation",
     "TDNConfig": "tdn_calc.nn.config",
     "TDNModel": "tdn_calc.nn.model",
 }
@@ -56,8 +56,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        # importing the submodule tdn_calc.relax binds the *module* to tdn_calc.relax; bind
-        # the function instead so that `from tdn_calc import relax` gives the function
-        globals()[name] = value
+        globals()[name] = value  # cached: later lookups skip __getattr__
         return value
     raise AttributeError(f"module 'tdn_calc' has no attribute {name!r}")

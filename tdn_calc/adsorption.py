@@ -322,7 +322,7 @@ def make_relaxer(
     ``structures``), or ASE's EMT one by one for ``model="emt"`` (demonstrations/tests)."""
     import warnings
 
-    from .relax import ConvergenceWarning, relax
+    from .relaxation import ConvergenceWarning, relax
 
     def quiet(f):
         def wrapped(atoms_list):

@@ -27,8 +27,8 @@ from ase.constraints import FixAtoms
 from .atomic_graph import AtomicGraph
 from .errors import InputError, TDNError
 from .graph import neighbor_list
-from .relax import ConvergenceWarning, RelaxResult, not_converged_message
 from .relax_guard import DEFAULT_GUARD, DivergenceGuard
+from .relaxation import ConvergenceWarning, RelaxResult, not_converged_message
 from .validation import validate_structure
 
 

@@ -19,7 +19,7 @@ from ase.geometry import get_distances
 
 from .errors import InputError
 from .graph import atoms_to_graph
-from .relax import float64_model
+from .relaxation import float64_model
 
 # ----------------------------------------------------------------------------- equivariance
 
@@ -312,7 +312,7 @@ def nve_trajectory(
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
-    from .relax import relax
+    from .relaxation import relax
 
     if n_steps < 1 or interval < 1 or timestep_fs <= 0:
         raise InputError(

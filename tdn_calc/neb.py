@@ -18,7 +18,7 @@ from ase.calculators.calculator import Calculator
 from ase.mep import NEB
 
 from .errors import InputError
-from .relax import ConvergenceWarning, relax, resolve_optimizer, snapshot
+from .relaxation import ConvergenceWarning, relax, resolve_optimizer, snapshot
 
 
 @dataclass

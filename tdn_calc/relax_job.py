@@ -18,7 +18,7 @@ from ase import Atoms
 
 from .errors import InputError, UnsupportedElementError
 from .fileio import atomic_write
-from .relax import (
+from .relaxation import (
     POLISH_OPTIMIZER,
     ConvergenceWarning,
     RelaxResult,
@@ -292,8 +292,8 @@ def annotate_extrapolation(frame: Atoms, model, dist) -> None:
 
 def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
     """Batched FIRE; with ``settings.polish`` the converged structures continue one by one
-    with :data:`~tdn_calc.relax.POLISH_OPTIMIZER` on a float64 copy of ``model`` down to
-    ``settings.polish_fmax``, as :func:`~tdn_calc.relax.relax` polishes."""
+    with :data:`~tdn_calc.relaxation.POLISH_OPTIMIZER` on a float64 copy of ``model`` down to
+    ``settings.polish_fmax``, as :func:`~tdn_calc.relaxation.relax` polishes."""
 
     from .batch_relax import batch_relax
     from .calculator import TDNCalculator

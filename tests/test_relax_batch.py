@@ -14,7 +14,7 @@ from relax_testing import one_thread, periodic_cho, rattled_molecules  # noqa: F
 from tdn_calc.batch_relax import batch_relax, is_out_of_memory
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.errors import InputError
-from tdn_calc.relax import ConvergenceWarning, relax
+from tdn_calc.relaxation import ConvergenceWarning, relax
 
 
 @pytest.fixture
