@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from e3nn import o3
+
+from tdn_calc import model_checks
 
 
 @contextmanager
@@ -21,12 +22,7 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def random_o3(seed: int, improper: bool = False) -> torch.Tensor:
-    """A seeded random ``[3, 3]`` float64 rotation, times -1 when ``improper``."""
-    angles = torch.rand(3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    alpha, beta, gamma = (
-        2 * torch.pi * angles[0],
-        torch.acos(1 - 2 * angles[1]),
-        2 * torch.pi * angles[2],
-    )
-    rotation = o3.angles_to_matrix(alpha, beta, gamma)
+    """A seeded Haar-random ``[3, 3]`` float64 rotation (the library's sampler), times -1
+    when ``improper``."""
+    rotation = torch.from_numpy(model_checks.random_o3(1, seed)[0])
     return -rotation if improper else rotation
