@@ -20,7 +20,10 @@ Two errors per system: ``d_teacher`` = teacher E_ads at the TDN minimum - teache
 (the acceptance figure: target median |d| <= 0.05 eV; the references cancel, so this is the
 teacher energy difference of the two minima) and ``d_model`` = TDN's own E_ads - teacher's own.
 The site (top/bridge/fcc/hcp) of the anchor atom is classified for both minima (target:
-identical in >= 90 %). Exit status 0 when both targets are met, 1 otherwise.
+identical in >= 90 %). Both are also reported for the systems with no replica (another seeded
+start of the same adsorbate, site and metal) in the training part ("unseen") and the others
+("seen"): only the first are new to the model. Exit status 0 when both targets are met, 1
+otherwise.
 
     nice -n 19 python benchmarks/adsorption_quality.py \
         --model runs/tdn-catalysis/best.safetensors --max-systems 3 --out /tmp/aq.json
@@ -45,6 +48,7 @@ from ase.data import atomic_numbers
 
 from tdn_calc.adsorption import Site, nearest_site, reference_terms
 from tdn_calc.data.catalysis import adsorbate_template
+from tdn_calc.data.split import load_split, system_of
 from tdn_calc.errors import InputError
 from tdn_calc.slab import layer_indices, surface_heights
 
@@ -143,6 +147,19 @@ def error_stats(errors: list[float], tolerance: float = TARGET_ADS_EV) -> dict[s
             "fraction_within": float((e <= tolerance).mean()), "tolerance": tolerance}
 
 
+def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """``d_teacher`` statistics and same-site fraction of the systems never seen in training
+    (``unseen``: no replica of the system in the split's training part) and of the others
+    (``seen``: another start of the same system was trained on), when rows say which."""
+    out: dict[str, Any] = {}
+    for name, seen in (("unseen", False), ("seen", True)):
+        part = [r for r in done if r.get("system_in_training") is seen]
+        out[name] = {"n": len(part), "d_teacher": error_stats([r["d_teacher"] for r in part]),
+                     "site_fraction_same": (float(np.mean([r["same_site"] for r in part]))
+                                            if part else math.nan)}
+    return out
+
+
 def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
     """Summary of evaluated ``rows`` (of ``total`` systems planned): errors, sites, timings."""
     done = [r for r in rows if "error" not in r]
@@ -156,7 +173,7 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
         "n_tdn_converged": sum(r["tdn_converged"] for r in done),
         "n_teacher_converged": sum(r["teacher_converged"] for r in done),
         "d_teacher": teacher, "d_model": error_stats([r["d_model"] for r in done]),
-        "site_fraction_same": site_fraction,
+        "site_fraction_same": site_fraction, "by_system_novelty": novelty_subsets(done),
         "site_mismatches": [{k: r[k] for k in ("label", "start_site", "teacher_site",
                                                "tdn_site")} for r in done if not r["same_site"]],
         "target_ads_met": bool(done) and teacher["median_abs"] <= TARGET_ADS_EV,
@@ -175,6 +192,13 @@ def markdown(summary: dict[str, Any]) -> str:
         if s.get("n"):
             lines.append(f"| {what} | {s['median_abs']:.3f} | {s['mean_abs']:.3f} | "
                          f"{s['max_abs']:.3f} | {100 * s['fraction_within']:.0f} % | {s['n']} |")
+    for name, part in summary.get("by_system_novelty", {}).items():
+        d = part["d_teacher"]
+        if d.get("n"):
+            lines.append(f"| systems {name} in training (other replicas): teacher E_ads at TDN "
+                         f"min - own (eV), same site {100 * part['site_fraction_same']:.0f} % | "
+                         f"{d['median_abs']:.3f} | {d['mean_abs']:.3f} | {d['max_abs']:.3f} | "
+                         f"{100 * d['fraction_within']:.0f} % | {d['n']} |")
     lines.append(f"\nsame final site: {100 * summary['site_fraction_same']:.0f} % of "
                  f"{summary['n_evaluated']} (target >= {100 * TARGET_SITE_FRACTION:.0f} %); "
                  f"TDN relaxations converged {summary['n_tdn_converged']}/"
@@ -327,6 +351,14 @@ def adsorbate_systems(dataset, meta: dict[str, dict], split: str, split_file: st
     return sorted(keep), used
 
 
+def trained_systems(split_file: str | None) -> set[str] | None:
+    """Systems (identifiers without their replica tag) with a trajectory in the training part
+    of ``split_file``; None without a split file."""
+    if not split_file:
+        return None
+    return {system_of(i) for i in load_split(split_file).train}
+
+
 def default_out(model: str) -> Path:
     """``benchmarks/results/adsorption_quality_<tag>.json`` (tag: registry name, or
     ``<dir>-<stem>`` of a checkpoint path, as for the organic relaxation benchmark)."""
@@ -373,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     recipe_path = Path(args.data) / "build_config.json"
     recipe = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
     model, info = load_job_model(args.model, [], args.device, args.dtype)
-    dataset, meta = H5Dataset(args.data), read_metadata(args.data)
+    dataset = H5Dataset(args.data)
+    present = set(dataset.identifiers)  # a shard still being written is not readable yet
+    meta = {label: m for label, m in read_metadata(args.data).items() if label in present}
     labels, used_split = adsorbate_systems(dataset, meta, args.split, args.split_file,
                                            getattr(model, "card", {}) or {})
     if args.systems:
@@ -383,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{unknown} are not slab+adsorbate systems of the {args.split} split")
         labels = wanted
     labels = labels[: args.max_systems]
+    trained = trained_systems(used_split)
     teacher_name = recipe.get("teacher", "sevenn-0")
     relax_kwargs = {"fmax": args.fmax, "steps": args.steps,
                     "optimizer": args.optimizer or recipe.get("optimizer", "FIRE")}
@@ -405,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             row = ev.system(label)
         except Exception as exc:  # recorded, the run goes on
             row = {"label": label, "error": f"{type(exc).__name__}: {exc}"}
+        if trained is not None:
+            row["system_in_training"] = system_of(label) in trained
         report["rows"].append(row)
         report["references"] = {p: vars(r) for p, r in ev.references.items()}
         report["summary"] = summarize(report["rows"], len(labels))

@@ -18,11 +18,13 @@ from adsorption_quality import (
     error_stats,
     lateral_distances,
     main,
+    markdown,
     metal_layers,
     reference_label,
     relax_ends,
     summarize,
     surface_sites,
+    trained_systems,
 )
 from ase import Atoms
 from ase.build import add_adsorbate, fcc111
@@ -35,6 +37,7 @@ from tdn_calc.data.catalysis import (
     adsorbate_template,
     build_slab,
 )
+from tdn_calc.data.split import make_split
 from tdn_calc.errors import InputError
 
 ASE_SITE = {"top": "ontop", "bridge": "bridge", "fcc": "fcc", "hcp": "hcp"}
@@ -156,6 +159,23 @@ def test_error_stats_and_summary():
     assert summary["site_fraction_same"] == pytest.approx(0.9) and summary["target_site_met"]
     assert summary["target_ads_met"] and summary["site_mismatches"][0]["label"] == "moved"
     assert not summarize(rows[-1:], 1)["target_ads_met"]
+    assert summary["by_system_novelty"]["unseen"]["n"] == 0  # rows without the flag
+    for k, r in enumerate(rows[:10]):
+        r["system_in_training"] = k < 4
+    rows[5]["d_teacher"] = 0.5
+    novelty = summarize(rows, 12)["by_system_novelty"]
+    assert (novelty["seen"]["n"], novelty["unseen"]["n"]) == (4, 6)
+    assert novelty["seen"]["site_fraction_same"] == 1.0
+    assert novelty["unseen"]["site_fraction_same"] == pytest.approx(5 / 6)
+    assert novelty["unseen"]["d_teacher"]["max_abs"] == pytest.approx(0.5)
+    assert "unseen in training" in markdown(summarize(rows, 12))
+
+
+def test_trained_systems_strip_replica_tags(tmp_path):
+    make_split(["Pt111/O/fcc/r0", "Pt111/O/fcc/r1", "Pt111/CO/top/r0"], (1.0, 0.0, 0.0)).save(
+        tmp_path / "s.json")
+    assert trained_systems(str(tmp_path / "s.json")) == {"Pt111/O/fcc", "Pt111/CO/top"}
+    assert trained_systems(None) is None
 
 
 def test_default_out_and_reference_label():
