@@ -15,6 +15,7 @@ import torch
 from test_train_utils import write_emt_dataset
 
 from tdn_calc.checkpoint import load_model
+from tdn_calc.data.split import load_split
 from tdn_calc.errors import ConfigError
 from tdn_calc.train.config import config_from_dict
 from tdn_calc.train.evaluate import evaluate
@@ -284,6 +285,24 @@ def test_oversample_repeats_matching_trajectories(emt_data, tmp_path):
     np.testing.assert_array_equal(np.sort(trainer.train_idx), expected)
     with pytest.raises(ConfigError, match="oversample"):
         make_run(emt_data, tmp_path / "c", data_opts={"oversample": {"^Cu": 0}})
+
+
+def test_split_grouping_and_train_only_from_the_config(emt_data, tmp_path):
+    """``data.split_grouping`` / ``split_train_only`` shape a new split; an existing split
+    file made otherwise is refused when the config asks for something else."""
+    opts = {"split_grouping": "system", "split_train_only": "^Cu",
+            "split_fractions": [0.5, 0.25, 0.25]}
+    trainer = Trainer(make_run(emt_data, tmp_path / "a", data_opts=opts, max_steps=1))
+    split = load_split(tmp_path / "a" / "split.json")
+    assert (split.grouping, split.train_only) == ("system", "^Cu")
+    assert all(not i.startswith("Cu") for i in split.val + split.test)
+    assert any(i.startswith("Cu") for i in split.train)
+    assert trainer.train_idx.size > 0
+    with pytest.raises(ConfigError, match="split_grouping"):
+        Trainer(make_run(emt_data, tmp_path / "a", max_steps=1,
+                         data_opts={**opts, "split_train_only": "^H"}))
+    with pytest.raises(ConfigError, match="split_grouping"):
+        make_run(emt_data, tmp_path / "b", data_opts={"split_grouping": "molecule"})
 
 
 def test_init_from_starts_from_a_trained_model(emt_data, tmp_path):

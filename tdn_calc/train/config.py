@@ -9,6 +9,8 @@ File layout (every key except ``data.path`` and ``output_dir`` is optional)::
       split_fractions: [0.8, 0.1, 0.1]
       split_seed: 42
       split_file: null              # default: <output_dir>/split.json (made when absent)
+      split_grouping: trajectory    # or "system": all replicas (/rN) of a system in one part
+      split_train_only: null        # regex: matching trajectories always train (references)
       batch_size: 8                 # structures per step and per process
       num_workers: 0
       val_max_frames: null          # validate on a fixed random subset of this size
@@ -54,6 +56,8 @@ class TrainConfig:
         split_seed: seed of the split.
         split_file: JSON split to use (made there when absent; default
             ``<output_dir>/split.json``).
+        split_grouping / split_train_only: how a new split is made
+            (:func:`tdn_calc.data.split.make_split`); an existing one must match.
         batch_size: structures per optimiser step and per process.
         num_workers: DataLoader worker processes.
         val_max_frames: validate on a fixed seeded subset of at most this many frames.
@@ -92,6 +96,8 @@ class TrainConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 42
     split_file: str | None = None
+    split_grouping: str = "trajectory"
+    split_train_only: str | None = None
     batch_size: int = 8
     num_workers: int = 0
     val_max_frames: int | None = None
@@ -133,6 +139,8 @@ class TrainConfig:
               f"data.split_fractions must be 3 non-negative numbers summing to 1 with a "
               f"non-zero train fraction, got {list(self.split_fractions)}")
         self.split_fractions = fr  # type: ignore[assignment]
+        check(self.split_grouping in ("trajectory", "system"),
+              f"data.split_grouping must be 'trajectory' or 'system', got {self.split_grouping!r}")
         check(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
         check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         check(self.val_max_frames is None or self.val_max_frames >= 1,
@@ -205,11 +213,13 @@ class TrainConfig:
 
 # YAML section -> TrainConfig fields it may hold (the model section is separate)
 _SECTIONS = {
-    "data": ("path", "split_fractions", "split_seed", "split_file", "batch_size",
-             "num_workers", "val_max_frames", "max_force", "oversample"),
+    "data": ("path", "split_fractions", "split_seed", "split_file", "split_grouping",
+             "split_train_only", "batch_size", "num_workers", "val_max_frames", "max_force",
+             "oversample"),
     "training": tuple(f.name for f in fields(TrainConfig)
                       if f.name not in ("data_path", "output_dir", "seed", "split_fractions",
-                                        "split_seed", "split_file", "batch_size",
+                                        "split_seed", "split_file", "split_grouping",
+                                        "split_train_only", "batch_size",
                                         "num_workers", "val_max_frames", "max_force",
                                         "oversample", "extra")),
 }

@@ -34,11 +34,13 @@ class Frames:
 
 
 def load_or_make_split(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> Split:
-    """``cfg.split_path`` (made by rank 0 when absent), checked against the fractions."""
+    """``cfg.split_path`` (made by rank 0 when absent), checked against the fractions and,
+    when ``cfg`` sets them, the grouping and train-only pattern."""
     path = cfg.split_path
     if not path.exists():
         if dist.is_main:
-            split = make_split(dataset, cfg.split_fractions, cfg.split_seed)
+            split = make_split(dataset, cfg.split_fractions, cfg.split_seed,
+                               grouping=cfg.split_grouping, train_only=cfg.split_train_only)
             split.save(path)
             log.info("made a new split %s (train/val/test trajectories %d/%d/%d)", path,
                      len(split.train), len(split.val), len(split.test))
@@ -47,6 +49,11 @@ def load_or_make_split(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> 
     if not np.allclose(split.fractions, cfg.split_fractions):
         raise ConfigError(f"{path} was made with fractions {split.fractions}, not "
                           f"{tuple(cfg.split_fractions)}; delete it or use those")
+    wanted = (cfg.split_grouping, cfg.split_train_only)
+    if wanted != ("trajectory", None) and (split.grouping, split.train_only) != wanted:
+        raise ConfigError(f"{path} was made with split_grouping={split.grouping!r}, "
+                          f"split_train_only={split.train_only!r}, not {cfg.split_grouping!r}, "
+                          f"{cfg.split_train_only!r}; delete it or use those")
     return split
 
 
