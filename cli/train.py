@@ -37,10 +37,7 @@ def train(config, resume, max_time, output_dir, data_path, device, num_threads) 
     import time
 
     started_at = time.monotonic()
-    # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs,
-    # spinning threads made 2-thread training ~15x slower (docs/training.md). Must be set
-    # before torch is imported; an explicit OMP_WAIT_POLICY wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # (idle OpenMP threads sleep instead of spinning: import tdn_calc sets OMP_WAIT_POLICY)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stdout)
     if int(os.environ.get("RANK", "0")) > 0:

@@ -28,6 +28,11 @@ __version__ = "0.1.0"
 # with them it stays flat: benchmarks/model_speed.py, docs/benchmarks.md. Set
 # THP_MEM_ALLOC_ENABLE=0 before importing tdn_calc to opt out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# Idle OpenMP threads sleep instead of spinning. With the default (spin) policy, torch's
+# threads fight other busy processes for the cores: relaxing aspirin with tdn-relax took 31 s
+# instead of 1.1 s beside two busy processes on 2 cores (docs/cli.md). OpenMP reads it once,
+# when torch loads it: import tdn_calc before torch, or set OMP_WAIT_POLICY yourself.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY = {
     "TDNCalculator": "tdn_calc.calculator",

@@ -9,6 +9,8 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,14 +64,19 @@ def test_public_relax_is_the_function_not_the_module():
     assert out.stdout.split() == ["True", "True", "True"]
 
 
-def test_import_enables_huge_pages_unless_the_user_chose():
-    """``import tdn_calc`` sets PyTorch's THP_MEM_ALLOC_ENABLE=1 by default (large edge tensors
-    on huge pages) and leaves a value the user set alone."""
-    code = "import os, tdn_calc; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    for preset, expected in ((None, "1"), ("0", "0")):
-        run_env = env if preset is None else {**env, "THP_MEM_ALLOC_ENABLE": preset}
+@pytest.mark.parametrize("name, default, other", [
+    ("THP_MEM_ALLOC_ENABLE", "1", "0"),  # large edge tensors on huge pages
+    ("OMP_WAIT_POLICY", "PASSIVE", "ACTIVE"),  # idle OpenMP threads sleep, never spin
+])
+def test_import_sets_torch_runtime_defaults_unless_the_user_chose(name, default, other):
+    """``import tdn_calc`` sets these before torch is loaded and leaves a user's value alone;
+    the console scripts import it before anything loads torch."""
+    code = (f"import os, sys, tdn_calc.cli.relax, tdn_calc.cli.main; "
+            f"print(os.environ['{name}'], 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != name}
+    for preset, expected in ((None, default), (other, other)):
+        run_env = env if preset is None else {**env, name: preset}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=run_env)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == expected
+        assert out.stdout.split() == [expected, "False"]
