@@ -87,10 +87,11 @@ def make_split(identifiers, fractions=(0.8, 0.1, 0.1), seed: int = 42, *,
     except re.error as exc:
         raise InputError(f"train_only is not a valid regular expression: {exc}") from exc
     pinned = [i for i in idents if pinned_re is not None and pinned_re.search(i)]
+    pinned_set = set(pinned)
     key = system_of if grouping == "system" else (lambda ident: ident)
     groups: dict[str, list[str]] = {}
     for ident in idents:
-        if ident not in pinned:
+        if ident not in pinned_set:
             groups.setdefault(key(ident), []).append(ident)
     names = sorted(groups)
     order = np.random.default_rng(seed).permutation(len(names))
