@@ -183,6 +183,12 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
     }
 
 
+def _stats_row(what: str, s: dict[str, Any]) -> str:
+    """One markdown table row of :func:`error_stats` output."""
+    return (f"| {what} | {s['median_abs']:.3f} | {s['mean_abs']:.3f} | {s['max_abs']:.3f} | "
+            f"{100 * s['fraction_within']:.0f} % | {s['n']} |")
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """A markdown table of :func:`summarize`'s output."""
     lines = ["| figure | median | mean | max | within 0.05 eV | n |", "|---|---|---|---|---|---|"]
@@ -190,15 +196,12 @@ def markdown(summary: dict[str, Any]) -> str:
                       ("d_model", "TDN's own E_ads - teacher's own (eV)")):
         s = summary[key]
         if s.get("n"):
-            lines.append(f"| {what} | {s['median_abs']:.3f} | {s['mean_abs']:.3f} | "
-                         f"{s['max_abs']:.3f} | {100 * s['fraction_within']:.0f} % | {s['n']} |")
+            lines.append(_stats_row(what, s))
     for name, part in summary.get("by_system_novelty", {}).items():
-        d = part["d_teacher"]
-        if d.get("n"):
-            lines.append(f"| systems {name} in training (other replicas): teacher E_ads at TDN "
-                         f"min - own (eV), same site {100 * part['site_fraction_same']:.0f} % | "
-                         f"{d['median_abs']:.3f} | {d['mean_abs']:.3f} | {d['max_abs']:.3f} | "
-                         f"{100 * d['fraction_within']:.0f} % | {d['n']} |")
+        if part["d_teacher"].get("n"):
+            lines.append(_stats_row(
+                f"systems {name} in training (other replicas): teacher E_ads at TDN min - own "
+                f"(eV), same site {100 * part['site_fraction_same']:.0f} %", part["d_teacher"]))
     lines.append(f"\nsame final site: {100 * summary['site_fraction_same']:.0f} % of "
                  f"{summary['n_evaluated']} (target >= {100 * TARGET_SITE_FRACTION:.0f} %); "
                  f"TDN relaxations converged {summary['n_tdn_converged']}/"
