@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -24,3 +26,31 @@ def run_command(job: Callable[..., int], *args) -> None:
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
+
+    Batch schedulers and ``kill`` stop jobs with SIGTERM; the long commands then save their
+    progress and stop their worker pools instead of dying with work half-sent.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: leave the handler alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def exit_interrupted(what: str) -> None:
+    """Say that ``what`` stopped early with its progress kept, and exit 130 (as after Ctrl-C)."""
+    click.echo(f"interrupted: {what}", err=True)
+    sys.exit(130)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import click
+from tdn_calc.cli._run import exit_interrupted, sigterm_as_interrupt
 
 from tdn_calc.errors import TDNError
 
@@ -65,12 +66,16 @@ def build_molecules_cmd(out, n_molecules, seed, workers, max_heavy, subsample,
     settings = BuildSettings(subsample=subsample, rattles_per_sigma=rattles_per_sigma,
                              bad_start_steps=bad_start_steps)
     try:
-        summary = build_molecules(
-            out, n_molecules=n_molecules, seed=seed, workers=workers, max_heavy=max_heavy,
-            settings=settings, shard_size=shard_size,
-            sources=tuple(s.strip() for s in sources.split(",") if s.strip()),
-            smiles=smiles, progress=not no_progress,
-        )
+        with sigterm_as_interrupt():
+            summary = build_molecules(
+                out, n_molecules=n_molecules, seed=seed, workers=workers, max_heavy=max_heavy,
+                settings=settings, shard_size=shard_size,
+                sources=tuple(s.strip() for s in sources.split(",") if s.strip()),
+                smiles=smiles, progress=not no_progress,
+            )
+    except KeyboardInterrupt:
+        exit_interrupted(f"the molecules finished so far are in {out}; the same command "
+                         "resumes")
     except (TDNError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
@@ -134,6 +139,16 @@ def info_cmd(path) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+def _check_extend_options(old, grouping: str | None, train_only: str | None) -> None:
+    """An extended split keeps the old file's grouping and pinned pattern; refuse others."""
+    if grouping is not None and grouping != old.grouping:
+        raise click.UsageError(f"--group-by {grouping} contradicts the --extend file, which is "
+                               f"grouped by {old.grouping} (an extended split keeps its grouping)")
+    if train_only is not None and train_only != old.train_only:
+        raise click.UsageError(f"--train-only {train_only!r} contradicts the --extend file's "
+                               f"pattern {old.train_only!r} (an extended split keeps it)")
+
+
 @data.command("split")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--fractions", default="0.8,0.1,0.1", show_default=True,
@@ -145,9 +160,9 @@ def info_cmd(path) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the split (default: split-seed<seed>.json beside the data).")
 @click.option("--group-by", "grouping", type=click.Choice(["trajectory", "system"]),
-              default="trajectory", show_default=True,
-              help="'system' keeps all replicas of a system (identifiers differing only in "
-              "their /rN tag) in one part.")
+              default=None, help="'system' keeps all replicas of a system (identifiers "
+              "differing only in their /rN tag) in one part.  [default: trajectory, or the "
+              "--extend file's]")
 @click.option("--train-only", default=None, metavar="REGEX",
               help="Trajectories whose identifier matches go to training, e.g. the references "
               "of adsorption energies: '/clean/|^gas/'.")
@@ -164,17 +179,21 @@ def split_cmd(path, fractions, seed, extend_from, out, grouping, train_only) -> 
         raise click.UsageError("--extend needs --out (the old split file is never overwritten)")
     if extend_from is not None and Path(out).resolve() == Path(extend_from).resolve():
         raise click.UsageError("--out must differ from the --extend file")
-    if (grouping != "trajectory" or train_only is not None) and out is None:
-        raise click.UsageError("--group-by system / --train-only need --out")
+    if grouping not in (None, "trajectory") or train_only is not None:
+        if out is None:
+            raise click.UsageError("--group-by system / --train-only need --out")
     try:
         ds = H5Dataset(path)
         fr = tuple(float(x) for x in fractions.split(","))
         if extend_from is not None:
-            split = splits.extend_split(splits.load_split(extend_from), ds)
-        elif out is None and grouping == "trajectory" and train_only is None:
+            old = splits.load_split(extend_from)
+            _check_extend_options(old, grouping, train_only)
+            split = splits.extend_split(old, ds)
+        elif out is None and grouping in (None, "trajectory") and train_only is None:
             split = splits.load_or_make_split(ds, path, fr, seed)
         else:
-            split = splits.make_split(ds, fr, seed, grouping=grouping, train_only=train_only)
+            split = splits.make_split(ds, fr, seed, grouping=grouping or "trajectory",
+                                      train_only=train_only)
         if out is not None:
             split.save(out)
     except (TDNError, ValueError) as exc:

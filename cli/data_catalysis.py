@@ -6,6 +6,7 @@ import json
 import logging
 
 import click
+from tdn_calc.cli._run import exit_interrupted, sigterm_as_interrupt
 
 from tdn_calc.errors import TDNError
 
@@ -59,10 +60,14 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
             gas_molecules=_names(gas), replicas=replicas, seed=seed, optimizer=optimizer,
             fmax=fmax, max_steps=max_steps, subsample=subsample, n_rattle=n_rattle,
         )
-        summary = build_catalysis(out, teacher=teacher, config=config, workers=workers,
-                                  device=device, threads=threads, limit=limit,
-                                  shard_size=shard_size, progress=not no_progress)
+        with sigterm_as_interrupt():
+            summary = build_catalysis(out, teacher=teacher, config=config, workers=workers,
+                                      device=device, threads=threads, limit=limit,
+                                      shard_size=shard_size, progress=not no_progress)
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summary.format())
     click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+    if summary.interrupted:
+        exit_interrupted(f"{summary.written} trajectories written to {out}; the same command "
+                         "resumes")

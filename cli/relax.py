@@ -7,20 +7,15 @@ Exit status: 0 every structure converged; 3 some did not converge (or diverged);
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 
 import click
-from tdn_calc.cli._run import run_command
+from tdn_calc.cli._run import run_command, sigterm_as_interrupt
 
 _OPTIMIZERS = ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch"]
 _MAX_TABLE_ROWS = 100
 _SAVE_EVERY_S = 300.0  # finished structures are written at least this often
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -176,18 +171,13 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
             last_save[0] = time.perf_counter()
 
     interrupted = False
-    try:  # batch schedulers stop jobs with SIGTERM: treat it as Ctrl-C
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread
-        previous = None
     try:
-        relax_job.run(mine, settings, model, lambda: TDNCalculator(model), on_done,
-                      log=(lambda m: click.echo(m, err=True)) if verbose else None)  # fmt: skip
+        with sigterm_as_interrupt():
+            relax_job.run(mine, settings, model, lambda: TDNCalculator(model), on_done,
+                          log=(lambda m: click.echo(m, err=True)) if verbose else None)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         bar.close()
     relaxed = time.perf_counter()
     for part in distributed.all_gather(finished):

@@ -272,3 +272,39 @@ def test_sevennet_teacher_labels_a_slab():
     assert forces.shape == (len(atoms), 3) and np.isfinite(forces).all()
     assert np.isfinite(atoms.get_potential_energy())
     assert "sevenn 0." in teacher_reference_method("sevenn-0")
+
+
+def test_sigterm_stops_the_build_cleanly_and_it_resumes(tmp_path):
+    """kill (SIGTERM) saves finished trajectories, stops the pool without worker tracebacks,
+    exits 130 and leaves a data set the same command continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cat"
+    cmd = [sys.executable, "-m", "tdn_calc.cli.main", "data", "build", "catalysis", "--out",
+           str(out), "--teacher", "emt", "--metals", "Cu,Pt", "--replicas", "3", "--workers", "2",
+           "--max-steps", "40", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    log = out / "trajectories.jsonl"
+    deadline = time.monotonic() + 120
+    while (not log.exists() or log.read_text().count("\n") < 2) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the builder wrote nothing in 120 s"
+        time.sleep(0.2)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert "interrupted" in stderr and "[interrupted]" in stdout
+    written = read_metadata(out)
+    n_all = len(enumerate_systems(CatalysisConfig(metals=("Cu", "Pt"), replicas=3)))
+    assert 2 <= len(written) < n_all
+    assert set(_positions_by_label(out)) == set(written)  # every shard readable
+    resumed = build_catalysis(out, teacher="emt", config=CatalysisConfig(
+        metals=("Cu", "Pt"), replicas=3, max_steps=40), limit=len(written) + 1, progress=False)
+    assert resumed.already_done == len(written) and resumed.written == 1

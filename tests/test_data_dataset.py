@@ -173,6 +173,13 @@ def test_cli_split_extend_writes_a_new_file(dataset_dir, tmp_path):
     assert load_split(old_file) == old
     res = runner.invoke(main, ["data", "split", str(dataset_dir), "--group-by", "system"])
     assert res.exit_code == 2 and "--out" in res.output
+    for option in (["--group-by", "system"], ["--train-only", "^gas/"]):
+        res = runner.invoke(main, ["data", "split", str(dataset_dir), "--extend", str(old_file),
+                                   "--out", str(tmp_path / "other.json"), *option])
+        assert res.exit_code == 2 and "contradicts the --extend file" in res.output, option
+    res = runner.invoke(main, ["data", "split", str(dataset_dir), "--extend", str(old_file),
+                               "--out", str(tmp_path / "same.json"), "--group-by", "trajectory"])
+    assert res.exit_code == 0 and load_split(tmp_path / "same.json") == extend_split(old, ds)
     sys_file = tmp_path / "system.json"
     res = runner.invoke(main, ["data", "split", str(dataset_dir), "--group-by", "system",
                                "--train-only", "^nothing", "--out", str(sys_file)])

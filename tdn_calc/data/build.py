@@ -23,6 +23,7 @@ from ..fileio import atomic_write
 from .builder import REFERENCE_METHOD, BuildSettings, MoleculeResult, label_molecule
 from .molecules import load_candidates
 from .shards import ShardedWriter
+from .workers import worker_signals
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def _results(todo: list[str], seed: int, settings: BuildSettings, workers: int):
 
 def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    worker_signals()
 
 
 def _bar(total: int, enabled: bool):

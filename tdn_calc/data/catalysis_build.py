@@ -44,6 +44,7 @@ from .catalysis import (
 from .frames import Frame, FrameKind
 from .shards import ShardedWriter
 from .teachers import canonical_teacher_name, get_teacher, teacher_reference_method
+from .workers import worker_signals
 
 _OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
 _SCOPE_FIELDS = ("replicas", "metals", "adsorbates", "sites", "gas_molecules", "bulk_strains")
@@ -124,6 +125,7 @@ _STATE: dict = {}
 def _init_worker(teacher: str, device: str, threads: int, lattice: dict[str, float],
                  config: CatalysisConfig) -> None:
     """Pool initializer: one teacher per process, ``threads`` torch threads."""
+    worker_signals()
     try:
         import torch
 
