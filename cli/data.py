@@ -13,6 +13,7 @@ from tdn_calc.cli._run import exit_interrupted, sigterm_as_interrupt
 from tdn_calc.errors import TDNError
 
 from .data_catalysis import catalysis as _catalysis
+from .data_catalysis import displaced as _displaced
 
 
 @click.group()
@@ -26,6 +27,7 @@ def build() -> None:
 
 
 build.add_command(_catalysis)
+build.add_command(_displaced)
 
 
 @build.command("molecules")

@@ -71,3 +71,33 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
     if summary.interrupted:
         exit_interrupted(f"{summary.written} trajectories written to {out}; the same command "
                          "resumes")
+
+
+@click.command("displaced")
+@click.argument("data", type=click.Path(exists=True, file_okay=False))
+@click.option("--teacher", default="sevenn-0", show_default=True,
+              help="The teacher that labelled DATA (its frames must share one reference).")
+@click.option("--device", default="cpu", show_default=True, help="Device of the teacher.")
+@click.option("--per-trajectory", default=2, show_default=True, type=click.IntRange(1),
+              help="Displaced frames per source trajectory.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--limit", default=None, type=click.IntRange(1),
+              help="Only the first N source trajectories of the seeded order.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def displaced(data, teacher, device, per_trajectory, seed, limit, no_progress) -> None:
+    """Add teacher-labelled frames of relaxed adsorbates moved over their slab (other sites,
+    heights, tilts) to the catalysis data set DATA, as <label>:displaced trajectories."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from tdn_calc.data.displace import DisplaceSettings, build_displaced
+
+    try:
+        with sigterm_as_interrupt():
+            summary = build_displaced(data, teacher=teacher, device=device, seed=seed,
+                                      limit=limit, progress=not no_progress,
+                                      settings=DisplaceSettings(per_trajectory=per_trajectory))
+    except TDNError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+    if summary.interrupted:
+        exit_interrupted(f"{summary.written} trajectories added to {data}; the same command "
+                         "resumes")

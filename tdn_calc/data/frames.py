@@ -23,6 +23,7 @@ class FrameKind(IntEnum):
     BAD_START = 3  # a step of a relaxation started from a strongly perturbed geometry
     MD = 4  # a molecular-dynamics snapshot
     IMPORTED = 5  # imported from a file that does not say how it was made
+    DISPLACED = 6  # a relaxed adsorbate moved rigidly over its slab (site/height/tilt)
     # PubChemQCR optimisation stages
     PM3 = 10
     HF = 11

@@ -21,12 +21,13 @@ from ..fileio import atomic_write
 
 SPLIT_NAMES = ("train", "val", "test")
 GROUPINGS = ("trajectory", "system")
-_REPLICA_TAG = re.compile(r"/r\d+$")
+_REPLICA_TAG = re.compile(r"/r\d+(:[A-Za-z_]+)?$")
 
 
 def system_of(identifier: str) -> str:
     """The system a trajectory belongs to: its identifier without the trailing replica tag
-    (``"Pt111/CO/fcc/r3"`` -> ``"Pt111/CO/fcc"``); identifiers without one are their own."""
+    and variant (``"Pt111/CO/fcc/r3"`` and ``"Pt111/CO/fcc/r3:displaced"`` ->
+    ``"Pt111/CO/fcc"``); identifiers without a replica tag are their own."""
     return _REPLICA_TAG.sub("", identifier)
 
 

@@ -1,0 +1,232 @@
+"""Adsorbate displacement frames: a teacher-relaxed adsorbate moved rigidly to other sites,
+heights and tilts over the same slab, then labelled by the teacher.
+
+Relaxation trajectories only sample the path from a start near one site down to its minimum,
+so a model trained on them has rarely seen an adsorbate over the "wrong" site or pressed
+into the surface; the first tdn-catalysis let C on Au(111) and N on Ag(111) sink below the
+top layer. These frames sample that part of the surface's energy landscape.
+
+A displaced trajectory is stored beside its source as ``<label>:displaced`` (e.g.
+``Pt111/CO/fcc/r0:displaced``); :func:`tdn_calc.data.split.system_of` maps it to its source's
+system, so a system-grouped split keeps it in the same part.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ase import Atoms
+from ase.constraints import FixAtoms
+from ase.data import covalent_radii
+from ase.geometry import get_distances
+
+from ..errors import InputError
+from .catalysis import system_rng
+from .catalysis_build import read_metadata
+from .dataset import H5Dataset
+from .frames import Frame, FrameKind
+from .shards import ShardedWriter, list_shards
+from .teachers import get_teacher
+
+log = logging.getLogger(__name__)
+
+DISPLACED_SUFFIX = ":displaced"
+
+
+@dataclass(frozen=True)
+class DisplaceSettings:
+    """How far an adsorbate is moved from its relaxed pose.
+
+    Attributes:
+        per_trajectory: displaced frames per source trajectory.
+        lateral: largest lateral shift, in units of the slab's nearest-neighbour distance
+            (uniform over the disc: covers every site of a (111) surface).
+        height: range of the vertical shift of the adsorbate, Å (negative: towards the slab).
+        max_tilt: largest tilt of the adsorbate about its binding atom, degrees (plus a
+            uniformly random turn about the surface normal).
+        min_contact: closest allowed adsorbate-metal distance as a fraction of the sum of
+            covalent radii; a pose closer than that is lifted until it is not.
+    """
+
+    per_trajectory: int = 2
+    lateral: float = 1.0
+    height: tuple[float, float] = (-0.6, 0.8)
+    max_tilt: float = 25.0
+    min_contact: float = 0.75
+
+    def __post_init__(self) -> None:
+        if self.per_trajectory < 1:
+            raise InputError(f"per_trajectory must be >= 1; got {self.per_trajectory}")
+        if not 0.0 < self.min_contact < 1.5:
+            raise InputError(f"min_contact must be in (0, 1.5); got {self.min_contact}")
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """``[3, 3]`` rotation by ``angle`` (radians) about the unit vector ``axis``."""
+    x, y, z = axis
+    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
+
+
+def contact_ratio(atoms: Atoms, adsorbate: np.ndarray) -> float:
+    """Smallest adsorbate-substrate distance over the sum of the two covalent radii
+    (minimum image under the cell's periodicity)."""
+    ads, sub = np.flatnonzero(adsorbate), np.flatnonzero(~adsorbate)
+    _, dist = get_distances(atoms.positions[ads], atoms.positions[sub], cell=atoms.cell,
+                            pbc=atoms.pbc)
+    radii = covalent_radii[atoms.numbers]
+    return float((dist / (radii[ads][:, None] + radii[sub][None, :])).min())
+
+
+def displace_adsorbate(atoms: Atoms, adsorbate: np.ndarray, rng: np.random.Generator,
+                       settings: DisplaceSettings) -> Atoms:
+    """A copy of ``atoms`` with the atoms of ``adsorbate`` ([n_atoms] bool) turned, tilted
+    about their lowest atom, shifted laterally and vertically; never closer to the substrate
+    than ``settings.min_contact`` (lifted in 0.05 Å steps when it would be)."""
+    if not adsorbate.any() or adsorbate.all():
+        raise InputError("displace_adsorbate needs both adsorbate and substrate atoms")
+    out = atoms.copy()
+    pos = out.positions
+    idx = np.flatnonzero(adsorbate)
+    anchor = pos[idx[np.argmin(pos[idx, 2])]].copy()
+    phi = rng.uniform(0.0, 2.0 * np.pi)
+    tilt_axis = np.array([np.cos(phi), np.sin(phi), 0.0])
+    turn = _rotation(np.array([0.0, 0.0, 1.0]), rng.uniform(0.0, 2.0 * np.pi))
+    tilt = _rotation(tilt_axis, np.radians(rng.uniform(0.0, settings.max_tilt)))
+    pos[idx] = (pos[idx] - anchor) @ (tilt @ turn).T + anchor
+    substrate = pos[~adsorbate]
+    d_nn = _nearest_neighbour(out[~adsorbate])
+    r = settings.lateral * d_nn * np.sqrt(rng.uniform())
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    pos[idx] += [r * np.cos(theta), r * np.sin(theta), rng.uniform(*settings.height)]
+    pos[idx, 2] += max(0.0, substrate[:, 2].max() - 1.0 - pos[idx, 2].min())  # not under it
+    out.positions = pos
+    for _ in range(200):
+        if contact_ratio(out, adsorbate) >= settings.min_contact:
+            break
+        out.positions[idx, 2] += 0.05
+    return out
+
+
+def _nearest_neighbour(substrate: Atoms) -> float:
+    """Nearest-neighbour distance of the substrate atoms, Å (minimum image)."""
+    _, dist = get_distances(substrate.positions, cell=substrate.cell, pbc=substrate.pbc)
+    dist[np.diag_indices_from(dist)] = np.inf
+    return float(dist.min())
+
+
+@dataclass
+class DisplaceSummary:
+    """What :func:`build_displaced` did."""
+
+    sources: int = 0
+    already_done: int = 0
+    written: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _final_relax_frames(ds: H5Dataset) -> dict[str, int]:
+    """identifier -> index of its last relaxation frame (the teacher's minimum)."""
+    relax = np.flatnonzero(ds.frame_kind == FrameKind.RELAX)
+    last: dict[str, int] = {}
+    for i in relax:  # frames are stored in trajectory order
+        last[ds.identifiers[int(ds.traj[i])]] = int(i)
+    return last
+
+
+def _source_atoms(ds: H5Dataset, index: int, fixed: list[int]) -> Atoms:
+    item = ds[index]
+    atoms = Atoms(numbers=item["atomic_numbers"], positions=item["positions"],
+                  cell=item["cell"], pbc=item["pbc"])
+    atoms.set_constraint(FixAtoms(indices=fixed))
+    return atoms
+
+
+def _shard_attrs(data: Path) -> dict:
+    with h5py.File(list_shards(data)[0], "r") as f:
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
+                 if k in ("reference_method", "teacher", "seed")}
+    return {**attrs, "source": "tdn-calc adsorbate displacement: relaxed adsorbates moved "
+            "rigidly over their slab and relabelled by the teacher"}
+
+
+def build_displaced(data: str | os.PathLike, *, teacher: str, settings: DisplaceSettings,
+                    seed: int = 0, limit: int | None = None, device: str = "cpu",
+                    shard_size: int = 250, progress: bool = True) -> DisplaceSummary:
+    """Append displaced-adsorbate trajectories to the catalysis data set ``data``.
+
+    Sources are the slab trajectories with an adsorbate listed in ``data/trajectories.jsonl``,
+    taken in a seeded order (so a partial build covers all metals and adsorbates evenly);
+    ``limit`` caps their number. Resumable (done identifiers are skipped) and deterministic:
+    a trajectory's frames depend only on ``seed``, its label and ``settings``.
+    """
+    from tqdm import tqdm
+
+    data = Path(data)
+    t0 = time.perf_counter()
+    meta = read_metadata(data)
+    labels = sorted(lab for lab, rec in meta.items() if rec.get("kind") == "slab"
+                    and rec.get("adsorbate"))
+    if not labels:
+        raise InputError(f"{data} lists no slab trajectories with an adsorbate "
+                         "(trajectories.jsonl of the catalysis builder)")
+    order = [labels[i] for i in np.random.default_rng(seed).permutation(len(labels))][:limit]
+    summary = DisplaceSummary(sources=len(order), settings=asdict(settings))
+    ds = H5Dataset(data)
+    final = _final_relax_frames(ds)
+    calc = None
+    with ShardedWriter(data, _shard_attrs(data), shard_size=shard_size) as writer:
+        todo = [lab for lab in order if lab + DISPLACED_SUFFIX not in writer.done
+                and lab in final]
+        summary.already_done = len(order) - len(todo)
+        bar = tqdm(total=len(todo), desc="displaced", unit="traj", disable=not progress)
+        try:
+            for label in todo:
+                calc = calc or get_teacher(teacher, device)
+                frames = displaced_frames(_source_atoms(ds, final[label],
+                                                        meta[label]["fixed_atoms"]),
+                                          meta[label]["metal"], calc,
+                                          system_rng(seed, label + DISPLACED_SUFFIX), settings)
+                writer.append_trajectory(label + DISPLACED_SUFFIX, frames,
+                                         spin=int(meta[label].get("spin", 0)))
+                summary.written += 1
+                summary.frames += len(frames)
+                bar.update(1)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            bar.close()
+            ds.close()
+    summary.seconds = time.perf_counter() - t0
+    log.info("displaced: %s", json.dumps(summary.to_dict()))
+    return summary
+
+
+def displaced_frames(relaxed: Atoms, metal: str, calc, rng: np.random.Generator,
+                     settings: DisplaceSettings) -> list[Frame]:
+    """``settings.per_trajectory`` teacher-labelled displacements of the adsorbate (the atoms
+    that are not ``metal``) of the relaxed slab ``relaxed``; forces are raw (fixed atoms too)."""
+    adsorbate = np.array([s != metal for s in relaxed.get_chemical_symbols()])
+    frames = []
+    for k in range(settings.per_trajectory):
+        atoms = displace_adsorbate(relaxed, adsorbate, rng, settings)
+        atoms.calc = calc
+        frames.append(Frame(atomic_numbers=atoms.numbers, positions=atoms.positions.copy(),
+                            energy=atoms.get_potential_energy(),
+                            forces=atoms.get_forces(apply_constraint=False),
+                            cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy(),
+                            kind=FrameKind.DISPLACED, step=k))
+    return frames
