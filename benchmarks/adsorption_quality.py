@@ -20,10 +20,13 @@ Two errors per system: ``d_teacher`` = teacher E_ads at the TDN minimum - teache
 (the acceptance figure: target median |d| <= 0.05 eV; the references cancel, so this is the
 teacher energy difference of the two minima) and ``d_model`` = TDN's own E_ads - teacher's own.
 The site (top/bridge/fcc/hcp) of the anchor atom is classified for both minima (target:
-identical in >= 90 %). Both are also reported for the systems with no replica (another seeded
-start of the same adsorbate, site and metal) in the training part ("unseen") and the others
-("seen"): only the first are new to the model. Exit status 0 when both targets are met, 1
-otherwise.
+identical in >= 90 %). A second, looser site figure also counts a different site that the
+teacher itself puts at least 0.05 eV *lower* than its own minimum (``d_teacher <= -0.05``):
+there the teacher's relaxation stopped on a higher stationary point (e.g. an atom held on a
+top site by symmetry) and the model went on to a better one. Both are also reported for the
+systems with no replica (another seeded start of the same adsorbate, site and metal) in the
+training part ("unseen") and the others ("seen"): only the first are new to the model. Exit
+status 0 when both targets are met, 1 otherwise.
 
     nice -n 19 python benchmarks/adsorption_quality.py \
         --model runs/tdn-catalysis/best.safetensors --max-systems 3 --out /tmp/aq.json
@@ -160,12 +163,19 @@ def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def same_or_lower_site(row: dict[str, Any]) -> bool:
+    """The TDN minimum is on the teacher's site, or the teacher itself rates it at least the
+    tolerance lower than its own minimum (whose relaxation then stopped too early)."""
+    return bool(row["same_site"]) or row["d_teacher"] <= -TARGET_ADS_EV
+
+
 def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
     """Summary of evaluated ``rows`` (of ``total`` systems planned): errors, sites, timings."""
     done = [r for r in rows if "error" not in r]
     teacher = error_stats([r["d_teacher"] for r in done])
     same = [r["same_site"] for r in done]
     site_fraction = float(np.mean(same)) if same else math.nan
+    same_or_lower = [same_or_lower_site(r) for r in done]
     relax_s = [r["tdn_relax_s"] for r in done]
     sp_s = [r["teacher_sp_s"] for r in done]
     return {
@@ -174,8 +184,11 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
         "n_teacher_converged": sum(r["teacher_converged"] for r in done),
         "d_teacher": teacher, "d_model": error_stats([r["d_model"] for r in done]),
         "site_fraction_same": site_fraction, "by_system_novelty": novelty_subsets(done),
+        "site_fraction_same_or_teacher_lower": (float(np.mean(same_or_lower)) if done
+                                                else math.nan),
         "site_mismatches": [{k: r[k] for k in ("label", "start_site", "teacher_site",
-                                               "tdn_site")} for r in done if not r["same_site"]],
+                                               "tdn_site", "d_teacher")}
+                            for r in done if not r["same_site"]],
         "target_ads_met": bool(done) and teacher["median_abs"] <= TARGET_ADS_EV,
         "target_site_met": bool(done) and site_fraction >= TARGET_SITE_FRACTION,
         "seconds_tdn_relax_mean": float(np.mean(relax_s)) if relax_s else math.nan,
@@ -204,11 +217,13 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"(eV), same site {100 * part['site_fraction_same']:.0f} %", part["d_teacher"]))
     lines.append(f"\nsame final site: {100 * summary['site_fraction_same']:.0f} % of "
                  f"{summary['n_evaluated']} (target >= {100 * TARGET_SITE_FRACTION:.0f} %); "
+                 f"same site or one the teacher puts >= {TARGET_ADS_EV} eV lower than its own "
+                 f"minimum: {100 * summary['site_fraction_same_or_teacher_lower']:.0f} %; "
                  f"TDN relaxations converged {summary['n_tdn_converged']}/"
                  f"{summary['n_evaluated']}; failed {summary['n_failed']}")
     for m in summary["site_mismatches"]:
         lines.append(f"- {m['label']}: started {m['start_site']}, teacher {m['teacher_site']}, "
-                     f"TDN {m['tdn_site']}")
+                     f"TDN {m['tdn_site']} (d_teacher {m['d_teacher']:+.3f} eV)")
     return "\n".join(lines)
 
 

@@ -158,6 +158,11 @@ def test_error_stats_and_summary():
     assert summary["n_evaluated"] == 10 and summary["n_failed"] == 1
     assert summary["site_fraction_same"] == pytest.approx(0.9) and summary["target_site_met"]
     assert summary["target_ads_met"] and summary["site_mismatches"][0]["label"] == "moved"
+    assert summary["site_fraction_same_or_teacher_lower"] == pytest.approx(0.9)
+    lower = summarize([*rows[:9], {**rows[9], "d_teacher": -0.3}], 10)
+    assert lower["site_fraction_same"] == pytest.approx(0.9)  # the strict figure is unchanged
+    assert lower["site_fraction_same_or_teacher_lower"] == 1.0
+    assert "-0.300 eV" in markdown(lower)
     assert not summarize(rows[-1:], 1)["target_ads_met"]
     assert summary["by_system_novelty"]["unseen"]["n"] == 0  # rows without the flag
     for k, r in enumerate(rows[:10]):
