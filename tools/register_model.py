@@ -4,8 +4,10 @@
         --description "..." [--alias organic] [--license MIT] [--default] \
         [--benchmark relaxation=benchmarks/results/relax_quality_organic_x.json ...]
 
-The file is copied to ``models/<name>-<YYYYMMDD>.safetensors``; its sha256, size, elements,
-reference method and metrics come from the file and its model card, never typed by hand.
+The file is copied to ``models/<name>-<YYYYMMDD>.safetensors`` (``-2``, ``-3`` ... when that
+name is taken; the replaced model's file is left for the maintainer to delete); its sha256,
+size, elements, reference method and metrics come from the file and its model card, never
+typed by hand.
 The entry's ``equivariance`` field holds the measured O(3) symmetry errors of the shipped file
 (float64) on the example molecule and slab that its elements cover
 (:func:`tdn_calc.model_checks.equivariance_summary`); ``cpu_speed`` the median ms per
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import shutil
 import sys
@@ -77,6 +80,16 @@ def measure_cpu_speed(checkpoint: Path, calls: int = 20) -> dict[str, float]:
     return out
 
 
+def new_model_path(name: str) -> Path:
+    """``models/<name>-<YYYYMMDD>.safetensors``, or ``...-<YYYYMMDD>-2`` etc. when a model of
+    that name was already shipped today (a shipped file is never replaced: configs and
+    caches may name it)."""
+    stamp = datetime.date.today().strftime("%Y%m%d")
+    candidates = (f"{name}-{stamp}" + (f"-{k}" if k > 1 else "") for k in itertools.count(1))
+    return next(MODELS / f"{c}.safetensors" for c in candidates
+                if not (MODELS / f"{c}.safetensors").exists())
+
+
 def benchmark_summaries(specs: list[str]) -> dict[str, dict]:
     """``["relaxation=path.json", ...]`` -> ``{"relaxation": <the file's "summary">}``."""
     out = {}
@@ -102,8 +115,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config, card = read_metadata(args.checkpoint)  # also validates the file
-    stamp = datetime.date.today().strftime("%Y%m%d")
-    target = MODELS / f"{args.name}-{stamp}.safetensors"
+    target = new_model_path(args.name)
     with atomic_write(target) as out, open(args.checkpoint, "rb") as src:
         shutil.copyfileobj(src, out)
     trained_on = card.get("trained_on", {})
