@@ -146,19 +146,29 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
     dev = resolve_device(device)
     if size > 1 and dev.type == "cuda" and dev.index is None:
         dev = resolve_device(f"cuda:{distributed.local_rank()}")
-    model, model_info = relax_job.load_job_model(
-        model_spec, [r.atoms for r in records], str(dev), dtype
-    )
-    relax_job.check_structures(todo, model.elements)
+    jobs = []  # (model, its info, the structures it relaxes)
+    for spec, group in relax_job.model_groups(model_spec, todo or records):
+        model, info = relax_job.load_job_model(spec, [r.atoms for r in group], str(dev), dtype)
+        relax_job.check_structures([r for r in group if r.key not in done], model.elements)
+        if model_spec.lower() == "auto":
+            info["name"] = f"{spec} (auto)"
+            info["structures"] = [r.label for r in group]
+        jobs.append((model, info, [r for r in group if r.key not in done]))
+    model_info = jobs[0][1] if len(jobs) == 1 else {
+        "name": "auto, per structure", "models": [info for _, info, _ in jobs]}
+    if len(jobs) > 1:
+        for _, info, group in jobs:
+            say(f"--model auto: {info['name'].removesuffix(' (auto)')} for {len(group)} "
+                "structure(s)")
     loaded = time.perf_counter()
-    mine = todo[rank::size]
+    n_mine = sum(len(group[rank::size]) for _, _, group in jobs)
 
     from tqdm import tqdm
 
     from tdn_calc.calculator import TDNCalculator
 
-    bar = tqdm(total=len(mine), unit="structure", file=sys.stderr,
-               disable=quiet or verbose or len(mine) < 2 or rank != 0)  # fmt: skip
+    bar = tqdm(total=n_mine, unit="structure", file=sys.stderr,
+               disable=quiet or verbose or n_mine < 2 or rank != 0)  # fmt: skip
     finished: dict = {}
 
     last_save = [time.perf_counter()]
@@ -173,8 +183,10 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
     interrupted = False
     try:
         with sigterm_as_interrupt():
-            relax_job.run(mine, settings, model, lambda: TDNCalculator(model), on_done,
-                          log=(lambda m: click.echo(m, err=True)) if verbose else None)
+            for model, _, group in jobs:
+                relax_job.run(group[rank::size], settings, model,
+                              lambda model=model: TDNCalculator(model), on_done,
+                              log=(lambda m: click.echo(m, err=True)) if verbose else None)
     except KeyboardInterrupt:
         interrupted = True
     finally:

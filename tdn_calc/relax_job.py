@@ -416,6 +416,33 @@ def build_report(
     }
 
 
+def model_groups(spec: str, records: Sequence[StructureRecord]
+                 ) -> list[tuple[str, list[StructureRecord]]]:
+    """``(model spec, records)`` pairs, in order of first appearance: ``spec`` for all of them,
+    or with ``"auto"`` each structure's own registered model (the default one covering its
+    elements), so a molecule and a metal slab given together each get the model made for them.
+
+    Raises:
+        UnsupportedElementError: with ``"auto"``, no registered model covers a structure
+            (named in the message).
+    """
+    if spec.lower() != "auto":
+        return [(spec, list(records))]
+    from .registry import select_model_for
+
+    groups: dict[str, list[StructureRecord]] = {}
+    for record in records:
+        try:
+            name = select_model_for(sorted({int(z) for z in record.atoms.numbers}))
+        except UnsupportedElementError as exc:
+            raise UnsupportedElementError(
+                f"--model auto: {record.label}: {exc}. Give a checkpoint with "
+                "-m path/to/model.safetensors (`tdn models list` shows the registered models)"
+            ) from exc
+        groups.setdefault(name, []).append(record)
+    return list(groups.items())
+
+
 def load_job_model(spec: str, structures: Sequence[Atoms], device: str, dtype: str):
     """Load the model named by ``spec`` (checkpoint path, registered name, or ``"auto"``: the
     first registered model covering every element of ``structures``).

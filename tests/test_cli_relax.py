@@ -171,6 +171,36 @@ def test_model_auto_without_registered_models_fails_clearly(workdir):
     assert "Traceback" not in result.output
 
 
+def test_model_auto_picks_each_structures_own_model(workdir, tiny_model):
+    """A molecule and a Pt slab given together: the molecule gets the default molecule model
+    (not the one that happens to cover both), the slab the metal model."""
+    models = {}
+    for name, elements, default in (("metal", (1, 6, 8, 78), False),
+                                    ("organic", (1, 6, 8), True)):
+        path = save_model(tiny_model(elements=elements, dtype=torch.float32),
+                          workdir / f"{name}.safetensors")
+        models[name] = {"file": path.name, "sha256": sha256_file(path),
+                        "elements": [{1: "H", 6: "C", 8: "O", 78: "Pt"}[z] for z in elements],
+                        "default": default}
+    (workdir / "manifest.json").write_text(json.dumps({"format_version": 1, "models": models}))
+    slab = fcc111("Pt", size=(2, 2, 2), vacuum=6.0)
+    slab.rattle(0.02, seed=1)
+    slab.info.clear()  # fcc111's adsorbate_info does not fit extxyz
+    write(workdir / "slab.xyz", slab, format="extxyz")
+    result = CliRunner().invoke(main, ["mols.xyz", "slab.xyz", "--report", "r.json",
+                                       "--steps", "3"], catch_exceptions=False)
+    assert result.exit_code in (0, 3), result.output
+    used = {m["name"]: m["structures"] for m in json.loads(
+        (workdir / "r.json").read_text())["model"]["models"]}
+    assert used == {"organic (auto)": ["mols[0]", "mols[1]", "mols[2]"],
+                    "metal (auto)": ["slab"]}
+    assert "--model auto: metal for 1 structure(s)" in result.output
+    one = CliRunner().invoke(main, ["mols.xyz", "--report", "one.json", "--steps", "3"],
+                             catch_exceptions=False)
+    assert one.exit_code in (0, 3), one.output
+    assert json.loads((workdir / "one.json").read_text())["model"]["name"] == "organic (auto)"
+
+
 def test_unknown_model_name_is_a_usage_error(workdir):
     result = CliRunner().invoke(main, ["mols.xyz", "-m", "tdn-nonexistent"])
     assert result.exit_code == 2
