@@ -181,9 +181,8 @@ def split_cmd(path, fractions, seed, extend_from, out, grouping, train_only) -> 
         raise click.UsageError("--extend needs --out (the old split file is never overwritten)")
     if extend_from is not None and Path(out).resolve() == Path(extend_from).resolve():
         raise click.UsageError("--out must differ from the --extend file")
-    if grouping not in (None, "trajectory") or train_only is not None:
-        if out is None:
-            raise click.UsageError("--group-by system / --train-only need --out")
+    if (grouping == "system" or train_only is not None) and out is None:
+        raise click.UsageError("--group-by system / --train-only need --out")
     try:
         ds = H5Dataset(path)
         fr = tuple(float(x) for x in fractions.split(","))

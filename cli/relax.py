@@ -149,11 +149,12 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
     jobs = []  # (model, its info, the structures it relaxes)
     for spec, group in relax_job.model_groups(model_spec, todo or records):
         model, info = relax_job.load_job_model(spec, [r.atoms for r in group], str(dev), dtype)
-        relax_job.check_structures([r for r in group if r.key not in done], model.elements)
+        pending = [r for r in group if r.key not in done]
+        relax_job.check_structures(pending, model.elements)
         if model_spec.lower() == "auto":
             info["name"] = f"{spec} (auto)"
             info["structures"] = [r.label for r in group]
-        jobs.append((model, info, [r for r in group if r.key not in done]))
+        jobs.append((model, info, pending))
     model_info = jobs[0][1] if len(jobs) == 1 else {
         "name": "auto, per structure", "models": [info for _, info, _ in jobs]}
     if len(jobs) > 1:

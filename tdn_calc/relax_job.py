@@ -428,19 +428,28 @@ def model_groups(spec: str, records: Sequence[StructureRecord]
     """
     if spec.lower() != "auto":
         return [(spec, list(records))]
-    from .registry import select_model_for
-
     groups: dict[str, list[StructureRecord]] = {}
     for record in records:
-        try:
-            name = select_model_for(sorted({int(z) for z in record.atoms.numbers}))
-        except UnsupportedElementError as exc:
-            raise UnsupportedElementError(
-                f"--model auto: {record.label}: {exc}. Give a checkpoint with "
-                "-m path/to/model.safetensors (`tdn models list` shows the registered models)"
-            ) from exc
-        groups.setdefault(name, []).append(record)
+        groups.setdefault(auto_model_name([record.atoms], f"{record.label}: "), []).append(record)
     return list(groups.items())
+
+
+def auto_model_name(structures: Sequence[Atoms], what: str = "") -> str:
+    """``--model auto``: the registered model covering every element of ``structures``.
+
+    Raises:
+        UnsupportedElementError: none does; the message starts with ``what`` and says how to
+            give a checkpoint instead.
+    """
+    from .registry import select_model_for
+
+    try:
+        return select_model_for(sorted({int(z) for a in structures for z in a.numbers}))
+    except UnsupportedElementError as exc:
+        raise UnsupportedElementError(
+            f"--model auto: {what}{exc}. Give a checkpoint with -m path/to/model.safetensors "
+            "(`tdn models list` shows the registered models)"
+        ) from exc
 
 
 def load_job_model(spec: str, structures: Sequence[Atoms], device: str, dtype: str):
@@ -452,18 +461,9 @@ def load_job_model(spec: str, structures: Sequence[Atoms], device: str, dtype: s
     """
     from .checkpoint import load_model
     from .fileio import sha256_file
-    from .registry import resolve_model, select_model_for
+    from .registry import resolve_model
 
-    name = spec
-    if spec.lower() == "auto":
-        elements = sorted({int(z) for a in structures for z in a.numbers})
-        try:
-            name = select_model_for(elements)
-        except UnsupportedElementError as exc:
-            raise UnsupportedElementError(
-                f"--model auto: {exc}. Give a checkpoint with -m path/to/model.safetensors "
-                "(`tdn models list` shows the registered models)"
-            ) from exc
+    name = auto_model_name(structures) if spec.lower() == "auto" else spec
     path = Path(name) if Path(name).is_file() else resolve_model(name)
     model = load_model(path, device=device, dtype=dtype)
     param = next(model.parameters())

@@ -78,7 +78,7 @@ class TrajectoryResult:
         return max(i for i, fr in enumerate(self.frames) if fr.kind == FrameKind.RELAX)
 
 
-def _label(atoms: Atoms, kind: int, step: int, with_stress: bool) -> Frame:
+def label_frame(atoms: Atoms, kind: int, step: int, with_stress: bool = False) -> Frame:
     """Teacher labels of ``atoms`` as a Frame; forces are the raw ones (fixed atoms too)."""
     return Frame(
         atomic_numbers=atoms.numbers, positions=atoms.positions.copy(),
@@ -99,7 +99,7 @@ def relax_and_label(spec: SystemSpec, atoms: Atoms, calc, config: CatalysisConfi
     atoms.calc = calc
     relax: list[Frame] = []
     opt = _OPTIMIZERS[config.optimizer](atoms, logfile=None)
-    opt.attach(lambda: relax.append(_label(atoms, FrameKind.RELAX, len(relax), with_stress)))
+    opt.attach(lambda: relax.append(label_frame(atoms, FrameKind.RELAX, len(relax), with_stress)))
     converged = bool(opt.run(fmax=config.fmax, steps=config.max_steps))
     keep = sorted({*range(0, len(relax), config.subsample), len(relax) - 1})
     frames = [relax[i] for i in keep]
@@ -113,7 +113,7 @@ def relax_and_label(spec: SystemSpec, atoms: Atoms, calc, config: CatalysisConfi
         noise = rng.normal(0.0, sigma, final.positions.shape)
         noise[fixed] = 0.0
         final.positions = atoms.positions + noise
-        frames.append(_label(final, FrameKind.RATTLED, k, with_stress))
+        frames.append(label_frame(final, FrameKind.RATTLED, k, with_stress))
     return TrajectoryResult(spec, frames, fixed, converged, opt.nsteps,
                             len(relax) + config.n_rattle, time.perf_counter() - start)
 

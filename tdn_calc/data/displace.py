@@ -29,8 +29,8 @@ from ase.geometry import get_distances
 
 from ..errors import InputError
 from .catalysis import system_rng
-from .catalysis_build import read_metadata
-from .dataset import H5Dataset
+from .catalysis_build import label_frame, read_metadata
+from .dataset import H5Dataset, sample_atoms
 from .frames import Frame, FrameKind
 from .shards import ShardedWriter, list_shards
 from .teachers import get_teacher
@@ -148,9 +148,7 @@ def _final_relax_frames(ds: H5Dataset) -> dict[str, int]:
 
 
 def _source_atoms(ds: H5Dataset, index: int, fixed: list[int]) -> Atoms:
-    item = ds[index]
-    atoms = Atoms(numbers=item["atomic_numbers"], positions=item["positions"],
-                  cell=item["cell"], pbc=item["pbc"])
+    atoms = sample_atoms(ds[index])
     atoms.set_constraint(FixAtoms(indices=fixed))
     return atoms
 
@@ -187,15 +185,14 @@ def build_displaced(data: str | os.PathLike, *, teacher: str, settings: Displace
     summary = DisplaceSummary(sources=len(order), settings=asdict(settings))
     ds = H5Dataset(data)
     final = _final_relax_frames(ds)
-    calc = None
     with ShardedWriter(data, _shard_attrs(data), shard_size=shard_size) as writer:
         todo = [lab for lab in order if lab + DISPLACED_SUFFIX not in writer.done
                 and lab in final]
         summary.already_done = len(order) - len(todo)
+        calc = get_teacher(teacher, device) if todo else None
         bar = tqdm(total=len(todo), desc="displaced", unit="traj", disable=not progress)
         try:
             for label in todo:
-                calc = calc or get_teacher(teacher, device)
                 frames = displaced_frames(_source_atoms(ds, final[label],
                                                         meta[label]["fixed_atoms"]),
                                           meta[label]["metal"], calc,
@@ -224,9 +221,5 @@ def displaced_frames(relaxed: Atoms, metal: str, calc, rng: np.random.Generator,
     for k in range(settings.per_trajectory):
         atoms = displace_adsorbate(relaxed, adsorbate, rng, settings)
         atoms.calc = calc
-        frames.append(Frame(atomic_numbers=atoms.numbers, positions=atoms.positions.copy(),
-                            energy=atoms.get_potential_energy(),
-                            forces=atoms.get_forces(apply_constraint=False),
-                            cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy(),
-                            kind=FrameKind.DISPLACED, step=k))
+        frames.append(label_frame(atoms, FrameKind.DISPLACED, k))
     return frames
