@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import click
 
@@ -26,28 +24,6 @@ def run_command(job: Callable[..., int], *args) -> None:
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
-
-    Batch schedulers and ``kill`` stop jobs with SIGTERM; the long commands then save their
-    progress and stop their worker pools instead of dying with work half-sent.
-    """
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread: leave the handler alone
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def exit_interrupted(what: str) -> None:

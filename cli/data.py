@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 import click
-from tdn_calc.cli._run import exit_interrupted, sigterm_as_interrupt
+from tdn_calc.cli._run import exit_interrupted
 
 from tdn_calc.errors import TDNError
+from tdn_calc.interrupts import sigterm_as_interrupt
 
 from .data_catalysis import catalysis as _catalysis
 from .data_catalysis import displaced as _displaced

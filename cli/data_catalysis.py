@@ -6,9 +6,10 @@ import json
 import logging
 
 import click
-from tdn_calc.cli._run import exit_interrupted, sigterm_as_interrupt
+from tdn_calc.cli._run import exit_interrupted
 
 from tdn_calc.errors import TDNError
+from tdn_calc.interrupts import sigterm_as_interrupt
 
 
 def _names(value: str) -> tuple[str, ...]:

@@ -11,7 +11,9 @@ import sys
 import time
 
 import click
-from tdn_calc.cli._run import run_command, sigterm_as_interrupt
+from tdn_calc.cli._run import run_command
+
+from tdn_calc.interrupts import raise_if_interrupted, sigterm_as_interrupt
 
 _OPTIMIZERS = ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch"]
 _MAX_TABLE_ROWS = 100
@@ -180,6 +182,7 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
         if size == 1 and time.perf_counter() - last_save[0] > _SAVE_EVERY_S:
             relax_job.write_outputs(plans, {**done, **finished})  # survive a crash/kill
             last_save[0] = time.perf_counter()
+        raise_if_interrupted()  # a SIGTERM whose exception was swallowed
 
     interrupted = False
     try:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import atomic_write
+from ..interrupts import raise_if_interrupted
 from .builder import REFERENCE_METHOD, BuildSettings, MoleculeResult, label_molecule
 from .molecules import load_candidates
 from .shards import ShardedWriter
@@ -142,6 +143,7 @@ def build_molecules(
             try:
                 with open(outdir / FAILURES_FILE, "a") as ffail:
                     for res in results:
+                        raise_if_interrupted()
                         if res.failure is not None:
                             failures[res.failure] += 1
                             ffail.write(json.dumps({"identifier": res.identifier,

@@ -31,6 +31,7 @@ from ase.optimize import BFGS, FIRE, LBFGS
 
 from ..errors import InputError
 from ..fileio import atomic_write
+from ..interrupts import raise_if_interrupted
 from .catalysis import (
     CatalysisConfig,
     SystemSpec,
@@ -232,6 +233,7 @@ def build_catalysis(
         bar = tqdm(total=len(todo), desc="catalysis", unit="traj", disable=not progress)
         try:
             for result in _results(todo, workers, init):
+                raise_if_interrupted()
                 if isinstance(result, tuple):
                     summary.failures[result[0]] = result[1]
                 else:

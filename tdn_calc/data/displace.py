@@ -28,6 +28,7 @@ from ase.data import covalent_radii
 from ase.geometry import get_distances
 
 from ..errors import InputError
+from ..interrupts import raise_if_interrupted
 from .catalysis import system_rng
 from .catalysis_build import label_frame, read_metadata
 from .dataset import H5Dataset, sample_atoms
@@ -193,6 +194,7 @@ def build_displaced(data: str | os.PathLike, *, teacher: str, settings: Displace
         bar = tqdm(total=len(todo), desc="displaced", unit="traj", disable=not progress)
         try:
             for label in todo:
+                raise_if_interrupted()
                 frames = displaced_frames(_source_atoms(ds, final[label],
                                                         meta[label]["fixed_atoms"]),
                                           meta[label]["metal"], calc,

@@ -1,0 +1,42 @@
+"""SIGTERM as Ctrl-C: an interrupt swallowed during cleanup still stops the job."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tdn_calc.interrupts import raise_if_interrupted, sigterm_as_interrupt
+
+
+class _DiesInSigterm:
+    """Runs the SIGTERM handler inside ``__del__``, where Python swallows its exception (as
+    when the signal lands in a garbage-collection callback)."""
+
+    def __del__(self):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+
+def test_a_swallowed_sigterm_is_raised_at_the_next_check(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        raise_if_interrupted()  # nothing pending yet
+        _DiesInSigterm()  # collected at once: the KeyboardInterrupt goes nowhere
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+    assert "KeyboardInterrupt" not in capsys.readouterr().err  # not reported as "ignored"
+    raise_if_interrupted()  # the request ends with the block
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_other_unraisable_errors_are_still_reported(monkeypatch):
+    seen = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: seen.append(u.exc_value))
+
+    class Broken:
+        def __del__(self):
+            raise ValueError("boom in __del__")
+
+    with sigterm_as_interrupt():
+        Broken()
+    assert [str(e) for e in seen] == ["boom in __del__"]
