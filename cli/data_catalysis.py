@@ -81,21 +81,31 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
 @click.option("--device", default="cpu", show_default=True, help="Device of the teacher.")
 @click.option("--per-trajectory", default=2, show_default=True, type=click.IntRange(1),
               help="Displaced frames per source trajectory.")
+@click.option("--height", nargs=2, type=float, default=None, metavar="MIN MAX",
+              help="Range of the vertical shift, Å (negative: towards the slab) "
+                   "[default: -0.6 0.8].")
+@click.option("--variant", default=None, metavar="NAME",
+              help="Name of a further pass over the same sources (lower-case letters, '_'): "
+                   "stored as <label>:displaced_NAME.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--limit", default=None, type=click.IntRange(1),
               help="Only the first N source trajectories of the seeded order.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def displaced(data, teacher, device, per_trajectory, seed, limit, no_progress) -> None:
+def displaced(data, teacher, device, per_trajectory, height, variant, seed, limit,
+              no_progress) -> None:
     """Add teacher-labelled frames of relaxed adsorbates moved over their slab (other sites,
-    heights, tilts) to the catalysis data set DATA, as <label>:displaced trajectories."""
+    heights, tilts) to the catalysis data set DATA, as <label>:displaced trajectories
+    (<label>:displaced_NAME with --variant NAME)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from tdn_calc.data.displace import DisplaceSettings, build_displaced
 
     try:
         with sigterm_as_interrupt():
+            settings = DisplaceSettings(per_trajectory=per_trajectory,
+                                        **({"height": tuple(height)} if height else {}))
             summary = build_displaced(data, teacher=teacher, device=device, seed=seed,
-                                      limit=limit, progress=not no_progress,
-                                      settings=DisplaceSettings(per_trajectory=per_trajectory))
+                                      limit=limit, variant=variant, settings=settings,
+                                      progress=not no_progress)
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))

@@ -17,6 +17,7 @@ from tdn_calc.data.displace import (
     build_displaced,
     contact_ratio,
     displace_adsorbate,
+    displaced_suffix,
 )
 from tdn_calc.data.frames import FrameKind
 from tdn_calc.data.split import extend_split, make_split, system_of
@@ -112,3 +113,33 @@ def test_cli_build_displaced_needs_a_catalysis_data_set(tmp_path):
     res = CliRunner().invoke(main, ["data", "build", "displaced", str(tmp_path / "empty"),
                                     "--teacher", "emt", "--no-progress"])
     assert res.exit_code == 1 and "adsorbate" in res.output
+
+
+def test_a_named_variant_is_a_further_pass_over_the_same_sources(tmp_path):
+    from click.testing import CliRunner
+    from tdn_calc.cli.main import main
+
+    build_catalysis(tmp_path, teacher="emt", config=CatalysisConfig(**TINY), progress=False)
+    build_displaced(tmp_path, teacher="emt", settings=DisplaceSettings(), limit=2,
+                    progress=False)
+    args = ["data", "build", "displaced", str(tmp_path), "--teacher", "emt", "--no-progress",
+            "--limit", "2", "--variant", "b", "--height", "-0.1", "0.1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and '"written": 0' in again.output  # resumes: nothing new
+
+    ds = H5Dataset(tmp_path)
+    first = sorted(i for i in ds.identifiers if i.endswith(DISPLACED_SUFFIX))
+    second = sorted(i for i in ds.identifiers if i.endswith(displaced_suffix("b")))
+    assert len(first) == len(second) == 2 and displaced_suffix("b") == ":displaced_b"
+    assert [system_of(i) for i in first] == [system_of(i) for i in second]
+    for a, b in zip(first, second, strict=True):  # same source, other poses
+        pa, pb = (ds[int(ds.frames_of([i])[0])]["positions"] for i in (a, b))
+        assert not np.allclose(pa, pb)
+    with pytest.raises(InputError, match="variant"):
+        displaced_suffix("B2")
+    with pytest.raises(InputError, match="height"):
+        DisplaceSettings(height=(0.5, -0.5))
+    bad = CliRunner().invoke(main, [*args[:-5], "--variant", "2nd"])
+    assert bad.exit_code == 1 and "variant" in bad.output

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,18 @@ from .teachers import get_teacher
 log = logging.getLogger(__name__)
 
 DISPLACED_SUFFIX = ":displaced"
+_VARIANT = re.compile(r"[a-z_]+")
+
+
+def displaced_suffix(variant: str | None = None) -> str:
+    """The identifier suffix of a displacement pass: ``":displaced"``, or
+    ``":displaced_<variant>"`` for a further pass (lower-case letters and ``_``, so that
+    :func:`tdn_calc.data.split.system_of` still maps it to its source system)."""
+    if not variant:
+        return DISPLACED_SUFFIX
+    if not _VARIANT.fullmatch(variant):
+        raise InputError(f"a displacement variant is lower-case letters and '_'; got {variant!r}")
+    return f"{DISPLACED_SUFFIX}_{variant}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,8 @@ class DisplaceSettings:
     def __post_init__(self) -> None:
         if self.per_trajectory < 1:
             raise InputError(f"per_trajectory must be >= 1; got {self.per_trajectory}")
+        if self.height[0] > self.height[1]:
+            raise InputError(f"height is a range (min, max); got {self.height}")
         if not 0.0 < self.min_contact < 1.5:
             raise InputError(f"min_contact must be in (0, 1.5); got {self.min_contact}")
 
@@ -134,6 +149,7 @@ class DisplaceSummary:
     seconds: float = 0.0
     interrupted: bool = False
     settings: dict = field(default_factory=dict)
+    suffix: str = DISPLACED_SUFFIX
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,16 +180,20 @@ def _shard_attrs(data: Path) -> dict:
 
 def build_displaced(data: str | os.PathLike, *, teacher: str, settings: DisplaceSettings,
                     seed: int = 0, limit: int | None = None, device: str = "cpu",
-                    shard_size: int = 250, progress: bool = True) -> DisplaceSummary:
+                    variant: str | None = None, shard_size: int = 250,
+                    progress: bool = True) -> DisplaceSummary:
     """Append displaced-adsorbate trajectories to the catalysis data set ``data``.
 
     Sources are the slab trajectories with an adsorbate listed in ``data/trajectories.jsonl``,
     taken in a seeded order (so a partial build covers all metals and adsorbates evenly);
     ``limit`` caps their number. Resumable (done identifiers are skipped) and deterministic:
-    a trajectory's frames depend only on ``seed``, its label and ``settings``.
+    a trajectory's frames depend only on ``seed``, its label, ``variant`` and ``settings``.
+    A further pass over the same sources needs its own ``variant`` (identifiers
+    ``<label>:displaced_<variant>``); the same variant again adds nothing.
     """
     from tqdm import tqdm
 
+    suffix = displaced_suffix(variant)
     data = Path(data)
     t0 = time.perf_counter()
     meta = read_metadata(data)
@@ -183,11 +203,11 @@ def build_displaced(data: str | os.PathLike, *, teacher: str, settings: Displace
         raise InputError(f"{data} lists no slab trajectories with an adsorbate "
                          "(trajectories.jsonl of the catalysis builder)")
     order = [labels[i] for i in np.random.default_rng(seed).permutation(len(labels))][:limit]
-    summary = DisplaceSummary(sources=len(order), settings=asdict(settings))
+    summary = DisplaceSummary(sources=len(order), settings=asdict(settings), suffix=suffix)
     ds = H5Dataset(data)
     final = _final_relax_frames(ds)
     with ShardedWriter(data, _shard_attrs(data), shard_size=shard_size) as writer:
-        todo = [lab for lab in order if lab + DISPLACED_SUFFIX not in writer.done
+        todo = [lab for lab in order if lab + suffix not in writer.done
                 and lab in final]
         summary.already_done = len(order) - len(todo)
         calc = get_teacher(teacher, device) if todo else None
@@ -198,8 +218,8 @@ def build_displaced(data: str | os.PathLike, *, teacher: str, settings: Displace
                 frames = displaced_frames(_source_atoms(ds, final[label],
                                                         meta[label]["fixed_atoms"]),
                                           meta[label]["metal"], calc,
-                                          system_rng(seed, label + DISPLACED_SUFFIX), settings)
-                writer.append_trajectory(label + DISPLACED_SUFFIX, frames,
+                                          system_rng(seed, label + suffix), settings)
+                writer.append_trajectory(label + suffix, frames,
                                          spin=int(meta[label].get("spin", 0)))
                 summary.written += 1
                 summary.frames += len(frames)
