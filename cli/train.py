@@ -73,19 +73,22 @@ def train(config, resume, max_time, output_dir, data_path, device, num_threads) 
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--max-frames", type=click.IntRange(1), default=None,
               help="Evaluate a seeded random subset of at most this many frames.")
+@click.option("--by-kind", is_flag=True,
+              help="Also the errors per frame kind (relax, rattled, displaced, ...).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
-def evaluate(model, data, split, split_file, json_path, batch_size, max_frames, device,
-             dtype) -> None:
+def evaluate(model, data, split, split_file, json_path, batch_size, max_frames, by_kind,
+             device, dtype) -> None:
     """Errors of MODEL (a .safetensors file or a registered name) on the frames in DATA:
-    energy MAE (meV/atom), force MAE and RMSE (meV/Å), force MAE per element."""
+    energy MAE (meV/atom), force MAE and RMSE (meV/Å), force MAE per element; with
+    --by-kind, the same per frame kind."""
     from tdn_calc.train.evaluate import run_evaluation
 
     try:
         metrics = run_evaluation(model, data, split=split, split_file=split_file,
                                  batch_size=batch_size, max_frames=max_frames, device=device,
-                                 dtype=dtype)
+                                 dtype=dtype, by_kind=by_kind)
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc
     text = json.dumps(metrics, indent=2, sort_keys=True)

@@ -84,6 +84,11 @@ def test_build_train_eval_load(tmp_path):
     for key in ("energy_mae_meV_atom", "forces_mae_meV_A", "forces_rmse_meV_A"):
         assert np.isfinite(metrics[key]) and metrics[key] > 0
     assert set(metrics["forces_mae_meV_A_per_element"]) <= {"H", "C", "O"}
+    kinds = runner.invoke(main, ["eval", str(model_path), str(tmp_path / "data" / "molecules"),
+                                 "--split", "test", "--by-kind", "--device", "cpu"])
+    by_kind = json.loads(kinds.output)["by_frame_kind"]
+    assert "relax" in by_kind and sum(m["n_frames"] for m in by_kind.values()) == metrics[
+        "n_frames"]
     test = json.loads((run / "test_metrics.json").read_text())
     assert test["forces_mae_meV_A"] == pytest.approx(metrics["forces_mae_meV_A"], rel=1e-4)
 

@@ -233,6 +233,29 @@ def test_evaluate_matches_frame_by_frame_errors(emt_data, tiny_model):
     assert metrics["n_atoms"] == df.shape[0]
 
 
+def test_evaluate_by_kind_splits_the_same_errors_by_frame_kind(emt_data, tiny_model):
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.data.frames import kind_name
+    from tdn_calc.train.evaluate import evaluate_by_kind
+
+
+    model = tiny_model(elements=(1, 6, 7, 8, 29), dtype=torch.float64, seed=3)
+    dataset = H5Dataset(emt_data)
+    indices = np.arange(len(dataset))
+    dataset.frame_kind = np.arange(len(dataset)) % 3 * 3  # relax, bad_start, displaced
+    kinds = np.unique(dataset.frame_kind)
+    whole = evaluate(model, dataset, indices, batch_size=5)
+    split = evaluate_by_kind(model, dataset, indices, batch_size=3)
+    for key in ("n_frames", "n_atoms", "energy_mae_meV_atom", "forces_mae_meV_A"):
+        assert split[key] == pytest.approx(whole[key], rel=1e-9)
+    assert set(split["by_frame_kind"]) == {"relax", "bad_start", "displaced"}
+    for k in kinds:
+        own = evaluate(model, dataset, indices[dataset.frame_kind == k], batch_size=4)
+        part = split["by_frame_kind"][kind_name(k)]
+        assert part["n_frames"] == own["n_frames"]
+        assert part["forces_mae_meV_A"] == pytest.approx(own["forces_mae_meV_A"], rel=1e-9)
+
+
 def test_stress_enters_the_loss_where_labelled(emt_data, tmp_path):
     run = make_run(emt_data, tmp_path / "run", max_steps=2, stress_weight=1.0,
                    data_opts={"batch_size": 16, "split_fractions": [1.0, 0.0, 0.0]},

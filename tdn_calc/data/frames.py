@@ -31,6 +31,14 @@ class FrameKind(IntEnum):
     DFT_2ND = 13
 
 
+def kind_name(kind: int) -> str:
+    """Lower-case name of a stored ``frame_kind`` (``"relax"``, ...); unknown codes as digits."""
+    try:
+        return FrameKind(int(kind)).name.lower()
+    except ValueError:
+        return str(int(kind))
+
+
 @dataclass
 class Frame:
     """A labelled structure.

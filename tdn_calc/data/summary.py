@@ -8,7 +8,7 @@ from collections import Counter
 import h5py
 import numpy as np
 
-from .frames import FrameKind
+from .frames import kind_name
 from .h5format import check_format, committed_counts
 from .shards import list_shards
 
@@ -49,7 +49,7 @@ def summarize(path: str | os.PathLike) -> dict:
     from ase.data import chemical_symbols
 
     out["reference_method"] = sorted(methods)
-    out["frames_by_kind"] = {_kind_name(k): int(v) for k, v in sorted(kinds.items())}
+    out["frames_by_kind"] = {kind_name(k): int(v) for k, v in sorted(kinds.items())}
     out["elements"] = {chemical_symbols[int(z)]: int(n) for z, n in sorted(elements.items())}
     if out["frames"]:
         e = np.concatenate(e_per_atom)
@@ -61,10 +61,3 @@ def summarize(path: str | os.PathLike) -> dict:
                                            "rms": float(np.sqrt((fa**2).mean())),
                                            "max_abs": float(fa.max())}
     return out
-
-
-def _kind_name(k: int) -> str:
-    try:
-        return FrameKind(int(k)).name.lower()
-    except ValueError:
-        return str(int(k))

@@ -101,9 +101,45 @@ def evaluate(model: torch.nn.Module, dataset: H5Dataset, indices: np.ndarray, *,
     formed (e.g. a distributed all-reduce). Returns :meth:`ErrorSums.metrics` plus
     ``n_structures`` (distinct trajectories) and ``n_atoms``.
     """
+    indices = np.asarray(indices, dtype=np.int64)
+    sums = error_sums(model, dataset, indices, batch_size=batch_size, num_workers=num_workers,
+                      progress=progress)
+    if reduce is not None:
+        reduce(sums.values)
+    return _with_counts(sums.metrics(weights), dataset, indices)
+
+
+def evaluate_by_kind(model: torch.nn.Module, dataset: H5Dataset, indices: np.ndarray, *,
+                     batch_size: int = 16) -> dict:
+    """:func:`evaluate` of all ``indices`` plus ``by_frame_kind``: the same metrics for the
+    frames of each :class:`~tdn_calc.data.frames.FrameKind` among them (relaxation steps,
+    rattled minima, displaced adsorbates, ...), each frame evaluated once."""
+    from ..data.frames import kind_name
+
+    indices = np.asarray(indices, dtype=np.int64)
+    kinds = dataset.frame_kind[indices]
+    total = ErrorSums(model.config.elements)
+    by_kind = {}
+    for kind in np.unique(kinds):
+        part = indices[kinds == kind]
+        sums = error_sums(model, dataset, part, batch_size=batch_size)
+        total.values += sums.values
+        by_kind[kind_name(kind)] = _with_counts(sums.metrics(), dataset, part)
+    return {**_with_counts(total.metrics(), dataset, indices), "by_frame_kind": by_kind}
+
+
+def _with_counts(metrics: dict, dataset: H5Dataset, indices: np.ndarray) -> dict:
+    metrics["n_structures"] = int(np.unique(dataset.traj[indices]).size) if indices.size else 0
+    metrics["n_atoms"] = int(dataset.n_atoms[indices].sum())
+    return metrics
+
+
+def error_sums(model: torch.nn.Module, dataset: H5Dataset, indices: np.ndarray, *,
+               batch_size: int = 16, num_workers: int = 0,
+               progress: bool = False) -> ErrorSums:
+    """The :class:`ErrorSums` of ``model`` over the frames ``indices`` ([n] int64)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    indices = np.asarray(indices, dtype=np.int64)
     batches = [indices[i:i + batch_size].tolist() for i in range(0, indices.size, batch_size)]
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=num_workers,
@@ -127,12 +163,7 @@ def evaluate(model: torch.nn.Module, dataset: H5Dataset, indices: np.ndarray, *,
                                         dtype=torch.float64, device=device)
         sums.add(out, graph, targets, target_energy, reference_energies(model, species), species)
     model.train(was_training)
-    if reduce is not None:
-        reduce(sums.values)
-    metrics = sums.metrics(weights)
-    metrics["n_structures"] = int(np.unique(dataset.traj[indices]).size) if indices.size else 0
-    metrics["n_atoms"] = int(dataset.n_atoms[indices].sum())
-    return metrics
+    return sums
 
 
 def select_frames(dataset: H5Dataset, split: str, split_file: str | None = None,
@@ -158,8 +189,9 @@ def select_frames(dataset: H5Dataset, split: str, split_file: str | None = None,
 def run_evaluation(model_name: str, data: str, *, split: str = "all",
                    split_file: str | None = None, batch_size: int = 16,
                    max_frames: int | None = None, device: str = "auto",
-                   dtype: str = "float32") -> dict:
-    """Load ``model_name`` and evaluate it on ``data`` (what ``tdn eval`` prints).
+                   dtype: str = "float32", by_kind: bool = False) -> dict:
+    """Load ``model_name`` and evaluate it on ``data`` (what ``tdn eval`` prints); with
+    ``by_kind``, also per frame kind (:func:`evaluate_by_kind`).
 
     Frames with elements the model does not support are skipped and counted
     (``n_frames_skipped``, ``skipped_elements``).
@@ -176,7 +208,8 @@ def run_evaluation(model_name: str, data: str, *, split: str = "all",
                          f"elements {[chemical_symbols[z] for z in model.config.elements]}")
     if max_frames and indices.size > max_frames:
         indices = np.sort(np.random.default_rng(0).choice(indices, max_frames, replace=False))
-    metrics = evaluate(model, dataset, indices, batch_size=batch_size)
+    metrics = (evaluate_by_kind if by_kind else evaluate)(model, dataset, indices,
+                                                          batch_size=batch_size)
     trained_on = card.get("trained_on", {}).get("reference_method")
     metrics.update(model=str(model_name), data=str(data), split=split, split_file=used_split,
                    reference_method=dataset.reference_method,
