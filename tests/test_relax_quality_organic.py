@@ -140,6 +140,30 @@ def test_judge_passes_the_minimum_and_fails_a_broken_bond():
     assert missing["delta_e_meV_atom"] is None and not missing["success"]
 
 
+def test_oracle_relaxes_the_start_with_the_reference_and_is_cached(tmp_path):
+    """The oracle is the reference method run with the model's optimizer and fmax: on a soft
+    surface (k = 0.2 eV/Å^2) FIRE stops at fmax 0.05 above the minimum."""
+    start = WATER_R + np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.2, 0.0]])
+    ref = {"smiles": "O", "numbers": WATER_Z.tolist(), "conformer": WATER_R.tolist(),
+           "start": start.tolist(), "minimum": WATER_R.tolist(), "energy": 0.0, "fmax": 0.0,
+           "steps": 0, "converged": True, "seconds": 0.0}
+    soft = _Harmonic(WATER_R, k=0.2)
+    oracle = rq.cached_oracle(ref, "k", tmp_path, soft, "fire", 0.05)
+    assert oracle["converged"] and oracle["steps"] > 0
+    assert 1e-6 < oracle["energy"] < 0.5 * 0.2 * (1.0 + 1.44)  # downhill, not at the minimum
+    assert (tmp_path / "k-oracle-fire-0.05.json").is_file()
+    assert rq.cached_oracle(ref, "k", tmp_path, None, "fire", 0.05) == oracle  # cached
+    tight = rq.cached_oracle(ref, "k", tmp_path, soft, "bfgs", 0.001)
+    assert tight["energy"] < oracle["energy"]
+    frame = Atoms(numbers=WATER_Z, positions=np.array(oracle["minimum"]))
+    row = rq.judge(ref, frame, None, soft, oracle)
+    assert row["oracle_delta_e_meV_atom"] == pytest.approx(row["delta_e_meV_atom"])
+    assert row["oracle_success"] == row["success"]
+    summary = rq.summarize([row])
+    assert summary["oracle_n_judged"] == 1
+    assert summary["oracle_n_success"] == int(row["oracle_success"])
+
+
 def test_gfn2_reference_of_water_and_its_cache(tmp_path):
     pytest.importorskip("tblite")
     start = rq.Start("O", WATER_Z, WATER_R, WATER_R + np.array([[0, 0, 0], [0.1, 0, 0],
@@ -171,6 +195,7 @@ def test_end_to_end_one_molecule(tmp_path, monkeypatch):
     assert math.isfinite(row["delta_e_meV_atom"]) and row["ref_converged"]
     assert row["success"] == rq.passes(row["delta_e_meV_atom"], row["bonds_kept_tdn"])
     assert doc["timings_s"]["n_reference_computed"] == 1
+    assert row["oracle_delta_e_meV_atom"] is not None and doc["settings"]["optimizer"] == "fire"
     rq.main(argv)  # the second run reuses the cached GFN2 minimum
     assert json.loads(out.read_text())["timings_s"]["n_reference_computed"] == 0
 
