@@ -300,13 +300,14 @@ def cached_oracle(ref: dict, key: str, cache: Path, calc, optimizer: str,
     from tdn_calc.fileio import atomic_write
     from tdn_calc.relaxation import resolve_optimizer
 
-    path = cache / f"{key}-oracle-{optimizer.lower()}-{fmax:g}.json"
+    opt_class = resolve_optimizer(optimizer, len(ref["numbers"]))
+    path = cache / f"{key}-oracle-{opt_class.__name__.lower()}-{fmax:g}.json"
     if path.is_file():
         with open(path) as fh:
             return json.load(fh)
     atoms = Atoms(numbers=ref["numbers"], positions=ref["start"])
     atoms.calc = calc
-    opt = resolve_optimizer(optimizer)(atoms, logfile=None)
+    opt = opt_class(atoms, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=TDN_RELAX_STEPS))
     record = {"minimum": atoms.positions.tolist(), "energy": float(atoms.get_potential_energy()),
               "steps": int(opt.nsteps), "converged": converged}
@@ -348,8 +349,6 @@ def mace_relax(starts: Sequence[Start], model: str, fmax: float, workdir: Path,
                threads: int, optimizer: str = "fire") -> tuple[list, dict, float]:
     """As :func:`tdn_relax` for a MACE ``.model`` file: ASE FIRE, same ``fmax`` and step
     limit, run by ``benchmarks/peers/mace_relax.py`` in the peers' environment (FIRE only)."""
-    if optimizer.lower() != "fire":
-        raise ValueError("--relaxer mace runs FIRE only")
     from ase import Atoms
     from ase.io import read, write
 
@@ -523,9 +522,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--perturb", type=float, default=0.1, help="noise sigma, Å")
     p.add_argument("--fmax", type=float, default=0.05, help="tdn-relax threshold, eV/Å")
-    p.add_argument("--optimizer", default="fire",
-                   choices=["fire", "bfgs", "lbfgs", "bfgslinesearch"],
-                   help="tdn-relax --optimizer (and the oracle's)")
+    p.add_argument("--optimizer", default="auto",
+                   choices=["auto", "fire", "bfgs", "lbfgs", "bfgslinesearch"],
+                   help="tdn-relax --optimizer (and the oracle's); auto is tdn-relax's default")
     p.add_argument("--no-oracle", dest="oracle", action="store_false",
                    help="skip GFN2's own relaxation with the same optimizer and --fmax")
     p.add_argument("--threads", type=int, default=1, help="OMP threads of tdn-relax")
@@ -538,6 +537,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--n and --threads must be >= 1, --perturb >= 0 and --fmax > 0")
     if args.relaxer == "mace" and args.split_file is None:
         p.error("--relaxer mace needs --split-file (a MACE model has no card naming its split)")
+    if args.relaxer == "mace":
+        if args.optimizer not in ("auto", "fire"):
+            p.error("--relaxer mace runs ASE's FIRE only")
+        args.optimizer = "fire"
     if args.out is None:
         tag = model_tag(args.model) if args.relaxer == "tdn" else f"mace-{Path(args.model).stem}"
         args.out = str(Path(__file__).resolve().parent / "results"

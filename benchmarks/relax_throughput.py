@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS"],
+                        help="of both the one-by-one ASE and the batched relaxations")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
@@ -109,16 +111,17 @@ def main() -> None:
     structures = molecules(args.n)
     warnings.simplefilter("ignore", ConvergenceWarning)
     calc = TDNCalculator(model, device=args.device, dtype=dtype)
-    relax(structures[0], calc, steps=2)  # warm-up (lazy initialisation, caches)
-    batch_relax(structures[:2], model, steps=2)
+    opt = args.optimizer
+    relax(structures[0], calc, steps=2, optimizer=opt)  # warm-up (lazy initialisation, caches)
+    batch_relax(structures[:2], model, steps=2, optimizer=opt)
 
     start = time.perf_counter()
-    sequential = [relax(a, calc, fmax=args.fmax, steps=args.steps) for a in structures]
+    sequential = [relax(a, calc, fmax=args.fmax, steps=args.steps, optimizer=opt)
+                  for a in structures]
     t_seq = time.perf_counter() - start
     start = time.perf_counter()
-    batched = batch_relax(
-        structures, model, fmax=args.fmax, steps=args.steps, batch_size=args.batch_size
-    )
+    batched = batch_relax(structures, model, fmax=args.fmax, steps=args.steps,
+                          batch_size=args.batch_size, optimizer=opt)
     t_bat = time.perf_counter() - start
 
     both = [(s, b) for s, b in zip(sequential, batched, strict=True) if s.converged and b.converged]
@@ -132,6 +135,7 @@ def main() -> None:
         "n_molecules": len(structures),
         "n_atoms_total": int(sum(len(a) for a in structures)),
         "fmax": args.fmax,
+        "optimizer": opt,
         "max_steps": args.steps,
         "batch_size": args.batch_size,
         "sequential_ase_fire_s": round(t_seq, 2),

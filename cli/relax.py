@@ -15,7 +15,7 @@ from tdn_calc.cli._run import run_command
 
 from tdn_calc.interrupts import raise_if_interrupted, sigterm_as_interrupt
 
-_OPTIMIZERS = ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch"]
+_OPTIMIZERS = ["auto", "FIRE", "BFGS", "LBFGS", "BFGSLineSearch"]
 _MAX_TABLE_ROWS = 100
 _SAVE_EVERY_S = 300.0  # finished structures are written at least this often
 
@@ -68,8 +68,10 @@ def _table(rows: list[dict]) -> str:
               show_default=True, help="Force convergence threshold, eV/Å.")
 @click.option("--steps", type=click.IntRange(min=0), default=500, show_default=True,
               help="Maximum optimizer steps per structure.")
-@click.option("--optimizer", type=click.Choice(_OPTIMIZERS, case_sensitive=False), default="FIRE",
-              show_default=True)
+@click.option("--optimizer", type=click.Choice(_OPTIMIZERS, case_sensitive=False), default="auto",
+              show_default=True,
+              help="auto: BFGS for structures of up to 300 atoms (ends nearest the minimum at a "
+                   "given --fmax), FIRE for larger ones. auto, FIRE and BFGS run batched.")
 @click.option("--cell-filter", type=click.Choice(["none", "frechet", "exp"]), default="none",
               show_default=True, help="Relax the cell too (3D-periodic structures).")
 @click.option("--fix-symmetry", is_flag=True, help="Keep the space group (spglib).")

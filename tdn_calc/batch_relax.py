@@ -1,8 +1,11 @@
-"""Batched relaxation: FIRE in torch on many structures at once with a TDN model.
+"""Batched relaxation: FIRE or BFGS on many structures at once with a TDN model.
 
 Every step evaluates all active structures as one :class:`AtomicGraph`. FIRE follows ASE's
 ``ase.optimize.FIRE`` exactly (same defaults, per-structure time step, mixing and ``maxstep``
-on the whole structure's step), so results match ASE's FIRE to round-off for the same model.
+on the whole structure's step), in torch; BFGS follows ``ase.optimize.BFGS`` exactly (one
+dense ``[3n, 3n]`` Hessian per structure, updated and diagonalised in float64 numpy,
+``maxstep`` on the largest atom step), so results match ASE's optimizers to round-off for
+the same model.
 Each structure converges on its own (max force < ``fmax``) and leaves the batch; waiting
 structures take its place. ``FixAtoms`` constraints are respected. Neighbour lists are built
 with ``cutoff + skin`` and filtered to the cutoff at every step; a structure's list is rebuilt
@@ -44,6 +47,62 @@ class FireParams:
     fdec: float = 0.5
     astart: float = 0.1
     fa: float = 0.99
+
+
+@dataclass(frozen=True)
+class BFGSParams:
+    """BFGS parameters, defaults as ``ase.optimize.BFGS`` (Å, eV/Å^2)."""
+
+    maxstep: float = 0.2
+    alpha: float = 70.0
+
+
+#: Optimizers of :func:`batch_relax`.
+BATCH_OPTIMIZERS = ("FIRE", "BFGS")
+
+
+class _BFGSState:
+    """One structure's BFGS memory: Hessian ``[3n, 3n]`` (eV/Å^2), last positions and forces
+    ``[3n]`` (None before the first step)."""
+
+    def __init__(self, n_atoms: int, alpha: float) -> None:
+        self.hessian = np.eye(3 * n_atoms) * alpha
+        self.pos0: np.ndarray | None = None
+        self.f0: np.ndarray | None = None
+
+    def step(self, pos: np.ndarray, f: np.ndarray, maxstep: float) -> np.ndarray:
+        """The step ``[n, 3]`` Å from positions ``pos`` and constrained forces ``f`` ([n, 3])."""
+        r, g = pos.ravel(), f.ravel()
+        if self.pos0 is not None:
+            dr = r - self.pos0
+            if np.abs(dr).max() >= 1e-7:
+                df = g - self.f0
+                dg = self.hessian @ dr
+                self.hessian -= np.outer(df, df) / (dr @ df) + np.outer(dg, dg) / (dr @ dg)
+        self.pos0, self.f0 = r.copy(), g.copy()
+        omega, v = np.linalg.eigh(self.hessian)
+        step = (v @ (g @ v / np.fabs(omega))).reshape(-1, 3)
+        longest = np.sqrt((step**2).sum(1)).max()
+        return step * (maxstep / longest) if longest >= maxstep else step
+
+
+def _bfgs_step(b: _Batch, f: torch.Tensor, states: dict[int, _BFGSState],
+               p: BFGSParams) -> None:
+    """One BFGS step in place for every structure of ``b`` (``f``: ``[N, 3]`` constrained
+    forces, eV/Å); fixed atoms stay where they are, as ASE's ``FixAtoms`` keeps them."""
+    pos = b.pos.detach().cpu().numpy().astype(np.float64)
+    force = f.detach().cpu().numpy().astype(np.float64)
+    sys = b.sys.cpu().numpy()
+    fixed = b.fixed.cpu().numpy()
+    step = np.zeros_like(pos)
+    for s, k in enumerate(b.ids.tolist()):
+        sel = sys == s
+        if k not in states:
+            states[k] = _BFGSState(int(sel.sum()), p.alpha)
+        step[sel] = states[k].step(pos[sel], force[sel], p.maxstep)
+    step[fixed] = 0.0
+    b.pos = b.pos + torch.as_tensor(step, dtype=b.pos.dtype, device=b.pos.device)
+    b.n_steps = b.n_steps + 1
 
 
 _ATOM = ("numbers", "pos", "vel", "fixed", "pos0", "nl_pos")
@@ -273,23 +332,29 @@ def batch_relax(
     steps: int = 500,
     batch_size: int = 64,
     skin: float = 1.0,
+    optimizer: str = "auto",
     fire: FireParams = FireParams(),
+    bfgs: BFGSParams = BFGSParams(),
     guard: DivergenceGuard | None = DEFAULT_GUARD,
     on_result: Callable[[int, RelaxResult], None] | None = None,
     log: Callable[[str], None] | None = None,
     loginterval: int = 10,
     warn: bool = True,
 ) -> list[RelaxResult]:
-    """Relax many structures together with batched FIRE on a TDN ``model``.
+    """Relax many structures together with batched FIRE or BFGS on a TDN ``model``.
 
     Args:
         atoms_list: the structures (not modified); only ``FixAtoms`` constraints allowed.
         model: a ``TDNModel``; its device and dtype are used.
         fmax: force convergence threshold, eV/Å.
-        steps: maximum FIRE steps per structure.
+        steps: maximum optimizer steps per structure.
         batch_size: most structures evaluated together (halved on out-of-memory).
         skin: neighbour-list skin, Å.
+        optimizer: ``"FIRE"``, ``"BFGS"`` (case-insensitive, as ASE's) or ``"auto"``: BFGS
+            for structures of up to :data:`~tdn_calc.relaxation.BFGS_MAX_ATOMS` atoms, FIRE
+            for larger ones (each group relaxed as its own batch).
         fire: FIRE parameters (ASE's defaults).
+        bfgs: BFGS parameters (ASE's defaults).
         guard: divergence guard (``None`` disables it), see :mod:`tdn_calc.relax_guard`.
         on_result: called with ``(index, result)`` as soon as a structure finishes.
         log: called with a progress line every ``loginterval`` steps.
@@ -303,6 +368,11 @@ def batch_relax(
         raise InputError(
             f"need fmax > 0, steps >= 0 and batch_size >= 1, got {fmax}, {steps}, {batch_size}"
         )
+    use_bfgs = str(optimizer).upper() == "BFGS"
+    if str(optimizer).upper() not in (*BATCH_OPTIMIZERS, "AUTO"):
+        raise InputError(f"batched relaxation runs auto, {' or '.join(BATCH_OPTIMIZERS)}, "
+                         f"not {optimizer!r}")
+    bfgs_states: dict[int, _BFGSState] = {}
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
     cutoff = float(model.cutoff)
@@ -317,6 +387,10 @@ def batch_relax(
             )  # fmt: skip
         except InputError as exc:
             raise type(exc)(f"structure {k}: {exc}") from exc
+    if str(optimizer).lower() == "auto":
+        kw = dict(fmax=fmax, steps=steps, batch_size=batch_size, skin=skin, fire=fire, bfgs=bfgs,
+                  guard=guard, log=log, loginterval=loginterval)
+        return _relax_by_size(atoms_list, model, on_result=on_result, warn=warn, **kw)
     results: list[RelaxResult | None] = [None] * len(atoms_list)
     history: dict[int, tuple[list[float], list[float]]] = {}
     entered: dict[int, float] = {}
@@ -375,14 +449,44 @@ def batch_relax(
             atoms_list, results, history, entered, on_result, warn,
         )  # fmt: skip
         if bool(done.any()):
+            for k in active.ids[done].tolist():
+                bfgs_states.pop(k, None)
             f = f[~done[active.sys]]
             active = active.select(~done)
-        if active.n_systems:
+        if active.n_systems and use_bfgs:
+            _bfgs_step(active, f, bfgs_states, bfgs)
+        elif active.n_systems:
             _fire_step(active, f, fire)
         iteration += 1
         if log and iteration % max(loginterval, 1) == 0:
             finished = sum(r is not None for r in results)
             log(f"step {iteration}: {active.n_systems} active, {finished}/{len(results)} done")
+    return results  # type: ignore[return-value]
+
+
+def _relax_by_size(atoms_list: Sequence[Atoms], model: torch.nn.Module, *, on_result,
+                   warn: bool, **kw) -> list[RelaxResult]:
+    """``optimizer="auto"`` of :func:`batch_relax` (structures already validated): BFGS on
+    the structures of up to ``BFGS_MAX_ATOMS`` atoms, then FIRE on the others; results in
+    input order."""
+    from .relaxation import resolve_optimizer
+
+    results: list[RelaxResult | None] = [None] * len(atoms_list)
+    for name in BATCH_OPTIMIZERS[::-1]:
+        ids = [k for k, a in enumerate(atoms_list)
+               if resolve_optimizer("auto", len(a)).__name__ == name]
+
+        def report(j: int, res: RelaxResult, ids=ids) -> None:
+            results[ids[j]] = res
+            if warn and not res.converged:
+                warnings.warn(not_converged_message(res, kw["fmax"], f"structure {ids[j]}"),
+                              ConvergenceWarning, stacklevel=4)
+            if on_result is not None:
+                on_result(ids[j], res)
+
+        if ids:
+            batch_relax([atoms_list[k] for k in ids], model, optimizer=name, on_result=report,
+                        warn=False, **kw)
     return results  # type: ignore[return-value]
 
 

@@ -49,7 +49,7 @@ class RelaxSettings:
 
     fmax: float = 0.05
     steps: int = 500
-    optimizer: str = "FIRE"
+    optimizer: str = "auto"
     cell_filter: str = "none"
     fix_symmetry: bool = False
     fix_bottom_layers: int | None = None
@@ -61,12 +61,15 @@ class RelaxSettings:
     polish_fmax: float = 0.001
 
     def batched(self, records: Sequence[StructureRecord]) -> bool:
-        """Whether the batched torch FIRE can do this job (else ASE, one by one)."""
+        """Whether the batched relaxation can do this job (else ASE, one by one)."""
         from ase.constraints import FixAtoms
+
+        from .batch_relax import BATCH_OPTIMIZERS
 
         return (
             self.batch_size > 1
-            and resolve_optimizer(self.optimizer).__name__ == "FIRE"
+            and (self.optimizer.lower() == "auto"
+                 or resolve_optimizer(self.optimizer).__name__ in BATCH_OPTIMIZERS)
             and resolve_cell_filter(self.cell_filter) == "none"
             and not self.fix_symmetry
             and self.trajectory is None
@@ -237,8 +240,8 @@ def run(
     on_done: Callable[[Outcome], None],
     log: Callable[[str], None] | None = None,
 ) -> None:
-    """Relax ``records``, calling ``on_done`` for each as it finishes. Uses the batched FIRE
-    when :meth:`RelaxSettings.batched` allows it, else :func:`relax` one by one. When the
+    """Relax ``records``, calling ``on_done`` for each as it finishes. Uses the batched
+    relaxation when :meth:`RelaxSettings.batched` allows it, else :func:`relax` one by one. When the
     model card holds a training-set summary, each relaxed frame gets extrapolation scores
     (:func:`annotate_extrapolation`)."""
     from .extrapolation import from_card
@@ -291,7 +294,7 @@ def annotate_extrapolation(frame: Atoms, model, dist) -> None:
 
 
 def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
-    """Batched FIRE; with ``settings.polish`` the converged structures continue one by one
+    """Batched relaxation; with ``settings.polish`` the converged structures continue one by one
     with :data:`~tdn_calc.relaxation.POLISH_OPTIMIZER` on a float64 copy of ``model`` down to
     ``settings.polish_fmax``, as :func:`~tdn_calc.relaxation.relax` polishes."""
 
@@ -311,6 +314,7 @@ def _run_batched(records, settings: RelaxSettings, model, on_done, log) -> None:
 
     batch_relax([r.atoms for r in records], model, fmax=settings.fmax, on_result=stage_one,
                 steps=settings.steps, batch_size=settings.batch_size, log=log,
+                optimizer=settings.optimizer,
                 loginterval=max(settings.loginterval, 10), warn=False)  # fmt: skip
     if not first:
         return

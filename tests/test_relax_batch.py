@@ -36,8 +36,8 @@ def test_batched_equals_sequential_ase_fire(model):
     slab.pbc = [True, True, False]
     slab.set_constraint(FixAtoms(indices=[0, 1]))
     structures += [periodic_cho(0), slab]
-    seq = _sequential(structures, model, fmax=0.02, steps=300)
-    bat = batch_relax(structures, model, fmax=0.02, steps=300, batch_size=3)
+    seq = _sequential(structures, model, fmax=0.02, steps=300, optimizer="FIRE")
+    bat = batch_relax(structures, model, fmax=0.02, steps=300, batch_size=3, optimizer="FIRE")
     for s, b in zip(seq, bat, strict=True):
         assert s.converged and b.converged
         assert abs(s.energy - b.energy) < 1e-3  # eV; in float64 they agree to round-off
@@ -144,3 +144,44 @@ def test_max_neighbors_models_rebuild_every_step(tiny_model):
         assert (s.n_steps, s.converged, s.diverged) == (b.n_steps, b.converged, b.diverged)
         n = min(len(s.energies), len(b.energies))
         np.testing.assert_allclose(b.energies[:n], s.energies[:n], atol=1e-8)
+
+
+def test_batched_bfgs_equals_sequential_ase_bfgs(model):
+    """Same steps, energies and positions as ASE's BFGS, fixed atoms included (float64)."""
+    slab = periodic_cho(1)
+    slab.cell[2] = [0.0, 0.0, 14.0]
+    slab.pbc = [True, True, False]
+    slab.set_constraint(FixAtoms(indices=[0, 1]))
+    structures = [*rattled_molecules(), periodic_cho(0), slab]
+    seq = _sequential(structures, model, fmax=0.02, steps=200, optimizer="BFGS")
+    bat = batch_relax(structures, model, fmax=0.02, steps=200, batch_size=3, optimizer="bfgs")
+    for s, b in zip(seq, bat, strict=True):
+        assert (s.converged, s.n_steps) == (b.converged, b.n_steps)
+        np.testing.assert_allclose(b.energies, s.energies, atol=1e-8)
+        np.testing.assert_allclose(b.atoms.positions, s.atoms.positions, atol=1e-7)
+    np.testing.assert_array_equal(bat[-1].atoms.positions[[0, 1]], slab.positions[[0, 1]])
+    fire = batch_relax(structures, model, fmax=0.02, steps=200, batch_size=3, optimizer="FIRE")
+    assert [r.n_steps for r in fire] != [r.n_steps for r in bat]  # really another optimizer
+    with pytest.raises(InputError, match="FIRE or BFGS"):
+        batch_relax(structures, model, optimizer="LBFGS")
+
+
+def test_auto_runs_bfgs_on_small_and_fire_on_large_structures(model, monkeypatch):
+    import tdn_calc.relaxation as relaxation
+
+    monkeypatch.setattr(relaxation, "BFGS_MAX_ATOMS", 6)
+    structures = rattled_molecules(("CH3CH2OH", "H2O", "CH3OH", "HCOOH"))  # 9, 3, 6, 5 atoms
+    seen = []
+    auto = batch_relax(structures, model, fmax=0.02, steps=200, batch_size=2,
+                       on_result=lambda k, r: seen.append((k, r.n_steps)))
+    small, large = [1, 2, 3], [0]
+    bfgs = batch_relax([structures[k] for k in small], model, fmax=0.02, steps=200,
+                       optimizer="BFGS")
+    fire = batch_relax([structures[k] for k in large], model, fmax=0.02, steps=200,
+                       optimizer="FIRE")
+    for k, ref in [*zip(small, bfgs, strict=True), *zip(large, fire, strict=True)]:
+        assert auto[k].n_steps == ref.n_steps
+        np.testing.assert_allclose(auto[k].atoms.positions, ref.atoms.positions, atol=1e-10)
+    assert sorted(seen) == sorted((k, r.n_steps) for k, r in enumerate(auto))
+    assert relaxation.resolve_optimizer("auto", 7).__name__ == "FIRE"
+    assert relaxation.resolve_optimizer("auto", 6).__name__ == "BFGS"

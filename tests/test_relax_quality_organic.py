@@ -103,7 +103,11 @@ def test_mace_relaxer_needs_a_split_file_and_names_its_output(capsys):
     assert "--split-file" in capsys.readouterr().err
     args = rq.parse_args(["--relaxer", "mace", "--model", "x/mace.model", "--split-file", "s"])
     assert args.out.endswith("relax_quality_organic_mace-mace.json")
+    assert args.optimizer == "fire"  # the MACE relaxer runs ASE's FIRE
     assert set(rq.RELAXERS) == {"tdn", "mace"}
+    with pytest.raises(SystemExit):
+        rq.parse_args(["--relaxer", "mace", "--model", "m", "--split-file", "s",
+                       "--optimizer", "bfgs"])
 
 
 class _Harmonic(Calculator):
@@ -195,7 +199,7 @@ def test_end_to_end_one_molecule(tmp_path, monkeypatch):
     assert math.isfinite(row["delta_e_meV_atom"]) and row["ref_converged"]
     assert row["success"] == rq.passes(row["delta_e_meV_atom"], row["bonds_kept_tdn"])
     assert doc["timings_s"]["n_reference_computed"] == 1
-    assert row["oracle_delta_e_meV_atom"] is not None and doc["settings"]["optimizer"] == "fire"
+    assert row["oracle_delta_e_meV_atom"] is not None and doc["settings"]["optimizer"] == "auto"
     rq.main(argv)  # the second run reuses the cached GFN2 minimum
     assert json.loads(out.read_text())["timings_s"]["n_reference_computed"] == 0
 
