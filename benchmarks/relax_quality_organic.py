@@ -201,13 +201,14 @@ def mace_metadata(model: str, data: str) -> tuple[Path, list[int], dict]:
     return path, sorted(atomic_numbers[s] for s in summarize(data)["elements"]), {}
 
 
-def split_identifiers(data: str, split_file: str | None, card: dict) -> tuple[list[str], str]:
+def split_identifiers(data: str, split_file: str | None, card: dict,
+                      part: str = "test") -> tuple[list[str], str]:
     """SMILES of the test-split trajectories present in ``data``, and the split file used."""
     from tdn_calc.data.dataset import H5Dataset
     from tdn_calc.train.evaluate import select_frames
 
     dataset = H5Dataset(data)
-    frames, used = select_frames(dataset, "test", split_file, card)
+    frames, used = select_frames(dataset, part, split_file, card)
     return dataset.identifiers_of(frames), str(used)
 
 
@@ -456,10 +457,10 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     path, elements, card = (model_metadata(args.model) if args.relaxer == "tdn"
                             else mace_metadata(args.model, args.data))
-    identifiers, split_used = split_identifiers(args.data, args.split_file, card)
+    identifiers, split_used = split_identifiers(args.data, args.split_file, card, args.split)
     candidates = pick(identifiers, args.seed)
     if not candidates:
-        raise InputError(f"the test split {split_used} has no molecules in {args.data}")
+        raise InputError(f"the {args.split} part of {split_used} has no molecules in {args.data}")
     calc = gfn2_calculator()
     rows: list[dict] = []
     with single_thread():
@@ -492,7 +493,7 @@ def run(args) -> dict:
     return {"benchmark": "relax_quality_organic",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "settings": {"model": args.model, "relaxer": args.relaxer, "data": str(args.data),
-                         "split_file": split_used,
+                         "split_file": split_used, "split": args.split,
                          "n": args.n, "seed": args.seed, "perturb_A": args.perturb,
                          "fmax": args.fmax, "optimizer": args.optimizer,
                          "oracle": args.oracle, "reference_fmax": REF_FMAX,
@@ -518,6 +519,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="datasets/organic-gfn2")
     p.add_argument("--split-file", default=None,
                    help="default: the split named in the model card")
+    p.add_argument("--split", choices=["test", "val"], default="test",
+                   help="which part of the split: val to choose between models, test to report")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--perturb", type=float, default=0.1, help="noise sigma, Å")
@@ -543,8 +546,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.optimizer = "fire"
     if args.out is None:
         tag = model_tag(args.model) if args.relaxer == "tdn" else f"mace-{Path(args.model).stem}"
+        suffix = "" if args.split == "test" else f"-{args.split}"
         args.out = str(Path(__file__).resolve().parent / "results"
-                       / f"relax_quality_organic_{tag}.json")
+                       / f"relax_quality_organic_{tag}{suffix}.json")
     return args
 
 

@@ -104,6 +104,8 @@ def test_mace_relaxer_needs_a_split_file_and_names_its_output(capsys):
     args = rq.parse_args(["--relaxer", "mace", "--model", "x/mace.model", "--split-file", "s"])
     assert args.out.endswith("relax_quality_organic_mace-mace.json")
     assert args.optimizer == "fire"  # the MACE relaxer runs ASE's FIRE
+    val = rq.parse_args(["--model", "runs/x/best.safetensors", "--split", "val"])
+    assert val.out.endswith("relax_quality_organic_x-best-val.json")
     assert set(rq.RELAXERS) == {"tdn", "mace"}
     with pytest.raises(SystemExit):
         rq.parse_args(["--relaxer", "mace", "--model", "m", "--split-file", "s",

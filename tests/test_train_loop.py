@@ -310,6 +310,30 @@ def test_oversample_repeats_matching_trajectories(emt_data, tmp_path):
         make_run(emt_data, tmp_path / "c", data_opts={"oversample": {"^Cu": 0}})
 
 
+def test_oversample_kinds_repeats_frames_of_a_kind(emt_data, tmp_path):
+    """``data.oversample_kinds`` repeats training frames by kind; with a trajectory pattern
+    too, a frame takes the larger factor."""
+    from types import SimpleNamespace
+
+    from tdn_calc.data.frames import FrameKind
+    from tdn_calc.train.setup import oversampled
+
+    ds = SimpleNamespace(identifiers=["Cu/a", "H2O/b"], traj=np.array([0, 0, 0, 1, 1, 1]),
+                         frame_kind=np.array([0, 0, 1, 0, 1, 3]))
+    train = np.arange(6)
+    got = oversampled(ds, train, {}, {"relax": 2})
+    np.testing.assert_array_equal(np.sort(got), [0, 0, 1, 1, 2, 3, 3, 4, 5])
+    both = oversampled(ds, train, {"^Cu": 3}, {"relax": 2, "bad_start": 4})
+    np.testing.assert_array_equal(np.bincount(both, minlength=6), [3, 3, 3, 2, 1, 4])
+    assert FrameKind.BAD_START == 3
+    run = make_run(emt_data, tmp_path / "a", max_steps=1,
+                   data_opts={"oversample_kinds": {"relax": 2}})
+    assert run.train.oversample_kinds == {"relax": 2}
+    for bad, match in [({"relaxed": 2}, "unknown frame kind"), ({"relax": 0}, ">= 1")]:
+        with pytest.raises(ConfigError, match=match):
+            make_run(emt_data, tmp_path / "b", data_opts={"oversample_kinds": bad})
+
+
 def test_split_grouping_and_train_only_from_the_config(emt_data, tmp_path):
     """``data.split_grouping`` / ``split_train_only`` shape a new split; an existing split
     file made otherwise is refused when the config asks for something else."""

@@ -86,6 +86,9 @@ class TrainConfig:
         oversample: ``{regex: k}``: training frames of trajectories whose identifier matches
             ``regex`` (``re.search``) are seen ``k`` times per epoch (k >= 1 integer), e.g.
             clean slabs and gas molecules, which pin the reference of adsorption energies.
+        oversample_kinds: ``{frame kind: k}``: training frames of that kind (``relax``,
+            ``rattled``, ``displaced``, ... as :class:`~tdn_calc.data.frames.FrameKind`) are
+            seen ``k`` times per epoch; a frame matched by both takes the larger factor.
         init_from: start from the weights (and model config) of this ``.safetensors`` model
             instead of a fresh initialisation: fine-tuning with a new schedule.
     """
@@ -124,6 +127,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     oversample: dict[str, int] = field(default_factory=dict)
+    oversample_kinds: dict[str, int] = field(default_factory=dict)
     init_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -198,6 +202,7 @@ class TrainConfig:
                     problems.append(f"data.oversample: {pattern!r} is not a regex ({exc})")
                 check(isinstance(k, int) and k >= 1,
                       f"data.oversample[{pattern!r}] must be an integer >= 1, got {k!r}")
+        problems += _oversample_kind_problems(self.oversample_kinds)
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 
@@ -211,11 +216,25 @@ class TrainConfig:
         return out
 
 
+def _oversample_kind_problems(kinds: Any) -> list[str]:
+    """What is wrong with ``data.oversample_kinds`` (empty when nothing)."""
+    from ..data.frames import FrameKind
+
+    if not isinstance(kinds, dict):
+        return [f"data.oversample_kinds must map frame kind -> integer, got {kinds!r}"]
+    names = [k.name.lower() for k in FrameKind]
+    problems = [f"data.oversample_kinds: unknown frame kind {name!r} (one of {names})"
+                for name in kinds if str(name).lower() not in names]
+    problems += [f"data.oversample_kinds[{name!r}] must be an integer >= 1, got {k!r}"
+                 for name, k in kinds.items() if not (isinstance(k, int) and k >= 1)]
+    return problems
+
+
 # YAML section -> TrainConfig fields it may hold (the model section is separate)
 _SECTIONS = {
     "data": ("path", "split_fractions", "split_seed", "split_file", "split_grouping",
              "split_train_only", "batch_size", "num_workers", "val_max_frames", "max_force",
-             "oversample"),
+             "oversample", "oversample_kinds"),
     "training": tuple(f.name for f in fields(TrainConfig)
                       if f.name not in ("data_path", "output_dir", "seed", "split_fractions",
                                         "split_seed", "split_file", "split_grouping",

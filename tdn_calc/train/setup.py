@@ -96,10 +96,14 @@ def select_frames(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo,
                   elements=elements)
 
 
-def oversampled(dataset: H5Dataset, train: np.ndarray, patterns: dict[str, int]) -> np.ndarray:
+def oversampled(dataset: H5Dataset, train: np.ndarray, patterns: dict[str, int],
+                kinds: dict[str, int] | None = None) -> np.ndarray:
     """``train`` frame indices with those of trajectories whose identifier matches a regex of
-    ``patterns`` repeated ``k`` times (the largest ``k`` of the matching patterns)."""
-    if not patterns:
+    ``patterns``, and those of a frame kind named in ``kinds``, repeated ``k`` times (the
+    largest ``k`` that applies to the frame)."""
+    from ..data.frames import FrameKind
+
+    if not patterns and not kinds:
         return train
     factor = np.ones(len(dataset.identifiers), dtype=np.int64)
     for pattern, k in patterns.items():
@@ -107,7 +111,12 @@ def oversampled(dataset: H5Dataset, train: np.ndarray, patterns: dict[str, int])
         hits = np.array([bool(rx.search(name)) for name in dataset.identifiers], dtype=bool)
         factor[hits] = np.maximum(factor[hits], int(k))
         log.info("oversample %r x%d: %d trajectories", pattern, k, int(hits.sum()))
-    return np.repeat(train, factor[dataset.traj[train]])
+    per_frame = factor[dataset.traj[train]]
+    for name, k in (kinds or {}).items():
+        hits = dataset.frame_kind[train] == FrameKind[name.upper()]
+        per_frame[hits] = np.maximum(per_frame[hits], int(k))
+        log.info("oversample %s frames x%d: %d training frames", name, k, int(hits.sum()))
+    return np.repeat(train, per_frame)
 
 
 def dataset_elements_of(dataset: H5Dataset, indices: np.ndarray, elements) -> list[int]:

@@ -100,7 +100,8 @@ class Trainer:
             model_config = fitted_model_config(
                 {**run.model, "elements": frames.elements}, self.dataset, self.train_idx, cfg)
         # oversampling after the statistics: reference energies stay a fit to the real data
-        self.train_idx = oversampled(self.dataset, self.train_idx, cfg.oversample)
+        self.train_idx = oversampled(self.dataset, self.train_idx, cfg.oversample,
+                                     cfg.oversample_kinds)
         torch.manual_seed(cfg.seed)
         self.model = TDNModel(model_config).to(self.device)
         if initial is not None:
