@@ -447,6 +447,7 @@ def batch_relax(
         done = _finish(
             active, energy, raw, f, fmax_s, dmin, out.get("stress"), fmax, steps, guard,
             atoms_list, results, history, entered, on_result, warn,
+            "BFGS" if use_bfgs else "FIRE",
         )  # fmt: skip
         if bool(done.any()):
             for k in active.ids[done].tolist():
@@ -492,7 +493,7 @@ def _relax_by_size(atoms_list: Sequence[Atoms], model: torch.nn.Module, *, on_re
 
 def _finish(
     b, energy, raw, f, fmax_s, dmin, stress, fmax, steps, guard,
-    atoms_list, results, history, entered, on_result, warn,
+    atoms_list, results, history, entered, on_result, warn, optimizer,
 ) -> torch.Tensor:  # fmt: skip
     """Record the step, find structures that are done and build their results."""
     e_list, f_list = energy.tolist(), fmax_s.tolist()
@@ -559,6 +560,7 @@ def _finish(
             reason=reason,
             energies=energies,
             fmaxs=fmaxs,
+            optimizer=optimizer,
         )
         results[k] = result
         if warn and not result.converged:

@@ -96,6 +96,7 @@ class Outcome:
             "formula": self.frame.get_chemical_formula(),
             "atoms": len(self.frame),
             "steps": int(info.get("n_steps", -1)),
+            "optimizer": info.get("optimizer"),
             "energy": _energy(self.frame),
             "fmax": _float(info.get("fmax")),
             "converged": bool(info.get("converged", False)),
@@ -218,6 +219,8 @@ def output_frame(record: StructureRecord, result: RelaxResult) -> Atoms:
             "fmax": float(result.fmax),
         }
     )
+    if result.optimizer:
+        atoms.info["optimizer"] = result.optimizer
     if result.reason:
         atoms.info["relax_reason"] = result.reason
     return atoms

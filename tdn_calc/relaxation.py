@@ -62,6 +62,8 @@ class RelaxResult:
             ..."``), else ``None``.
         energies: energy at every step, eV (step 0 = start).
         fmaxs: max force at every step, eV/Å.
+        optimizer: the optimizer that ran (``"BFGS"``, ``"FIRE"``, ...; ``"FIRE+BFGS"`` for a
+            polished run), so ``optimizer="auto"`` says what it chose.
     """
 
     atoms: Atoms
@@ -73,6 +75,7 @@ class RelaxResult:
     reason: str | None = None
     energies: list[float] = field(default_factory=list)
     fmaxs: list[float] = field(default_factory=list)
+    optimizer: str | None = None
 
     @property
     def diverged(self) -> bool:
@@ -282,6 +285,7 @@ def relax(
         reason=None if converged and reason is None else reason,
         energies=energies,
         fmaxs=fmaxs,
+        optimizer=opt_class.__name__,
     )
     if warn and not result.converged:
         warnings.warn(not_converged_message(result, fmax), ConvergenceWarning, stacklevel=2)
@@ -333,6 +337,7 @@ def merge_results(first: RelaxResult, second: RelaxResult) -> RelaxResult:
         reason=None if second.converged else f"polish: {second.reason}",
         energies=first.energies + second.energies,
         fmaxs=first.fmaxs + second.fmaxs,
+        optimizer="+".join(o for o in (first.optimizer, second.optimizer) if o) or None,
     )
 
 

@@ -127,6 +127,7 @@ def test_unconverged_exit_code_3_and_report(workdir):
     assert [r["structure"] for r in rows] == ["mols[0]", "mols[1]", "mols[2]"]
     for row in rows:
         assert row["steps"] <= 2 and row["atoms"] > 0
+        assert row["optimizer"] == "BFGS"  # auto, small molecules
         if not row["converged"]:
             assert row["reason"] == "max steps (2) reached" and row["fmax"] > 0.001
 

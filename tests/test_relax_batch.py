@@ -156,6 +156,7 @@ def test_batched_bfgs_equals_sequential_ase_bfgs(model):
     seq = _sequential(structures, model, fmax=0.02, steps=200, optimizer="BFGS")
     bat = batch_relax(structures, model, fmax=0.02, steps=200, batch_size=3, optimizer="bfgs")
     for s, b in zip(seq, bat, strict=True):
+        assert s.optimizer == b.optimizer == "BFGS"
         assert (s.converged, s.n_steps) == (b.converged, b.n_steps)
         np.testing.assert_allclose(b.energies, s.energies, atol=1e-8)
         np.testing.assert_allclose(b.atoms.positions, s.atoms.positions, atol=1e-7)
@@ -183,5 +184,6 @@ def test_auto_runs_bfgs_on_small_and_fire_on_large_structures(model, monkeypatch
         assert auto[k].n_steps == ref.n_steps
         np.testing.assert_allclose(auto[k].atoms.positions, ref.atoms.positions, atol=1e-10)
     assert sorted(seen) == sorted((k, r.n_steps) for k, r in enumerate(auto))
+    assert [r.optimizer for r in auto] == ["FIRE", "BFGS", "BFGS", "BFGS"]
     assert relaxation.resolve_optimizer("auto", 7).__name__ == "FIRE"
     assert relaxation.resolve_optimizer("auto", 6).__name__ == "BFGS"
