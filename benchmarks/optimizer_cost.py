@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore", ConvergenceWarning)
     model = load_model(args.model, device="cpu")
     structures = slabs(args.n) if args.slab else molecules(args.n)
-    run_once(structures[:2], model, "FIRE", args.fmax, args.batch_size)  # warm-up
+    for name in OPTIMIZERS:  # warm-up (lazy initialisation, caches)
+        run_once(structures[:2], model, name, args.fmax, args.batch_size)
     runs: dict[str, list[dict]] = {name: [] for name in OPTIMIZERS}
     for _ in range(args.repeats):
         for name in OPTIMIZERS:

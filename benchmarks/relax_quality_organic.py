@@ -9,8 +9,9 @@ For ``--n`` test-split molecules of the GFN2-xTB data set (picked with ``--seed`
    perturb) in ``--cache``, so runs for other models reuse it;
 3. the real ``tdn-relax`` CLI relaxes all starts once (``--fmax``, default 0.05 eV/Å); with
    ``--relaxer mace`` a MACE model (``--model`` = its ``.model`` file, e.g. the one
-   ``benchmarks/accuracy.py`` trains) relaxes them instead with ASE's FIRE, the optimizer
-   ``tdn-relax`` reproduces, in the peers' environment (``benchmarks/peers/mace_relax.py``);
+   ``benchmarks/accuracy.py`` trains) relaxes them instead with ASE's FIRE (which the
+   batched FIRE of ``tdn-relax --optimizer FIRE`` reproduces), in the peers' environment
+   (``benchmarks/peers/mace_relax.py``);
 4. judge: a GFN2 single point at each TDN minimum, ``dE = (E_GFN2(TDN min) - E_GFN2(GFN2
    min)) / n_atoms`` in meV/atom (signed: a lower minimum is no failure), and the bonding.
 
@@ -21,7 +22,7 @@ noise alone stretches some bonds past the cutoff (counted in ``start_bonds_pertu
 the noisy start is not a fair reference.
 
 5. oracle (unless ``--no-oracle``): GFN2 itself relaxed from the same start with the same
-   optimizer (``--optimizer``, ASE's, which the batched FIRE of ``tdn-relax`` reproduces) and
+   optimizer (``--optimizer``, ASE's, which the batched optimizers of ``tdn-relax`` reproduce) and
    ``--fmax``, judged the same way: the pass rate a perfect copy of GFN2 would reach under
    this protocol. On floppy molecules a loose ``fmax`` stops far along soft torsions, so the
    oracle itself often misses 1 meV/atom. Cached beside the reference.

@@ -84,7 +84,7 @@ def _table(rows: list[dict]) -> str:
               help="Trajectory/log interval, steps.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Structures relaxed together by the batched FIRE; 1 = ASE one by one.")
+              help="Structures relaxed together by the batched optimizer; 1 = ASE one by one.")
 @click.option("--resume", is_flag=True, help="Skip structures already in the output.")
 @click.option("--polish", is_flag=True,
               help="After converging, continue in float64 to --polish-fmax.")

@@ -70,7 +70,7 @@ def main() -> None:
     out = ts_model(final)
     forces = out["forces"].numpy()
     sys_idx = final.system_idx.numpy()
-    ours = batch_relax(structures, model, fmax=FMAX, steps=500, warn=False)
+    ours = batch_relax(structures, model, fmax=FMAX, steps=500, optimizer="FIRE", warn=False)
     print(f"TorchSim FIRE: {len(structures)} slabs in {elapsed:.1f} s")
     print("slab  fmax0/eV/Å  E0/eV  | TorchSim: E/eV  fmax/eV/Å | tdn batch_relax: E/eV  steps")
     f0 = start_out["forces"].numpy()

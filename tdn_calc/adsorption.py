@@ -257,7 +257,8 @@ def adsorption_energies(
         slab: the clean slab (constraints such as fixed bottom layers are kept).
         adsorbate: from :func:`build_adsorbate` (binding atom first).
         relax_many: ``f(list[Atoms]) -> list[RelaxResult]`` that relaxes structures with one
-            model (e.g. batched FIRE on a TDN model, or ``relax`` with an ASE calculator).
+            model (e.g. the batched relaxation on a TDN model, or ``relax`` with an ASE
+            calculator).
         sites: restrict to these site names (default: all found).
         slab_label: name of the slab for the report.
     """
@@ -317,7 +318,8 @@ def make_relaxer(
     steps: int = 500,
     batch_size: int = 32,
 ):
-    """``(relax_many, model_info)`` for :func:`adsorption_energies`: batched FIRE on a TDN
+    """``(relax_many, model_info)`` for :func:`adsorption_energies`: batched relaxation
+    (``optimizer="auto"``: BFGS for up to 300 atoms, else FIRE) on a TDN
     model (checkpoint path, registered name or ``"auto"`` for the elements of
     ``structures``), or ASE's EMT one by one for ``model="emt"`` (demonstrations/tests)."""
     import warnings

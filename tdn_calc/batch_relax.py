@@ -66,22 +66,32 @@ class _BFGSState:
     ``[3n]`` (None before the first step)."""
 
     def __init__(self, n_atoms: int, alpha: float) -> None:
+        self.alpha = alpha
         self.hessian = np.eye(3 * n_atoms) * alpha
         self.pos0: np.ndarray | None = None
         self.f0: np.ndarray | None = None
 
     def step(self, pos: np.ndarray, f: np.ndarray, maxstep: float) -> np.ndarray:
-        """The step ``[n, 3]`` Å from positions ``pos`` and constrained forces ``f`` ([n, 3])."""
+        """The step ``[n, 3]`` Å from positions ``pos`` and constrained forces ``f`` ([n, 3]).
+
+        As ASE's BFGS, except that an update with a zero or non-finite denominator is skipped
+        and a non-finite step restarts from the initial Hessian (where ASE would put NaN in
+        the positions)."""
         r, g = pos.ravel(), f.ravel()
         if self.pos0 is not None:
             dr = r - self.pos0
             if np.abs(dr).max() >= 1e-7:
                 df = g - self.f0
                 dg = self.hessian @ dr
-                self.hessian -= np.outer(df, df) / (dr @ df) + np.outer(dg, dg) / (dr @ dg)
+                a, b = dr @ df, dr @ dg
+                if a != 0.0 and b != 0.0 and np.isfinite(a) and np.isfinite(b):
+                    self.hessian -= np.outer(df, df) / a + np.outer(dg, dg) / b
         self.pos0, self.f0 = r.copy(), g.copy()
         omega, v = np.linalg.eigh(self.hessian)
         step = (v @ (g @ v / np.fabs(omega))).reshape(-1, 3)
+        if not np.isfinite(step).all():
+            self.hessian = np.eye(r.size) * self.alpha
+            step = f / self.alpha
         longest = np.sqrt((step**2).sum(1)).max()
         return step * (maxstep / longest) if longest >= maxstep else step
 
@@ -481,14 +491,28 @@ def _relax_by_size(atoms_list: Sequence[Atoms], model: torch.nn.Module, *, on_re
             results[ids[j]] = res
             if warn and not res.converged:
                 warnings.warn(not_converged_message(res, kw["fmax"], f"structure {ids[j]}"),
-                              ConvergenceWarning, stacklevel=4)
+                              ConvergenceWarning, stacklevel=6)
             if on_result is not None:
                 on_result(ids[j], res)
 
-        if ids:
+        if not ids:
+            continue
+        try:
             batch_relax([atoms_list[k] for k in ids], model, optimizer=name, on_result=report,
                         warn=False, **kw)
+        except TDNError as exc:  # name the structure by its index in atoms_list
+            raise _renumbered(exc, ids) from exc
     return results  # type: ignore[return-value]
+
+
+def _renumbered(exc: TDNError, ids: Sequence[int]) -> TDNError:
+    """``exc`` with a leading ``"structure j"`` changed to ``"structure ids[j]"``."""
+    import re
+
+    match = re.match(r"structure (\d+)\b", str(exc))
+    if match is None:
+        return exc
+    return type(exc)(f"structure {ids[int(match.group(1))]}{str(exc)[match.end():]}")
 
 
 def _finish(

@@ -321,7 +321,7 @@ def nve_trajectory(
         )
     work = atoms.copy()
     if relax_fmax is not None:
-        work = relax(work, calc, fmax=relax_fmax, steps=2000, warn=False).atoms
+        work = relax(work, calc, fmax=relax_fmax, steps=2000, optimizer="FIRE", warn=False).atoms
     work.calc = calc
     fmax = float(np.linalg.norm(work.get_forces(), axis=1).max())
     thermalize_momenta(work, temperature_K, rng=np.random.default_rng(seed))

@@ -1,4 +1,4 @@
-"""Divergence guard shared by :func:`tdn_calc.relaxation.relax` and the batched FIRE.
+"""Divergence guard shared by :func:`tdn_calc.relaxation.relax` and the batched relaxation.
 
 A relaxation is stopped, and reported as not converged with a ``reason``, as soon as one of
 these holds (all documented in ``docs/cli.md``):

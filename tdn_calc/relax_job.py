@@ -61,15 +61,21 @@ class RelaxSettings:
     polish_fmax: float = 0.001
 
     def batched(self, records: Sequence[StructureRecord]) -> bool:
-        """Whether the batched relaxation can do this job (else ASE, one by one)."""
+        """Whether the batched relaxation can do this job (else ASE, one by one). An explicit
+        BFGS is batched only when no structure exceeds ``BFGS_MAX_ATOMS`` (every batched
+        structure keeps a dense ``[3n, 3n]`` Hessian)."""
         from ase.constraints import FixAtoms
 
         from .batch_relax import BATCH_OPTIMIZERS
+        from .relaxation import BFGS_MAX_ATOMS
 
+        name = self.optimizer if isinstance(self.optimizer, str) else ""
+        if name.lower() != "auto":
+            name = resolve_optimizer(self.optimizer).__name__
         return (
             self.batch_size > 1
-            and (self.optimizer.lower() == "auto"
-                 or resolve_optimizer(self.optimizer).__name__ in BATCH_OPTIMIZERS)
+            and (name.lower() == "auto" or name in BATCH_OPTIMIZERS)
+            and (name != "BFGS" or all(len(r.atoms) <= BFGS_MAX_ATOMS for r in records))
             and resolve_cell_filter(self.cell_filter) == "none"
             and not self.fix_symmetry
             and self.trajectory is None

@@ -206,6 +206,9 @@ def relax(
             warnings.warn(not_converged_message(result, polish_fmax, "polish"),
                           ConvergenceWarning, stacklevel=2)  # fmt: skip
         return result
+    if optimizer_kwargs and isinstance(optimizer, str) and optimizer.lower() == "auto":
+        raise InputError("optimizer_kwargs need a named optimizer (e.g. optimizer='BFGS'): "
+                         "'auto' picks BFGS or FIRE by size, and they take different arguments")
     opt_class = resolve_optimizer(optimizer, len(atoms))
     kind = resolve_cell_filter(cell_filter)
     work = atoms.copy()

@@ -139,7 +139,10 @@ def test_a_named_variant_is_a_further_pass_over_the_same_sources(tmp_path):
         assert not np.allclose(pa, pb)
     with pytest.raises(InputError, match="variant"):
         displaced_suffix("B2")
-    with pytest.raises(InputError, match="height"):
-        DisplaceSettings(height=(0.5, -0.5))
+    with pytest.raises(InputError, match="variant"):
+        displaced_suffix("")
+    for height in [(0.5, -0.5), (float("nan"), 0.1)]:
+        with pytest.raises(InputError, match="height"):
+            DisplaceSettings(height=height)
     bad = CliRunner().invoke(main, [*args[:-5], "--variant", "2nd"])
     assert bad.exit_code == 1 and "variant" in bad.output

@@ -28,7 +28,7 @@ def _rattled_cu() -> Atoms:
     return atoms
 
 
-@pytest.mark.parametrize("optimizer", ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch", "fire"])
+@pytest.mark.parametrize("optimizer", ["FIRE", "BFGS", "LBFGS", "BFGSLineSearch", "fire", "auto"])
 def test_optimizers_converge_and_lower_the_energy(optimizer):
     atoms = _rattled_cu()
     start = atoms.copy()
@@ -44,6 +44,7 @@ def test_optimizers_converge_and_lower_the_energy(optimizer):
     assert result.energies[-1] == pytest.approx(result.energy)
     assert len(result.energies) == len(result.fmaxs) >= result.n_steps
     assert result.wall_time > 0
+    assert result.optimizer.lower() == ("bfgs" if optimizer == "auto" else optimizer.lower())
     np.testing.assert_array_equal(atoms.positions, start.positions)  # input untouched
     assert atoms.calc is None
 
@@ -53,6 +54,8 @@ def test_unknown_optimizer_and_filter_are_rejected():
         relax(_rattled_cu(), EMT(), optimizer="SD")
     with pytest.raises(InputError, match="frechet"):
         relax(_rattled_cu(), EMT(), cell_filter="box")
+    with pytest.raises(InputError, match="named optimizer"):
+        relax(_rattled_cu(), EMT(), optimizer_kwargs={"maxstep": 0.1})  # default: auto
     with pytest.raises(InputError, match="pbc"):
         relax(molecule("CO"), EMT(), cell_filter="frechet")
 

@@ -13,7 +13,7 @@ from relax_testing import one_thread, periodic_cho, rattled_molecules  # noqa: F
 
 from tdn_calc.batch_relax import batch_relax, is_out_of_memory
 from tdn_calc.calculator import TDNCalculator
-from tdn_calc.errors import InputError
+from tdn_calc.errors import InputError, TDNError
 from tdn_calc.relaxation import ConvergenceWarning, relax
 
 
@@ -187,3 +187,51 @@ def test_auto_runs_bfgs_on_small_and_fire_on_large_structures(model, monkeypatch
     assert [r.optimizer for r in auto] == ["FIRE", "BFGS", "BFGS", "BFGS"]
     assert relaxation.resolve_optimizer("auto", 7).__name__ == "FIRE"
     assert relaxation.resolve_optimizer("auto", 6).__name__ == "BFGS"
+
+
+def test_bfgs_state_survives_out_of_memory_eviction(model, monkeypatch):
+    """Structures evicted on out-of-memory keep their Hessian: same path as ASE's BFGS."""
+    structures = rattled_molecules(("CH3CH2OH", "HCOOH", "CH3OH", "H2O"))
+    seq = _sequential(structures, model, fmax=0.02, steps=200, optimizer="BFGS")
+    calls = {"n": 0}
+    real = model.forward
+
+    def flaky(graph, **kw):
+        calls["n"] += 1
+        if calls["n"] in (3, 7) and int(graph.system_idx.max()) > 0:
+            raise RuntimeError("CPU out of memory (simulated)")
+        return real(graph, **kw)
+
+    monkeypatch.setattr(model, "forward", flaky)
+    bat = batch_relax(structures, model, fmax=0.02, steps=200, batch_size=4, optimizer="BFGS")
+    for s, b in zip(seq, bat, strict=True):
+        assert s.n_steps == b.n_steps
+        np.testing.assert_allclose(b.atoms.positions, s.atoms.positions, atol=1e-8)
+
+
+def test_auto_names_the_failing_structure_by_its_input_index(model, monkeypatch):
+    import tdn_calc.relaxation as relaxation
+
+    monkeypatch.setattr(relaxation, "BFGS_MAX_ATOMS", 6)
+    structures = rattled_molecules(("CH3CH2OH", "H2O", "CH3OH"))  # FIRE, BFGS, BFGS
+    real = model.forward
+
+    def too_big(graph, **kw):
+        if int(graph.positions.shape[0]) == 6:
+            raise RuntimeError("CPU out of memory (simulated)")
+        return real(graph, **kw)
+
+    monkeypatch.setattr(model, "forward", too_big)
+    with pytest.raises(TDNError, match=r"^structure 2 \(6 atoms\)"):
+        batch_relax(structures, model, fmax=0.02, steps=50, batch_size=1)
+
+
+def test_bfgs_step_survives_a_degenerate_update():
+    from tdn_calc.batch_relax import _BFGSState
+
+    state = _BFGSState(2, alpha=70.0)
+    pos = np.zeros((2, 3))
+    f = np.array([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]])
+    state.step(pos, f, 0.2)
+    step = state.step(pos + 0.01, f, 0.2)  # moved, same forces: dr . df == 0
+    assert np.isfinite(step).all() and np.allclose(state.hessian, np.eye(6) * 70.0)

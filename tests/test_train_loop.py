@@ -329,6 +329,10 @@ def test_oversample_kinds_repeats_frames_of_a_kind(emt_data, tmp_path):
     run = make_run(emt_data, tmp_path / "a", max_steps=1,
                    data_opts={"oversample_kinds": {"relax": 2}})
     assert run.train.oversample_kinds == {"relax": 2}
+    from tdn_calc.train.config import _SECTIONS
+
+    assert "oversample_kinds" in _SECTIONS["data"]
+    assert "oversample_kinds" not in _SECTIONS["training"]
     for bad, match in [({"relaxed": 2}, "unknown frame kind"), ({"relax": 0}, ">= 1")]:
         with pytest.raises(ConfigError, match=match):
             make_run(emt_data, tmp_path / "b", data_opts={"oversample_kinds": bad})

@@ -47,7 +47,7 @@ def displaced_suffix(variant: str | None = None) -> str:
     """The identifier suffix of a displacement pass: ``":displaced"``, or
     ``":displaced_<variant>"`` for a further pass (lower-case letters and ``_``, so that
     :func:`tdn_calc.data.split.system_of` still maps it to its source system)."""
-    if not variant:
+    if variant is None:
         return DISPLACED_SUFFIX
     if not _VARIANT.fullmatch(variant):
         raise InputError(f"a displacement variant is lower-case letters and '_'; got {variant!r}")
@@ -78,7 +78,7 @@ class DisplaceSettings:
     def __post_init__(self) -> None:
         if self.per_trajectory < 1:
             raise InputError(f"per_trajectory must be >= 1; got {self.per_trajectory}")
-        if self.height[0] > self.height[1]:
+        if not all(np.isfinite(self.height)) or self.height[0] > self.height[1]:
             raise InputError(f"height is a range (min, max); got {self.height}")
         if not 0.0 < self.min_contact < 1.5:
             raise InputError(f"min_contact must be in (0, 1.5); got {self.min_contact}")

@@ -240,7 +240,7 @@ _SECTIONS = {
                                         "split_seed", "split_file", "split_grouping",
                                         "split_train_only", "batch_size",
                                         "num_workers", "val_max_frames", "max_force",
-                                        "oversample", "extra")),
+                                        "oversample", "oversample_kinds", "extra")),
 }
 _TOP_LEVEL = ("output_dir", "seed", "data", "model", "training")
 
