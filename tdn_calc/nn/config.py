@@ -38,6 +38,11 @@ class TDNConfig:
         ffn_multiplier: width of the feed-forward hidden layer, in units of ``channels``.
         direct_forces: add a non-conservative l=1 force head (off by default; forces then
             still come from ``-dE/dx`` unless the caller asks for the direct head).
+        norm_eps: floor added to each degree's mean square in the layer norms. Where an
+            atom's l >= 1 features vanish by symmetry (perfect bulk metal, the middle layer
+            of an odd-layer slab, the C of CH4), a tiny floor turns float32 round-off into
+            unit-size features: 1e-5 gave 2,400 eV/Å forces on perfect bulk Pt in float32;
+            1e-2 keeps them at the 1e-3 eV/Å level (docs/benchmarks.md).
     """
 
     elements: list[int]
@@ -58,6 +63,7 @@ class TDNConfig:
     energy_shift: float = 0.0
     ffn_multiplier: int = 2
     direct_forces: bool = False
+    norm_eps: float = 1e-5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +88,8 @@ class TDNConfig:
             problems.append(f"tp_backend must be one of {TP_BACKENDS}, got {self.tp_backend!r}")
         if self.cp_rank is not None and self.cp_rank < 1:
             problems.append(f"cp_rank must be >= 1, got {self.cp_rank}")
+        if not self.norm_eps > 0:
+            problems.append(f"norm_eps must be > 0, got {self.norm_eps}")
         if self.atomic_energies is not None:
             self.atomic_energies = [float(e) for e in self.atomic_energies]
             if len(self.atomic_energies) != len(self.elements):

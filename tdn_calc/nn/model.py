@@ -22,9 +22,9 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, config: TDNConfig) -> None:
         super().__init__()
-        self.norm_attention = DegreeLayerNorm(config.lmax, config.channels)
+        self.norm_attention = DegreeLayerNorm(config.lmax, config.channels, config.norm_eps)
         self.attention = GraphAttention(config)
-        self.norm_ffn = DegreeLayerNorm(config.lmax, config.channels)
+        self.norm_ffn = DegreeLayerNorm(config.lmax, config.channels, config.norm_eps)
         self.ffn = FeedForward(config.lmax, config.channels, config.ffn_multiplier)
 
     def forward(self, x: torch.Tensor, edges: EdgeGeometry, radial: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,7 @@ class TDNModel(Float64BufferMixin):
         )
         self.degree_embedding = DegreeEmbedding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
-        self.norm_out = DegreeLayerNorm(lmax, c)
+        self.norm_out = DegreeLayerNorm(lmax, c, config.norm_eps)
         self.head = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
         energies = config.atomic_energies or [0.0] * len(config.elements)
         # float64 whatever the model's dtype: total energies keep ~1e-6 eV resolution
