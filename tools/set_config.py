@@ -30,6 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.add_argument("--set", action="append", required=True, metavar="FIELD=VALUE")
     p.add_argument("--reason", required=True)
+    p.add_argument("--test-metrics", metavar="JSON",
+                   help="`tdn eval --split test --json` of the changed model: replaces the card's "
+                        "test metrics (the old ones stay as test_before_config_change)")
     args = p.parse_args(argv)
     if Path(args.out).resolve() == Path(args.checkpoint).resolve() or Path(args.out).exists():
         p.error(f"{args.out} exists or is the input; choose a new file")
@@ -48,7 +51,20 @@ def main(argv=None) -> int:
     log = list(card.get("config_changes", []))
     log += [{"field": k, "old": getattr(config, k), "new": v, "reason": args.reason,
              "date": today} for k, v in changes.items()]
-    save_model(model, args.out, {**card, "config_changes": log})
+    new_card = {**card, "config_changes": log}
+    if args.test_metrics:
+        import json
+
+        measured = json.loads(Path(args.test_metrics).read_text())
+        keep = {k: v for k, v in measured.items() if k.endswith(("_meV_atom", "_meV_A", "_meV_A3"))
+                or k in ("n_frames", "n_atoms", "n_structures", "forces_mae_meV_A_per_element")}
+        metrics = dict(card.get("metrics", {}))
+        if "test" in metrics:
+            metrics["test_before_config_change"] = metrics["test"]
+        metrics["test"] = {**keep, "split_file": measured.get("split_file"),
+                           "measured": f"tdn eval after the config change ({today})"}
+        new_card["metrics"] = metrics
+    save_model(model, args.out, new_card)
     print(f"{args.out}: {changes} (weights of {args.checkpoint})")
     return 0
 
