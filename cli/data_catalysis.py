@@ -16,6 +16,15 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in value.split(",") if x.strip())
 
 
+def _slab_size(value: str) -> tuple[int, int, int]:
+    """``"3x3x6"`` -> ``(3, 3, 6)``; anything else is a usage error."""
+    parts = value.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise click.BadParameter(f"expected AxBxLAYERS such as 3x3x4, got {value!r}",
+                                 param_hint="--slab-size")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
 @click.command("catalysis")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory of part-NNNNN.h5 shards (resumed when it exists).")
@@ -42,12 +51,14 @@ def _names(value: str) -> tuple[str, ...]:
               help="Keep every K-th relaxation frame (plus the first and the last).")
 @click.option("--n-rattle", default=3, show_default=True, type=click.IntRange(0),
               help="Rattled copies of each relaxed structure (σ 0.05–0.15 Å).")
+@click.option("--slab-size", default="3x3x4", show_default=True, metavar="AxBxLAYERS",
+              help="Surface repeats and number of layers of the (111) slabs.")
 @click.option("--limit", default=None, type=click.IntRange(1),
               help="Only the first N systems (replica 0 comes first).")
 @click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, adsorbates, sites,
-              gas, optimizer, fmax, max_steps, subsample, n_rattle, limit, shard_size,
+              gas, optimizer, fmax, max_steps, subsample, n_rattle, slab_size, limit, shard_size,
               no_progress) -> None:
     """Relax slabs (with adsorbates), strained bulk cells and gas molecules with a teacher
     potential; write trajectory and rattled frames (distilled data, not DFT)."""
@@ -60,6 +71,7 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
             metals=_names(metals), adsorbates=_names(adsorbates), sites=_names(sites),
             gas_molecules=_names(gas), replicas=replicas, seed=seed, optimizer=optimizer,
             fmax=fmax, max_steps=max_steps, subsample=subsample, n_rattle=n_rattle,
+            slab_size=_slab_size(slab_size),
         )
         with sigterm_as_interrupt():
             summary = build_catalysis(out, teacher=teacher, config=config, workers=workers,

@@ -1,6 +1,6 @@
 """Maintainers' tool: a copy of a checkpoint with inference-only config fields changed.
 
-    python tools/set_config.py models/tdn-catalysis-20261206.safetensors OUT.safetensors \
+    python tools/set_config.py runs/tdn-catalysis-v3/shipped.safetensors OUT.safetensors \
         --set norm_eps=0.01 --reason "..."
 
 Only fields that do not change the parameters' shapes may be set (``norm_eps``); the weights
