@@ -314,7 +314,7 @@ class Evaluator:
         rec = self.meta[label]
         metal, ads = rec["metal"], rec["adsorbate"]
         terms = reference_terms(adsorbate_template(ads))
-        slab = self.reference(f"{metal}111/clean/")
+        slab = self.reference(f"{label.split('/')[0]}/clean/")  # the same slab size
         gases = {g: self.reference(f"gas/{g}/") for g in terms}
         result, start, last = self._relax(label)
         t0 = time.perf_counter()

@@ -38,16 +38,16 @@ from tdn_calc.relaxation import ConvergenceWarning
 OPTIMIZERS = ("FIRE", "BFGS")
 
 
-def slabs(n: int) -> list:
-    """``n`` Pt(111) 3x3x4 slabs with CO on top, two bottom layers fixed, CO rattled."""
+def slabs(n: int, size: tuple[int, int, int] = (3, 3, 4)) -> list:
+    """``n`` Pt(111) slabs of ``size`` with CO on top, two bottom layers fixed, CO rattled."""
     from ase.build import add_adsorbate, fcc111, molecule
     from ase.constraints import FixAtoms
 
     out = []
     for k in range(n):
-        slab = fcc111("Pt", size=(3, 3, 4), vacuum=8.0)
+        slab = fcc111("Pt", size=size, vacuum=8.0)
         add_adsorbate(slab, molecule("CO")[::-1], 1.9, "ontop")
-        slab.set_constraint(FixAtoms(indices=[a.index for a in slab if a.tag >= 3]))
+        slab.set_constraint(FixAtoms(indices=[a.index for a in slab if a.tag >= size[2] - 1]))
         rng = np.random.default_rng(k)
         slab.positions[-2:] += rng.normal(0.0, 0.15, (2, 3))
         out.append(slab)
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="tdn-organic")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--slab", action="store_true", help="Pt(111)+CO slabs instead of molecules")
+    p.add_argument("--slab-size", default="3x3x4", help="slab repeats AxBxLAYERS")
     p.add_argument("--fmax", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", ConvergenceWarning)
     model = load_model(args.model, device="cpu")
-    structures = slabs(args.n) if args.slab else molecules(args.n)
+    size = tuple(int(x) for x in args.slab_size.split("x"))
+    structures = slabs(args.n, size) if args.slab else molecules(args.n)
     for name in OPTIMIZERS:  # warm-up (lazy initialisation, caches)
         run_once(structures[:2], model, name, args.fmax, args.batch_size)
     runs: dict[str, list[dict]] = {name: [] for name in OPTIMIZERS}
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
                          "ms_per_structure_step": 1000 * wall / max(rs[0]["steps"], 1)}
     summary["bfgs_over_fire_wall"] = summary["BFGS"]["median_wall_s"] / summary["FIRE"][
         "median_wall_s"]
-    doc = {"model": args.model, "structures": "slabs" if args.slab else "g2 molecules",
+    kind = f"Pt(111) {args.slab_size} + CO slabs" if args.slab else "g2 molecules"
+    doc = {"model": args.model, "structures": kind,
            "n": len(structures), "n_atoms_total": int(sum(len(a) for a in structures)),
            "fmax": args.fmax, "batch_size": args.batch_size, "threads": args.threads,
            "repeats": args.repeats, "summary": summary, "runs": runs}

@@ -52,7 +52,8 @@ def _slab_size(value: str) -> tuple[int, int, int]:
 @click.option("--n-rattle", default=3, show_default=True, type=click.IntRange(0),
               help="Rattled copies of each relaxed structure (σ 0.05–0.15 Å).")
 @click.option("--slab-size", default="3x3x4", show_default=True, metavar="AxBxLAYERS",
-              help="Surface repeats and number of layers of the (111) slabs.")
+              help="Surface repeats and number of layers of the (111) slabs; another size than "
+                   "3x3x4 is labelled Pt111-AxBxL/..., a system of its own.")
 @click.option("--limit", default=None, type=click.IntRange(1),
               help="Only the first N systems (replica 0 comes first).")
 @click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
@@ -72,6 +73,7 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
             gas_molecules=_names(gas), replicas=replicas, seed=seed, optimizer=optimizer,
             fmax=fmax, max_steps=max_steps, subsample=subsample, n_rattle=n_rattle,
             slab_size=_slab_size(slab_size),
+            slab_tag="" if _slab_size(slab_size) == (3, 3, 4) else f"-{slab_size.lower()}",
         )
         with sigterm_as_interrupt():
             summary = build_catalysis(out, teacher=teacher, config=config, workers=workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -23,6 +24,7 @@ from tdn_calc.data.catalysis import (
 )
 from tdn_calc.data.catalysis_build import build_catalysis, read_metadata, relax_and_label
 from tdn_calc.data.frames import FrameKind
+from tdn_calc.data.split import system_of
 from tdn_calc.data.teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from tdn_calc.errors import ConfigError, InputError
 
@@ -52,6 +54,11 @@ def test_default_enumeration_count_and_labels():
     kinds = [s.kind for s in specs[:base]]
     assert (kinds.count("slab"), kinds.count("bulk"), kinds.count("gas")) == (198, 30, 9)
     assert len(enumerate_systems(CatalysisConfig(replicas=2))) == 2 * base
+    thick = [s.label for s in enumerate_systems(
+        CatalysisConfig(replicas=1, slab_size=(3, 3, 6), slab_tag="-3x3x6"))]
+    assert "Pt111-3x3x6/CO/fcc/r0" in thick and "Pt111-3x3x6/clean/r0" in thick
+    assert system_of("Pt111-3x3x6/CO/fcc/r0") == "Pt111-3x3x6/CO/fcc"  # a system of its own
+    assert "bulk/Cu/strain+2%/r0" in thick  # bulk and gas labels do not depend on the slab
 
 
 def test_config_rejects_unknown_values():
@@ -308,3 +315,20 @@ def test_sigterm_stops_the_build_cleanly_and_it_resumes(tmp_path):
     resumed = build_catalysis(out, teacher="emt", config=CatalysisConfig(
         metals=("Cu", "Pt"), replicas=3, max_steps=40), limit=len(written) + 1, progress=False)
     assert resumed.already_done == len(written) and resumed.written == 1
+
+
+def test_recipe_of_a_set_built_before_slab_tag_still_matches(tmp_path):
+    """``slab_tag`` was added later: an empty tag is no part of the recorded recipe, so the
+    committed set's build command still resumes; a thick-slab tag is."""
+    from dataclasses import asdict
+
+    from tdn_calc.data.catalysis_build import _check_recipe
+
+    old = {k: v for k, v in asdict(CatalysisConfig()).items()
+           if k not in ("slab_tag", "replicas", "metals", "adsorbates", "sites",
+                        "gas_molecules", "bulk_strains")}
+    path = tmp_path / "build_config.json"
+    path.write_text(json.dumps({"teacher": "emt", **old}))
+    _check_recipe(path, "emt", CatalysisConfig())  # no error
+    with pytest.raises(InputError, match="slab_tag"):
+        _check_recipe(path, "emt", CatalysisConfig(slab_tag="-3x3x6"))

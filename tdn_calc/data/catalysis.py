@@ -70,6 +70,7 @@ class CatalysisConfig:
     replicas: int = 7
     seed: int = 0
     slab_size: tuple[int, int, int] = (3, 3, 4)
+    slab_tag: str = ""  # appended to "Pt111" in slab labels, e.g. "-3x3x6" for thicker slabs
     fixed_layers: int = 2
     vacuum: float = 10.0
     bulk_repeat: int = 2  # conventional cubic cell repeated n×n×n (32 atoms for n = 2)
@@ -128,10 +129,11 @@ def enumerate_systems(config: CatalysisConfig) -> list[SystemSpec]:
     specs: list[SystemSpec] = []
     for r in range(config.replicas):
         for metal in config.metals:
-            specs.append(SystemSpec(f"{metal}111/clean/r{r}", "slab", metal, replica=r))
+            tag = f"{metal}111{config.slab_tag}"
+            specs.append(SystemSpec(f"{tag}/clean/r{r}", "slab", metal, replica=r))
             for ads in config.adsorbates:
                 for site in config.sites:
-                    specs.append(SystemSpec(f"{metal}111/{ads}/{site}/r{r}", "slab", metal,
+                    specs.append(SystemSpec(f"{tag}/{ads}/{site}/r{r}", "slab", metal,
                                             ads, site, replica=r))
         for metal in config.metals:
             for strain in config.bulk_strains:

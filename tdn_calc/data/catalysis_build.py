@@ -274,6 +274,8 @@ def _results(todo: list[SystemSpec], workers: int, init: tuple):
 def _check_recipe(path: Path, teacher: str, config: CatalysisConfig) -> None:
     """Record the recipe on the first run; refuse a later run with a different one."""
     recipe = {k: v for k, v in asdict(config).items() if k not in _SCOPE_FIELDS}
+    if not recipe.get("slab_tag"):  # added later: sets built before it recorded none
+        recipe.pop("slab_tag", None)
     recipe = json.loads(json.dumps({"teacher": teacher, **recipe}))  # tuples -> lists
     if path.exists():
         old = json.loads(path.read_text())
