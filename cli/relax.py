@@ -155,6 +155,8 @@ def _run(inputs, output, model_spec, device, dtype, settings, report, resume, qu
         model, info = relax_job.load_job_model(spec, [r.atoms for r in group], str(dev), dtype)
         pending = [r for r in group if r.key not in done]
         relax_job.check_structures(pending, model.elements)
+        for message in relax_job.limit_messages(pending, relax_job.model_limits(info)):
+            say(f"warning: {message}")
         if model_spec.lower() == "auto":
             info["name"] = f"{spec} (auto)"
             info["structures"] = [r.label for r in group]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ase import Atoms
 
 from .errors import InputError, UnsupportedElementError
@@ -195,6 +196,39 @@ def check_structures(records: Sequence[StructureRecord], elements: Sequence[int]
                                supported_elements=elements)  # fmt: skip
         except InputError as exc:
             raise type(exc)(f"{r.label} ({r.source}): {exc}") from exc
+
+
+def model_limits(info: dict[str, Any]) -> dict[str, Any]:
+    """The ``limits`` of the registered model whose file has ``info["sha256"]`` (``{}`` for
+    unregistered checkpoints), e.g. ``{"max_slab_layers": 5, "note": ...}``."""
+    from .registry import list_models
+
+    for entry in list_models():
+        if entry.get("sha256") == info.get("sha256"):
+            return dict(entry.get("limits") or {})
+    return {}
+
+
+def limit_messages(records: Sequence[StructureRecord], limits: dict[str, Any]) -> list[str]:
+    """Warnings for structures outside a model's stated ``limits``: slabs (exactly two
+    periodic directions) with more metal layers than ``max_slab_layers`` (layers of the
+    atoms that are not H, C, N or O, 0.5 Å apart along the surface normal)."""
+    from .slab import layer_indices, surface_heights
+
+    most = limits.get("max_slab_layers")
+    if not most:
+        return []
+    messages = []
+    for r in records:
+        a = r.atoms
+        metal = ~np.isin(a.numbers, [1, 6, 7, 8])
+        if int(a.pbc.sum()) != 2 or not metal.any():
+            continue
+        n_layers = int(layer_indices(surface_heights(a)[metal]).max()) + 1
+        if n_layers > most:
+            messages.append(f"{r.label}: {n_layers} metal layers, more than this model's "
+                            f"{most} ({limits.get('note', 'see its model card')})")
+    return messages
 
 
 def find_resumed(plan: OutputPlan) -> dict[tuple[str, int], Atoms]:

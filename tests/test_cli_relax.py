@@ -357,3 +357,39 @@ def test_finished_structures_are_saved_during_the_run(workdir, monkeypatch):
     monkeypatch.setattr(relax_job, "write_outputs", write_outputs)
     assert run("mols.xyz").exit_code == 0
     assert saves == [1, 2, 3, 3]  # after each structure, then the final write
+
+
+def test_limit_messages_name_slabs_thicker_than_a_model_knows():
+    from ase.build import add_adsorbate, molecule
+
+    from tdn_calc.relax_job import limit_messages
+    from tdn_calc.structure_io import StructureRecord
+
+    def record(layers):
+        slab = fcc111("Pt", (2, 2, layers), vacuum=8.0)
+        add_adsorbate(slab, molecule("CO")[::-1], 1.9, "ontop")  # C, O: no metal layers
+        return StructureRecord(atoms=slab, source="s.xyz", index=layers, label=f"L{layers}")
+
+    limits = {"max_slab_layers": 5, "note": "trained on 4-layer slabs"}
+    messages = limit_messages([record(4), record(5), record(6)], limits)
+    assert messages == ["L6: 6 metal layers, more than this model's 5 (trained on 4-layer slabs)"]
+    assert limit_messages([record(6)], {}) == []
+    from ase.build import bulk
+
+    bulk_cu = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 8)  # periodic in 3D: not a slab
+    assert limit_messages([StructureRecord(atoms=bulk_cu, source="b", index=0, label="b")],
+                          limits) == []
+
+
+def test_tdn_relax_warns_about_a_six_layer_slab_for_tdn_catalysis(tmp_path, monkeypatch):
+    """The registered tdn-catalysis states max_slab_layers 5 in the manifest."""
+    from tdn_calc.registry import list_models
+
+    entry = {m["name"]: m for m in list_models()}.get("tdn-catalysis")
+    if not entry or not entry.get("limits"):
+        pytest.skip("tdn-catalysis with limits is not registered")
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pt6.xyz", fcc111("Pt", (2, 2, 6), a=3.98, vacuum=8.0))
+    result = CliRunner().invoke(main, ["pt6.xyz", "-m", "tdn-catalysis", "--steps", "0",
+                                             "--device", "cpu"])
+    assert "6 metal layers, more than this model's 5" in result.output
