@@ -62,8 +62,9 @@ class RelaxResult:
             ..."``), else ``None``.
         energies: energy at every step, eV (step 0 = start).
         fmaxs: max force at every step, eV/Å.
-        optimizer: the optimizer that ran (``"BFGS"``, ``"FIRE"``, ...; ``"FIRE+BFGS"`` for a
-            polished run), so ``optimizer="auto"`` says what it chose.
+        optimizer: the optimizer that ran (``"BFGS"``, ``"FIRE"``, ...; both stages joined by
+            ``+`` after a polish, e.g. ``"FIRE+BFGS"``), so ``optimizer="auto"`` says what it
+            chose.
     """
 
     atoms: Atoms
