@@ -68,12 +68,13 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
     from tdn_calc.data.catalysis_build import build_catalysis
 
     try:
+        size = _slab_size(slab_size)
         config = CatalysisConfig(
             metals=_names(metals), adsorbates=_names(adsorbates), sites=_names(sites),
             gas_molecules=_names(gas), replicas=replicas, seed=seed, optimizer=optimizer,
             fmax=fmax, max_steps=max_steps, subsample=subsample, n_rattle=n_rattle,
-            slab_size=_slab_size(slab_size),
-            slab_tag="" if _slab_size(slab_size) == (3, 3, 4) else f"-{slab_size.lower()}",
+            slab_size=size,
+            slab_tag="" if size == CatalysisConfig.slab_size else f"-{slab_size.lower()}",
         )
         with sigterm_as_interrupt():
             summary = build_catalysis(out, teacher=teacher, config=config, workers=workers,

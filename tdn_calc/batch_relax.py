@@ -378,15 +378,10 @@ def batch_relax(
         raise InputError(
             f"need fmax > 0, steps >= 0 and batch_size >= 1, got {fmax}, {steps}, {batch_size}"
         )
-    use_bfgs = str(optimizer).upper() == "BFGS"
-    if str(optimizer).upper() not in (*BATCH_OPTIMIZERS, "AUTO"):
+    name = str(optimizer).upper()
+    if name not in (*BATCH_OPTIMIZERS, "AUTO"):
         raise InputError(f"batched relaxation runs auto, {' or '.join(BATCH_OPTIMIZERS)}, "
                          f"not {optimizer!r}")
-    bfgs_states: dict[int, _BFGSState] = {}
-    param = next(model.parameters())
-    dtype, device = param.dtype, param.device
-    cutoff = float(model.cutoff)
-    max_neighbors = model.config.max_neighbors
     min_distance = guard.min_distance if guard is not None else 0.0
     for k, atoms in enumerate(atoms_list):
         try:
@@ -397,14 +392,40 @@ def batch_relax(
             )  # fmt: skip
         except InputError as exc:
             raise type(exc)(f"structure {k}: {exc}") from exc
-    if str(optimizer).lower() == "auto":
-        kw = dict(fmax=fmax, steps=steps, batch_size=batch_size, skin=skin, fire=fire, bfgs=bfgs,
-                  guard=guard, log=log, loginterval=loginterval)
-        return _relax_by_size(atoms_list, model, on_result=on_result, warn=warn, **kw)
+    if name == "AUTO":  # BFGS on the small structures, then FIRE on the large ones
+        from .relaxation import resolve_optimizer
+
+        chosen = [resolve_optimizer("auto", len(a)).__name__ for a in atoms_list]
+        queues = [(n, [k for k, c in enumerate(chosen) if c == n]) for n in ("BFGS", "FIRE")]
+    else:
+        queues = [(name, list(range(len(atoms_list))))]
     results: list[RelaxResult | None] = [None] * len(atoms_list)
+    for name, queue in queues:
+        if queue:
+            _relax_queue(atoms_list, queue, model, results, optimizer=name, fmax=fmax,
+                         steps=steps, batch_size=batch_size, skin=skin, fire=fire, bfgs=bfgs,
+                         guard=guard, on_result=on_result, log=log, loginterval=loginterval,
+                         warn=warn)  # fmt: skip
+    return results  # type: ignore[return-value]
+
+
+def _relax_queue(
+    atoms_list: Sequence[Atoms], queue: Sequence[int], model: torch.nn.Module,
+    results: list[RelaxResult | None], *, optimizer: str, fmax, steps, batch_size, skin, fire,
+    bfgs, guard, on_result, log, loginterval, warn,
+) -> None:  # fmt: skip
+    """The batched loop of :func:`batch_relax` with one ``optimizer`` ("FIRE" or "BFGS") over
+    the structures ``queue`` (indices into ``atoms_list``, which name them in results,
+    callbacks and messages); fills ``results`` in place."""
+    param = next(model.parameters())
+    dtype, device = param.dtype, param.device
+    cutoff = float(model.cutoff)
+    max_neighbors = model.config.max_neighbors
+    use_bfgs = optimizer == "BFGS"
+    bfgs_states: dict[int, _BFGSState] = {}
     history: dict[int, tuple[list[float], list[float]]] = {}
     entered: dict[int, float] = {}
-    fresh = deque(range(len(atoms_list)))
+    fresh = deque(queue)
     evicted: deque[_Batch] = deque()
     active: _Batch | None = None
     cap = batch_size
@@ -456,8 +477,7 @@ def batch_relax(
         active.e0 = torch.where(torch.isnan(active.e0), energy, active.e0)
         done = _finish(
             active, energy, raw, f, fmax_s, dmin, out.get("stress"), fmax, steps, guard,
-            atoms_list, results, history, entered, on_result, warn,
-            "BFGS" if use_bfgs else "FIRE",
+            atoms_list, results, history, entered, on_result, warn, optimizer,
         )  # fmt: skip
         if bool(done.any()):
             for k in active.ids[done].tolist():
@@ -472,47 +492,6 @@ def batch_relax(
         if log and iteration % max(loginterval, 1) == 0:
             finished = sum(r is not None for r in results)
             log(f"step {iteration}: {active.n_systems} active, {finished}/{len(results)} done")
-    return results  # type: ignore[return-value]
-
-
-def _relax_by_size(atoms_list: Sequence[Atoms], model: torch.nn.Module, *, on_result,
-                   warn: bool, **kw) -> list[RelaxResult]:
-    """``optimizer="auto"`` of :func:`batch_relax` (structures already validated): BFGS on
-    the structures of up to ``BFGS_MAX_ATOMS`` atoms, then FIRE on the others; results in
-    input order."""
-    from .relaxation import resolve_optimizer
-
-    results: list[RelaxResult | None] = [None] * len(atoms_list)
-    for name in BATCH_OPTIMIZERS[::-1]:
-        ids = [k for k, a in enumerate(atoms_list)
-               if resolve_optimizer("auto", len(a)).__name__ == name]
-
-        def report(j: int, res: RelaxResult, ids=ids) -> None:
-            results[ids[j]] = res
-            if warn and not res.converged:
-                warnings.warn(not_converged_message(res, kw["fmax"], f"structure {ids[j]}"),
-                              ConvergenceWarning, stacklevel=6)
-            if on_result is not None:
-                on_result(ids[j], res)
-
-        if not ids:
-            continue
-        try:
-            batch_relax([atoms_list[k] for k in ids], model, optimizer=name, on_result=report,
-                        warn=False, **kw)
-        except TDNError as exc:  # name the structure by its index in atoms_list
-            raise _renumbered(exc, ids) from exc
-    return results  # type: ignore[return-value]
-
-
-def _renumbered(exc: TDNError, ids: Sequence[int]) -> TDNError:
-    """``exc`` with a leading ``"structure j"`` changed to ``"structure ids[j]"``."""
-    import re
-
-    match = re.match(r"structure (\d+)\b", str(exc))
-    if match is None:
-        return exc
-    return type(exc)(f"structure {ids[int(match.group(1))]}{str(exc)[match.end():]}")
 
 
 def _finish(
@@ -590,7 +569,7 @@ def _finish(
         if warn and not result.converged:
             warnings.warn(
                 not_converged_message(result, fmax, f"structure {k}"), ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )  # fmt: skip
         if on_result is not None:
             on_result(k, result)

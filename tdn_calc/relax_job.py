@@ -70,12 +70,11 @@ class RelaxSettings:
         from .batch_relax import BATCH_OPTIMIZERS
         from .relaxation import BFGS_MAX_ATOMS
 
-        name = self.optimizer if isinstance(self.optimizer, str) else ""
-        if name.lower() != "auto":
-            name = resolve_optimizer(self.optimizer).__name__
+        auto = isinstance(self.optimizer, str) and self.optimizer.lower() == "auto"
+        name = "auto" if auto else resolve_optimizer(self.optimizer).__name__
         return (
             self.batch_size > 1
-            and (name.lower() == "auto" or name in BATCH_OPTIMIZERS)
+            and (auto or name in BATCH_OPTIMIZERS)
             and (name != "BFGS" or all(len(r.atoms) <= BFGS_MAX_ATOMS for r in records))
             and resolve_cell_filter(self.cell_filter) == "none"
             and not self.fix_symmetry
