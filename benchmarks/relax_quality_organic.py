@@ -276,19 +276,24 @@ def reference(start: Start, calc) -> dict:
             "converged": bool(converged), "seconds": time.perf_counter() - t0}
 
 
-def cached_reference(start: Start, key: str, cache: Path, calc) -> tuple[dict, bool]:
-    """The cached reference of ``key``, or a new one written to ``cache`` atomically;
+def json_cached(path: Path, make) -> tuple[dict, bool]:
+    """The JSON record at ``path``, or ``make()`` written there atomically;
     returns ``(record, was_cached)``."""
     from tdn_calc.fileio import atomic_write
 
-    path = cache / f"{key}.json"
     if path.is_file():
         with open(path) as fh:
             return json.load(fh), True
-    record = reference(start, calc)
+    record = make()
     with atomic_write(path, "w") as fh:
         json.dump(record, fh)
     return record, False
+
+
+def cached_reference(start: Start, key: str, cache: Path, calc) -> tuple[dict, bool]:
+    """The cached reference of ``key``, or a new one written to ``cache`` atomically;
+    returns ``(record, was_cached)``."""
+    return json_cached(cache / f"{key}.json", lambda: reference(start, calc))
 
 
 def cached_oracle(ref: dict, key: str, cache: Path, calc, optimizer: str,
@@ -299,23 +304,21 @@ def cached_oracle(ref: dict, key: str, cache: Path, calc, optimizer: str,
     Returns ``{"minimum", "energy", "steps", "converged"}``."""
     from ase import Atoms
 
-    from tdn_calc.fileio import atomic_write
     from tdn_calc.relaxation import resolve_optimizer
 
     opt_class = resolve_optimizer(optimizer, len(ref["numbers"]))
+
+    def relax_with_reference() -> dict:
+        atoms = Atoms(numbers=ref["numbers"], positions=ref["start"])
+        atoms.calc = calc
+        opt = opt_class(atoms, logfile=None)
+        converged = bool(opt.run(fmax=fmax, steps=TDN_RELAX_STEPS))
+        return {"minimum": atoms.positions.tolist(),
+                "energy": float(atoms.get_potential_energy()), "steps": int(opt.nsteps),
+                "converged": converged}
+
     path = cache / f"{key}-oracle-{opt_class.__name__.lower()}-{fmax:g}.json"
-    if path.is_file():
-        with open(path) as fh:
-            return json.load(fh)
-    atoms = Atoms(numbers=ref["numbers"], positions=ref["start"])
-    atoms.calc = calc
-    opt = opt_class(atoms, logfile=None)
-    converged = bool(opt.run(fmax=fmax, steps=TDN_RELAX_STEPS))
-    record = {"minimum": atoms.positions.tolist(), "energy": float(atoms.get_potential_energy()),
-              "steps": int(opt.nsteps), "converged": converged}
-    with atomic_write(path, "w") as fh:
-        json.dump(record, fh)
-    return record
+    return json_cached(path, relax_with_reference)[0]
 
 
 # --- TDN ---------------------------------------------------------------------------------------
