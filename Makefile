@@ -1,12 +1,25 @@
 # Two entry points (see README): `make demo` and `make test`.
-PYTHON ?= python3
+# Outside a virtual environment the targets make and use ./.venv (a system Python that
+# refuses global installs, PEP 668, is never touched); inside one they use it as it is.
+ifdef VIRTUAL_ENV
+PYTHON ?= python
+else
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+endif
+BIN := $(dir $(PYTHON))
 PIP := $(PYTHON) -m pip
 PYTEST_ARGS ?=
+# pytest-timeout turns a hang into a named failure instead of a stalled run (seconds per test)
+TEST_TIMEOUT ?= 600
 
-.PHONY: install install-teacher demo test test-slow lint bench bench-speed bench-accuracy
+.PHONY: install install-teacher demo test test-slow lint bench bench-speed bench-accuracy docs
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
 
 # torch first, pinned to the CPU wheel that lies on disk (a bare `torch` would pull CUDA)
-install:
+install: $(if $(VIRTUAL_ENV),,$(VENV)/bin/python)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test,plot,data,torchsim]"
 
@@ -15,15 +28,15 @@ install-teacher: install
 
 # a molecule (tdn-organic) and CO on Pt(111) (tdn-catalysis), both picked by --model auto
 demo: install
-	tdn-relax examples/molecules/aspirin.xyz -o demo_relaxed.extxyz
-	tdn-relax examples/slabs/pt111_co.xyz --fix-bottom-layers 2 -o demo_slab_relaxed.extxyz
+	$(BIN)tdn-relax examples/molecules/aspirin.xyz -o demo_relaxed.extxyz
+	$(BIN)tdn-relax examples/slabs/pt111_co.xyz --fix-bottom-layers 2 -o demo_slab_relaxed.extxyz
 
 test: install
 	$(PYTHON) -m ruff check .
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m "not slow" -n 2 --timeout $(TEST_TIMEOUT) $(PYTEST_ARGS)
 
 test-slow: install-teacher
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m slow -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -m slow -n 2 --timeout 3600 $(PYTEST_ARGS)
 
 lint:
 	$(PYTHON) -m ruff check .
