@@ -55,3 +55,9 @@ bench-speed:
 
 bench-accuracy:
 	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/accuracy.py $(if $(QUICK),--quick)
+
+# Every figure table in README.md and docs/*.md, rendered from benchmarks/results/*.json and
+# models/manifest.json into its <!-- generated:NAME --> block (no model is run; seconds).
+# `make docs CHECK=1` only reports stale blocks, as tests/test_docs_generated.py does.
+docs: install
+	$(PYTHON) benchmarks/render_docs.py $(if $(CHECK),--check)
