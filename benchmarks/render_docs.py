@@ -6,7 +6,8 @@ that the renderer ``NAME`` builds from its JSON files (``benchmarks/results/*.js
 by the benchmark scripts, and ``models/manifest.json``, whose metrics
 ``tools/register_model.py`` and ``tdn eval`` write), followed by a line naming those files
 with the commit and date they came from. The model-speed section of docs/benchmarks.md keeps
-its own markers and is rendered by ``_speed_report.markdown_report``.
+its own markers and is rendered by ``_speed_report.markdown_report``, and the accuracy section
+is the one ``benchmarks/accuracy.py`` writes (its ``doc_body``), both from their JSON.
 
     python benchmarks/render_docs.py            # rewrite the blocks (make docs)
     python benchmarks/render_docs.py --check    # exit 1 if any block is stale (tests do this)
@@ -169,11 +170,12 @@ def render_models() -> tuple[list[str], list[Path]]:
             sources.append(rel)
             report = _load(rel)
             s, st = report["summary"], report["settings"]
+            oracle = _pct(s["oracle_n_success"] / s["oracle_n_judged"])
             judged.append(
                 f"{s['n_judged']} test molecules from perturbed starts, fmax {st['fmax']}, "
                 f"optimizer {st['optimizer']}: median {s['delta_e_meV_atom_median']:.1f} "
                 f"meV/atom above GFN2-xTB's own minimum, {_pct(s['success_rate'])} within "
-                f"1 meV/atom (GFN2-xTB itself: {_pct(s['oracle_n_success'] / s['oracle_n_judged'])}), "
+                f"1 meV/atom (GFN2-xTB itself: {oracle}), "
                 f"bonding changed in {s['n_bonds_changed_tdn']}"
             )
         for key, part in (("adsorption", "test"), ("adsorption_val", "validation")):
@@ -320,36 +322,6 @@ def render_wait_policy() -> tuple[list[str], list[Path]]:
     return _table(head, rows), sources
 
 
-def render_accuracy() -> tuple[list[str], list[Path]]:
-    rel = RESULTS / "accuracy_organic.json"
-    r = _load(rel)
-    rows = [[
-        t["model"], f"{t['params']:,}", _n(t["train_cpu_s"], 0), f"{t['frames_seen']:,}",
-        _n(t["energy_mae_meV_atom"]), _n(t["forces_mae_meV_A"]), _n(t["forces_rmse_meV_A"]),
-        _n(t.get("infer_ms")),
-    ] for t in r["table"]]
-    lines = _table(["model", "parameters", "training CPU-s", "frames seen",
-                    "test E MAE meV/atom", "test F MAE meV/Å", "test F RMSE meV/Å",
-                    "ms/call (20 atoms)"], rows)
-    relax_rows = []
-    # the table's rows are the models in the same order
-    for (_, m), t in zip(r["models"].items(), r["table"], strict=True):
-        if "relax" not in m:
-            continue
-        s, name = m["relax"]["summary"], t["model"]
-        relax_rows.append([
-            name, str(s["n_judged"]), str(s["n_success"]), _n(s["delta_e_meV_atom_median"]),
-            _n(s["delta_e_meV_atom_p95"]), str(s["n_bonds_changed_tdn"]),
-            str(s["n_tdn_converged"]),
-        ])
-    lines += ["", "Relaxations of the same perturbed test starts, judged by GFN2-xTB:", ""]
-    lines += _table(["model", "molecules", "within 1 meV/atom of GFN2's minimum, bonds kept",
-                     "median ΔE meV/atom", "p95 ΔE meV/atom", "bonds changed", "converged"],
-                    relax_rows)
-    lines += ["", f"Training budget: {_n(r['budget_cpu_s'], 0)} CPU-s on one core."]
-    return lines, [rel]
-
-
 EXTRAPOLATION_FILES = ("extrapolation_tdn-organic-s3.json", "extrapolation_tdn-catalysis.json")
 
 
@@ -438,7 +410,6 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "adsorption-quality": render_adsorption_quality,
     "optimizer-cost": render_optimizer_cost,
     "wait-policy": render_wait_policy,
-    "accuracy": render_accuracy,
     "extrapolation": render_extrapolation,
     "physics": render_physics,
     "relax-throughput": render_relax_throughput,
@@ -471,6 +442,22 @@ def _model_speed(text: str) -> str:
     return head + report + rest.split(END, 1)[1]
 
 
+def _accuracy(text: str) -> str:
+    """The accuracy section of docs/benchmarks.md, as benchmarks/accuracy.py writes it."""
+    import accuracy
+
+    if f"## {accuracy.DOC_TITLE}\n" not in text:
+        return text
+    results = _load(RESULTS / "accuracy_organic.json")
+    table = accuracy.markdown_table(results["table"])
+    relax = {t["model"]: m["relax"] for m, t in zip(results["models"].values(), results["table"],
+                                                     strict=True) if "relax" in m}
+    if relax:
+        table += "\n\nRelaxations judged by GFN2-xTB:\n\n" + accuracy.relax_table(relax)
+    body = accuracy.doc_body(results, table)
+    return accuracy.replace_doc_section(text, accuracy.DOC_TITLE, body)
+
+
 def render_text(text: str, cache: dict[str, str]) -> str:
     def replace(match: re.Match) -> str:
         name = match["name"]
@@ -478,7 +465,7 @@ def render_text(text: str, cache: dict[str, str]) -> str:
             cache[name] = render_block(name)
         return match.group(1) + cache[name] + match.group(4)
 
-    return _model_speed(BLOCK.sub(replace, text))
+    return _accuracy(_model_speed(BLOCK.sub(replace, text)))
 
 
 def main(argv: list[str] | None = None) -> int:
