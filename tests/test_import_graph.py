@@ -142,6 +142,16 @@ def test_find_cycle_names_the_cycle():
     assert find_cycle([("a", "b", ""), ("b", "c", ""), ("a", "c", "")]) == []
 
 
+def test_the_data_format_does_not_import_the_data_pipelines():
+    """tdn_calc.data (format, readers) sits below tdn_calc.datagen (the pipelines)."""
+    upward = [
+        (a, b, where)
+        for a, b, where in import_edges()
+        if a.split(".")[:2] == ["tdn_calc", "data"] and b.split(".")[:2] == ["tdn_calc", "datagen"]
+    ]
+    assert not upward, "tdn_calc.data imports tdn_calc.datagen:\n" + _describe(upward)
+
+
 def test_tdn_calc_has_no_import_cycle():
     cycle = find_cycle(import_edges())
     assert not cycle, "import cycle among tdn_calc modules:\n" + _describe(cycle)
