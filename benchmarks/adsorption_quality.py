@@ -1,7 +1,7 @@
 """Adsorption quality of a TDN catalysis model judged by its teacher (issues 6 and 8).
 
 For every slab+adsorbate trajectory of a split (default: test) of a catalysis data set built
-by :mod:`tdn_calc.data.catalysis_build`:
+by :mod:`tdn_calc.datagen.catalysis.build`:
 
 1. the start is the trajectory's first relaxation frame, the teacher's own minimum its last
    relaxation frame (energy stored in the data);
@@ -50,8 +50,8 @@ from ase.constraints import FixAtoms
 from ase.data import atomic_numbers
 
 from tdn_calc.adsorption import Site, nearest_site, reference_terms
-from tdn_calc.data.catalysis import adsorbate_template
 from tdn_calc.data.split import load_split, system_of
+from tdn_calc.datagen.catalysis.systems import adsorbate_template
 from tdn_calc.errors import InputError
 from tdn_calc.slab import layer_indices, surface_heights
 
@@ -414,9 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tdn_calc.calculator import TDNCalculator
-    from tdn_calc.data.catalysis_build import read_metadata
     from tdn_calc.data.dataset import H5Dataset
-    from tdn_calc.data.teachers import get_teacher
+    from tdn_calc.datagen.catalysis.build import read_metadata
+    from tdn_calc.datagen.teachers import get_teacher
     from tdn_calc.relax_job import load_job_model, versions
 
     torch.set_num_threads(args.threads)

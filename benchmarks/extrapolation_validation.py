@@ -163,10 +163,10 @@ def reference_calculator(method: str):
     built by the data builders' own factories."""
     key = method.lower()
     if "gfn2" in key:
-        from tdn_calc.data.builder import BuildSettings, gfn2_calculator
+        from tdn_calc.datagen.molecules.label import BuildSettings, gfn2_calculator
 
         return gfn2_calculator(BuildSettings())
-    from tdn_calc.data.teachers import get_teacher
+    from tdn_calc.datagen.teachers import get_teacher
 
     if "sevennet" in key:
         return get_teacher("sevenn-0")

@@ -218,7 +218,7 @@ def make_start(smiles: str, seed: int, perturb: float) -> Start | None:
 
     The per-molecule seed differs from the data builder's, so starts are new geometries.
     """
-    from tdn_calc.data.builder import embed, molecule_seed
+    from tdn_calc.datagen.molecules.label import embed, molecule_seed
 
     mseed = molecule_seed(seed, f"relax-quality|{smiles}")
     conf = embed(smiles, mseed)
@@ -232,9 +232,9 @@ def make_start(smiles: str, seed: int, perturb: float) -> Start | None:
 # --- GFN2 -------------------------------------------------------------------------------------
 def gfn2_calculator():
     """The data builder's GFN2-xTB calculator (tblite, neutral, closed shell)."""
-    from tdn_calc.data import builder
+    from tdn_calc.datagen.molecules.label import BuildSettings, gfn2_calculator
 
-    return builder.gfn2_calculator(builder.BuildSettings())
+    return gfn2_calculator(BuildSettings())
 
 
 def single_thread():
@@ -248,7 +248,7 @@ def gfn2_point(calc, numbers: np.ndarray, positions: np.ndarray) -> tuple[float,
     """GFN2 ``(energy eV, largest per-atom |force| eV/Å)`` at ``positions`` [n, 3] Å."""
     from ase import Atoms
 
-    from tdn_calc.data.builder import single_point
+    from tdn_calc.datagen.molecules.label import single_point
 
     atoms = Atoms(numbers=numbers, positions=positions)
     atoms.calc = calc
@@ -260,8 +260,8 @@ def reference(start: Start, calc) -> dict:
     """GFN2's own minimum from ``start`` (BFGS to ``REF_FMAX``); raises on SCF failure."""
     from ase import Atoms
 
-    from tdn_calc.data.builder import relax_frames
     from tdn_calc.data.frames import FrameKind
+    from tdn_calc.datagen.molecules.label import relax_frames
 
     t0 = time.perf_counter()
     atoms = Atoms(numbers=start.numbers, positions=start.positions)

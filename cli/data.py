@@ -59,8 +59,8 @@ def build_molecules_cmd(out, n_molecules, seed, workers, max_heavy, subsample,
     organic molecules."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from tdn_calc.data.build import build_molecules
-    from tdn_calc.data.builder import BuildSettings
+    from tdn_calc.datagen.molecules.build import build_molecules
+    from tdn_calc.datagen.molecules.label import BuildSettings
 
     smiles = None
     if smiles_file is not None:

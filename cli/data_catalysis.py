@@ -64,8 +64,8 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
     """Relax slabs (with adsorbates), strained bulk cells and gas molecules with a teacher
     potential; write trajectory and rattled frames (distilled data, not DFT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from tdn_calc.data.catalysis import CatalysisConfig
-    from tdn_calc.data.catalysis_build import build_catalysis
+    from tdn_calc.datagen.catalysis.build import build_catalysis
+    from tdn_calc.datagen.catalysis.systems import CatalysisConfig
 
     try:
         size = _slab_size(slab_size)
@@ -112,7 +112,7 @@ def displaced(data, teacher, device, per_trajectory, height, variant, seed, limi
     heights, tilts) to the catalysis data set DATA, as <label>:displaced trajectories
     (<label>:displaced_NAME with --variant NAME)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from tdn_calc.data.displace import DisplaceSettings, build_displaced
+    from tdn_calc.datagen.catalysis.displaced import DisplaceSettings, build_displaced
 
     try:
         with sigterm_as_interrupt():

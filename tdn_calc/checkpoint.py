@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,19 +28,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .checkpoint_format import (
+    FORMAT_VERSION,
+    content_sha256,
+    parse_metadata,
+    read_header,
+)
+from .checkpoint_format import read_metadata as read_metadata  # public here too
 from .device import resolve_device, resolve_dtype
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError
 from .fileio import atomic_write
 from .nn.config import TDNConfig
+from .registry import CHECKPOINT_SUFFIXES, resolve_model  # resolve_model checks the sha256
 
-FORMAT_VERSION = 1
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"}
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header, bytes
-_FOREIGN_MAGIC = {
-    b"PK\x03\x04": "a zip archive (a torch.save checkpoint?)",
-    b"\x80": "a Python pickle (a torch.save checkpoint?)",
-    b"\x89HDF": "an HDF5 file",
-}
 
 
 def make_card(model: torch.nn.Module, card: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -97,90 +97,11 @@ def save_model(
     # with their checksum
     unsigned = st_save(tensors, metadata=metadata)
     body = unsigned[8 + int.from_bytes(unsigned[:8], "little") :]
-    metadata["tdn_content_sha256"] = _content_sha256(metadata["tdn_config"], body)
+    metadata["tdn_content_sha256"] = content_sha256(metadata["tdn_config"], body)
     data = st_save(tensors, metadata=metadata)
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return path
-
-
-def _content_sha256(config_json: str, body: bytes) -> str:
-    """sha256 of the config JSON and the tensor bytes: detects changed weights or config in a
-    checkpoint that has no published sha256 (a local file)."""
-    return hashlib.sha256(config_json.encode() + b"\0" + body).hexdigest()
-
-
-def _read_header(path: Path) -> tuple[dict[str, Any], bytes]:
-    """Check that ``path`` is a complete safetensors file; return its header and raw bytes."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    raw = path.read_bytes()
-    # a safetensors header is JSON: byte 8 is "{" (its 8-byte length may start with 0x80)
-    looks_safetensors = raw[8:9] == b"{"
-    for magic, what in _FOREIGN_MAGIC.items():
-        if raw.startswith(magic) and not looks_safetensors:
-            raise CheckpointError(
-                f"{str(path)!r} is {what}, not a safetensors file; tdn-calc never unpickles "
-                "checkpoints. Convert it with tdn_calc.checkpoint.save_model in a trusted session"
-            )
-    if len(raw) < 8:
-        raise CheckpointError(
-            f"{str(path)!r} is truncated ({len(raw)} bytes): not a safetensors file"
-        )
-    (n_header,) = struct.unpack("<Q", raw[:8])
-    if n_header > _MAX_HEADER:
-        raise CheckpointError(
-            f"{str(path)!r} is not a safetensors file (header length {n_header} is implausible)"
-        )
-    if 8 + n_header > len(raw):
-        raise CheckpointError(
-            f"{str(path)!r} is truncated: header needs {8 + n_header} bytes, file has {len(raw)}"
-        )
-    try:
-        header = json.loads(raw[8 : 8 + n_header])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a safetensors file ({exc})") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{str(path)!r} is not a safetensors file (header is not a map)")
-    try:
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise CheckpointError(
-            f"{str(path)!r} is a corrupt safetensors file (bad tensor entry in the header: "
-            f"{type(exc).__name__}: {exc})"
-        ) from exc
-    expected = 8 + n_header + max(ends, default=0)
-    if len(raw) < expected:
-        raise CheckpointError(
-            f"{str(path)!r} is truncated: expected {expected} bytes, file has {len(raw)}"
-        )
-    return header, raw
-
-
-def read_metadata(path: str | os.PathLike) -> tuple[TDNConfig, dict[str, Any]]:
-    """The config and model card of a checkpoint, without building the model."""
-    header, _ = _read_header(Path(path))
-    return _parse_metadata(Path(path), header.get("__metadata__") or {})
-
-
-def _parse_metadata(path: Path, meta: dict[str, str]) -> tuple[TDNConfig, dict[str, Any]]:
-    version = meta.get("tdn_format_version")
-    if version is None or "tdn_config" not in meta:
-        raise CheckpointError(
-            f"{str(path)!r} is a safetensors file but not a tdn-calc checkpoint "
-            "(no tdn_format_version / tdn_config metadata)"
-        )
-    if version != str(FORMAT_VERSION):
-        raise CheckpointError(
-            f"{str(path)!r} has checkpoint format version {version}; this tdn-calc reads "
-            f"version {FORMAT_VERSION}. Upgrade tdn-calc"
-        )
-    try:
-        config = TDNConfig.from_json(meta["tdn_config"])
-        card = json.loads(meta.get("tdn_card", "{}"))
-    except (ConfigError, json.JSONDecodeError, TypeError) as exc:
-        raise CheckpointError(f"{str(path)!r} has an invalid config or model card: {exc}") from exc
-    return config, card
 
 
 def _check_state_dict(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -217,7 +138,7 @@ def load_checkpoint_file(
 
     path = Path(path)
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
-    header, raw = _read_header(path)
+    header, raw = read_header(path)
     if expected_sha256 is not None:
         actual = hashlib.sha256(raw).hexdigest()
         if actual.lower() != expected_sha256.lower():
@@ -225,7 +146,7 @@ def load_checkpoint_file(
                 f"sha256 mismatch for {str(path)!r}: expected {expected_sha256}, got {actual}; "
                 "the file is corrupt or not the published one (delete it and download again)"
             )
-    config, card = _parse_metadata(path, header.get("__metadata__") or {})
+    config, card = parse_metadata(path, header.get("__metadata__") or {})
     try:
         state = st_load(raw)
     except SafetensorError as exc:
@@ -244,7 +165,7 @@ def load_checkpoint_file(
     meta = header.get("__metadata__") or {}
     if "tdn_content_sha256" in meta:  # files written before this check have none
         body = raw[8 + int.from_bytes(raw[:8], "little") :]
-        if _content_sha256(meta["tdn_config"], body) != meta["tdn_content_sha256"]:
+        if content_sha256(meta["tdn_config"], body) != meta["tdn_content_sha256"]:
             raise CheckpointError(
                 f"{str(path)!r} is corrupt: its weights or config changed after it was saved "
                 "(content checksum mismatch); download or copy it again"
@@ -273,8 +194,6 @@ def load_model(
     Returns:
         The model in eval mode, with its model card (a dict) as ``model.card``.
     """
-    from .registry import CHECKPOINT_SUFFIXES, resolve_model  # resolve_model checks the sha256
-
     path = Path(path_or_name)
     if path.is_file():
         return load_checkpoint_file(path, device=device, dtype=dtype)

@@ -25,8 +25,8 @@ from ase import Atoms
 from ase.neighborlist import primitive_neighbor_list
 
 from .atomic_graph import AtomicGraph
+from .cell import check_cell, normalize_pbc
 from .errors import InputError
-from .validation import check_cell, normalize_pbc
 
 # (atomic numbers [n], positions [n, 3] Å, cell [3, 3] Å or None, pbc [3] bool)
 SystemArrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | Sequence[bool]"]

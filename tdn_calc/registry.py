@@ -30,6 +30,7 @@ from typing import Any
 
 from ase.data import atomic_numbers, chemical_symbols
 
+from .checkpoint_format import read_metadata
 from .errors import CheckpointError, ModelNotFoundError, TDNError, UnsupportedElementError
 from .fileio import atomic_write, sha256_file
 
@@ -219,8 +220,6 @@ def verify_model(name: str, manifest: str | os.PathLike | None = None) -> dict[s
 def model_info(name: str, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
     """The manifest entry of ``name``, plus the checkpoint's model card (``"card"``) when the
     file is available locally (no download)."""
-    from .checkpoint import read_metadata
-
     info = dict(model_entry(name, manifest))
     path = local_path(name, manifest)
     info["local_path"] = str(path) if path else None

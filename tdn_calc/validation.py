@@ -12,31 +12,16 @@ from collections.abc import Iterable
 import numpy as np
 from ase.data import chemical_symbols
 
+from .cell import AXES, check_cell, normalize_pbc
 from .errors import InputError, UnsupportedElementError
 
 #: Default smallest allowed interatomic distance, Å.
 DEFAULT_MIN_DISTANCE = 0.3
-# A periodic lattice vector shorter than this (Å), or periodic vectors spanning less than
-# this fraction of the volume (area) of orthogonal vectors of the same lengths, make the
-# cell degenerate.
-_MIN_LENGTH = 1e-6
-_MIN_RELATIVE_MEASURE = 1e-6
 _MIN_SEARCH_CUTOFF = 2.0  # Å, smallest cutoff used for the min-distance neighbour search
-_AXES = "abc"
 
 
 def _symbol(z: int) -> str:
     return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
-
-
-def normalize_pbc(pbc: bool | Iterable[bool] | np.ndarray) -> np.ndarray:
-    """``pbc`` as a ``[3]`` bool array (a single bool applies to all three directions)."""
-    arr = np.asarray(pbc, dtype=bool).reshape(-1)
-    if arr.size == 1:
-        arr = np.repeat(arr, 3)
-    if arr.size != 3:
-        raise InputError(f"pbc must be a bool or three bools, got {pbc!r}")
-    return arr
 
 
 def check_not_empty(numbers: np.ndarray) -> None:
@@ -76,40 +61,6 @@ def check_finite_positions(positions: np.ndarray, numbers: np.ndarray | None = N
         )
 
 
-def check_cell(cell: np.ndarray | None, pbc: np.ndarray) -> None:
-    """Raise if a periodic direction has no valid lattice vector.
-
-    ``cell``: ``[3, 3]`` rows are lattice vectors, Å. For every periodic direction the lattice
-    vector must be finite and non-zero, and the periodic vectors must span a non-degenerate
-    volume (3D), area (2D) or length (1D).
-    """
-    pbc = normalize_pbc(pbc)
-    if not pbc.any():
-        return
-    if cell is None:
-        raise InputError(f"pbc={pbc.tolist()} but no cell was given; set a cell or pbc=False")
-    cell = np.asarray(cell, dtype=np.float64)
-    if cell.shape != (3, 3):
-        raise InputError(f"cell must have shape [3, 3], got {list(cell.shape)}")
-    if not np.isfinite(cell).all():
-        raise InputError(f"cell has non-finite entries: {cell.tolist()}")
-    vectors = cell[pbc]
-    for axis in np.flatnonzero(pbc):
-        if np.linalg.norm(cell[axis]) < _MIN_LENGTH:
-            raise InputError(
-                f"pbc is True along {_AXES[axis]} but lattice vector {_AXES[axis]} is zero "
-                f"({cell[axis].tolist()} Å); give a cell or set pbc False along {_AXES[axis]}"
-            )
-    # volume (3D), area (2D) or length (1D) relative to that of orthogonal vectors
-    measure = float(np.sqrt(abs(np.linalg.det(vectors @ vectors.T))))
-    if measure < _MIN_RELATIVE_MEASURE * float(np.prod(np.linalg.norm(vectors, axis=1))):
-        names = ", ".join(_AXES[a] for a in np.flatnonzero(pbc))
-        raise InputError(
-            f"the periodic lattice vectors ({names}) are linearly dependent (degenerate cell "
-            f"{cell.tolist()} Å); give a cell with non-zero volume in the periodic directions"
-        )
-
-
 def check_min_distance(
     positions: np.ndarray,
     cell: np.ndarray | None,
@@ -127,11 +78,11 @@ def check_min_distance(
         length = float(np.linalg.norm(np.asarray(cell, dtype=np.float64)[axis]))
         if length < min_distance:
             raise InputError(
-                f"lattice vector {_AXES[axis]} is {length:.3g} Å long, so every atom is that "
+                f"lattice vector {AXES[axis]} is {length:.3g} Å long, so every atom is that "
                 f"close to its own periodic image (minimum distance {min_distance} Å); "
                 "check the cell (units?) or set pbc False along it"
             )
-    from .graph import neighbor_list_with_distances  # graph imports this module
+    from .graph import neighbor_list_with_distances  # imports torch: only when needed
 
     # a cutoff below ~2 Å makes vesin's cell list very fine and slow: search wider, filter
     i, j, _, d = neighbor_list_with_distances(

@@ -31,13 +31,13 @@ from ase.build import add_adsorbate, fcc111
 from ase.calculators.emt import EMT
 
 from tdn_calc.adsorption import reference_terms
-from tdn_calc.data.catalysis import (
+from tdn_calc.data.split import make_split
+from tdn_calc.datagen.catalysis.systems import (
     CatalysisConfig,
     SystemSpec,
     adsorbate_template,
     build_slab,
 )
-from tdn_calc.data.split import make_split
 from tdn_calc.errors import InputError
 
 ASE_SITE = {"top": "ontop", "bridge": "bridge", "fcc": "fcc", "hcp": "hcp"}
@@ -204,7 +204,7 @@ TINY = dict(metals=("Pt",), adsorbates=("O", "CO"), sites=("fcc", "top"),
 
 @pytest.fixture(scope="module")
 def emt_data(tmp_path_factory) -> Path:
-    from tdn_calc.data.catalysis_build import build_catalysis
+    from tdn_calc.datagen.catalysis.build import build_catalysis
 
     out = tmp_path_factory.mktemp("cat")
     summary = build_catalysis(out, teacher="emt", config=CatalysisConfig(**TINY),
@@ -214,8 +214,8 @@ def emt_data(tmp_path_factory) -> Path:
 
 
 def test_emt_relaxing_its_own_data_finds_the_teachers_minima(emt_data):
-    from tdn_calc.data.catalysis_build import read_metadata
     from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.datagen.catalysis.build import read_metadata
 
     ds, meta = H5Dataset(emt_data), read_metadata(emt_data)
     labels, used = adsorbate_systems(ds, meta, "all", None, {})

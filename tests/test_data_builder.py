@@ -12,7 +12,7 @@ import pytest
 
 from tdn_calc.data.dataset import H5Dataset
 from tdn_calc.data.frames import FrameKind
-from tdn_calc.data.molecules import canonical_or_reason, load_candidates
+from tdn_calc.datagen.molecules.systems import canonical_or_reason, load_candidates
 
 pytest.importorskip("tblite")
 pytest.importorskip("rdkit")
@@ -43,8 +43,8 @@ def test_build_two_molecules_labels_match_tblite(tmp_path):
     from ase import Atoms
     from tblite.ase import TBLite
 
-    from tdn_calc.data.build import build_molecules
-    from tdn_calc.data.builder import BuildSettings
+    from tdn_calc.datagen.molecules.build import build_molecules
+    from tdn_calc.datagen.molecules.label import BuildSettings
 
     settings = BuildSettings(**SMALL)
     out = tmp_path / "mols"

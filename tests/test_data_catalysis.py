@@ -11,7 +11,10 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from tdn_calc.data.catalysis import (
+from tdn_calc.data.frames import FrameKind
+from tdn_calc.data.split import system_of
+from tdn_calc.datagen.catalysis.build import build_catalysis, read_metadata, relax_and_label
+from tdn_calc.datagen.catalysis.systems import (
     ADSORBATES,
     SITES,
     CatalysisConfig,
@@ -22,10 +25,7 @@ from tdn_calc.data.catalysis import (
     fixed_mask,
     load_lattice_constants,
 )
-from tdn_calc.data.catalysis_build import build_catalysis, read_metadata, relax_and_label
-from tdn_calc.data.frames import FrameKind
-from tdn_calc.data.split import system_of
-from tdn_calc.data.teachers import canonical_teacher_name, get_teacher, teacher_reference_method
+from tdn_calc.datagen.teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from tdn_calc.errors import ConfigError, InputError
 
 LATTICE = {"Pt": 3.92, "Cu": 3.59}  # close to EMT's own minima; geometry tests only
@@ -322,7 +322,7 @@ def test_recipe_of_a_set_built_before_slab_tag_still_matches(tmp_path):
     committed set's build command still resumes; a thick-slab tag is."""
     from dataclasses import asdict
 
-    from tdn_calc.data.catalysis_build import _check_recipe
+    from tdn_calc.datagen.catalysis.build import _check_recipe
 
     old = {k: v for k, v in asdict(CatalysisConfig()).items()
            if k not in ("slab_tag", "replicas", "metals", "adsorbates", "sites",

@@ -8,10 +8,11 @@ from ase.build import add_adsorbate, fcc111, molecule
 from ase.calculators.emt import EMT
 from test_data_catalysis import TINY
 
-from tdn_calc.data.catalysis import CatalysisConfig
-from tdn_calc.data.catalysis_build import build_catalysis, read_metadata
 from tdn_calc.data.dataset import H5Dataset
-from tdn_calc.data.displace import (
+from tdn_calc.data.frames import FrameKind
+from tdn_calc.data.split import extend_split, make_split, system_of
+from tdn_calc.datagen.catalysis.build import build_catalysis, read_metadata
+from tdn_calc.datagen.catalysis.displaced import (
     DISPLACED_SUFFIX,
     DisplaceSettings,
     build_displaced,
@@ -19,8 +20,7 @@ from tdn_calc.data.displace import (
     displace_adsorbate,
     displaced_suffix,
 )
-from tdn_calc.data.frames import FrameKind
-from tdn_calc.data.split import extend_split, make_split, system_of
+from tdn_calc.datagen.catalysis.systems import CatalysisConfig
 from tdn_calc.errors import InputError
 
 

@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_subpackage_is_listed_in_pyproject():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
-    on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "tdn_calc").rglob("__init__.py")
-    }
+    on_disk = set()
+    for folder, package in (("tdn_calc", "tdn_calc"), ("cli", "tdn_calc.cli"),
+                            ("models", "tdn_calc.models")):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            on_disk.add(".".join([package, *init.parent.relative_to(ROOT / folder).parts]))
     missing = sorted(on_disk - listed)
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
     assert config["package-dir"]["tdn_calc.cli"] == "cli"

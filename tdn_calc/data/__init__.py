@@ -1,4 +1,7 @@
-"""Training data: the HDF5 frame format, readers, splits, importers and builders.
+"""Training data: the HDF5 frame format, readers, shards, splits, summaries and importers.
+
+The pipelines that generate data (molecules, catalysis, teachers) are in
+:mod:`tdn_calc.datagen`; they write through this package, which never imports them.
 
 Format description: docs/data_format.md. Names import lazily (torch, h5py, rdkit, tblite are
 only loaded by the modules that need them).
@@ -25,8 +28,6 @@ _LAZY = {
     "split_path": "tdn_calc.data.split",
     "import_ase": "tdn_calc.data.importers",
     "import_pubchemqcr": "tdn_calc.data.importers",
-    "build_molecules": "tdn_calc.data.build",
-    "BuildSettings": "tdn_calc.data.builder",
 }
 
 __all__ = list(_LAZY)

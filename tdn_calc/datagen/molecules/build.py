@@ -1,9 +1,9 @@
 """Drive the molecule builder: candidates -> workers -> shards, resumable and seeded.
 
 Workers (a ``multiprocessing`` pool, or the calling process when ``workers == 1``) each run
-:func:`tdn_calc.data.builder.label_molecule` with their own tblite calculator; only the
-parent writes. Molecules already in the shards, or listed in ``failures.jsonl``, are skipped,
-so re-running the same command continues an interrupted build.
+:func:`tdn_calc.datagen.molecules.label.label_molecule` with their own tblite calculator;
+only the parent writes. Molecules already in the shards, or listed in ``failures.jsonl``, are
+skipped, so re-running the same command continues an interrupted build.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..fileio import atomic_write
-from ..interrupts import raise_if_interrupted
-from .builder import REFERENCE_METHOD, BuildSettings, MoleculeResult, label_molecule
-from .molecules import load_candidates
-from .shards import ShardedWriter
-from .workers import worker_signals
+from ...data.shards import ShardedWriter
+from ...errors import InputError
+from ...fileio import atomic_write
+from ...interrupts import raise_if_interrupted
+from ..workers import worker_signals
+from .label import REFERENCE_METHOD, BuildSettings, MoleculeResult, label_molecule
+from .systems import load_candidates
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,9 @@ def build_molecules(
 ) -> BuildSummary:
     """Label up to ``n_molecules`` molecules in ``outdir`` (counting ones already there).
 
-    Candidates are filtered (:mod:`tdn_calc.data.molecules`), shuffled with ``seed`` and
-    processed in that order; ``smiles`` replaces the built-in sources (tests, custom sets).
+    Candidates are filtered (:mod:`tdn_calc.datagen.molecules.systems`), shuffled with
+    ``seed`` and processed in that order; ``smiles`` replaces the built-in sources (tests,
+    custom sets).
     """
     if n_molecules < 1 or workers < 1:
         raise InputError(f"n_molecules and workers must be >= 1; got {n_molecules}, {workers}")

@@ -28,14 +28,14 @@ from ase.constraints import FixAtoms
 from ase.data import covalent_radii
 from ase.geometry import get_distances
 
-from ..errors import InputError
-from ..interrupts import raise_if_interrupted
-from .catalysis import system_rng
-from .catalysis_build import label_frame, read_metadata
-from .dataset import H5Dataset, sample_atoms
-from .frames import Frame, FrameKind
-from .shards import ShardedWriter, list_shards
-from .teachers import get_teacher
+from ...data.dataset import H5Dataset, sample_atoms
+from ...data.frames import Frame, FrameKind
+from ...data.shards import ShardedWriter, list_shards
+from ...errors import InputError
+from ...interrupts import raise_if_interrupted
+from ..teachers import get_teacher
+from .build import label_frame, read_metadata
+from .systems import system_rng
 
 log = logging.getLogger(__name__)
 

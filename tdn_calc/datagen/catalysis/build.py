@@ -29,10 +29,14 @@ import numpy as np
 from ase import Atoms
 from ase.optimize import BFGS, FIRE, LBFGS
 
-from ..errors import InputError
-from ..fileio import atomic_write
-from ..interrupts import raise_if_interrupted
-from .catalysis import (
+from ...data.frames import Frame, FrameKind
+from ...data.shards import ShardedWriter
+from ...errors import InputError
+from ...fileio import atomic_write
+from ...interrupts import raise_if_interrupted
+from ..teachers import canonical_teacher_name, get_teacher, teacher_reference_method
+from ..workers import worker_signals
+from .systems import (
     CatalysisConfig,
     SystemSpec,
     build_system,
@@ -42,10 +46,6 @@ from .catalysis import (
     spin_of,
     system_rng,
 )
-from .frames import Frame, FrameKind
-from .shards import ShardedWriter
-from .teachers import canonical_teacher_name, get_teacher, teacher_reference_method
-from .workers import worker_signals
 
 _OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
 _SCOPE_FIELDS = ("replicas", "metals", "adsorbates", "sites", "gas_molecules", "bulk_strains")

@@ -24,8 +24,8 @@ from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, reference_states
 from ase.eos import EquationOfState
 
-from ..errors import ConfigError, InputError
-from ..fileio import atomic_write
+from ...errors import ConfigError, InputError
+from ...fileio import atomic_write
 
 METALS = ("Pt", "Pd", "Ni", "Cu", "Ag", "Au")
 ADSORBATES = ("H", "O", "N", "C", "OH", "CO", "CH3", "H2O")
