@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from peers.env import DEFAULT_VENV, ensure_peer_venv, peer_env
+
+from tdn_calc.evaluation.metrics import prediction_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from peers.env import DEFAULT_VENV, ensure_peer_venv, peer_env  # noqa: E402
 
 CONFIG_DIR = ROOT / "configs" / "organic-candidates"
 RUN_DIR = ROOT / "runs" / "organic-candidates"
@@ -223,17 +223,6 @@ def _one_thread_env() -> dict:
 
 
 # ---------------------------------------------------------------- metrics and TDN
-
-
-def prediction_metrics(pred_energy, pred_forces, ref_energy, ref_forces, n_atoms) -> dict:
-    """Energy MAE (meV/atom) and force MAE / RMSE (meV/Å, per component) as tdn eval."""
-    de = (np.asarray(pred_energy, float) - np.asarray(ref_energy, float)) / np.asarray(n_atoms)
-    df = np.concatenate([np.asarray(p, float) - np.asarray(r, float)
-                         for p, r in zip(pred_forces, ref_forces, strict=True)]).ravel()
-    return {"n_frames": int(de.size), "energy_mae_meV_atom": 1000 * float(np.abs(de).mean()),
-            "energy_rmse_meV_atom": 1000 * float(np.sqrt((de**2).mean())),
-            "forces_mae_meV_A": 1000 * float(np.abs(df).mean()),
-            "forces_rmse_meV_A": 1000 * float(np.sqrt((df**2).mean()))}
 
 
 def tdn_metrics(checkpoint: Path, dataset, indices: np.ndarray) -> dict:

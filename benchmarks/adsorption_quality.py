@@ -8,9 +8,10 @@ by :mod:`tdn_calc.datagen.catalysis.build`:
 2. the start is relaxed with the TDN model (:func:`tdn_calc.relaxation.relax`, same fixed atoms,
    default optimizer the one the data builder used), then the teacher (SevenNet-0) computes a
    single point on the TDN minimum;
-3. adsorption energies follow :mod:`tdn_calc.adsorption`'s scheme,
+3. adsorption energies follow :mod:`tdn_calc.evaluation.references`' scheme
+   ``molecules-O2-N2`` (``tdn adsorb``'s),
    ``E_ads = E(slab+ads) - E(clean slab) - sum_g c_g E(g)`` with gas references from
-   :func:`tdn_calc.adsorption.reference_terms` (CO, H2O as themselves; H = 1/2 H2,
+   :func:`tdn_calc.evaluation.reference_terms` (CO, H2O as themselves; H = 1/2 H2,
    O = 1/2 O2, N = 1/2 N2, C = CH4 - 2 H2, so OH = 1/2 O2 + 1/2 H2, CH3 = CH4 - 1/2 H2).
    The clean slab and gas energies are the teacher's minima of the data set's own clean-slab
    and gas trajectories (lowest converged replica); for the model's own figure they are
@@ -19,7 +20,8 @@ by :mod:`tdn_calc.datagen.catalysis.build`:
 Two errors per system: ``d_teacher`` = teacher E_ads at the TDN minimum - teacher's own E_ads
 (the acceptance figure: target median |d| <= 0.05 eV; the references cancel, so this is the
 teacher energy difference of the two minima) and ``d_model`` = TDN's own E_ads - teacher's own.
-The site (top/bridge/fcc/hcp) of the anchor atom is classified for both minima (target:
+The site (ontop/bridge/fcc/hcp, :func:`tdn_calc.evaluation.classify_site`) of the anchor
+atom is classified for both minima (target:
 identical in >= 90 %). A second, looser site figure also counts a different site that the
 teacher itself puts at least 0.05 eV *lower* than its own minimum (``d_teacher <= -0.05``):
 there the teacher's relaxation stopped on a higher stationary point (e.g. an atom held on a
@@ -35,7 +37,6 @@ status 0 when both targets are met, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import sys
@@ -49,107 +50,27 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.data import atomic_numbers
 
-from tdn_calc.adsorption import Site, nearest_site, reference_terms
 from tdn_calc.data.split import load_split, system_of
 from tdn_calc.datagen.catalysis.systems import adsorbate_template
 from tdn_calc.errors import InputError
-from tdn_calc.slab import layer_indices, surface_heights
+from tdn_calc.evaluation import (
+    MOLECULES_O2_N2,
+    adsorption_energy,
+    canonical_site,
+    classify_site,
+    error_stats,
+    landing,
+    lateral_distances,
+    metal_layers,
+    reference_terms,
+)
 
 TARGET_ADS_EV = 0.05  # eV, median |d_teacher| target and the per-system tolerance counted
 TARGET_SITE_FRACTION = 0.90
-DESORBED_HEIGHT = 4.0  # Å above the top layer: the anchor counts as desorbed
-BOND_FACTOR = 1.25  # top-layer atoms closer than this x nearest-neighbour distance are bonded
-SITES = ("top", "bridge", "fcc", "hcp")
+SCHEME = MOLECULES_O2_N2
 
 
-# ---------------------------------------------------------------- pure helpers
-def lateral_distances(xy: np.ndarray, points: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """``[k]`` minimum-image distances (Å) in the surface plane from ``xy`` ``[2]`` to
-    ``points`` ``[k, 2]``; ``cell`` ``[3, 3]`` rows are lattice vectors (a, b in-plane)."""
-    ab = np.array([cell[0, :2], cell[1, :2]]).T
-    frac = np.linalg.solve(ab, (np.asarray(points) - xy).T)
-    frac -= np.round(frac)
-    return np.linalg.norm(ab @ frac, axis=0)
-
-
-def metal_layers(atoms: Atoms, metal_mask: np.ndarray) -> np.ndarray:
-    """``[n_metal]`` layer number (0 = lowest) of each metal atom (``metal_mask``
-    ``[n_atoms]``), along :func:`tdn_calc.slab.surface_heights`."""
-    return layer_indices(surface_heights(atoms)[np.flatnonzero(metal_mask)])
-
-
-def surface_sites(atoms: Atoms, metal_mask: np.ndarray,
-                  layers: np.ndarray | None = None) -> list[Site]:
-    """Adsorption sites of an fcc(111)-like slab from its (relaxed) top two metal layers.
-
-    Top sites are top-layer atoms, bridges the midpoints of bonded top-layer pairs, hollows
-    the centroids of bonded triangles: ``hcp`` when a second-layer atom lies below
-    (within half the hollow-to-atom distance, laterally), else ``fcc``. Metal atoms are
-    ``metal_mask`` ``[n_atoms]``; ``layers`` ``[n_metal]`` assigns them to layers (default:
-    :func:`metal_layers` of ``atoms``; pass the start structure's so that a strongly
-    distorted minimum keeps its atoms in their layers).
-    """
-    idx = np.flatnonzero(metal_mask)
-    layers = metal_layers(atoms, metal_mask) if layers is None else np.asarray(layers)
-    if layers.max() < 1:
-        raise InputError(f"need two metal layers to classify sites; got {layers.max() + 1}")
-    top = atoms.positions[idx[layers == layers.max()], :2]
-    second = atoms.positions[idx[layers == layers.max() - 1], :2]
-    cell = atoms.cell.array
-    shifts = np.array([i * cell[0, :2] + j * cell[1, :2] for i in (-1, 0, 1) for j in (-1, 0, 1)])
-    images = (shifts[:, None, :] + top[None, :, :]).reshape(-1, 2)
-    dist = np.linalg.norm(top[:, None, :] - images[None, :, :], axis=-1)
-    nn = float(dist[dist > 1e-6].min())
-    bonded = (dist > 1e-6) & (dist < BOND_FACTOR * nn)
-    sites = [Site("top", p) for p in top]
-    for k in range(len(top)):
-        neighbours = np.flatnonzero(bonded[k])
-        sites += [Site("bridge", (top[k] + images[m]) / 2) for m in neighbours]
-        for m, n in itertools.combinations(neighbours, 2):
-            if np.linalg.norm(images[m] - images[n]) < BOND_FACTOR * nn:
-                centre = (top[k] + images[m] + images[n]) / 3
-                below = lateral_distances(centre, second, cell).min() < nn / (2 * math.sqrt(3))
-                sites.append(Site("hcp" if below else "fcc", centre))
-    return sites
-
-
-def classify_site(atoms: Atoms, anchor: int, metal_mask: np.ndarray,
-                  layers: np.ndarray | None = None) -> tuple[str, float]:
-    """``(site, height)`` of atom ``anchor``: the nearest of :func:`surface_sites` in the
-    surface plane (``"desorbed"`` above :data:`DESORBED_HEIGHT`) and its height (Å) over the
-    mean top metal layer; ``layers`` as in :func:`surface_sites`."""
-    heights = surface_heights(atoms)
-    idx = np.flatnonzero(metal_mask)
-    layers = metal_layers(atoms, metal_mask) if layers is None else np.asarray(layers)
-    height = float(heights[anchor] - heights[idx[layers == layers.max()]].mean())
-    if height > DESORBED_HEIGHT:
-        return "desorbed", height
-    sites = surface_sites(atoms, metal_mask, layers)
-    return nearest_site(atoms.positions[anchor, :2], sites, atoms.cell.array), height
-
-
-def adsorption_energy(energy: float, slab_energy: float, gas_energies: dict[str, float],
-                      terms: dict[str, float]) -> float:
-    """``energy - slab_energy - sum_g terms[g] * gas_energies[g]`` (eV); ``terms`` as from
-    :func:`tdn_calc.adsorption.reference_terms`."""
-    missing = sorted(set(terms) - set(gas_energies))
-    if missing:
-        raise InputError(f"no gas-phase energy for {missing}; have {sorted(gas_energies)}")
-    return energy - slab_energy - sum(c * gas_energies[g] for g, c in terms.items())
-
-
-def error_stats(errors: list[float], tolerance: float = TARGET_ADS_EV) -> dict[str, Any]:
-    """Median, mean and max of ``|errors|`` (eV), signed mean and the fraction within
-    ``tolerance``; NaN-free errors only (``n`` counts them)."""
-    e = np.abs(np.asarray([x for x in errors if np.isfinite(x)], dtype=float))
-    if e.size == 0:
-        return {"n": 0}
-    signed = [x for x in errors if np.isfinite(x)]
-    return {"n": int(e.size), "median_abs": float(np.median(e)), "mean_abs": float(e.mean()),
-            "max_abs": float(e.max()), "mean_signed": float(np.mean(signed)),
-            "fraction_within": float((e <= tolerance).mean()), "tolerance": tolerance}
-
-
+# ---------------------------------------------------------------- summaries
 def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
     """``d_teacher`` statistics and same-site fraction of the systems never seen in training
     (``unseen``: no replica of the system in the split's training part) and of the others
@@ -157,7 +78,8 @@ def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, seen in (("unseen", False), ("seen", True)):
         part = [r for r in done if r.get("system_in_training") is seen]
-        out[name] = {"n": len(part), "d_teacher": error_stats([r["d_teacher"] for r in part]),
+        out[name] = {"n": len(part),
+                     "d_teacher": error_stats([r["d_teacher"] for r in part], TARGET_ADS_EV),
                      "site_fraction_same": (float(np.mean([r["same_site"] for r in part]))
                                             if part else math.nan)}
     return out
@@ -166,13 +88,14 @@ def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
 def same_or_lower_site(row: dict[str, Any]) -> bool:
     """The TDN minimum is on the teacher's site, or the teacher itself rates it at least the
     tolerance lower than its own minimum (whose relaxation then stopped too early)."""
-    return bool(row["same_site"]) or row["d_teacher"] <= -TARGET_ADS_EV
+    return landing(row["d_teacher"], 0.0, str(row["tdn_site"]), str(row["teacher_site"]),
+                   tolerance=TARGET_ADS_EV).same_site_or_lower
 
 
 def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
     """Summary of evaluated ``rows`` (of ``total`` systems planned): errors, sites, timings."""
     done = [r for r in rows if "error" not in r]
-    teacher = error_stats([r["d_teacher"] for r in done])
+    teacher = error_stats([r["d_teacher"] for r in done], TARGET_ADS_EV)
     same = [r["same_site"] for r in done]
     site_fraction = float(np.mean(same)) if same else math.nan
     same_or_lower = [same_or_lower_site(r) for r in done]
@@ -182,7 +105,7 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
         "n_planned": total, "n_evaluated": len(done), "n_failed": len(rows) - len(done),
         "n_tdn_converged": sum(r["tdn_converged"] for r in done),
         "n_teacher_converged": sum(r["teacher_converged"] for r in done),
-        "d_teacher": teacher, "d_model": error_stats([r["d_model"] for r in done]),
+        "d_teacher": teacher, "d_model": error_stats([r["d_model"] for r in done], TARGET_ADS_EV),
         "site_fraction_same": site_fraction, "by_system_novelty": novelty_subsets(done),
         "site_fraction_same_or_teacher_lower": (float(np.mean(same_or_lower)) if done
                                                 else math.nan),
@@ -313,7 +236,7 @@ class Evaluator:
         """One row: energies (eV), adsorption energies and errors, sites, timings."""
         rec = self.meta[label]
         metal, ads = rec["metal"], rec["adsorbate"]
-        terms = reference_terms(adsorbate_template(ads))
+        terms = reference_terms(adsorbate_template(ads), SCHEME)
         slab = self.reference(f"{label.split('/')[0]}/clean/")  # the same slab size
         gases = {g: self.reference(f"gas/{g}/") for g in terms}
         result, start, last = self._relax(label)
@@ -339,7 +262,8 @@ class Evaluator:
                                   result.atoms.positions[anchor:anchor + 1, :2],
                                   teacher_min.cell.array)[0]
         return {
-            "label": label, "metal": metal, "adsorbate": ads, "start_site": rec["site"],
+            "label": label, "metal": metal, "adsorbate": ads,
+            "start_site": canonical_site(rec["site"]),
             "teacher_converged": bool(rec["converged"]), "teacher_n_steps": rec["n_steps"],
             "tdn_converged": result.converged, "tdn_n_steps": result.n_steps,
             "tdn_fmax": result.fmax, "tdn_reason": result.reason,
@@ -349,10 +273,13 @@ class Evaluator:
             "e_ads_tdn": ads_model, "d_teacher": ads_at_tdn - ads_teacher,
             "d_model": ads_model - ads_teacher,
             "teacher_site": teacher_site, "tdn_site": tdn_site,
-            "same_site": teacher_site == tdn_site, "teacher_height": teacher_h,
+            "same_site": teacher_site == tdn_site,
+            "same_minimum": landing(e_teacher_at_tdn, e_teacher, tdn_site, teacher_site,
+                                    tolerance=TARGET_ADS_EV).same_minimum,
+            "teacher_height": teacher_h,
             "tdn_height": tdn_h, "anchor_lateral_shift": float(shift),
             "references": {"slab": slab.label, "gas": {g: r.label for g, r in gases.items()},
-                           "terms": terms},
+                           "terms": terms, "scheme": SCHEME.name},
             "tdn_relax_s": result.wall_time, "teacher_sp_s": sp_s,
         }
 
@@ -447,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         "reference_method": dataset.reference_method, "teacher": teacher_name,
         "split": args.split, "split_file": used_split, "settings": relax_kwargs,
         "versions": versions(), "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
-        "sum_g c_g E(g), tdn_calc.adsorption.reference_terms", "rows": []}
+        "sum_g c_g E(g), tdn_calc.evaluation.reference_terms", "reference_scheme": SCHEME.name,
+        "rows": []}
     if labels:
         report["teacher_check"] = check = ev.teacher_check(labels[0])
         print(f"teacher check on {check['label']}: recomputed - stored = "

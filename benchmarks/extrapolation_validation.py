@@ -44,6 +44,7 @@ from tdn_calc.calculator import TDNCalculator
 from tdn_calc.checkpoint import load_model
 from tdn_calc.data.dataset import H5Dataset, sample_atoms
 from tdn_calc.errors import InputError, TDNError, UnsupportedElementError
+from tdn_calc.evaluation.metrics import spearman
 from tdn_calc.extrapolation import from_card
 from tdn_calc.fileio import atomic_write
 from tdn_calc.train.evaluate import select_frames, supported_frames
@@ -244,29 +245,6 @@ def run_set(calc: TDNCalculator, structures: list[Atoms], references: list) -> S
 
 
 # --- statistics -----------------------------------------------------------------------------
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x`` ``[n]``, ties sharing their mean rank."""
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    r[order] = np.arange(1, len(x) + 1)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=r)
-    return sums[inverse] / counts[inverse]
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation of the finite pairs of ``x`` and ``y`` (NaN when fewer than
-    3 pairs or a constant input)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 3:
-        return float("nan")
-    rx, ry = ranks(x[keep]), ranks(y[keep])
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def set_metrics(result: SetResult) -> dict:
     """Fractions flagged, score quantiles, force errors (meV/Å) and correlations of a set."""
     s = result.structures

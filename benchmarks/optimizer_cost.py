@@ -23,12 +23,9 @@ import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relax_throughput import molecules
 
 from tdn_calc.batch_relax import batch_relax

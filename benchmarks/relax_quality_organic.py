@@ -51,11 +51,18 @@ from pathlib import Path
 
 import numpy as np
 
+from tdn_calc.evaluation.landing import (
+    BOND_MULT,
+    THRESHOLD_MEV,
+    bond_changes,
+    bonds,
+    delta_e_mev,
+    passes,
+)
+
 REF_FMAX = 0.01  # eV/Å, GFN2 reference relaxation
 TDN_RELAX_STEPS = 500  # tdn-relax's default --steps, also given to the MACE relaxation
 REF_STEPS = 500
-BOND_MULT = 1.2  # x covalent radii
-THRESHOLD_MEV = 1.0  # meV/atom
 TARGET_RATE = 0.95
 CACHE_VERSION = 1
 
@@ -76,34 +83,6 @@ def pick(identifiers: Sequence[str], seed: int) -> list[str]:
     """The unique ``identifiers`` in a seeded random order (independent of the input order)."""
     unique = sorted(set(identifiers))
     return [unique[i] for i in np.random.default_rng(seed).permutation(len(unique))]
-
-
-def bonds(numbers: np.ndarray, positions: np.ndarray,
-          mult: float = BOND_MULT) -> frozenset[tuple[int, int]]:
-    """Bonded pairs ``(i, j)``, ``i < j``: distance < ``mult`` x (r_cov(i) + r_cov(j)), Å."""
-    from ase import Atoms
-    from ase.neighborlist import natural_cutoffs
-
-    radii = np.asarray(natural_cutoffs(Atoms(numbers=numbers), mult=mult))
-    d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
-    i, j = np.nonzero(np.triu(d < radii[:, None] + radii[None, :], k=1))
-    return frozenset(zip(i.tolist(), j.tolist(), strict=True))
-
-
-def bond_changes(a: frozenset, b: frozenset) -> int:
-    """Number of bonds present in exactly one of ``a`` and ``b``."""
-    return len(a ^ b)
-
-
-def delta_e_mev(energy: float, reference: float, n_atoms: int) -> float:
-    """``(energy - reference) / n_atoms`` in meV/atom (energies in eV)."""
-    return 1000.0 * (energy - reference) / n_atoms
-
-
-def passes(delta_mev: float | None, bonds_kept: bool, threshold: float = THRESHOLD_MEV) -> bool:
-    """The issue-6 criterion: ``delta_mev <= threshold`` (signed) and bonding unchanged."""
-    return delta_mev is not None and np.isfinite(delta_mev) and delta_mev <= threshold \
-        and bonds_kept
 
 
 def summarize(rows: Sequence[dict], threshold: float = THRESHOLD_MEV,
@@ -360,7 +339,6 @@ def mace_relax(starts: Sequence[Start], model: str, fmax: float, workdir: Path,
     from tdn_calc.errors import TDNError
 
     here = Path(__file__).resolve().parent
-    sys.path.insert(0, str(here))
     from peers.env import DEFAULT_VENV, ensure_peer_venv, peer_env
 
     python = ensure_peer_venv(DEFAULT_VENV)
@@ -491,7 +469,6 @@ def run(args) -> dict:
                "total": time.perf_counter() - t_start}
     rows = judged + rows
     summary = summarize(rows)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import cpu_model, git_commit, load_average
 
     return {"benchmark": "relax_quality_organic",

@@ -1,6 +1,7 @@
 """Adsorption energies on slabs: enumerate sites, relax everything with one model, report.
 
-Reference scheme (documented in docs/cli.md)::
+Reference scheme (documented in docs/cli.md): :data:`tdn_calc.evaluation.references.
+MOLECULES_O2_N2` (``molecules-O2-N2``)::
 
     E_ads = E(slab + adsorbate) - E(slab) - sum_g c_g E(g)
 
@@ -10,13 +11,13 @@ CH4, H2, O2, N2) is referenced to that molecule; otherwise each element is refer
 H = 1/2 H2, O = 1/2 O2, N = 1/2 N2, C = CH4 - 2 H2, S = H2S - H2 (ASE's name: SH2); e.g.
 OH = 1/2 O2 + 1/2 H2.
 Negative E_ads means binding. A model without spin treats O2 as whatever its training data
-did; read absolute O-containing values with that in mind.
+did; read absolute O-containing values with that in mind. Sites and their names are those of
+:mod:`tdn_calc.evaluation.sites`.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,43 +27,16 @@ from ase import Atoms
 from ase.build import molecule
 
 from .errors import InputError
+from .evaluation.references import FORMULA, MOLECULES_O2_N2, formula_key, reference_terms
+from .evaluation.sites import Site, classify_site, nearest_site
 
-MOLECULE_REFERENCES = ("CO", "NO", "CO2", "H2O", "NH3", "CH4", "H2", "O2", "N2", "SH2")
-ELEMENT_REFERENCES: dict[str, dict[str, float]] = {
-    "H": {"H2": 0.5},
-    "O": {"O2": 0.5},
-    "N": {"N2": 0.5},
-    "C": {"CH4": 1.0, "H2": -2.0},
-    "S": {"SH2": 1.0, "H2": -1.0},
-}
+MOLECULE_REFERENCES = MOLECULES_O2_N2.molecules
+ELEMENT_REFERENCES = MOLECULES_O2_N2.elements
 SURFACES = ("fcc111", "fcc100", "fcc110", "bcc100", "bcc110", "bcc111", "hcp0001")
 #: initial height (Å) of the binding atom above the top layer, by site kind
 HEIGHTS = {"ontop": 1.9, "bridge": 1.6}
 HOLLOW_HEIGHT = 1.3
 _BINDING_ORDER = ("C", "N", "S", "P", "O")
-
-
-def formula_key(atoms: Atoms) -> str:
-    """Hill-like formula of ``atoms`` (``CO``, ``H2O``) used to match molecule references."""
-    return atoms.get_chemical_formula(mode="hill", empirical=False)
-
-
-def reference_terms(adsorbate: Atoms) -> dict[str, float]:
-    """Gas-phase references ``{molecule: coefficient}`` of ``adsorbate`` (see module doc)."""
-    key = formula_key(adsorbate)
-    for name in MOLECULE_REFERENCES:
-        if formula_key(molecule(name)) == key:
-            return {name: 1.0}
-    terms: Counter = Counter()
-    for symbol, count in Counter(adsorbate.get_chemical_symbols()).items():
-        if symbol not in ELEMENT_REFERENCES:
-            raise InputError(
-                f"no gas-phase reference for element {symbol} in adsorbate {key}; supported "
-                f"elements: {', '.join(ELEMENT_REFERENCES)}"
-            )
-        for gas, c in ELEMENT_REFERENCES[symbol].items():
-            terms[gas] += c * count
-    return {g: c for g, c in terms.items() if abs(c) > 1e-12}
 
 
 def build_slab(spec: str, vacuum: float = 10.0) -> Atoms:
@@ -135,17 +109,9 @@ def build_adsorbate(name_or_path: str | os.PathLike) -> Atoms:
     return ads
 
 
-@dataclass
-class Site:
-    """An adsorption site: ``name`` (ontop, bridge, fcc, hcp, hollow...) and Cartesian
-    ``xy`` (Å) in the surface plane."""
-
-    name: str
-    xy: np.ndarray
-
-    @property
-    def height(self) -> float:
-        return HEIGHTS.get(self.name.split("_")[0], HOLLOW_HEIGHT)
+def placement_height(site: Site) -> float:
+    """Initial height (Å) of the binding atom over the top layer at ``site``, by its kind."""
+    return HEIGHTS.get(site.name.split("_")[0], HOLLOW_HEIGHT)
 
 
 def find_sites(slab: Atoms) -> list[Site]:
@@ -176,24 +142,35 @@ def place(slab: Atoms, adsorbate: Atoms, site: Site, height: float | None = None
     above the highest slab atom at ``site.xy``; slab constraints are kept."""
     out = slab.copy()
     ads = adsorbate.copy()
-    z = slab.positions[:, 2].max() + (site.height if height is None else height)
+    z = slab.positions[:, 2].max() + (placement_height(site) if height is None else height)
     ads.translate(np.array([site.xy[0], site.xy[1], z]) - ads.positions[0])
     out.extend(ads)
     return out
 
 
-def nearest_site(xy: np.ndarray, sites: list[Site], cell: np.ndarray) -> str:
-    """Name of the site closest to ``xy`` in the surface plane (minimum image in ``cell``)."""
-    a, b = cell[0, :2], cell[1, :2]
-    inv = np.linalg.inv(np.array([a, b]).T)
-    best, name = np.inf, sites[0].name
-    for s in sites:
-        frac = inv @ (xy - s.xy)
-        frac -= np.round(frac)
-        d = np.linalg.norm(np.array([a, b]).T @ frac)
-        if d < best:
-            best, name = d, s.name
-    return name
+def site_reader(slab: Atoms, placed: list[tuple[Site, Atoms]]):
+    """``f(relaxed Atoms) -> site name`` of the adsorbate's binding atom (index ``len(slab)``).
+
+    :func:`tdn_calc.evaluation.sites.classify_site` on the relaxed geometry when it names
+    every placed start as its site (the facets it supports, with ASE's site names), else the
+    nearest of the placed sites (pymatgen's ``ontop_0`` ... names).
+    """
+    n_slab = len(slab)
+    mask = np.arange(n_slab + 1) < n_slab
+    try:
+        layers = None
+        if placed:
+            from .evaluation.sites import metal_layers
+
+            layers = metal_layers(placed[0][1][: n_slab + 1], mask)
+        geometric = all(classify_site(a[: n_slab + 1], n_slab, mask, layers)[0] == s.name
+                        for s, a in placed)
+    except (InputError, ValueError, ImportError):
+        geometric = False
+    if geometric:
+        return lambda atoms: classify_site(atoms[: n_slab + 1], n_slab, mask, layers)[0]
+    sites = [s for s, _ in placed]
+    return lambda atoms: nearest_site(atoms.positions[n_slab, :2], sites, slab.cell.array)
 
 
 @dataclass
@@ -239,7 +216,8 @@ class AdsorptionResult:
         for s in out["sites"]:
             s.pop("atoms", None)
         out["most_stable"] = self.most_stable.site
-        out["scheme"] = "E_ads = E(slab+ads) - E(slab) - sum_g c_g E(g)"
+        out["scheme"] = FORMULA
+        out["reference_scheme"] = MOLECULES_O2_N2.name
         return out
 
 
@@ -272,15 +250,15 @@ def adsorption_energies(
         found = [s for s in found if s.name in sites]
     terms = reference_terms(adsorbate)
     gases = [molecule(g) for g in terms]
-    systems = [slab, *[place(slab, adsorbate, s) for s in found], *gases]
+    placed = [(s, place(slab, adsorbate, s)) for s in found]
+    final_site = site_reader(slab, placed)
+    systems = [slab, *[a for _, a in placed], *gases]
     results = relax_many(systems)
     slab_energy = results[0].energy
     refs = {g: r.energy for g, r in zip(terms, results[1 + len(found) :], strict=True)}
     reference = sum(c * refs[g] for g, c in terms.items())
     rows = []
-    n_slab = len(slab)
     for s, r in zip(found, results[1 : 1 + len(found)], strict=True):
-        xy = r.atoms.positions[n_slab, :2]
         rows.append(
             SiteResult(
                 site=s.name,
@@ -289,7 +267,7 @@ def adsorption_energies(
                 converged=r.converged,
                 n_steps=r.n_steps,
                 fmax=r.fmax,
-                final_site=nearest_site(xy, found, slab.cell.array),
+                final_site=final_site(r.atoms),
                 atoms=r.atoms,
             )
         )

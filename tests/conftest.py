@@ -3,16 +3,11 @@ when CUDA is absent."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-# the benchmark scripts in benchmarks/ are imported by their tests as top-level modules
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 @pytest.fixture

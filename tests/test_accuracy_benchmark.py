@@ -14,7 +14,6 @@ from accuracy import (
     mace_train_args,
     markdown_table,
     parse_time_output,
-    prediction_metrics,
     reference_arrays,
     relax_table,
     replace_doc_section,
@@ -24,6 +23,8 @@ from accuracy import (
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
+
+from tdn_calc.evaluation.metrics import prediction_metrics
 
 
 @pytest.fixture

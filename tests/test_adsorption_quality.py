@@ -1,36 +1,27 @@
-"""benchmarks/adsorption_quality.py: site classification on hand-built Pt(111) slabs,
-adsorption-energy bookkeeping, and the whole evaluation on a tiny EMT-built data set (EMT
-as both "model" and teacher, so the teacher's own minimum must be found again)."""
+"""benchmarks/adsorption_quality.py: its summaries, the data builder's starts read by the
+library's site classifier, and the whole evaluation on a tiny EMT-built data set (EMT as both
+"model" and teacher, so the teacher's own minimum must be found again). The classifier and
+the reference schemes themselves are tested in tests/test_evaluation.py."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from adsorption_quality import (
     Evaluator,
     adsorbate_systems,
-    adsorption_energy,
-    classify_site,
     default_out,
-    error_stats,
-    lateral_distances,
     main,
     markdown,
-    metal_layers,
     reference_label,
     relax_ends,
     summarize,
-    surface_sites,
     trained_systems,
 )
-from ase import Atoms
-from ase.build import add_adsorbate, fcc111
 from ase.calculators.emt import EMT
 
-from tdn_calc.adsorption import reference_terms
 from tdn_calc.data.split import make_split
 from tdn_calc.datagen.catalysis.systems import (
     CatalysisConfig,
@@ -39,72 +30,7 @@ from tdn_calc.datagen.catalysis.systems import (
     build_slab,
 )
 from tdn_calc.errors import InputError
-
-ASE_SITE = {"top": "ontop", "bridge": "bridge", "fcc": "fcc", "hcp": "hcp"}
-
-
-def pt_slab(site: str, *, size=(3, 3, 4), offset=(0, 0), shift=(0.0, 0.0), height=1.5,
-            metal: str = "Pt") -> Atoms:
-    """``metal``(111) with one O placed by ASE at ``site`` (ASE's own site definitions)."""
-    slab = fcc111(metal, size=size, vacuum=8.0)
-    add_adsorbate(slab, "O", height, position=ASE_SITE[site], offset=offset)
-    slab.positions[-1, :2] += shift
-    return slab
-
-
-def metal_mask(atoms: Atoms) -> np.ndarray:
-    return atoms.numbers != 8
-
-
-@pytest.mark.parametrize("site", ["top", "bridge", "fcc", "hcp"])
-@pytest.mark.parametrize("offset", [(0, 0), (1, 2), (2, 2)])
-def test_site_matches_ases_definition(site, offset):
-    atoms = pt_slab(site, offset=offset)
-    name, height = classify_site(atoms, len(atoms) - 1, metal_mask(atoms))
-    assert name == site
-    assert height == pytest.approx(1.5, abs=1e-9)
-
-
-@pytest.mark.parametrize("site", ["top", "bridge", "fcc", "hcp"])
-def test_site_survives_jitter_rattle_other_cells_and_metals(site, rng):
-    for size, metal in (((2, 2, 3), "Cu"), ((4, 3, 4), "Au"), ((3, 3, 4), "Pt")):
-        atoms = pt_slab(site, size=size, metal=metal, shift=rng.uniform(-0.2, 0.2, 2))
-        atoms.positions[:-1] += rng.normal(0.0, 0.05, (len(atoms) - 1, 3))
-        assert classify_site(atoms, len(atoms) - 1, metal_mask(atoms))[0] == site
-
-
-def test_fcc_and_hcp_differ_only_by_the_second_layer():
-    atoms = pt_slab("fcc")
-    sites = surface_sites(atoms, metal_mask(atoms))
-    counts = {n: sum(s.name == n for s in sites) for n in ("top", "bridge", "fcc", "hcp")}
-    # 9 top atoms; each bonded pair and triangle is listed once per member atom
-    assert counts["top"] == 9
-    assert counts["bridge"] == 9 * 6 and counts["fcc"] == counts["hcp"] == 9 * 3
-    # drop the second layer: the third, which lies under the fcc hollows, becomes the
-    # second, so ASE's fcc site now reads as hcp
-    without = atoms[atoms.get_tags() != 2]
-    assert classify_site(without, len(without) - 1, metal_mask(without))[0] == "hcp"
-
-
-def test_layers_of_the_start_keep_a_distorted_surface_readable():
-    start = pt_slab("fcc")
-    mask = metal_mask(start)
-    bent = start.copy()
-    top = np.flatnonzero(bent.get_tags() == 1)
-    near = top[np.argsort(lateral_distances(bent.positions[-1, :2], bent.positions[top, :2],
-                                            bent.cell.array))[:3]]
-    bent.positions[near, 2] -= 0.8  # the hollow's atoms pushed into the slab
-    bent.positions[-1, 2] -= 0.8
-    assert metal_layers(bent, mask).max() == 4  # the top layer has split in two
-    assert classify_site(bent, len(bent) - 1, mask, metal_layers(start, mask))[0] == "fcc"
-
-
-def test_high_anchor_is_desorbed_and_one_layer_is_refused():
-    atoms = pt_slab("fcc", height=5.0)
-    assert classify_site(atoms, len(atoms) - 1, metal_mask(atoms))[0] == "desorbed"
-    single = fcc111("Pt", size=(2, 2, 1), vacuum=8.0)
-    with pytest.raises(InputError, match="two metal layers"):
-        surface_sites(single, np.ones(len(single), dtype=bool))
+from tdn_calc.evaluation import canonical_site, classify_site, reference_terms
 
 
 @pytest.mark.parametrize("site", ["top", "bridge", "fcc", "hcp"])
@@ -115,40 +41,10 @@ def test_data_builder_starts_sit_on_their_labelled_site(site, ads):
     spec = SystemSpec(f"Pt111/{ads}/{site}/r3", "slab", "Pt", ads, site, replica=3)
     atoms = build_slab(spec, 3.97, CatalysisConfig())
     anchor = len(atoms) - len(adsorbate_template(ads))
-    assert classify_site(atoms, anchor, atoms.numbers == 78)[0] == site
+    assert classify_site(atoms, anchor, atoms.numbers == 78)[0] == canonical_site(site)
 
 
-def test_lateral_distances_use_the_minimum_image():
-    cell = np.diag([3.0, 4.0, 20.0])
-    d = lateral_distances(np.array([0.1, 0.1]), np.array([[2.9, 3.9], [1.5, 0.1]]), cell)
-    np.testing.assert_allclose(d, [np.hypot(0.2, 0.2), 1.4])
-
-
-def test_adsorption_energy_bookkeeping():
-    from ase.build import molecule
-
-    gas = {"H2": -6.0, "O2": -8.0, "CH4": -24.0, "CO": -14.0, "H2O": -14.2}
-    # OH = 1/2 O2 + 1/2 H2 (adsorption.py's element scheme)
-    terms = reference_terms(adsorbate_template("OH"))
-    assert terms == {"O2": 0.5, "H2": 0.5}
-    assert adsorption_energy(-110.0, -100.0, gas, terms) == pytest.approx(-10.0 + 7.0)
-    # a stable molecule is its own reference; CH3 = CH4 - 1/2 H2; C = CH4 - 2 H2
-    assert reference_terms(adsorbate_template("CO")) == {"CO": 1.0}
-    assert reference_terms(adsorbate_template("H2O")) == {"H2O": 1.0}
-    assert reference_terms(adsorbate_template("CH3")) == pytest.approx({"CH4": 1.0, "H2": -0.5})
-    terms_c = reference_terms(adsorbate_template("C"))
-    assert adsorption_energy(-107.0, -100.0, gas, terms_c) == pytest.approx(-7.0 + 24.0 - 12.0)
-    # the template's formula is what adsorption.py matches molecules by
-    assert reference_terms(molecule("H2O")) == reference_terms(adsorbate_template("H2O"))
-    with pytest.raises(InputError, match="N2"):
-        adsorption_energy(-1.0, 0.0, gas, {"N2": 0.5})
-
-
-def test_error_stats_and_summary():
-    s = error_stats([0.01, -0.03, 0.2, float("nan")])
-    assert s["n"] == 3 and s["median_abs"] == pytest.approx(0.03)
-    assert s["max_abs"] == pytest.approx(0.2) and s["fraction_within"] == pytest.approx(2 / 3)
-    assert s["mean_signed"] == pytest.approx(0.06)
+def test_summary():
     row = dict(d_teacher=0.01, d_model=0.1, tdn_converged=True, teacher_converged=True,
                tdn_relax_s=2.0, teacher_sp_s=0.5, start_site="fcc", teacher_site="fcc")
     rows = [{**row, "label": f"s{k}", "tdn_site": "fcc", "same_site": True} for k in range(9)]
@@ -229,11 +125,13 @@ def test_emt_relaxing_its_own_data_finds_the_teachers_minima(emt_data):
         row = ev.system(label)
         assert row["teacher_converged"] and row["tdn_converged"]
         assert abs(row["d_teacher"]) < 1e-3 and abs(row["d_model"]) < 1e-3
-        assert row["same_site"] and row["anchor_lateral_shift"] < 1e-2
+        assert row["same_site"] and row["same_minimum"] and row["anchor_lateral_shift"] < 1e-2
+        assert row["start_site"] in ("ontop", "fcc") and row["tdn_site"] == row["start_site"]
         assert row["teacher_fmax_at_tdn_min"] < 0.05
         assert row["references"]["slab"] == "Pt111/clean/r0"
         expected = reference_terms(adsorbate_template(row["adsorbate"]))
         assert row["references"]["terms"] == expected
+        assert row["references"]["scheme"] == "molecules-O2-N2"
         e_gas = sum(c * ev.references[f"gas/{g}/"].teacher_energy for g, c in expected.items())
         e_slab = ev.references["Pt111/clean/"].teacher_energy
         assert row["e_ads_teacher"] == pytest.approx(row["teacher_energy"] - e_slab - e_gas)

@@ -220,13 +220,13 @@ def test_mace_relaxer_end_to_end(tmp_path):
     if not (data.is_dir() and split.is_file() and python.exists()):
         pytest.skip("needs datasets/organic-gfn2, the candidates' split and benchmarks/.venv-peers")
     model = tmp_path / "tiny.model"
-    code = ("import sys, torch; sys.path.insert(0, sys.argv[2]); "
+    code = ("import sys, torch; "
             "torch.serialization.add_safe_globals([slice]); from peer_server import "
             "build_mace; _, m, _ = build_mace({'elements': [1, 6, 7, 8, 9, 15, 16, 17, 35], "
             "'num_interactions': 1, 'hidden_irreps': '8x0e', 'max_ell': 1, 'correlation': 1, "
             "'r_max': 5.0}); torch.save(m, sys.argv[1])")
-    subprocess.run([str(python), "-c", code, str(model), str(ROOT / "benchmarks" / "peers")],
-                   check=True, capture_output=True)
+    subprocess.run([str(python), "-c", code, str(model)], cwd=ROOT / "benchmarks" / "peers",
+                   check=True, capture_output=True)  # python -c imports from its cwd
     out = tmp_path / "out.json"
     rq.main(["--relaxer", "mace", "--model", str(model), "--split-file", str(split), "--n", "1",
              "--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(out)])

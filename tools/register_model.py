@@ -23,7 +23,6 @@ import datetime
 import itertools
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from tdn_calc.model_checks import equivariance_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
+BENCHMARKS = ROOT / "benchmarks"
 #: Structures the equivariance of a model is measured on (those its elements cover).
 EQUIVARIANCE_STRUCTURES = {
     "molecule (aspirin)": ROOT / "examples" / "molecules" / "aspirin.xyz",
@@ -52,13 +52,27 @@ def measure_equivariance(checkpoint: Path) -> dict[str, dict]:
     return equivariance_summary(model, candidates, n_rotations=8, seed=0)
 
 
+def _benchmark_module(relative: str):
+    """The benchmark file ``benchmarks/<relative>`` loaded as a module by its path (the
+    benchmarks are scripts, not an installed package; the two used here import only
+    ``tdn_calc``, ASE and NumPy)."""
+    import importlib.util
+
+    path = BENCHMARKS / relative
+    spec = importlib.util.spec_from_file_location(f"_benchmark_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def measure_cpu_speed(checkpoint: Path, calls: int = 20) -> dict[str, float]:
     """Median ms per energy+forces call of the TDNCalculator (float32, 1 thread, CPU) on the
     calculator benchmark's 20-atom molecule and 38-atom slab (those ``checkpoint`` covers)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from calculator_overhead import molecule_20, pt_co_slab
-    from peers.timing import calculator_call_ms
-
+    overhead = _benchmark_module("calculator_overhead.py")
+    molecule_20, pt_co_slab = overhead.molecule_20, overhead.pt_co_slab
+    calculator_call_ms = _benchmark_module("peers/timing.py").calculator_call_ms
     from tdn_calc import TDNCalculator
 
     threads = torch.get_num_threads()

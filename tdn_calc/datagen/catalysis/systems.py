@@ -5,7 +5,7 @@ Every system is named by a :class:`SystemSpec` whose ``label`` (``"Pt111/CO/fcc/
 ``"Pt111/clean/r0"``, ``"bulk/Cu/strain+2%/r0"``, ``"gas/CO/r0"``) also seeds its random
 start perturbation, so a build is deterministic and each replica ``rN`` differs.
 Lengths in Å, energies in eV. Relaxation and the build driver live in
-:mod:`tdn_calc.data.catalysis_build`.
+:mod:`tdn_calc.datagen.catalysis.build`.
 """
 
 from __future__ import annotations
