@@ -55,6 +55,7 @@ class TrajectoryResult:
     n_calls: int  # teacher evaluations
     seconds: float
     spin: int = 0
+    cpu_seconds: float = 0.0  # this process's CPU time (wall `seconds` grows with contention)
 
     def metadata(self) -> dict:
         """The ``trajectories.jsonl`` record of this trajectory."""
@@ -65,7 +66,8 @@ class TrajectoryResult:
                 "n_atoms": self.frames[0].n_atoms, "spin": self.spin,
                 "fixed_atoms": np.flatnonzero(self.fixed).tolist(),
                 "final_energy": self.frames[self._last_relax()].energy,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "cpu_seconds": round(self.cpu_seconds, 3)}
 
     def _last_relax(self) -> int:
         return max(i for i, fr in enumerate(self.frames) if fr.kind == FrameKind.RELAX)
@@ -87,7 +89,7 @@ def relax_and_label(spec: SystemSpec, atoms: Atoms, calc, config: CatalysisConfi
     ``config.subsample``-th frame plus the first and last, then add ``config.n_rattle``
     rattled copies of the final structure (fixed atoms not moved). Stress only for bulk.
     ``config`` is a CatalysisConfig or a coverage.CoverageConfig (any recipe)."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with_stress = spec.kind == "bulk"
     fixed = fixed_mask(atoms)
     atoms.calc = calc
@@ -110,7 +112,7 @@ def relax_and_label(spec: SystemSpec, atoms: Atoms, calc, config: CatalysisConfi
         frames.append(label_frame(final, FrameKind.RATTLED, k, with_stress))
     return TrajectoryResult(spec, frames, fixed, converged, opt.nsteps,
                             len(relax) + config.n_rattle, time.perf_counter() - start,
-                            spin=config.spin(spec))
+                            spin=config.spin(spec), cpu_seconds=time.process_time() - cpu)
 
 
 # ---------------------------------------------------------------- worker processes
