@@ -216,8 +216,8 @@ def _alloy_round(config: CoverageConfig, r: int, metal: str, mi: int) -> list[Co
 
 def stratum(spec: CoverageSpec) -> tuple[str, str, str]:
     """(metal, facet, family) of a system: the unit of the interleaved order."""
-    if spec.kind == "gas":
-        return "gas", "gas", "gas"
+    if spec.kind == "gas":  # one stratum per species: the cheap references come early
+        return "gas", "gas", f"gas-{spec.adsorbate}"
     if spec.kind == "bulk":
         return spec.metal, "bulk", "bulk"
     return spec.metal, "alloy" if spec.alloy else spec.facet, spec.family
@@ -226,16 +226,21 @@ def stratum(spec: CoverageSpec) -> tuple[str, str, str]:
 def interleave(specs: list[CoverageSpec], seed: int) -> list[CoverageSpec]:
     """Deterministic balanced order: repeatedly take the next system of the stratum with
     the fewest draws, ties broken by the fewest draws of its metal + facet + family, then
-    by a seeded random key. Within a stratum, rounds in order, shuffled within a round."""
+    by a seeded random key. Within a stratum, rounds in order; within a round the
+    adsorbates of a family start at a different one in each stratum."""
     queues: dict[tuple, list[CoverageSpec]] = defaultdict(list)
     for s in specs:
         queues[stratum(s)].append(s)
     rng = np.random.default_rng([seed, 2])
     keys = sorted(queues)
-    for k in keys:
-        q = queues[k]
-        order = rng.permutation(len(q))
-        queues[k] = sorted((q[i] for i in order), key=lambda s: s.replica)
+    shift = rng.integers(0, 1 << 16)
+    names = {f: sorted({s.adsorbate for k in keys if k[2] == f for s in queues[k]})
+             for f in {k[2] for k in keys}}
+    for j, k in enumerate(keys):  # adsorbates turn over the strata of a family
+        q = [queues[k][i] for i in rng.permutation(len(queues[k]))]
+        fam = names[k[2]]
+        queues[k] = sorted(q, key=lambda s, j=j, fam=fam: (
+            s.replica, (fam.index(s.adsorbate) - j - shift) % len(fam)))
     tie = rng.random(len(keys))
     axes = [np.unique([k[d] for k in keys], return_inverse=True)[1] for d in range(3)]
     drawn = [np.zeros(ax.max() + 1) for ax in axes]
