@@ -57,10 +57,18 @@ def _slab_size(value: str) -> tuple[int, int, int]:
 @click.option("--limit", default=None, type=click.IntRange(1),
               help="Only the first N systems (replica 0 comes first).")
 @click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--recipe", default="fcc111", show_default=True,
+              type=click.Choice(["fcc111", "coverage2"]),
+              help="fcc111: the first recipe (options above). coverage2: 10 metals, 5 facets, "
+                   "alloys, 25 adsorbates, co-adsorption, bulk, gas, in an interleaved order; "
+                   "its own defaults (3 rounds, --max-steps 60, all metals/adsorbates/gas), "
+                   "of which --replicas, --metals, --adsorbates, --gas, --max-steps, --fmax, "
+                   "--n-rattle, --optimizer, --subsample and --seed may be overridden.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, adsorbates, sites,
-              gas, optimizer, fmax, max_steps, subsample, n_rattle, slab_size, limit, shard_size,
-              no_progress) -> None:
+@click.pass_context
+def catalysis(ctx, out, teacher, device, workers, threads, seed, replicas, metals, adsorbates,
+              sites, gas, optimizer, fmax, max_steps, subsample, n_rattle, slab_size, limit,
+              shard_size, recipe, no_progress) -> None:
     """Relax slabs (with adsorbates), strained bulk cells and gas molecules with a teacher
     potential; write trajectory and rattled frames (distilled data, not DFT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -69,7 +77,9 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
 
     try:
         size = _slab_size(slab_size)
-        config = CatalysisConfig(
+        given = {k: v for k, v in ctx.params.items()
+                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+        config = _coverage_config(given) if recipe != "fcc111" else CatalysisConfig(
             metals=_names(metals), adsorbates=_names(adsorbates), sites=_names(sites),
             gas_molecules=_names(gas), replicas=replicas, seed=seed, optimizer=optimizer,
             fmax=fmax, max_steps=max_steps, subsample=subsample, n_rattle=n_rattle,
@@ -87,6 +97,20 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
     if summary.interrupted:
         exit_interrupted(f"{summary.written} trajectories written to {out}; the same command "
                          "resumes")
+
+
+def _coverage_config(given: dict):
+    """CoverageConfig from the explicitly given options; the others keep its defaults."""
+    from tdn_calc.datagen.catalysis.coverage import CoverageConfig
+
+    lists = {"metals": "metals", "adsorbates": "adsorbates", "gas": "gas_molecules"}
+    plain = ("replicas", "seed", "optimizer", "fmax", "max_steps", "subsample", "n_rattle")
+    unused = sorted(set(given) & {"sites", "slab_size"})
+    if unused:
+        raise click.UsageError(f"--recipe {given['recipe']} takes no {', '.join(unused)}")
+    return CoverageConfig(recipe=given["recipe"],
+                          **{f: _names(given[k]) for k, f in lists.items() if k in given},
+                          **{k: given[k] for k in plain if k in given})
 
 
 @click.command("displaced")

@@ -36,20 +36,11 @@ from ...fileio import atomic_write
 from ...interrupts import raise_if_interrupted
 from ..teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from ..workers import worker_signals
-from .systems import (
-    CatalysisConfig,
-    SystemSpec,
-    build_system,
-    enumerate_systems,
-    fixed_mask,
-    load_lattice_constants,
-    spin_of,
-    system_rng,
-)
+from .coverage import CoverageConfig
+from .systems import CatalysisConfig, SystemSpec, fixed_mask, system_rng
 
 _OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
 _SCOPE_FIELDS = ("replicas", "metals", "adsorbates", "sites", "gas_molecules", "bulk_strains")
-_SOURCE = "tdn-calc catalysis builder: fcc(111) slabs with adsorbates, strained bulk, gas"
 
 
 @dataclass
@@ -63,6 +54,8 @@ class TrajectoryResult:
     n_steps: int
     n_calls: int  # teacher evaluations
     seconds: float
+    spin: int = 0
+    cpu_seconds: float = 0.0  # this process's CPU time (wall `seconds` grows with contention)
 
     def metadata(self) -> dict:
         """The ``trajectories.jsonl`` record of this trajectory."""
@@ -70,10 +63,11 @@ class TrajectoryResult:
         return {**asdict(self.spec), "converged": self.converged, "n_steps": self.n_steps,
                 "n_frames": len(self.frames), "n_relax_frames": kinds[FrameKind.RELAX],
                 "n_rattled_frames": kinds[FrameKind.RATTLED], "n_calls": self.n_calls,
-                "n_atoms": self.frames[0].n_atoms, "spin": spin_of(self.spec),
+                "n_atoms": self.frames[0].n_atoms, "spin": self.spin,
                 "fixed_atoms": np.flatnonzero(self.fixed).tolist(),
                 "final_energy": self.frames[self._last_relax()].energy,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "cpu_seconds": round(self.cpu_seconds, 3)}
 
     def _last_relax(self) -> int:
         return max(i for i, fr in enumerate(self.frames) if fr.kind == FrameKind.RELAX)
@@ -93,8 +87,9 @@ def relax_and_label(spec: SystemSpec, atoms: Atoms, calc, config: CatalysisConfi
                     ) -> TrajectoryResult:
     """Relax ``atoms`` with ``calc`` (positions only; fixed atoms stay), keep every
     ``config.subsample``-th frame plus the first and last, then add ``config.n_rattle``
-    rattled copies of the final structure (fixed atoms not moved). Stress only for bulk."""
-    start = time.perf_counter()
+    rattled copies of the final structure (fixed atoms not moved). Stress only for bulk.
+    ``config`` is a CatalysisConfig or a coverage.CoverageConfig (any recipe)."""
+    start, cpu = time.perf_counter(), time.process_time()
     with_stress = spec.kind == "bulk"
     fixed = fixed_mask(atoms)
     atoms.calc = calc
@@ -116,7 +111,8 @@ def relax_and_label(spec: SystemSpec, atoms: Atoms, calc, config: CatalysisConfi
         final.positions = atoms.positions + noise
         frames.append(label_frame(final, FrameKind.RATTLED, k, with_stress))
     return TrajectoryResult(spec, frames, fixed, converged, opt.nsteps,
-                            len(relax) + config.n_rattle, time.perf_counter() - start)
+                            len(relax) + config.n_rattle, time.perf_counter() - start,
+                            spin=config.spin(spec), cpu_seconds=time.process_time() - cpu)
 
 
 # ---------------------------------------------------------------- worker processes
@@ -145,7 +141,7 @@ def _run_one(spec: SystemSpec) -> TrajectoryResult | tuple[str, str]:
     if _STATE["error"]:
         return spec.label, _STATE["error"]
     try:
-        atoms = build_system(spec, _STATE["lattice"], _STATE["config"])
+        atoms = _STATE["config"].build(spec, _STATE["lattice"])
         return relax_and_label(spec, atoms, _STATE["calc"], _STATE["config"])
     except Exception as exc:
         last = traceback.format_exc(limit=-1).strip().splitlines()[-1]
@@ -191,7 +187,7 @@ def build_catalysis(
     out: str | os.PathLike,
     *,
     teacher: str = "sevenn-0",
-    config: CatalysisConfig | None = None,
+    config: CatalysisConfig | CoverageConfig | None = None,
     workers: int = 1,
     device: str = "cpu",
     threads: int = 1,
@@ -204,7 +200,9 @@ def build_catalysis(
     Resumable: systems whose label is already in ``out`` are skipped. Deterministic: a
     system's frames depend only on ``config`` (seed included) and the teacher, not on
     ``workers`` or on the order of completion. ``limit`` caps the number of systems taken
-    from the start of the enumeration (replica 0 first).
+    from the start of the enumeration (replica 0 first; the coverage recipe's order is
+    interleaved over metals, facets and adsorbate families). ``config`` is any recipe: a
+    CatalysisConfig or a :class:`~tdn_calc.datagen.catalysis.coverage.CoverageConfig`.
     """
     from tqdm import tqdm
 
@@ -217,10 +215,10 @@ def build_catalysis(
     t0 = time.perf_counter()
     _check_recipe(out / "build_config.json", key, config)
     _set_threads(1)  # lattice fits are tiny; and a forked pool must not inherit threads
-    lattice = load_lattice_constants(out / "lattice_constants.json", key, config.metals,
-                                     lambda: get_teacher(teacher, device))
-    specs = enumerate_systems(config)[:limit]
-    attrs = {"reference_method": teacher_reference_method(teacher), "source": _SOURCE,
+    lattice = config.lattice_constants(out / "lattice_constants.json", key,
+                                       lambda: get_teacher(teacher, device))
+    specs = config.enumerate()[:limit]
+    attrs = {"reference_method": teacher_reference_method(teacher), "source": config.source,
              "teacher": key, "seed": config.seed,
              "config": json.dumps(asdict(config), sort_keys=True)}
     summary = BuildSummary(planned=len(specs))
@@ -238,7 +236,7 @@ def build_catalysis(
                     summary.failures[result[0]] = result[1]
                 else:
                     writer.append_trajectory(result.spec.label, result.frames,
-                                             spin=spin_of(result.spec))
+                                             spin=result.spin)
                     _append_line(out / "trajectories.jsonl", result.metadata())
                     summary.written += 1
                     summary.frames += len(result.frames)

@@ -87,6 +87,21 @@ class CatalysisConfig:
     n_rattle: int = 3  # rattled copies of the final structure
     rattle_sigma: tuple[float, float] = (0.05, 0.15)  # σ drawn uniformly from this range
 
+    # the recipe interface of catalysis_build.build_catalysis (coverage.CoverageConfig too)
+    source = "tdn-calc catalysis builder: fcc(111) slabs with adsorbates, strained bulk, gas"
+
+    def enumerate(self) -> list[SystemSpec]:
+        return enumerate_systems(self)
+
+    def build(self, spec: SystemSpec, lattice: dict[str, float]) -> Atoms:
+        return build_system(spec, lattice, self)
+
+    def spin(self, spec: SystemSpec) -> int:
+        return spin_of(spec)
+
+    def lattice_constants(self, path: Path, teacher: str, calc_factory) -> dict[str, float]:
+        return load_lattice_constants(path, teacher, self.metals, calc_factory)
+
     def __post_init__(self) -> None:
         for name, values, allowed in (
             ("metals", self.metals, METALS),

@@ -1,0 +1,167 @@
+"""The coverage2 catalysis recipe: facet builders, adsorbate placement, interleaved
+enumeration and a tiny EMT build that resumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+
+from tdn_calc.data.split import system_of
+from tdn_calc.datagen.catalysis.adsorbates import (
+    ADSORBATES,
+    GAS_SPECIES,
+    get_adsorbate,
+    min_metal_distance,
+)
+from tdn_calc.datagen.catalysis.build import build_catalysis, read_metadata
+from tdn_calc.datagen.catalysis.coverage import (
+    CoverageConfig,
+    CoverageSpec,
+    build_coverage_system,
+    enumerate_coverage,
+    stratum,
+)
+from tdn_calc.datagen.catalysis.surfaces import (
+    ALL_FACETS,
+    LAYERS,
+    SITES,
+    SURFACE_CELL,
+    build_surface,
+    fit_hcp_lattice,
+)
+from tdn_calc.datagen.catalysis.systems import CatalysisConfig, enumerate_systems, fixed_mask
+from tdn_calc.errors import ConfigError, InputError
+
+LATTICE = {"Pt": (3.92,), "Cu": (3.59,), "Ru": (2.71, 4.28), "Ni": (3.52,)}
+
+
+def _metal(facet: str) -> str:
+    return "Ru" if facet == "0001" else "Pt"
+
+
+@pytest.mark.parametrize("facet", ALL_FACETS)
+def test_facet_layers_fixed_mask_and_sites(facet):
+    metal = _metal(facet)
+    nx, ny = SURFACE_CELL[facet]
+    for nz in (LAYERS[facet][0], LAYERS[facet][-1]):
+        for fixed in (0, nz // 2):
+            surf = build_surface(metal, facet, (nx, ny, nz), LATTICE[metal], fixed_layers=fixed)
+            atoms = surf.atoms
+            per_layer = len(atoms) // nz
+            assert np.bincount(surf.layer).tolist() == [per_layer] * nz
+            mask = fixed_mask(atoms)
+            assert mask.tolist() == (surf.layer >= nz - fixed).tolist()
+            assert mask.sum() == fixed * per_layer
+            # layers are ordered top (0) to bottom by height
+            z = atoms.positions[:, 2]
+            for k in range(nz - 1):
+                assert z[surf.layer == k].min() > z[surf.layer == k + 1].min()
+            assert atoms.pbc.tolist() == [True, True, False] and len(atoms) <= 100
+    assert set(surf.sites) == set(SITES[facet])
+    with pytest.raises(InputError):
+        build_surface("Ru", "111", (3, 3, 4), LATTICE["Ru"], fixed_layers=2)
+
+
+@pytest.mark.parametrize("facet", ALL_FACETS)
+def test_every_adsorbate_binds_through_its_anchor(facet):
+    metal = _metal(facet)
+    config = CoverageConfig(perturb=0.0)  # HCOO's two O start at one height
+    for k, name in enumerate(ADSORBATES):
+        site = SITES[facet][k % len(SITES[facet])]
+        spec = CoverageSpec(f"{metal}{facet}-t/{name}/{site}/r0", "slab", metal, facet,
+                            (*SURFACE_CELL[facet], 4), 2, adsorbate=name, site=site)
+        atoms = build_coverage_system(spec, LATTICE, config)
+        n_metal = len(atoms) - len(get_adsorbate(name).template())
+        ads = atoms[n_metal:]
+        assert ads.get_chemical_symbols()[0] == get_adsorbate(name).binding_element
+        assert ads.positions[0, 2] <= ads.positions[1:, 2].min(initial=np.inf) + 1e-6, name
+        d = min_metal_distance(atoms, n_metal)
+        # the anchor starts near its bond length; no other atom is that close to the metal
+        assert -0.05 < d[0] - get_adsorbate(name).bond < 0.7, (name, site, d[0])
+        assert (d[1:] >= 1.3).all(), (name, site, d)
+        assert not fixed_mask(atoms)[n_metal:].any()
+
+
+def test_coadsorbed_pair_and_alloys_are_apart_and_substituted():
+    config = CoverageConfig(metals=("Pt", "Ni", "Ru"))
+    specs = enumerate_coverage(config)
+    pair = next(s for s in specs if "+" in s.adsorbate and s.facet == "111")
+    atoms = build_coverage_system(pair, LATTICE, config)
+    a, b = pair.adsorbate.split("+")
+    n_metal = len(atoms) - len(get_adsorbate(a).template()) - len(get_adsorbate(b).template())
+    second = n_metal + len(get_adsorbate(a).template())
+    gap = atoms.get_distances(n_metal, list(range(second, len(atoms))), mic=True)
+    assert gap.min() > 2.0
+    alloys = [s for s in specs if s.alloy and s.replica == 0]
+    assert {s.alloy for s in alloys} == {"A3B", "AB", "SA"}
+    for s in alloys:
+        atoms = build_coverage_system(s, LATTICE, config)
+        n_dopant = atoms.get_chemical_symbols().count(s.dopant)
+        expect = {"A3B": 1, "AB": 2, "SA": 1}[s.alloy]
+        assert n_dopant == expect, (s.label, n_dopant)
+
+
+def test_enumeration_is_deterministic_interleaved_and_unique():
+    config = CoverageConfig(replicas=2)
+    specs = config.enumerate()
+    assert [s.label for s in specs] == [s.label for s in CoverageConfig(replicas=2).enumerate()]
+    labels = [s.label for s in specs]
+    assert len(set(labels)) == len(labels)
+    assert sorted(labels) == sorted(s.label for s in enumerate_coverage(config))
+    old = {s.label for s in enumerate_systems(CatalysisConfig())}
+    old |= {s.label for s in enumerate_systems(CatalysisConfig(slab_size=(3, 3, 6),
+                                                               slab_tag="-3x3x6"))}
+    assert not old & set(labels)
+    # a prefix as long as the number of strata holds every stratum once
+    strata = {stratum(s) for s in specs}
+    head = specs[:len(strata)]
+    assert {stratum(s) for s in head} == strata
+    metals = {s.metal for s in head if s.metal}
+    assert metals == set(config.metals)
+    families = {stratum(s)[2].split("-")[0] for s in specs[:60]}
+    assert {"H", "O", "C", "CO", "CO2", "N", "NO", "clean", "coads", "bulk", "gas",
+            "alloy"} <= families
+    adsorbates = {s.adsorbate for s in specs[:len(strata)] if s.kind == "slab"}
+    assert set(ADSORBATES) <= adsorbates  # the first pass holds every adsorbate
+    facets = [stratum(s)[1] for s in specs[:60]]
+    assert set(facets) == {*ALL_FACETS, "alloy", "bulk", "gas"}
+    # round 0 of every stratum comes before any round 1 of it
+    first_r1 = {}
+    for i, s in enumerate(specs):
+        if s.replica == 1:
+            first_r1.setdefault(stratum(s), i)
+    for i, s in enumerate(specs):
+        if s.replica == 0:
+            assert i < first_r1.get(stratum(s), len(specs))
+    assert len({system_of(x) for x in labels if x.endswith("/r0")}) == len(specs) // 2
+    assert all(x.rsplit("/", 1)[1] in ("r0", "r1") for x in labels)
+    assert set(GAS_SPECIES) == {s.adsorbate for s in specs if s.kind == "gas"}
+    with pytest.raises(ConfigError):
+        CoverageConfig(metals=("Fe",))
+
+
+def test_hcp_lattice_fit_finds_the_minimum():
+    a, c = fit_hcp_lattice("Cu", EMT())
+    assert 2.45 < a < 2.65 and 1.5 < c / a < 1.75
+
+
+def test_tiny_build_runs_and_resumes(tmp_path):
+    config = CoverageConfig(metals=("Cu", "Pt"), adsorbates=("H", "CO", "OOH"),
+                            gas_molecules=("H2", "CO"), replicas=1, max_steps=4, n_rattle=1,
+                            bulk_strains=(0.02,))
+    n = len(config.enumerate())
+    first = build_catalysis(tmp_path, teacher="emt", config=config, limit=5, progress=False)
+    assert first.written == 5 and not first.failures
+    second = build_catalysis(tmp_path, teacher="emt", config=config, progress=False)
+    assert second.already_done == 5 and second.written == n - 5 and not second.failures
+    meta = read_metadata(tmp_path)
+    assert len(meta) == n
+    assert json.loads((tmp_path / "build_config.json").read_text())["recipe"] == "coverage2"
+    gas = next(m for m in meta.values() if m["kind"] == "gas" and m["adsorbate"] == "H2")
+    assert gas["spin"] == 0 and gas["n_atoms"] == 2
+    with pytest.raises(InputError):  # another recipe into the same directory
+        build_catalysis(tmp_path, teacher="emt", progress=False,
+                        config=CoverageConfig(**{**config.__dict__, "max_steps": 9}))
