@@ -32,6 +32,7 @@ from ase.optimize import BFGS, FIRE, LBFGS
 from ..errors import InputError
 from ..fileio import atomic_write
 from ..interrupts import raise_if_interrupted
+from ..teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from .catalysis import (
     CatalysisConfig,
     SystemSpec,
@@ -44,7 +45,6 @@ from .catalysis import (
 )
 from .frames import Frame, FrameKind
 from .shards import ShardedWriter
-from .teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from .workers import worker_signals
 
 _OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}

@@ -30,12 +30,12 @@ from ase.geometry import get_distances
 
 from ..errors import InputError
 from ..interrupts import raise_if_interrupted
+from ..teachers import get_teacher
 from .catalysis import system_rng
 from .catalysis_build import label_frame, read_metadata
 from .dataset import H5Dataset, sample_atoms
 from .frames import Frame, FrameKind
 from .shards import ShardedWriter, list_shards
-from .teachers import get_teacher
 
 log = logging.getLogger(__name__)
 
