@@ -7,9 +7,11 @@ import logging
 
 import click
 from tdn_calc.cli._run import exit_interrupted
+from tdn_calc.cli.teachers import teacher_options
 
 from tdn_calc.errors import TDNError
 from tdn_calc.interrupts import sigterm_as_interrupt
+from tdn_calc.teachers import with_teacher_kwargs
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -28,8 +30,7 @@ def _slab_size(value: str) -> tuple[int, int, int]:
 @click.command("catalysis")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory of part-NNNNN.h5 shards (resumed when it exists).")
-@click.option("--teacher", default="sevenn-0", show_default=True,
-              help="sevenn-0 (alias 7net-0), emt, or an importable package.module:Class.")
+@teacher_options()
 @click.option("--device", default="cpu", show_default=True, help="Device of the teacher.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
@@ -58,9 +59,9 @@ def _slab_size(value: str) -> tuple[int, int, int]:
               help="Only the first N systems (replica 0 comes first).")
 @click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, adsorbates, sites,
-              gas, optimizer, fmax, max_steps, subsample, n_rattle, slab_size, limit, shard_size,
-              no_progress) -> None:
+def catalysis(out, teacher, teacher_kwargs, device, workers, threads, seed, replicas, metals,
+              adsorbates, sites, gas, optimizer, fmax, max_steps, subsample, n_rattle, slab_size,
+              limit, shard_size, no_progress) -> None:
     """Relax slabs (with adsorbates), strained bulk cells and gas molecules with a teacher
     potential; write trajectory and rattled frames (distilled data, not DFT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -68,6 +69,7 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
     from tdn_calc.data.catalysis_build import build_catalysis
 
     try:
+        teacher = with_teacher_kwargs(teacher, teacher_kwargs)
         size = _slab_size(slab_size)
         config = CatalysisConfig(
             metals=_names(metals), adsorbates=_names(adsorbates), sites=_names(sites),
@@ -91,8 +93,8 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
 
 @click.command("displaced")
 @click.argument("data", type=click.Path(exists=True, file_okay=False))
-@click.option("--teacher", default="sevenn-0", show_default=True,
-              help="The teacher that labelled DATA (its frames must share one reference).")
+@teacher_options(help_text="The teacher that labelled DATA (its frames must share one "
+                           "reference).")
 @click.option("--device", default="cpu", show_default=True, help="Device of the teacher.")
 @click.option("--per-trajectory", default=2, show_default=True, type=click.IntRange(1),
               help="Displaced frames per source trajectory.")
@@ -106,7 +108,7 @@ def catalysis(out, teacher, device, workers, threads, seed, replicas, metals, ad
 @click.option("--limit", default=None, type=click.IntRange(1),
               help="Only the first N source trajectories of the seeded order.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def displaced(data, teacher, device, per_trajectory, height, variant, seed, limit,
+def displaced(data, teacher, teacher_kwargs, device, per_trajectory, height, variant, seed, limit,
               no_progress) -> None:
     """Add teacher-labelled frames of relaxed adsorbates moved over their slab (other sites,
     heights, tilts) to the catalysis data set DATA, as <label>:displaced trajectories
@@ -115,6 +117,7 @@ def displaced(data, teacher, device, per_trajectory, height, variant, seed, limi
     from tdn_calc.data.displace import DisplaceSettings, build_displaced
 
     try:
+        teacher = with_teacher_kwargs(teacher, teacher_kwargs)
         with sigterm_as_interrupt():
             settings = DisplaceSettings(per_trajectory=per_trajectory,
                                         **({"height": tuple(height)} if height else {}))

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 from tdn_calc.cli.models import _table
+
+TEACHER_HELP = ("A teacher of `tdn teachers list` (name or alias), or an ASE calculator as "
+                "package.module:factory; JSON keyword arguments may follow the name.")
+
+
+def teacher_options(default: str = "sevenn-0", help_text: str = TEACHER_HELP
+                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--teacher`` and ``--teacher-kwargs`` options; join them with
+    :func:`tdn_calc.teachers.with_teacher_kwargs`."""
+    teacher = click.option("--teacher", default=default, show_default=True, help=help_text)
+    kwargs = click.option("--teacher-kwargs", default=None, metavar="JSON",
+                          help='Keyword arguments of the teacher, e.g. \'{"modal": "R2SCAN"}\'.')
+    return lambda command: teacher(kwargs(command))
 
 
 @click.group()

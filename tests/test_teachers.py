@@ -27,6 +27,7 @@ from tdn_calc.teachers import (
     teacher_reference_method,
     teacher_spec,
     teacher_table,
+    with_teacher_kwargs,
 )
 
 _EXTRAS = {"sevenn-0": "sevennet", "7net-mf-0": "sevennet", "chgnet": "chgnet",
@@ -228,3 +229,14 @@ def test_chgnet_single_point():
     atoms.calc = get_teacher("chgnet")
     assert -5.0 < atoms.get_potential_energy() < -3.0  # -4.08 eV
     assert np.abs(atoms.get_forces()).max() < 1e-3
+
+
+def test_teacher_kwargs_option_joins_the_name(tmp_path):
+    from tdn_calc.cli.main import main
+
+    assert with_teacher_kwargs("emt", None) == "emt"
+    assert (with_teacher_kwargs('7net-mf-0{"modal": "PBE"}', '{"modal": "R2SCAN", "a": 1}')
+            == '7net-mf-0{"a": 1, "modal": "R2SCAN"}')
+    result = CliRunner().invoke(main, ["data", "build", "catalysis", "--out", str(tmp_path),
+                                       "--teacher", "emt", "--teacher-kwargs", "{oops"])
+    assert result.exit_code == 1 and "not JSON" in result.output

@@ -52,6 +52,7 @@ __all__ = [
     "teacher_reference_method",
     "teacher_spec",
     "teacher_table",
+    "with_teacher_kwargs",
 ]
 
 Factory = Callable[..., "Calculator"]
@@ -367,6 +368,16 @@ def split_teacher_name(name: str) -> tuple[str, dict[str, Any]]:
     key = name.strip()
     base, brace, rest = key.partition("{")
     return base.strip(), parse_teacher_kwargs(brace + rest) if brace else {}
+
+
+def with_teacher_kwargs(name: str, kwargs: str | Mapping[str, Any] | None) -> str:
+    """``name`` with ``kwargs`` (JSON text or a mapping) merged into its JSON suffix.
+
+    How a command's ``--teacher-kwargs`` reaches code that takes one teacher string.
+    """
+    base, named = split_teacher_name(name)
+    merged = {**named, **parse_teacher_kwargs(kwargs)}
+    return base + json.dumps(merged, sort_keys=True) if merged else base
 
 
 def _is_import_path(name: str) -> bool:
