@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     from tdn_calc.calculator import TDNCalculator
     from tdn_calc.data.dataset import H5Dataset
     from tdn_calc.datagen.catalysis.build import read_metadata
-    from tdn_calc.datagen.teachers import get_teacher
     from tdn_calc.relax_job import load_job_model, versions
+    from tdn_calc.teachers import get_teacher
 
     torch.set_num_threads(args.threads)
     recipe_path = Path(args.data) / "build_config.json"

@@ -167,7 +167,7 @@ def reference_calculator(method: str):
         from tdn_calc.datagen.molecules.label import BuildSettings, gfn2_calculator
 
         return gfn2_calculator(BuildSettings())
-    from tdn_calc.datagen.teachers import get_teacher
+    from tdn_calc.teachers import get_teacher
 
     if "sevennet" in key:
         return get_teacher("sevenn-0")

@@ -7,9 +7,11 @@ import logging
 
 import click
 from tdn_calc.cli._run import exit_interrupted
+from tdn_calc.cli.teachers import teacher_options
 
 from tdn_calc.errors import TDNError
 from tdn_calc.interrupts import sigterm_as_interrupt
+from tdn_calc.teachers import with_teacher_kwargs
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -28,8 +30,7 @@ def _slab_size(value: str) -> tuple[int, int, int]:
 @click.command("catalysis")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory of part-NNNNN.h5 shards (resumed when it exists).")
-@click.option("--teacher", default="sevenn-0", show_default=True,
-              help="sevenn-0 (alias 7net-0), emt, or an importable package.module:Class.")
+@teacher_options()
 @click.option("--device", default="cpu", show_default=True, help="Device of the teacher.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
@@ -66,9 +67,9 @@ def _slab_size(value: str) -> tuple[int, int, int]:
                    "--n-rattle, --optimizer, --subsample and --seed may be overridden.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
-def catalysis(ctx, out, teacher, device, workers, threads, seed, replicas, metals, adsorbates,
-              sites, gas, optimizer, fmax, max_steps, subsample, n_rattle, slab_size, limit,
-              shard_size, recipe, no_progress) -> None:
+def catalysis(ctx, out, teacher, teacher_kwargs, device, workers, threads, seed, replicas, metals,
+              adsorbates, sites, gas, optimizer, fmax, max_steps, subsample, n_rattle, slab_size,
+              limit, shard_size, recipe, no_progress) -> None:
     """Relax slabs (with adsorbates), strained bulk cells and gas molecules with a teacher
     potential; write trajectory and rattled frames (distilled data, not DFT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -76,6 +77,7 @@ def catalysis(ctx, out, teacher, device, workers, threads, seed, replicas, metal
     from tdn_calc.datagen.catalysis.systems import CatalysisConfig
 
     try:
+        teacher = with_teacher_kwargs(teacher, teacher_kwargs)
         size = _slab_size(slab_size)
         given = {k: v for k, v in ctx.params.items()
                  if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
@@ -115,8 +117,8 @@ def _coverage_config(given: dict):
 
 @click.command("displaced")
 @click.argument("data", type=click.Path(exists=True, file_okay=False))
-@click.option("--teacher", default="sevenn-0", show_default=True,
-              help="The teacher that labelled DATA (its frames must share one reference).")
+@teacher_options(help_text="The teacher that labelled DATA (its frames must share one "
+                           "reference).")
 @click.option("--device", default="cpu", show_default=True, help="Device of the teacher.")
 @click.option("--per-trajectory", default=2, show_default=True, type=click.IntRange(1),
               help="Displaced frames per source trajectory.")
@@ -130,7 +132,7 @@ def _coverage_config(given: dict):
 @click.option("--limit", default=None, type=click.IntRange(1),
               help="Only the first N source trajectories of the seeded order.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def displaced(data, teacher, device, per_trajectory, height, variant, seed, limit,
+def displaced(data, teacher, teacher_kwargs, device, per_trajectory, height, variant, seed, limit,
               no_progress) -> None:
     """Add teacher-labelled frames of relaxed adsorbates moved over their slab (other sites,
     heights, tilts) to the catalysis data set DATA, as <label>:displaced trajectories
@@ -139,6 +141,7 @@ def displaced(data, teacher, device, per_trajectory, height, variant, seed, limi
     from tdn_calc.datagen.catalysis.displaced import DisplaceSettings, build_displaced
 
     try:
+        teacher = with_teacher_kwargs(teacher, teacher_kwargs)
         with sigterm_as_interrupt():
             settings = DisplaceSettings(per_trajectory=per_trajectory,
                                         **({"height": tuple(height)} if height else {}))

@@ -15,6 +15,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("tdn_calc.cli.train", "evaluate", "Evaluate a model on an HDF5 data set."),
     "adsorb": ("tdn_calc.cli.adsorb", "adsorb", "Adsorption energies on every site of a slab."),
     "neb": ("tdn_calc.cli.neb", "neb", "Reaction path and barrier (nudged elastic band)."),
+    "teachers": ("tdn_calc.cli.teachers", "teachers", "Reference calculators (teachers)."),
 }
 
 

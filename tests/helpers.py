@@ -26,3 +26,12 @@ def random_o3(seed: int, improper: bool = False) -> torch.Tensor:
     when ``improper``."""
     rotation = torch.from_numpy(model_checks.random_o3(1, seed)[0])
     return -rotation if improper else rotation
+
+
+def lj_teacher(sigma: float = 2.3, epsilon: float = 0.4, device: str = "cpu"):
+    """A ``package.module:factory`` teacher for tests: Lennard-Jones that remembers ``device``."""
+    from ase.calculators.lj import LennardJones
+
+    calc = LennardJones(sigma=sigma, epsilon=epsilon, rc=3 * sigma)
+    calc.device = device
+    return calc

@@ -25,8 +25,8 @@ from tdn_calc.datagen.catalysis.systems import (
     fixed_mask,
     load_lattice_constants,
 )
-from tdn_calc.datagen.teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from tdn_calc.errors import ConfigError, InputError
+from tdn_calc.teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 
 LATTICE = {"Pt": 3.92, "Cu": 3.59}  # close to EMT's own minima; geometry tests only
 

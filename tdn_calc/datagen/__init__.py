@@ -11,6 +11,6 @@ The two pipelines are parallel subpackages:
 In both, ``systems`` chooses what to label and ``build`` drives the resumable, seeded,
 multiprocess build into a directory of shards in the :mod:`tdn_calc.data` format
 (``tdn data build molecules``, ``tdn data build catalysis``, ``tdn data build displaced``).
-Beside them: :mod:`~tdn_calc.datagen.teachers` (teacher calculators by name) and
+Beside them: the teachers come from :mod:`tdn_calc.teachers` (the registry), and
 :mod:`~tdn_calc.datagen.workers` (pool worker setup, used by both builds).
 """

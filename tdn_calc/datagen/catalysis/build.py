@@ -34,7 +34,7 @@ from ...data.shards import ShardedWriter
 from ...errors import InputError
 from ...fileio import atomic_write
 from ...interrupts import raise_if_interrupted
-from ..teachers import canonical_teacher_name, get_teacher, teacher_reference_method
+from ...teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from ..workers import worker_signals
 from .coverage import CoverageConfig
 from .systems import CatalysisConfig, SystemSpec, fixed_mask, system_rng

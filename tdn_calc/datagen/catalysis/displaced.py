@@ -33,7 +33,7 @@ from ...data.frames import Frame, FrameKind
 from ...data.shards import ShardedWriter, list_shards
 from ...errors import InputError
 from ...interrupts import raise_if_interrupted
-from ..teachers import get_teacher
+from ...teachers import get_teacher
 from .build import label_frame, read_metadata
 from .systems import system_rng
 
