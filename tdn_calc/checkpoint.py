@@ -273,13 +273,9 @@ def load_model(
     Returns:
         The model in eval mode, with its model card (a dict) as ``model.card``.
     """
-    from .registry import CHECKPOINT_SUFFIXES, resolve_model  # resolve_model checks the sha256
+    from .registry import CHECKPOINT_SUFFIXES, model_path  # model_path checks the sha256
 
     path = Path(path_or_name)
-    if path.is_file():
-        return load_checkpoint_file(path, device=device, dtype=dtype)
-    if path.suffix in CHECKPOINT_SUFFIXES or os.sep in str(path_or_name):
+    if not path.is_file() and (path.suffix in CHECKPOINT_SUFFIXES or os.sep in str(path_or_name)):
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
-
-    local = resolve_model(str(path_or_name), manifest=manifest)
-    return load_checkpoint_file(local, device=device, dtype=dtype)
+    return load_checkpoint_file(model_path(path_or_name, manifest), device=device, dtype=dtype)
