@@ -38,7 +38,7 @@ _LAZY = {
     "FireParams": "optimizers",
     "BFGSParams": "optimizers",
     "RelaxJob": "job",
-    "RelaxSettings": "job",
+    "RelaxSettings": "settings",
     "float64_model": "precision",
     "float64_calculator": "precision",
     "choose_optimizer": "options",

@@ -16,7 +16,7 @@ from ..structure_io import StructureRecord
 from .options import resolve_cell_filter
 
 if TYPE_CHECKING:
-    from .job import RelaxSettings
+    from .settings import RelaxSettings
 
 
 def prepare(records: Sequence[StructureRecord], settings: RelaxSettings) -> list[str]:

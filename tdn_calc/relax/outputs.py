@@ -30,7 +30,7 @@ from ..structure_io import (
 from .result import RelaxResult
 
 if TYPE_CHECKING:
-    from .job import RelaxSettings
+    from .settings import RelaxSettings
 
 
 @dataclass
