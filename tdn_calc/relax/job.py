@@ -190,7 +190,7 @@ class RelaxJob:
     """
 
     inputs: Sequence[str]
-    settings: RelaxSettings = field(default_factory=lambda: RelaxSettings())
+    settings: RelaxSettings = field(default_factory=RelaxSettings)
     output: str | None = None
     model: str = "auto"
     device: str = "auto"
