@@ -5,7 +5,7 @@ by :mod:`tdn_calc.datagen.catalysis.build`:
 
 1. the start is the trajectory's first relaxation frame, the teacher's own minimum its last
    relaxation frame (energy stored in the data);
-2. the start is relaxed with the TDN model (:func:`tdn_calc.relaxation.relax`, same fixed atoms,
+2. the start is relaxed with the TDN model (:func:`tdn_calc.relax.relax`, same fixed atoms,
    default optimizer the one the data builder used), then the teacher (SevenNet-0) computes a
    single point on the TDN minimum;
 3. adsorption energies follow :mod:`tdn_calc.evaluation.references`' scheme
@@ -206,7 +206,7 @@ class Evaluator:
 
     def _relax(self, label: str) -> tuple[Any, Atoms, int]:
         """TDN relaxation of ``label``'s start: ``(RelaxResult, start, teacher-minimum frame)``."""
-        from tdn_calc.relaxation import relax
+        from tdn_calc.relax import relax
 
         first, last = relax_ends(self.dataset, label)
         start = frame_atoms(self.dataset, first, self.meta[label]["fixed_atoms"])
@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     from tdn_calc.calculator import TDNCalculator
     from tdn_calc.data.dataset import H5Dataset
     from tdn_calc.datagen.catalysis.build import read_metadata
-    from tdn_calc.relax_job import load_job_model, versions
+    from tdn_calc.relax.inputs import load_job_model
+    from tdn_calc.relax.outputs import versions
     from tdn_calc.teachers import get_teacher
 
     torch.set_num_threads(args.threads)

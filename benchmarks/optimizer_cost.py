@@ -1,6 +1,6 @@
 """Cost of the batched optimizers side by side: FIRE vs BFGS (``tdn-relax --optimizer``).
 
-Relaxes the same structures with :func:`tdn_calc.batch_relax.batch_relax` and a trained
+Relaxes the same structures with :func:`tdn_calc.relax.batch_relax` and a trained
 model, FIRE and BFGS alternating ``--repeats`` times (this machine is noisy, so the ratio of
 the medians is the figure), and reports wall seconds, total optimizer steps and seconds per
 step of each. Structures: ``--n`` g2 molecules rattled by 0.1 Å (as
@@ -28,9 +28,8 @@ import numpy as np
 import torch
 from relax_throughput import molecules
 
-from tdn_calc.batch_relax import batch_relax
 from tdn_calc.checkpoint import load_model
-from tdn_calc.relaxation import ConvergenceWarning
+from tdn_calc.relax import ConvergenceWarning, batch_relax
 
 OPTIMIZERS = ("FIRE", "BFGS")
 

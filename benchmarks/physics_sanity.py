@@ -42,7 +42,7 @@ from tdn_calc.model_checks import (
     path_scan,
     smoothness_metrics,
 )
-from tdn_calc.registry import resolve_model
+from tdn_calc.registry import model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -108,8 +108,7 @@ def smoothness(model: str, case: str, h: float) -> dict:
 
 def model_sha256(name: str) -> str:
     """sha256 of the checkpoint file of ``name`` (a registered name or a path)."""
-    path = Path(name)
-    return sha256_file(path if path.is_file() else resolve_model(name))
+    return sha256_file(model_path(name))
 
 
 def main() -> None:

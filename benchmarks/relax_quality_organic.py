@@ -161,9 +161,9 @@ def model_tag(model: str) -> str:
 def model_metadata(model: str) -> tuple[Path, list[int], dict]:
     """``(checkpoint path, elements, card)`` of a registry name or ``.safetensors`` path."""
     from tdn_calc.checkpoint import read_metadata
-    from tdn_calc.registry import resolve_model
+    from tdn_calc.registry import model_path
 
-    path = Path(model) if Path(model).is_file() else resolve_model(model)
+    path = model_path(model)
     config, card = read_metadata(path)
     return path, [int(z) for z in config.elements], card
 
@@ -283,7 +283,7 @@ def cached_oracle(ref: dict, key: str, cache: Path, calc, optimizer: str,
     Returns ``{"minimum", "energy", "steps", "converged"}``."""
     from ase import Atoms
 
-    from tdn_calc.relaxation import resolve_optimizer
+    from tdn_calc.relax.single import resolve_optimizer
 
     opt_class = resolve_optimizer(optimizer, len(ref["numbers"]))
 

@@ -2,7 +2,7 @@
 
 Relaxes N small molecules (ASE's g2 set, elements H C N O F S Cl, rattled by 0.1 Å with fixed
 seeds) with the same model and fmax: (a) one by one with ``ase.optimize.FIRE`` and
-``TDNCalculator``, (b) all together with :func:`tdn_calc.batch_relax.batch_relax`. Prints
+``TDNCalculator``, (b) all together with :func:`tdn_calc.relax.batch_relax`. Prints
 and writes (``--out``) wall times, their ratio and the largest final-energy difference over
 molecules that converged both ways.
 
@@ -29,9 +29,8 @@ import torch
 from ase.build import molecule
 from ase.collections import g2
 
-from tdn_calc.batch_relax import batch_relax
 from tdn_calc.calculator import TDNCalculator
-from tdn_calc.relaxation import ConvergenceWarning, relax
+from tdn_calc.relax import ConvergenceWarning, batch_relax, relax
 
 ELEMENTS = ("H", "C", "N", "O", "F", "S", "Cl")
 

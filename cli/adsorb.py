@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 from tdn_calc.cli._run import run_command
 
+from tdn_calc.relax.options import DEFAULT_BATCH_SIZE
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("slab")
@@ -34,7 +36,8 @@ from tdn_calc.cli._run import run_command
               help="Vacuum (Å) on each side of a slab built from a spec.")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False),
               help="Output folder [default: adsorb_<adsorbate>_<slab>].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
+              show_default=True)
 def adsorb(slab, adsorbate, model, device, dtype, fmax, steps, fix_bottom_layers, sites, vacuum,
            outdir, batch_size) -> None:  # fmt: skip
     """Adsorb ADSORBATE (element, molecule name like CO/OH, or file) on every site of SLAB

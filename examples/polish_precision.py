@@ -23,7 +23,7 @@ from ase.build import bulk, fcc111
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.nn.config import TDNConfig
 from tdn_calc.nn.model import TDNModel
-from tdn_calc.relaxation import relax
+from tdn_calc.relax import relax
 
 
 def structures():

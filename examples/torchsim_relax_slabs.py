@@ -21,7 +21,7 @@ import torch
 import torch_sim as ts
 from ase.build import fcc111
 
-from tdn_calc.batch_relax import batch_relax
+from tdn_calc.relax import batch_relax
 from tdn_calc.torchsim import TDNTorchSimModel
 
 FMAX = 0.01  # eV/Å

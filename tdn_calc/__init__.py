@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import types
 from typing import Any
 
 from .errors import (
@@ -40,8 +42,8 @@ _LAZY = {
     "save_model": "tdn_calc.checkpoint",
     "list_models": "tdn_calc.registry",
     "model_info": "tdn_calc.registry",
-    "relax": "tdn_calc.relaxation",
-    "RelaxResult": "tdn_calc.relaxation",
+    "relax": "tdn_calc.relax",
+    "RelaxResult": "tdn_calc.relax",
     "TDNConfig": "tdn_calc.nn.config",
     "TDNModel": "tdn_calc.nn.model",
 }
@@ -64,3 +66,21 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value  # cached: later lookups skip __getattr__
         return value
     raise AttributeError(f"module 'tdn_calc' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """``tdn_calc`` itself: its attribute ``relax`` stays the public function :func:`relax`.
+
+    Python binds a subpackage to an attribute of its parent when it is first imported, so
+    ``import tdn_calc.relax.single`` would otherwise turn ``tdn_calc.relax`` into the package
+    ``tdn_calc/relax/``. That package stays in ``sys.modules`` and all ``from tdn_calc.relax
+    import ...`` forms work; only ``import tdn_calc.relax.x as y`` does not.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "relax" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

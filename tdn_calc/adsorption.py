@@ -29,6 +29,7 @@ from ase.build import molecule
 from .errors import InputError
 from .evaluation.references import FORMULA, MOLECULES_O2_N2, formula_key, reference_terms
 from .evaluation.sites import Site, classify_site, nearest_site
+from .relax.options import DEFAULT_BATCH_SIZE
 
 MOLECULE_REFERENCES = MOLECULES_O2_N2.molecules
 ELEMENT_REFERENCES = MOLECULES_O2_N2.elements
@@ -294,7 +295,7 @@ def make_relaxer(
     dtype: str = "float32",
     fmax: float = 0.05,
     steps: int = 500,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ):
     """``(relax_many, model_info)`` for :func:`adsorption_energies`: batched relaxation
     (``optimizer="auto"``: BFGS for up to 300 atoms, else FIRE) on a TDN
@@ -302,7 +303,8 @@ def make_relaxer(
     ``structures``), or ASE's EMT one by one for ``model="emt"`` (demonstrations/tests)."""
     import warnings
 
-    from .relaxation import ConvergenceWarning, relax
+    from .relax.result import ConvergenceWarning
+    from .relax.single import relax
 
     def quiet(f):
         def wrapped(atoms_list):
@@ -317,9 +319,9 @@ def make_relaxer(
 
         info = {"name": "EMT (ASE effective medium theory)"}
         return quiet(lambda L: [relax(a, EMT(), fmax=fmax, steps=steps) for a in L]), info
-    from .batch_relax import batch_relax
     from .device import resolve_device
-    from .relax_job import load_job_model
+    from .relax.inputs import load_job_model
+    from .relax.queue import batch_relax
 
     tdn, info = load_job_model(model, structures, str(resolve_device(device)), dtype)
     return quiet(

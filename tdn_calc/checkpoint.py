@@ -39,7 +39,7 @@ from .device import resolve_device, resolve_dtype
 from .errors import CheckpointError
 from .fileio import atomic_write
 from .nn.config import TDNConfig
-from .registry import CHECKPOINT_SUFFIXES, resolve_model  # resolve_model checks the sha256
+from .registry import CHECKPOINT_SUFFIXES, model_path  # model_path checks the sha256
 
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"}
 
@@ -195,10 +195,6 @@ def load_model(
         The model in eval mode, with its model card (a dict) as ``model.card``.
     """
     path = Path(path_or_name)
-    if path.is_file():
-        return load_checkpoint_file(path, device=device, dtype=dtype)
-    if path.suffix in CHECKPOINT_SUFFIXES or os.sep in str(path_or_name):
+    if not path.is_file() and (path.suffix in CHECKPOINT_SUFFIXES or os.sep in str(path_or_name)):
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
-
-    local = resolve_model(str(path_or_name), manifest=manifest)
-    return load_checkpoint_file(local, device=device, dtype=dtype)
+    return load_checkpoint_file(model_path(path_or_name, manifest), device=device, dtype=dtype)

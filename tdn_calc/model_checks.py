@@ -19,7 +19,7 @@ from ase.geometry import get_distances
 
 from .errors import InputError
 from .graph import atoms_to_graph
-from .relaxation import float64_model
+from .relax.precision import float64_model
 
 # ----------------------------------------------------------------------------- equivariance
 
@@ -312,7 +312,7 @@ def nve_trajectory(
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
-    from .relaxation import relax
+    from .relax.single import relax
 
     if n_steps < 1 or interval < 1 or timestep_fs <= 0:
         raise InputError(

@@ -18,7 +18,8 @@ from ase.calculators.calculator import Calculator
 from ase.mep import NEB
 
 from .errors import InputError
-from .relaxation import ConvergenceWarning, relax, resolve_optimizer, snapshot
+from .relax.result import ConvergenceWarning
+from .relax.single import relax, resolve_optimizer, snapshot
 
 
 @dataclass
@@ -210,7 +211,7 @@ def calculator_factory(
 ) -> tuple[Callable[[], Calculator], dict[str, Any]]:
     """``(factory, model_info)``: ``factory()`` makes a calculator per NEB image, all sharing
     one TDN model (checkpoint path, registered name or ``"auto"``, loaded with
-    :func:`tdn_calc.relax_job.load_job_model`), or ASE's EMT for ``model="emt"`` (as in
+    :func:`tdn_calc.relax.inputs.load_job_model`), or ASE's EMT for ``model="emt"`` (as in
     ``tdn adsorb``: demonstrations and tests)."""
     if model.lower() == "emt":
         from ase.calculators.emt import EMT
@@ -218,7 +219,7 @@ def calculator_factory(
         return EMT, {"name": "EMT (ASE effective medium theory)"}
     from .calculator import TDNCalculator
     from .device import resolve_device
-    from .relax_job import load_job_model
+    from .relax.inputs import load_job_model
 
     tdn, info = load_job_model(model, structures, str(resolve_device(device)), dtype)
     return (lambda: TDNCalculator(tdn)), info

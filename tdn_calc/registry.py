@@ -196,6 +196,19 @@ def resolve_model(
     return cached
 
 
+def model_path(path_or_name: str | os.PathLike, manifest: str | os.PathLike | None = None) -> Path:
+    """The checkpoint file behind ``path_or_name``: the file itself when it exists, else the
+    verified local file of the registered model of that name (:func:`resolve_model`, which
+    downloads it once if needed). The one place a ``--model``/``model=`` value becomes a path.
+
+    Raises:
+        ModelNotFoundError: neither an existing file nor a registered name.
+        CheckpointError: see :func:`resolve_model`.
+    """
+    path = Path(path_or_name)
+    return path if path.is_file() else resolve_model(str(path_or_name), manifest=manifest)
+
+
 def verify_model(name: str, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
     """Check the sha256 of the local file of ``name`` (never downloads).
 

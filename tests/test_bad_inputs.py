@@ -433,7 +433,7 @@ def test_diverging_relaxation_is_stopped_and_reported():
     with ``diverged`` and is not reported as converged."""
     from ase.calculators.calculator import Calculator, all_changes
 
-    from tdn_calc.relaxation import relax
+    from tdn_calc.relax import relax
 
     class Exploding(Calculator):
         implemented_properties = ("energy", "forces")

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from relax_testing import one_thread, periodic_cho, rattled_molecules  # noqa: F401
 from tdn_calc.cli.relax import main
 
-from tdn_calc import relax_job
 from tdn_calc.checkpoint import save_model
 from tdn_calc.fileio import sha256_file
+from tdn_calc.relax import job as relax_job
 
 
 @pytest.fixture
@@ -344,11 +344,9 @@ def test_sigterm_is_handled_like_ctrl_c(workdir, monkeypatch):
 
 
 def test_finished_structures_are_saved_during_the_run(workdir, monkeypatch):
-    from tdn_calc.cli import relax as cli_relax
-
     saves = []
     real_write = relax_job.write_outputs
-    monkeypatch.setattr(cli_relax, "_SAVE_EVERY_S", -1.0)
+    monkeypatch.setattr(relax_job, "SAVE_EVERY_S", -1.0)
 
     def write_outputs(plans, outcomes):
         saves.append(len(outcomes))
@@ -362,7 +360,7 @@ def test_finished_structures_are_saved_during_the_run(workdir, monkeypatch):
 def test_limit_messages_name_slabs_thicker_than_a_model_knows():
     from ase.build import add_adsorbate, molecule
 
-    from tdn_calc.relax_job import limit_messages
+    from tdn_calc.relax.inputs import limit_messages
     from tdn_calc.structure_io import StructureRecord
 
     def record(layers):

@@ -59,9 +59,9 @@ def test_public_relax_is_the_function_not_the_module():
     import subprocess
     import sys
 
-    code = ("import tdn_calc.relaxation; from tdn_calc import TDNCalculator, relax, load_model; "
-            "import inspect, tdn_calc; print(inspect.isfunction(relax), callable(load_model), "
-            "tdn_calc.relax is tdn_calc.relaxation.relax)")
+    code = ("import tdn_calc.relax.single; from tdn_calc import TDNCalculator, relax, load_model; "
+            "import inspect, sys, tdn_calc; print(inspect.isfunction(relax), callable(load_model), "
+            "tdn_calc.relax is sys.modules['tdn_calc.relax.single'].relax)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True", "True"]
 

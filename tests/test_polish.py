@@ -18,7 +18,7 @@ from tdn_calc.cli.relax import main
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.checkpoint import save_model
 from tdn_calc.errors import InputError
-from tdn_calc.relaxation import relax
+from tdn_calc.relax import relax
 
 
 def test_polish_reaches_tight_fmax_in_float64(tiny_model):

@@ -17,8 +17,7 @@ from relax_testing import one_thread  # noqa: F401  (autouse fixture)
 
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.errors import InputError
-from tdn_calc.relax_guard import DivergenceGuard
-from tdn_calc.relaxation import ConvergenceWarning, RelaxResult, relax
+from tdn_calc.relax import ConvergenceWarning, DivergenceGuard, RelaxResult, relax
 from tdn_calc.slab import fix_below, fix_bottom_layers, pbc_messages
 
 

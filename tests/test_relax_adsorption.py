@@ -18,7 +18,7 @@ from tdn_calc.cli.main import main
 from tdn_calc import adsorption
 from tdn_calc.checkpoint import save_model
 from tdn_calc.errors import InputError
-from tdn_calc.relaxation import ConvergenceWarning, relax
+from tdn_calc.relax import ConvergenceWarning, relax
 from tdn_calc.slab import fix_bottom_layers
 
 

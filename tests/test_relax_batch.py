@@ -11,10 +11,10 @@ import torch
 from ase.constraints import FixAtoms, FixBondLength
 from relax_testing import one_thread, periodic_cho, rattled_molecules  # noqa: F401
 
-from tdn_calc.batch_relax import batch_relax, is_out_of_memory
 from tdn_calc.calculator import TDNCalculator
 from tdn_calc.errors import InputError, TDNError
-from tdn_calc.relaxation import ConvergenceWarning, relax
+from tdn_calc.relax import ConvergenceWarning, relax
+from tdn_calc.relax.queue import batch_relax, is_out_of_memory
 
 
 @pytest.fixture
@@ -168,9 +168,9 @@ def test_batched_bfgs_equals_sequential_ase_bfgs(model):
 
 
 def test_auto_runs_bfgs_on_small_and_fire_on_large_structures(model, monkeypatch):
-    import tdn_calc.relaxation as relaxation
+    from tdn_calc.relax import options
 
-    monkeypatch.setattr(relaxation, "BFGS_MAX_ATOMS", 6)
+    monkeypatch.setattr(options, "BFGS_MAX_ATOMS", 6)
     structures = rattled_molecules(("CH3CH2OH", "H2O", "CH3OH", "HCOOH"))  # 9, 3, 6, 5 atoms
     seen = []
     auto = batch_relax(structures, model, fmax=0.02, steps=200, batch_size=2,
@@ -185,8 +185,8 @@ def test_auto_runs_bfgs_on_small_and_fire_on_large_structures(model, monkeypatch
         np.testing.assert_allclose(auto[k].atoms.positions, ref.atoms.positions, atol=1e-10)
     assert sorted(seen) == sorted((k, r.n_steps) for k, r in enumerate(auto))
     assert [r.optimizer for r in auto] == ["FIRE", "BFGS", "BFGS", "BFGS"]
-    assert relaxation.resolve_optimizer("auto", 7).__name__ == "FIRE"
-    assert relaxation.resolve_optimizer("auto", 6).__name__ == "BFGS"
+    assert options.choose_optimizer("auto", 7) == "FIRE"
+    assert options.choose_optimizer("auto", 6) == "BFGS"
 
 
 def test_bfgs_state_survives_out_of_memory_eviction(model, monkeypatch):
@@ -210,9 +210,9 @@ def test_bfgs_state_survives_out_of_memory_eviction(model, monkeypatch):
 
 
 def test_auto_names_the_failing_structure_by_its_input_index(model, monkeypatch):
-    import tdn_calc.relaxation as relaxation
+    from tdn_calc.relax import options
 
-    monkeypatch.setattr(relaxation, "BFGS_MAX_ATOMS", 6)
+    monkeypatch.setattr(options, "BFGS_MAX_ATOMS", 6)
     structures = rattled_molecules(("CH3CH2OH", "H2O", "CH3OH"))  # FIRE, BFGS, BFGS
     real = model.forward
 
@@ -227,9 +227,9 @@ def test_auto_names_the_failing_structure_by_its_input_index(model, monkeypatch)
 
 
 def test_bfgs_step_survives_a_degenerate_update():
-    from tdn_calc.batch_relax import _BFGSState
+    from tdn_calc.relax.optimizers.bfgs import BFGSMemory
 
-    state = _BFGSState(2, alpha=70.0)
+    state = BFGSMemory(2, alpha=70.0)
     pos = np.zeros((2, 3))
     f = np.array([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]])
     state.step(pos, f, 0.2)

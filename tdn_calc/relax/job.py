@@ -1,0 +1,331 @@
+"""A relaxation job, the work behind ``tdn-relax``: read the inputs, plan the outputs,
+resume, load each structure's model, relax (batched or one by one, with the polish), save as
+it goes, and write the outputs, the JSON report and the plot. The CLI (``cli/relax.py``) only
+parses options, builds a :class:`RelaxJob` and prints its :class:`JobResult`."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from ase import Atoms
+
+from ..structure_io import StructureRecord
+from .inputs import check_structures, limit_messages, load_job_model, model_groups, model_limits
+from .inputs import prepare as prepare_records
+from .outputs import (
+    Outcome,
+    OutputPlan,
+    build_report,
+    counts,
+    find_resumed,
+    output_frame,
+    plan_outputs,
+    trajectory_path,
+    write_outputs,
+    write_plot,
+    write_report,
+)
+from .precision import float64_calculator
+from .queue import batch_relax
+from .result import ConvergenceWarning, RelaxResult
+from .settings import RelaxSettings
+from .single import polish_relaxation, relax
+
+#: Exit status when every structure converged / some did not / Ctrl-C.
+EXIT_OK, EXIT_NOT_CONVERGED, EXIT_INTERRUPTED = 0, 3, 130
+#: Finished structures are written at least this often during a run, s.
+SAVE_EVERY_S = 300.0
+
+
+def run(
+    records: Sequence[StructureRecord],
+    settings: RelaxSettings,
+    model: torch.nn.Module | None,
+    calculator_factory: Callable[[], Any],
+    on_done: Callable[[Outcome], None],
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Relax ``records``, calling ``on_done`` for each as it finishes. Uses the batched
+    relaxation (:func:`~tdn_calc.relax.queue.batch_relax`) when :meth:`RelaxSettings.batched`
+    allows it, else :func:`~tdn_calc.relax.single.relax` one by one. When the model card
+    holds a training-set summary, each relaxed frame gets extrapolation scores
+    (:func:`annotate_extrapolation`)."""
+    from ..extrapolation import from_card
+
+    dist = from_card(getattr(model, "card", None)) if model is not None else None
+    if dist is not None:
+        report = on_done
+
+        def on_done(outcome: Outcome) -> None:
+            annotate_extrapolation(outcome.frame, model, dist)
+            report(outcome)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if settings.batched(records):
+            _run_batched(records, settings, model, on_done, log)
+            return
+        calc = calculator_factory()
+        for r in records:
+            traj = settings.trajectory
+            res = relax(
+                r.atoms,
+                calc,
+                fmax=settings.fmax,
+                steps=settings.steps,
+                optimizer=settings.optimizer,
+                cell_filter=settings.cell_filter,
+                fix_symmetry=settings.fix_symmetry,
+                trajectory=trajectory_path(traj, r, len(records) > 1) if traj else None,
+                logfile="-" if log else None,
+                loginterval=settings.loginterval,
+                warn=False,
+                polish=settings.polish,
+                polish_fmax=settings.polish_fmax,
+            )
+            on_done(Outcome(r, output_frame(r, res), "relaxed", res))
+
+
+def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> None:
+    """Score the atoms of ``frame`` against the training-set summary ``dist``: per-atom
+    ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]``, and in ``info``
+    ``extrapolation_max`` and ``extrapolating_atoms`` (score > 1 or too close)."""
+    from ..extrapolation import score_atoms
+
+    scores = score_atoms(model, dist, frame)
+    frame.arrays["extrapolation"] = scores.scores
+    frame.arrays["extrapolation_too_close"] = scores.too_close
+    frame.info["extrapolation_max"] = scores.max_score
+    frame.info["extrapolating_atoms"] = scores.n_extrapolating
+
+
+def _run_batched(records: Sequence[StructureRecord], settings: RelaxSettings,
+                 model: torch.nn.Module, on_done: Callable[[Outcome], None],
+                 log: Callable[[str], None] | None) -> None:  # fmt: skip
+    """Batched relaxation; with ``settings.polish`` the converged structures continue one by
+    one with the float64 polish (:func:`~tdn_calc.relax.single.polish_relaxation`) down to
+    ``settings.polish_fmax``, as ``relax(..., polish=True)`` polishes."""
+    from ..calculator import TDNCalculator
+
+    def done(k: int, res: RelaxResult) -> None:
+        on_done(Outcome(records[k], output_frame(records[k], res), "relaxed", res))
+
+    first: dict[int, RelaxResult] = {}
+
+    def stage_one(k: int, res: RelaxResult) -> None:
+        if settings.polish and res.converged:
+            first[k] = res  # polished below
+        else:
+            done(k, res)
+
+    batch_relax([r.atoms for r in records], model, fmax=settings.fmax, on_result=stage_one,
+                steps=settings.steps, batch_size=settings.batch_size, log=log,
+                optimizer=settings.optimizer,
+                loginterval=max(settings.loginterval, 10), warn=False)  # fmt: skip
+    if not first:
+        return
+    device = next(model.parameters()).device
+    calc64 = float64_calculator(TDNCalculator(model, device=device))  # one twin for all
+    for k in sorted(first):
+        done(k, polish_relaxation(first[k], calc64, settings.polish_fmax, steps=settings.steps,
+                                  logfile="-" if log else None))  # fmt: skip
+
+
+def _quiet(message: str) -> None:
+    """Discard ``message`` (the default ``say`` of a :class:`RelaxJob`)."""
+
+
+@dataclass
+class JobResult:
+    """What a finished (or interrupted) :class:`RelaxJob` reports.
+
+    Attributes:
+        rows: one :meth:`Outcome.row` per finished structure, in input order.
+        counts: totals (:func:`~tdn_calc.relax.outputs.counts`).
+        outputs: the output files.
+        interrupted: Ctrl-C or SIGTERM stopped the run.
+        rank: this process's rank (only rank 0 writes and prints).
+        start: ``time.perf_counter()`` when the job started, s.
+    """
+
+    rows: list[dict[str, Any]]
+    counts: dict[str, int]
+    outputs: list[str]
+    interrupted: bool
+    rank: int = 0
+    start: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """:data:`EXIT_INTERRUPTED`, :data:`EXIT_OK` or :data:`EXIT_NOT_CONVERGED`."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.counts["not_converged"] == 0 else EXIT_NOT_CONVERGED
+
+
+@dataclass
+class RelaxJob:
+    """A ``tdn-relax`` run over the files ``inputs``.
+
+    Attributes:
+        inputs: structure files (any format ASE reads; a file given twice is relaxed once).
+        settings: the relaxation options.
+        output: one output file for everything (``None``: ``<stem>_relaxed.extxyz`` beside
+            each input).
+        model: checkpoint path, registered name or ``"auto"`` (each structure's own model).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        dtype: ``"float32"`` or ``"float64"``.
+        report: JSON report path, or ``None``.
+        resume: skip structures already in the output.
+        plot: PNG of the histories (``""``: ``<first output stem>.png``; ``None``: none).
+        say: called with notes and warnings (rank 0 only).
+        log: called with optimizer progress lines (``None``: none).
+        progress: show a progress bar on stderr (rank 0, two structures or more).
+    """
+
+    inputs: Sequence[str]
+    settings: RelaxSettings = field(default_factory=RelaxSettings)
+    output: str | None = None
+    model: str = "auto"
+    device: str = "auto"
+    dtype: str = "float32"
+    report: str | None = None
+    resume: bool = False
+    plot: str | None = None
+    say: Callable[[str], None] = _quiet
+    log: Callable[[str], None] | None = None
+    progress: bool = True
+
+    def run(self) -> JobResult:
+        """Relax, write the outputs (and report, plot) and return the summary; a Ctrl-C or
+        SIGTERM ends the relaxation early, with the finished structures written.
+
+        Raises:
+            TDNError: bad inputs, outputs or model (before anything is relaxed).
+        """
+        from .. import distributed
+        from ..structure_io import check_output_path, read_structures
+
+        start = time.perf_counter()
+        rank, size = distributed.world()
+        say = self.say if rank == 0 else _quiet
+        inputs = list(dict.fromkeys(self.inputs))
+        for path, what in ((self.report, "--report"), (self.settings.trajectory, "--trajectory")):
+            if path:
+                check_output_path(path, inputs, what)
+        records = read_structures(inputs)
+        plans = plan_outputs(records, inputs, self.output)
+        plot = self.plot
+        if plot is not None:
+            plot = plot or str(plans[0].path.with_suffix(".png"))
+            check_output_path(plot, inputs, "--plot")
+        for message in prepare_records(records, self.settings):
+            say(f"warning: {message}")
+        done = self._resumed(plans, say) if self.resume else {}
+        todo = [r for r in records if r.key not in done]
+        jobs, model_info = self._load_models(todo or records, done, size, say)
+        loaded = time.perf_counter()
+        finished, interrupted = self._relax(jobs, plans, done, rank, size)
+        relaxed = time.perf_counter()
+        for part in distributed.all_gather(finished):
+            done.update(part)
+        rows = [done[r.key].row() for r in records if r.key in done]
+        if rank == 0:
+            write_outputs(plans, done)
+            if self.report:
+                write_report(self.report, build_report(
+                    inputs=inputs, plans=plans, model_info=model_info, settings=self.settings,
+                    rows=rows, total=len(records), interrupted=interrupted,
+                    timings={"load": loaded - start, "relax": relaxed - loaded,
+                             "total": time.perf_counter() - start},
+                    extra={"world_size": size, "batched": self.settings.batched(todo)},
+                ))  # fmt: skip
+            if plot:
+                shown = write_plot(plot, [done[r.key] for r in records if r.key in done],
+                                   self.settings)  # fmt: skip
+                say(f"plot of {shown} relaxation(s) -> {plot}")
+        distributed.shutdown()
+        return JobResult(rows=rows, counts=counts(rows, len(records)),
+                         outputs=[str(p.path) for p in plans], interrupted=interrupted,
+                         rank=rank, start=start)  # fmt: skip
+
+    def _resumed(self, plans: Sequence[OutputPlan],
+                 say: Callable[[str], None]) -> dict[tuple[str, int], Outcome]:  # fmt: skip
+        """Outcomes of the structures already in the outputs (``--resume``)."""
+        done: dict[tuple[str, int], Outcome] = {}
+        for plan in plans:
+            found = find_resumed(plan)
+            for r in plan.records:
+                if r.key in found:
+                    done[r.key] = Outcome(r, found[r.key], "resumed")
+        n_todo = sum(len(p.records) for p in plans) - len(done)
+        say(f"resume: {len(done)} structure(s) already in the output, {n_todo} to relax")
+        return done
+
+    def _load_models(self, records: Sequence[StructureRecord], done: dict, size: int,
+                     say: Callable[[str], None]) -> tuple[list, dict[str, Any]]:  # fmt: skip
+        """``[(model, info, records to relax)]`` per model and the report's model entry."""
+        from .. import distributed
+        from ..device import resolve_device
+
+        dev = resolve_device(self.device)
+        if size > 1 and dev.type == "cuda" and dev.index is None:
+            dev = resolve_device(f"cuda:{distributed.local_rank()}")
+        jobs = []
+        for spec, group in model_groups(self.model, records):
+            model, info = load_job_model(spec, [r.atoms for r in group], str(dev), self.dtype)
+            pending = [r for r in group if r.key not in done]
+            check_structures(pending, model.elements)
+            for message in limit_messages(pending, model_limits(info)):
+                say(f"warning: {message}")
+            if self.model.lower() == "auto":
+                info["name"] = f"{spec} (auto)"
+                info["structures"] = [r.label for r in group]
+            jobs.append((model, info, pending))
+        if len(jobs) == 1:
+            return jobs, jobs[0][1]
+        for _, info, group in jobs:
+            say(f"--model auto: {info['name'].removesuffix(' (auto)')} for {len(group)} "
+                "structure(s)")  # fmt: skip
+        return jobs, {"name": "auto, per structure", "models": [info for _, info, _ in jobs]}
+
+    def _relax(self, jobs: list, plans: Sequence[OutputPlan], done: dict, rank: int,
+               size: int) -> tuple[dict[tuple[str, int], Outcome], bool]:  # fmt: skip
+        """Relax this rank's share of every group; the outcomes and whether interrupted.
+        Finished structures are written every :data:`SAVE_EVERY_S` (single process)."""
+        from tqdm import tqdm
+
+        from ..calculator import TDNCalculator
+        from ..interrupts import raise_if_interrupted, sigterm_as_interrupt
+
+        n_mine = sum(len(group[rank::size]) for _, _, group in jobs)
+        bar = tqdm(total=n_mine, unit="structure", file=sys.stderr,
+                   disable=not self.progress or n_mine < 2 or rank != 0)  # fmt: skip
+        finished: dict[tuple[str, int], Outcome] = {}
+        last_save = [time.perf_counter()]
+
+        def on_done(outcome: Outcome) -> None:
+            finished[outcome.record.key] = outcome
+            bar.update(1)
+            if size == 1 and time.perf_counter() - last_save[0] > SAVE_EVERY_S:
+                write_outputs(plans, {**done, **finished})  # survive a crash/kill
+                last_save[0] = time.perf_counter()
+            raise_if_interrupted()  # a SIGTERM whose exception was swallowed
+
+        interrupted = False
+        try:
+            with sigterm_as_interrupt():
+                for model, _, group in jobs:
+                    run(group[rank::size], self.settings, model,
+                        lambda model=model: TDNCalculator(model), on_done, log=self.log)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        return finished, interrupted

@@ -1,0 +1,276 @@
+"""Relaxation of one structure with ASE's optimizers: :func:`relax` (any ASE calculator,
+positions and optionally the cell) and its float64 polish, :func:`polish_relaxation`.
+
+Many structures at once on a TDN model: :func:`tdn_calc.relax.batch_relax`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch
+from ase.optimize.optimize import Optimizer
+
+from ..errors import InputError
+from .guard import DEFAULT_GUARD, DivergenceGuard, min_pair_distance
+from .options import (
+    ASE_OPTIMIZERS,
+    POLISH_OPTIMIZER,
+    choose_optimizer,
+    is_auto,
+    resolve_cell_filter,
+)
+from .precision import float64_calculator
+from .result import ConvergenceWarning, RelaxResult, merge_results, not_converged_message
+
+#: ASE optimizer classes by name (:data:`~tdn_calc.relax.options.ASE_OPTIMIZERS`).
+OPTIMIZERS: dict[str, type[Optimizer]] = dict(
+    zip(ASE_OPTIMIZERS, (FIRE, BFGS, LBFGS, BFGSLineSearch), strict=True)
+)
+
+
+def resolve_optimizer(optimizer: str | type[Optimizer],
+                      n_atoms: int | None = None) -> type[Optimizer]:
+    """An ASE optimizer class from its name (case-insensitive, ``"auto"`` chosen by
+    :func:`~tdn_calc.relax.options.choose_optimizer` for ``n_atoms``) or the class itself.
+
+    Raises:
+        InputError: an unknown name.
+    """
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        return optimizer
+    return OPTIMIZERS[choose_optimizer(optimizer, n_atoms)]
+
+
+def _make_filter(atoms: Atoms, kind: str, kwargs: dict[str, Any]):
+    from ase.filters import ExpCellFilter, FrechetCellFilter
+
+    if not atoms.pbc.all():
+        raise InputError(
+            f"cell relaxation (cell_filter={kind!r}) needs a cell periodic in all three "
+            f"directions; this structure has pbc={atoms.pbc.tolist()}"
+        )
+    return (FrechetCellFilter if kind == "frechet" else ExpCellFilter)(atoms, **kwargs)
+
+
+def snapshot(atoms: Atoms, calc: Calculator | None = None) -> Atoms:
+    """A copy of ``atoms`` with a ``SinglePointCalculator`` holding energy, raw (unconstrained)
+    forces and, for 3D cells, stress from ``calc`` (default ``atoms.calc``)."""
+    calc = calc or atoms.calc
+    out = atoms.copy()
+    results: dict[str, Any] = {
+        "energy": float(calc.get_potential_energy(atoms)),
+        "forces": np.array(calc.get_forces(atoms)),
+    }
+    if atoms.pbc.all():
+        try:
+            results["stress"] = np.array(calc.get_stress(atoms))
+        except PropertyNotImplementedError:
+            pass
+    out.calc = SinglePointCalculator(out, **results)
+    return out
+
+
+def relax(
+    atoms: Atoms,
+    calculator: Calculator | None = None,
+    fmax: float = 0.05,
+    steps: int = 500,
+    optimizer: str | type[Optimizer] = "auto",
+    cell_filter: str | None = None,
+    fix_symmetry: bool = False,
+    trajectory: str | os.PathLike | None = None,
+    logfile: str | os.PathLike | None = None,
+    *,
+    loginterval: int = 1,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    filter_kwargs: dict[str, Any] | None = None,
+    guard: DivergenceGuard | None = DEFAULT_GUARD,
+    warn: bool = True,
+    polish: bool = False,
+    polish_fmax: float = 0.001,
+) -> RelaxResult:
+    """Relax the positions (and, with ``cell_filter``, the cell) of a copy of ``atoms``.
+
+    Args:
+        atoms: the structure; its constraints (e.g. ``FixAtoms``) and ``info`` are kept.
+        calculator: any ASE calculator; ``None`` uses ``atoms.calc`` (unless it only holds
+            stored results) or else ``TDNCalculator("auto")``.
+        fmax: force convergence threshold, eV/Å.
+        steps: maximum number of optimizer steps.
+        optimizer: ``"auto"`` (:func:`~tdn_calc.relax.options.choose_optimizer`: BFGS up to
+            :data:`~tdn_calc.relax.options.BFGS_MAX_ATOMS` atoms, else FIRE),
+            ``"FIRE"``, ``"BFGS"``, ``"LBFGS"``, ``"BFGSLineSearch"`` or an ASE class.
+        cell_filter: ``None``/``"none"``, ``"frechet"`` (``FrechetCellFilter``) or ``"exp"``
+            (``ExpCellFilter``); needs a 3D-periodic cell.
+        fix_symmetry: keep the space group (``ase.constraints.FixSymmetry``, needs spglib).
+        trajectory: write every ``loginterval``-th step (and the last) to this file, in any
+            format ASE writes (guessed from the suffix), atomically at the end.
+        logfile: optimizer log: ``"-"`` for stdout, a path, or ``None`` for none.
+        loginterval: trajectory interval, steps.
+        optimizer_kwargs: extra arguments of the optimizer (e.g. ``maxstep``).
+        filter_kwargs: extra arguments of the cell filter (e.g. ``scalar_pressure`` in eV/Å^3).
+        guard: divergence guard (``None`` disables it), see :mod:`tdn_calc.relax.guard`.
+        warn: emit a :class:`ConvergenceWarning` when not converged.
+        polish: once converged to ``fmax``, continue in float64 (a float64 copy of a TDN
+            calculator's model; other calculators are used as they are) with
+            :data:`~tdn_calc.relax.options.POLISH_OPTIMIZER` to ``polish_fmax`` with up to
+            ``steps`` more steps (:func:`polish_relaxation`).
+            ``converged`` then means ``polish_fmax`` was reached; histories and step counts
+            cover both stages.
+        polish_fmax: force threshold of the polish, eV/Å.
+    """
+    if fmax <= 0 or steps < 0:
+        raise InputError(f"need fmax > 0 eV/Å and steps >= 0, got fmax={fmax}, steps={steps}")
+    if polish:
+        calculator = _resolve_calculator(atoms, calculator)
+        if not 0 < polish_fmax <= fmax:
+            raise InputError(f"need 0 < polish_fmax <= fmax, got {polish_fmax} and {fmax}")
+        kwargs = dict(steps=steps, cell_filter=cell_filter, loginterval=loginterval,
+                      filter_kwargs=filter_kwargs, guard=guard, logfile=logfile)  # fmt: skip
+        first = relax(atoms, calculator, fmax, optimizer=optimizer, fix_symmetry=fix_symmetry,
+                      trajectory=trajectory, optimizer_kwargs=optimizer_kwargs, warn=False,
+                      **kwargs)  # fmt: skip
+        if not first.converged:
+            if warn:
+                warnings.warn(not_converged_message(first, fmax), ConvergenceWarning, stacklevel=2)
+            return first
+        result = polish_relaxation(first, calculator, polish_fmax, **kwargs)
+        if warn and not result.converged:
+            warnings.warn(not_converged_message(result, polish_fmax, "polish"),
+                          ConvergenceWarning, stacklevel=2)  # fmt: skip
+        return result
+    if optimizer_kwargs and is_auto(optimizer):
+        raise InputError("optimizer_kwargs need a named optimizer (e.g. optimizer='BFGS'): "
+                         "'auto' picks BFGS or FIRE by size, and they take different arguments")
+    opt_class = resolve_optimizer(optimizer, len(atoms))
+    kind = resolve_cell_filter(cell_filter)
+    work = atoms.copy()
+    calculator = _resolve_calculator(atoms, calculator)
+    work.calc = calculator
+    if fix_symmetry:
+        from ase.constraints import FixSymmetry
+
+        work.set_constraint([*work.constraints, FixSymmetry(work)])
+    target = _make_filter(work, kind, filter_kwargs or {}) if kind != "none" else work
+    start = time.perf_counter()
+    opt = opt_class(target, logfile=logfile, **(optimizer_kwargs or {}))
+    frames: list[Atoms] = []
+    energies: list[float] = []
+    fmaxs: list[float] = []
+    start_positions = work.positions.copy()
+    last_good = start_positions
+    reason = None
+    converged = False
+    gradients: list[np.ndarray] = []
+    _log = opt.log
+
+    def log(gradient: np.ndarray) -> None:  # irun logs the gradient it tests: reuse it
+        gradients[:] = [gradient]
+        _log(gradient)
+
+    opt.log = log
+    run = opt.irun(fmax=fmax, steps=steps)
+    while True:
+        try:
+            converged = next(run)
+        except StopIteration:
+            break
+        except InputError as exc:  # the TDN calculator refuses e.g. overlapping atoms
+            if not energies:
+                raise
+            reason = f"diverged: {exc}"
+            work.set_positions(last_good, apply_constraint=False)
+            break
+        energy = float(work.get_potential_energy())
+        gradient = gradients[0] if gradients else opt.optimizable.get_gradient()
+        fnow = float(opt.optimizable.gradient_norm(gradient))
+        energies.append(energy)
+        fmaxs.append(fnow)
+        last_good = work.positions.copy()
+        if trajectory is not None and (opt.nsteps % max(loginterval, 1) == 0 or converged):
+            frames.append(snapshot(work))
+        if guard is not None:  # also on the converged step: overlapping atoms are no minimum
+            reason = guard.check(
+                energy,
+                energies[0],
+                len(work),
+                work.get_forces(),
+                np.linalg.norm(work.positions - start_positions, axis=1),
+                min_pair_distance(work.positions, work.cell.array, work.pbc, guard.min_distance),
+            )
+            if reason:
+                converged = False
+                break
+    n_steps = int(opt.nsteps)
+    if reason is None and not converged:
+        reason = f"max steps ({steps}) reached"
+    final = snapshot(work)
+    if trajectory is not None:
+        if not frames or frames[-1].positions.tolist() != final.positions.tolist():
+            frames.append(final)
+        from ..structure_io import write_structures
+
+        write_structures(trajectory, frames)
+    result = RelaxResult(
+        atoms=final,
+        converged=bool(converged and reason is None),
+        n_steps=n_steps,
+        energy=energies[-1] if energies else float(final.get_potential_energy()),
+        fmax=fmaxs[-1] if fmaxs else float("nan"),
+        wall_time=time.perf_counter() - start,
+        reason=None if converged and reason is None else reason,
+        energies=energies,
+        fmaxs=fmaxs,
+        optimizer=opt_class.__name__,
+    )
+    if warn and not result.converged:
+        warnings.warn(not_converged_message(result, fmax), ConvergenceWarning, stacklevel=2)
+    return result
+
+
+def _resolve_calculator(atoms: Atoms, calculator: Calculator | None) -> Calculator:
+    if calculator is None and not isinstance(atoms.calc, SinglePointCalculator):
+        calculator = atoms.calc  # stored results (e.g. read from extxyz) cannot relax anything
+    if calculator is None:
+        from ..calculator import TDNCalculator
+
+        calculator = TDNCalculator("auto")
+    return calculator
+
+
+def polish_relaxation(
+    first: RelaxResult,
+    calculator: Calculator,
+    fmax: float = 0.001,
+    *,
+    steps: int = 500,
+    cell_filter: str | None = None,
+    loginterval: int = 1,
+    filter_kwargs: dict[str, Any] | None = None,
+    guard: DivergenceGuard | None = DEFAULT_GUARD,
+    logfile: str | os.PathLike | None = None,
+) -> RelaxResult:
+    """The float64 polish: continue the relaxation ``first`` (converged at a looser ``fmax``)
+    from its final structure, constraints included, with
+    :data:`~tdn_calc.relax.options.POLISH_OPTIMIZER` on ``calculator``'s float64 twin
+    (:func:`~tdn_calc.relax.precision.float64_calculator`) down to ``fmax`` eV/Å.
+
+    Used by ``relax(..., polish=True)`` and by the batched job (``tdn-relax --polish``).
+
+    Returns:
+        Both stages merged (:func:`~tdn_calc.relax.result.merge_results`): ``converged``
+        means ``fmax`` was reached; steps and histories cover both. No warning is emitted.
+    """
+    second = relax(first.atoms.copy(), float64_calculator(calculator), fmax, steps=steps,
+                   optimizer=POLISH_OPTIMIZER, cell_filter=cell_filter, loginterval=loginterval,
+                   filter_kwargs=filter_kwargs, guard=guard, logfile=logfile,
+                   warn=False)  # fmt: skip
+    return merge_results(first, second)
