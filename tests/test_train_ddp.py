@@ -88,10 +88,10 @@ def _run_ranks(raw: dict, result_dir: Path, timeout: float = 240.0) -> None:
         assert proc.returncode == 0, out[-4000:]
 
 
-# Once an intermittent hang (both ranks connected, then idle until the timeout): the ranks
-# met on a TCP port picked before they started, which another job could take meanwhile. They
-# now meet in a file of this test's own, every collective times out after 120 s, and the
-# ranks are always reaped.
+# Once an intermittent hang (both ranks connected, then idle until the timeout): rank 0 wrote
+# the split file and waited in a barrier that rank 1 skipped when it found the file already
+# there (tdn_calc/train/setup.py). The ranks now also meet in a file of this test's own (no
+# port to share), every collective times out after 120 s, and the ranks are always reaped.
 @pytest.mark.timeout(400)
 def test_two_cpu_processes_train_one_model(tmp_path):
     data = write_emt_dataset(tmp_path / "data", n_frames=2)
