@@ -124,3 +124,22 @@ def test_torchrun_cli(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "training finished at step 6" in proc.stdout
     assert (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_every_rank_meets_in_the_split_barrier(tmp_path, monkeypatch):
+    """The cause of the old hang, without processes: a rank meets the others in the barrier
+    after the split is made whether or not the file is already there when it looks."""
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.train import setup
+    from tdn_calc.train.config import config_from_dict
+    from tdn_calc.train.distributed import DistInfo
+
+    met = []
+    monkeypatch.setattr(setup, "barrier", lambda info: met.append(info.rank))
+    data = write_emt_dataset(tmp_path / "data", n_frames=2)
+    cfg = config_from_dict(_config(data, tmp_path / "run", steps=1)).train
+    cfg.split_path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = H5Dataset(cfg.data_path)
+    for rank in (0, 1, 0):  # rank 0 writes the file; rank 1 (and rank 0 again) find it
+        setup.load_or_make_split(dataset, cfg, DistInfo(rank=rank, world_size=WORLD))
+    assert met == [0, 1, 0]
