@@ -99,6 +99,30 @@ class MorsePairs(torch.nn.Module):
         return {key: value.detach() for key, value in out.items()}
 
 
+class Runaway(torch.nn.Module):
+    """A fake model: E = -strength sum |x|^2 (atoms run away, the energy falls without
+    bound); raises an out-of-memory error for more than ``max_systems`` structures."""
+
+    def __init__(self, max_systems: int = 100, strength: float = 1.0):
+        super().__init__()
+        self.strength = float(strength)
+        self.w = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+        self.max_systems = max_systems
+        self.calls: list[int] = []
+        self.config = type("C", (), {"max_neighbors": None})()
+        self.cutoff, self.elements = 3.0, [1, 6, 8]
+
+    def forward(self, graph, compute_forces=True, compute_stress=False):
+        self.calls.append(graph.n_systems)
+        if graph.n_systems > self.max_systems:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        x = graph.positions
+        energies = -self.strength * (x**2).sum(1)
+        energy = torch.zeros(graph.n_systems, dtype=x.dtype)
+        energy = energy.index_add(0, graph.system_idx, energies)
+        return {"energy": energy, "energies": energies, "forces": 2 * self.strength * x}
+
+
 @pytest.fixture
 def morse_checkpoints(monkeypatch):
     """Every checkpoint file loads (and is checked) as usual but runs as :class:`MorsePairs`

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 from ase.constraints import FixAtoms, FixBondLength
-from relax_testing import MorsePairs, one_thread, periodic_cho, rattled_molecules  # noqa: F401
+from relax_testing import (  # noqa: F401
+    MorsePairs,
+    Runaway,
+    one_thread,
+    periodic_cho,
+    rattled_molecules,
+)
 
 from tdn_calc.batch_relax import batch_relax, is_out_of_memory
 from tdn_calc.calculator import TDNCalculator
@@ -87,40 +93,17 @@ def test_rejects_unsupported_constraints_and_elements(model):
         batch_relax(rattled_molecules(("NH3",)), model)
 
 
-class _Runaway(torch.nn.Module):
-    """A fake model: E = -sum |x|^2 (atoms run away, the energy falls without bound); raises
-    an out-of-memory error for more than ``max_systems`` structures."""
-
-    def __init__(self, max_systems: int = 100):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
-        self.max_systems = max_systems
-        self.calls: list[int] = []
-        self.config = type("C", (), {"max_neighbors": None})()
-        self.cutoff, self.elements = 3.0, [1, 6, 8]
-
-    def forward(self, graph, compute_forces=True, compute_stress=False):
-        self.calls.append(graph.n_systems)
-        if graph.n_systems > self.max_systems:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        x = graph.positions
-        energies = -(x**2).sum(1)
-        energy = torch.zeros(graph.n_systems, dtype=x.dtype)
-        energy = energy.index_add(0, graph.system_idx, energies)
-        return {"energy": energy, "energies": energies, "forces": 2 * x}
-
-
 def test_divergence_guard_in_batch():
     structures = rattled_molecules(("H2O", "CH4"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        results = batch_relax(structures, _Runaway(), steps=400)
+        results = batch_relax(structures, Runaway(), steps=400)
     for r in results:
         assert not r.converged and r.diverged and r.n_steps < 400
 
 
 def test_out_of_memory_halves_the_batch():
-    fake = _Runaway(max_systems=2)
+    fake = Runaway(max_systems=2)
     structures = rattled_molecules()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
