@@ -201,6 +201,7 @@ def _positions_by_label(path) -> dict[str, np.ndarray]:
     return {k: np.stack(v) for k, v in out.items()}
 
 
+@pytest.mark.timeout(600)  # a pool of 2 builder processes
 def test_build_is_resumable_and_deterministic(tmp_path):
     config = CatalysisConfig(**TINY)
     n = len(enumerate_systems(config))
