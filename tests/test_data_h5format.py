@@ -177,6 +177,7 @@ def test_frame_from_atoms_keeps_forces_of_fixed_atoms(rng):
     np.testing.assert_array_equal(Frame.from_atoms(atoms).forces, forces)
 
 
+@pytest.mark.timeout(300)  # a writer subprocess
 def test_sigkill_during_appends_leaves_a_usable_directory(tmp_path):
     """Kill a writer at a random moment; the directory must reopen and read cleanly."""
     import subprocess
@@ -216,6 +217,7 @@ def test_sigkill_during_appends_leaves_a_usable_directory(tmp_path):
     assert (counts[:-1] == 4).all()  # every trajectory is whole
 
 
+@pytest.mark.timeout(300)  # a writer subprocess
 def test_write_flag_of_a_killed_latest_format_writer_is_cleared(tmp_path):
     """Shards written with libver="latest" (superblock v3) keep an "open for write" flag after
     a SIGKILL, and HDF5 then refuses to open them; the writer clears it (like h5clear -s)."""
@@ -241,7 +243,7 @@ def test_write_flag_of_a_killed_latest_format_writer_is_cleared(tmp_path):
             w.append_trajectory(f"t{{t}}", [Frame([1, 1], np.eye(3)[:2], -1.0, np.zeros((2, 3)))])
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    subprocess.run([sys.executable, "-c", script], check=False)
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=240)
     shard = out / "part-00000.h5"
     with pytest.raises(OSError, match="h5clear"):
         h5py.File(shard, "r")

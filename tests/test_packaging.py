@@ -33,6 +33,7 @@ def test_manifest_is_installed_as_package_data():
     assert manifest.is_file()
 
 
+@pytest.mark.timeout(300)  # a fresh interpreter
 def test_import_is_light_and_exports_public_api():
     code = (
         "import sys, tdn_calc; "
@@ -44,6 +45,7 @@ def test_import_is_light_and_exports_public_api():
     assert out.stdout.strip() == "['TDNCalculator', 'load_model', 'relax']"
 
 
+@pytest.mark.timeout(300)  # a fresh interpreter
 def test_tdn_console_script_help():
     out = subprocess.run(
         [sys.executable, "-m", "tdn_calc.cli.main", "--help"], capture_output=True, text=True
@@ -53,6 +55,7 @@ def test_tdn_console_script_help():
         assert command in out.stdout
 
 
+@pytest.mark.timeout(300)  # a fresh interpreter
 def test_public_relax_is_the_function_not_the_module():
     """``from tdn_calc import relax`` gives the function, also after the module behind it was
     imported (checked in a fresh interpreter, where the lazy import happens)."""
@@ -70,6 +73,7 @@ def test_public_relax_is_the_function_not_the_module():
     ("THP_MEM_ALLOC_ENABLE", "1", "0"),  # large edge tensors on huge pages
     ("OMP_WAIT_POLICY", "PASSIVE", "ACTIVE"),  # idle OpenMP threads sleep, never spin
 ])
+@pytest.mark.timeout(300)  # fresh interpreters
 def test_import_sets_torch_runtime_defaults_unless_the_user_chose(name, default, other):
     """``import tdn_calc`` sets these before torch is loaded and leaves a user's value alone;
     the console scripts import it before anything loads torch."""

@@ -12,7 +12,7 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.io import read, write
 from click.testing import CliRunner
-from relax_testing import one_thread, rattled_molecules  # noqa: F401
+from relax_testing import morse_checkpoints, one_thread, rattled_molecules  # noqa: F401
 from tdn_calc.cli.relax import main
 
 from tdn_calc.calculator import TDNCalculator
@@ -58,6 +58,7 @@ def test_polish_not_run_when_first_stage_fails():
 
 
 @pytest.mark.parametrize("batch_size", ["32", "1"])
+@pytest.mark.usefixtures("morse_checkpoints")  # converging to 0.001 is the toy's job
 def test_cli_polish(tmp_path, tiny_model, monkeypatch, batch_size):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TDN_MANIFEST", str(tmp_path / "manifest.json"))

@@ -207,6 +207,7 @@ def test_end_to_end_one_molecule(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a subprocess in the peers' environment
 def test_mace_relaxer_end_to_end(tmp_path):
     """``--relaxer mace`` relaxes in the peers' environment and is judged like TDN (a tiny
     random MACE: only the plumbing is under test; needs the data set and the peers' venv)."""

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -211,10 +210,30 @@ def _memory_run(calc: TDNCalculator, n_calls: int) -> tuple[float, float, float]
 
 
 def test_memory_flat_over_1000_calls(calc, record_property):
+    """No Python or NumPy object survives a call (tracemalloc: exact, whatever else the
+    machine does), and the process's RSS stays within a bound far above allocator noise
+    (a leaked autograd graph or result tensor per call would pass it within 1000 calls).
+    The tight 5 MB RSS bound is the slow 10,000-call test's."""
+    import gc
+    import tracemalloc
+
+    _memory_run(calc, 50)  # warm-up: caches, lazily built buffers
+    gc.collect()
+    tracemalloc.start()
+    try:
+        _memory_run(calc, 20)
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        _memory_run(calc, 200)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes of Python objects kept by 200 calls"
     start, end, peak = _memory_run(calc, 1000)
     record_property("rss_mb", (start, end, peak))
     print(f"RSS over 1000 calls: {start:.1f} MB after warm-up, {end:.1f} MB at the end")
-    assert end - start < 5.0
+    assert end - start < 50.0
 
 
 @pytest.mark.slow
@@ -311,6 +330,7 @@ def _relax_cmd(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_sigkill_then_resume_gives_identical_results(tmp_path):
     """A resumed run killed mid-run leaves a complete output (the earlier run's structures,
     plus any saved since), never a half-written file; ``--resume`` then finishes with the
@@ -331,23 +351,24 @@ def test_sigkill_then_resume_gives_identical_results(tmp_path):
                               capture_output=True, text=True, timeout=600)  # fmt: skip
 
     ref = run("a.xyz", "b.xyz", "-o", "ref.extxyz", "-q")
-    assert ref.returncode == 0, ref.stderr
+    assert ref.returncode in (0, 3), ref.stderr  # the random model may not converge: either
     first = run("a.xyz", "-o", "out.extxyz", "-q")  # an earlier, complete run
-    assert first.returncode == 0, first.stderr
+    assert first.returncode in (0, 3), first.stderr
     before = (tmp_path / "out.extxyz").read_bytes()
 
     proc = subprocess.Popen(
         _relax_cmd("a.xyz", "b.xyz", "-o", "out.extxyz", "--resume", "-v", *common),
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 300
     steps_seen = 0
-    for line in proc.stderr:  # "step N: ..." log lines: the relaxation is under way
-        steps_seen += line.startswith("step ")
-        if steps_seen >= 3 or time.monotonic() > deadline:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    try:  # no wall-clock deadline: on a busy machine the timeout marker names a hang
+        for line in proc.stderr:  # "step N: ..." log lines: the relaxation is under way
+            steps_seen += line.startswith("step ")
+            if steps_seen >= 3:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL and steps_seen >= 3
     # the output is a complete file: the earlier run's frames (plus, if a periodic save came
     # first, complete finished structures), never half-written
@@ -359,7 +380,7 @@ def test_sigkill_then_resume_gives_identical_results(tmp_path):
         _assert_same_frame(frame, expected[_key(frame)])
 
     resumed = run("a.xyz", "b.xyz", "-o", "out.extxyz", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == ref.returncode, resumed.stderr
     assert f"{len(after)} structure(s) already in the output" in resumed.stderr
     out = read(tmp_path / "out.extxyz", ":")
     assert sorted(_key(f) for f in out) == sorted(expected)

@@ -158,6 +158,7 @@ def test_config_needs_data_and_output(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # builders with 2 worker processes, then training
 def test_example_walkthrough_at_full_size(tmp_path):
     """examples/train_small/README.md as written: 20 molecules, a short training, eval."""
     from ase.build import molecule

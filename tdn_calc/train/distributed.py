@@ -3,12 +3,18 @@
 ``torchrun --nproc_per_node N tdn train config.yaml`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; the backend is gloo on CPU and NCCL on
 CUDA. Without those variables training runs in a single process.
+
+``TDN_DIST_INIT_METHOD`` replaces the ``env://`` rendezvous (e.g. ``file:///tmp/x/rdzv``: a
+file no other job can share, where a TCP port picked in advance may be taken by another
+job in the meantime). ``TDN_DIST_TIMEOUT_S`` (default 1800) bounds every collective: a rank
+whose partner died or never arrived raises instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -38,7 +44,10 @@ def init_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        timeout = timedelta(seconds=float(os.environ.get("TDN_DIST_TIMEOUT_S", "1800")))
+        dist.init_process_group(
+            backend=backend, init_method=os.environ.get("TDN_DIST_INIT_METHOD", "env://"),
+            rank=int(os.environ.get("RANK", "0")), world_size=world, timeout=timeout)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 

@@ -37,14 +37,15 @@ def load_or_make_split(dataset: H5Dataset, cfg: TrainConfig, dist: DistInfo) -> 
     """``cfg.split_path`` (made by rank 0 when absent), checked against the fractions and,
     when ``cfg`` sets them, the grouping and train-only pattern."""
     path = cfg.split_path
-    if not path.exists():
-        if dist.is_main:
-            split = make_split(dataset, cfg.split_fractions, cfg.split_seed,
-                               grouping=cfg.split_grouping, train_only=cfg.split_train_only)
-            split.save(path)
-            log.info("made a new split %s (train/val/test trajectories %d/%d/%d)", path,
-                     len(split.train), len(split.val), len(split.test))
-        barrier(dist)
+    if dist.is_main and not path.exists():
+        split = make_split(dataset, cfg.split_fractions, cfg.split_seed,
+                           grouping=cfg.split_grouping, train_only=cfg.split_train_only)
+        split.save(path)
+        log.info("made a new split %s (train/val/test trajectories %d/%d/%d)", path,
+                 len(split.train), len(split.val), len(split.test))
+    # every rank, unconditionally: a rank that looked for the file after rank 0 had written
+    # it once skipped this barrier while rank 0 waited in it (the 2-rank DDP test's hang)
+    barrier(dist)
     split = load_split(path)
     if not np.allclose(split.fractions, cfg.split_fractions):
         raise ConfigError(f"{path} was made with fractions {split.fractions}, not "
