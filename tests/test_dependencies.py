@@ -20,7 +20,8 @@ SOURCES = [*sorted((ROOT / "tdn_calc").rglob("*.py")), *sorted((ROOT / "cli").rg
 # import names whose distribution packages_distributions() may not know (not installed here)
 KNOWN = {"yaml": "pyyaml", "sevenn": "sevenn", "tblite": "tblite", "rdkit": "rdkit",
          "datamol": "datamol", "lmdb": "lmdb", "threadpoolctl": "threadpoolctl",
-         "matplotlib": "matplotlib", "torch_sim": "torch-sim-atomistic"}
+         "matplotlib": "matplotlib", "torch_sim": "torch-sim-atomistic", "chgnet": "chgnet",
+         "gpaw": "gpaw", "dask": "dask", "distributed": "dask"}
 
 
 def _name(requirement: str) -> str:
