@@ -203,3 +203,28 @@ def test_dask_local_cluster_survives_a_dead_worker(tmp_path):
     assert stats.written == 13
     run_campaign(reference, tmp_path / "here.db", progress=False)  # marker there: plain EMT
     assert _rows(tmp_path / "dask.db") == _rows(tmp_path / "here.db")
+
+
+def test_verify_teacher_user_file_and_fitted_lattice(tmp_path):
+    from ase.build import molecule
+    from ase.io import write
+
+    write(tmp_path / "co.xyz", molecule("CO"))
+    surface = {**tiny_spec()["surfaces"][0], "lattice_constant": "model"}
+    data = tiny_spec(surfaces=[surface], adsorbates=[{"name": "myCO", "file": "co.xyz"}],
+                     placement={"random": 0}, teacher={"name": "emt", "policy": "verify"})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    from tdn_calc.campaigns import load_spec
+
+    spec = load_spec(tmp_path / "s.yaml")
+    assert spec.adsorbates[0].file == "co.xyz"
+    run_campaign(spec, tmp_path / "c.db", progress=False)
+    db = ase.db.connect(str(tmp_path / "c.db"))
+    slab = next(db.select(kind="slab"))
+    assert 3.9 < slab.lattice_a < 4.0 and slab.get("lattice_c") is None  # EMT Pt: 3.93 Å
+    assert [r.gas for r in db.select(kind="gas")] == ["CO"]
+    rows = list(db.select(kind="placement"))
+    assert len(rows) == 4 and {r.adsorbate for r in rows} == {"myCO"}
+    for r in rows:  # the teacher is the model: its single points repeat the energies
+        assert r.teacher_energy == pytest.approx(r.energy, abs=1e-9)
+        assert r.teacher_e_ads == pytest.approx(r.e_ads, abs=1e-9)

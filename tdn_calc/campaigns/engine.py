@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
 
@@ -138,12 +137,3 @@ def _single_point(engine: Engine, atoms: Atoms) -> float | None:
     probe = atoms.copy()
     probe.calc = calculator(engine.verify, engine.device)
     return float(probe.get_potential_energy())
-
-
-def with_energy(atoms: Atoms, energy: float, forces: Any = None) -> Atoms:
-    """A copy of ``atoms`` carrying ``energy`` (eV) and ``forces`` (eV/Å) as stored
-    results."""
-    out = atoms.copy()
-    results = {"energy": energy, **({"forces": forces} if forces is not None else {})}
-    out.calc = SinglePointCalculator(out, **results)
-    return out
