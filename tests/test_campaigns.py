@@ -59,6 +59,7 @@ def _rows(path: Path) -> dict[str, dict]:
     ({"teacher": {"policy": "verify"}}, "teacher.name"),
     ({"surfaces": []}, "surfaces: required"),
     ({"wrong": 1}, "wrong: unknown key"),
+    ({"model": "no-such-model"}, "model: 'no-such-model'"),
 ])
 def test_spec_errors_name_the_key(change, message):
     with pytest.raises(SpecError) as err:

@@ -161,7 +161,7 @@ def parse_spec(data: Any, base_dir: str = ".") -> CampaignSpec:
     _no_unknown(teacher, {"name", "policy"}, "teacher.")
     spec = CampaignSpec(
         surfaces=surfaces, adsorbates=adsorbates,
-        model=_text(data.get("model", "tdn-catalysis"), "model"),
+        model=_model(data.get("model", "tdn-catalysis"), base_dir),
         device=_text(data.get("device", "auto"), "device"),
         dtype=_choice(data.get("dtype", "float32"), ("float32", "float64"), "dtype"),
         name=_text(data.get("name", "campaign"), "name"),
@@ -236,6 +236,27 @@ def _adsorbate(data: Any, where: str, base_dir: str) -> AdsorbateSpec:
                         "spec's folder)")
     return AdsorbateSpec(name, str(file),
                          _float(data.get("bond", 2.0), f"{where}.bond", positive=True))
+
+
+def _model(value: Any, base_dir: str) -> str:
+    """A teacher name, a registered model, or a checkpoint (relative to the spec's folder
+    when it is not one relative to the working folder)."""
+    from .engine import is_teacher
+
+    name = _text(value, "model")
+    if is_teacher(name) or Path(name).is_file():
+        return name
+    if Path(base_dir, name).is_file():
+        return str(Path(base_dir, name))
+    from ..errors import ModelNotFoundError
+    from ..registry import model_entry
+
+    try:
+        model_entry(name)
+    except ModelNotFoundError as exc:
+        raise SpecError(f"model: {name!r} is no checkpoint file, registered model or teacher "
+                        f"({exc})") from exc
+    return name
 
 
 def _lattice(value: Any, where: str, hcp: bool) -> str | tuple[float, ...]:
