@@ -21,7 +21,7 @@ $(VENV)/bin/python:
 # torch first, pinned to the CPU wheel that lies on disk (a bare `torch` would pull CUDA)
 install: $(if $(VIRTUAL_ENV),,$(VENV)/bin/python)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test,plot,data,torchsim]"
+	$(PIP) install -q -e ".[test,plot,data,torchsim,dask]"
 
 install-teacher: install
 	$(PIP) install -q -e ".[teacher]"

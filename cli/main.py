@@ -16,6 +16,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "adsorb": ("tdn_calc.cli.adsorb", "adsorb", "Adsorption energies on every site of a slab."),
     "neb": ("tdn_calc.cli.neb", "neb", "Reaction path and barrier (nudged elastic band)."),
     "teachers": ("tdn_calc.cli.teachers", "teachers", "Reference calculators (teachers)."),
+    "screen": ("tdn_calc.cli.screen", "screen", "Adsorption screening campaign from a spec."),
 }
 
 
