@@ -31,7 +31,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("benchmarks/results")
 MANIFEST = Path("models/manifest.json")
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 BLOCK = re.compile(
     r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S
