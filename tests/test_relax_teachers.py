@@ -241,3 +241,38 @@ def test_uncertainty_threshold_card_then_default():
     assert uncertainty_threshold(SimpleNamespace(card={}, sha256="0" * 64)) == 1.0
     with pytest.raises(InputError, match="positive"):
         uncertainty_threshold(SimpleNamespace(card={"uncertainty_threshold": -1}))
+
+
+@pytest.mark.slow
+def test_sevenn_verify_and_finish_co_on_pt111(tmp_path, monkeypatch):
+    """SevenNet-0, the teacher of tdn-catalysis, verifies and finishes CO on Pt(111)."""
+    from pathlib import Path
+
+    pytest.importorskip("sevenn")
+    monkeypatch.chdir(tmp_path)
+    slab = Path(__file__).parents[1] / "examples" / "slabs" / "pt111_co.xyz"
+    result = tdn_relax(str(slab), "-o", "out.extxyz", "--fix-bottom-layers", "2",
+                       "--finish", "sevenn-0", "--finish-when", "always", "--verify", "sevenn-0",
+                       "--report", "r.json")  # fmt: skip
+    (row,) = rows()
+    assert row["engine"] == "student+teacher" and row["teacher_calls"] >= 1
+    assert row["teacher_fmax"] <= FMAX and row["verified"] is True and result.exit_code == 0
+    assert row["extrapolation_max"] is not None and row["uncertain"] is not None
+
+
+@pytest.mark.slow
+def test_gfn2_xtb_finishes_a_molecule(tmp_path):
+    """GFN2-xTB, the teacher of tdn-organic, finishes and verifies ethanol."""
+    from ase.build import molecule
+
+    from tdn_calc.calculator import TDNCalculator
+    from tdn_calc.relax import relax
+
+    pytest.importorskip("tblite")
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=0)
+    res = relax(atoms, TDNCalculator("tdn-organic", device="cpu"), finish="gfn2-xtb",
+                finish_when="always", verify="gfn2-xtb", warn=False)  # fmt: skip
+    assert res.engine == "student+teacher" and res.converged
+    assert res.verified is True and res.teacher_fmax <= FMAX
+    assert res.teacher_calls == res.teacher_steps + 1  # the finish's own last point is reused

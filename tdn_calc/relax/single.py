@@ -379,27 +379,14 @@ def finish_with_teacher(
     return _verified(result, stage, known, start)
 
 
-def teacher_relax(
-    atoms: Atoms,
-    stage: TeacherStage,
-    fmax: float,
-    *,
-    steps: int = 500,
-    optimizer: str | type[Optimizer] = "auto",
-    cell_filter: str | None = None,
-    fix_symmetry: bool = False,
-    trajectory: str | os.PathLike | None = None,
-    logfile: str | os.PathLike | None = None,
-    loginterval: int = 1,
-    guard: DivergenceGuard | None = DEFAULT_GUARD,
-) -> RelaxResult:
+def teacher_relax(atoms: Atoms, stage: TeacherStage, fmax: float, **kwargs: Any) -> RelaxResult:
     """Relax ``atoms`` with the teacher ``stage.finish`` alone (a structure no TDN model
     covers) to ``fmax`` eV/Å, then verify it with ``stage.verify``; ``engine == "teacher"``.
-    No warning is emitted."""
+    ``kwargs``: options of :func:`relax` (``steps``, ``optimizer``, ``cell_filter``,
+    ``fix_symmetry``, ``trajectory``, ``logfile``, ``loginterval``, ``guard``). No warning
+    is emitted."""
     start = stage.usage()
-    result = relax(atoms, stage.calculator(stage.finish), fmax, steps=steps, optimizer=optimizer,
-                   cell_filter=cell_filter, fix_symmetry=fix_symmetry, trajectory=trajectory,
-                   logfile=logfile, loginterval=loginterval, guard=guard, warn=False)  # fmt: skip
+    result = relax(atoms, stage.calculator(stage.finish), fmax, warn=False, **kwargs)
     result = dataclasses.replace(result, engine="teacher", student_steps=0,
                                  teacher_steps=result.n_steps)  # fmt: skip
     known = (stage.finish, float(result.atoms.get_potential_energy()),
