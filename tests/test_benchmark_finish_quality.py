@@ -50,8 +50,8 @@ def test_summarize_fractions_and_relative_calls():
     summary = summarize(rows)
     assert set(summary) == set(MODES)
     assert summary["teacher"]["all"] == pytest.approx(
-        {"starts": 2, "landed": 1.0, "teacher_calls": 200, "calls_vs_teacher_only": 1.0,
-         "median_time_s": 1.0})
+        {"starts": 2, "landed": 1.0, "at_or_below": 1.0, "teacher_calls": 200,
+         "calls_vs_teacher_only": 1.0, "median_time_s": 1.0})
     assert summary["uncertain"]["known"]["calls_vs_teacher_only"] == 0.0
     assert summary["uncertain"]["all"]["landed"] == 0.5
     assert summary["always"]["all"]["calls_vs_teacher_only"] == pytest.approx(0.3)
