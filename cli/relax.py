@@ -1,7 +1,8 @@
 """``tdn-relax``: relax structures with a TDN model (see docs/cli.md).
 
-Exit status: 0 every structure converged; 3 some did not converge (or diverged); 1 an error
-(bad input file, model, ...); 2 a usage error (bad option, unknown model name); 130 Ctrl-C
+Exit status: 0 every structure converged (and, with ``--verify``, was verified); 3 some did
+not converge (or diverged) or failed the teacher's ``--verify-fmax``; 1 an error (bad input
+file, model, teacher, ...); 2 a usage error (bad option, unknown model name); 130 Ctrl-C
 (finished structures and a partial report are written first).
 """
 
@@ -13,6 +14,7 @@ import click
 from tdn_calc.cli._run import run_command
 
 from tdn_calc.relax.options import ASE_OPTIMIZERS, BFGS_MAX_ATOMS, DEFAULT_BATCH_SIZE
+from tdn_calc.relax.teacher import FINISH_WHEN, VERIFY_FMAX_FACTOR, default_verify_fmax
 
 _OPTIMIZERS = ["auto", *ASE_OPTIMIZERS]
 _MAX_TABLE_ROWS = 100
@@ -25,7 +27,8 @@ def _fmt(x: float | None, spec: str) -> str:
 def _table(rows: list[dict]) -> str:
     from tdn_calc.cli.models import _table as table
 
-    shown = rows if len(rows) <= _MAX_TABLE_ROWS else [r for r in rows if not r["converged"]]
+    shown = rows if len(rows) <= _MAX_TABLE_ROWS else [
+        r for r in rows if not r["converged"] or r.get("verified") is False]
     body = [
         [
             r["structure"],
@@ -45,6 +48,15 @@ def _table(rows: list[dict]) -> str:
         for line, r in zip(body, shown, strict=True):
             n = r.get("extrapolating_atoms")
             line.append("-" if n is None else f"{r['extrapolation_max']:.2f} ({n})")
+    if any(r.get("engine", "student") != "student" for r in rows):
+        headers.append("engine (teacher steps)")
+        for line, r in zip(body, shown, strict=True):
+            line.append(f"{r['engine']} ({r['teacher_steps']})")
+    if any(r.get("verified") is not None for r in rows):
+        headers.append("teacher fmax/eV/Å")
+        for line, r in zip(body, shown, strict=True):
+            line.append(_fmt(r["teacher_fmax"], ".4f")
+                        + ("" if r["verified"] is None else " ok" if r["verified"] else " NO"))
     text = table(headers, body)
     if len(shown) < len(rows):
         text += f"\n({len(rows) - len(shown)} converged structures not listed; see the report)"
@@ -93,14 +105,30 @@ def _table(rows: list[dict]) -> str:
 @click.option("--plot", is_flag=False, flag_value="", default=None, metavar="[PNG]",
               help="Write energy and fmax vs step of every structure to PNG "
                    "[default name: <first output stem>.png].")
+@click.option("--verify", metavar="TEACHER",
+              help="One teacher single point at every final structure (sevenn-0, gfn2-xtb, "
+                   "emt, ... `tdn teachers list`): teacher_energy, teacher_fmax, verified.")
+@click.option("--verify-fmax", type=click.FloatRange(min=0, min_open=True), metavar="F",
+              help=f"verified = teacher fmax <= F eV/Å (fixed atoms excluded). "
+                   f"[default: {VERIFY_FMAX_FACTOR:g} x --fmax]")
+@click.option("--finish", metavar="TEACHER",
+              help="Continue from the model's minimum with this teacher (same --fmax, --steps, "
+                   "constraints, cell filter), so the final geometry is the teacher's; "
+                   "structures no TDN model covers are relaxed by the teacher alone.")
+@click.option("--finish-when", type=click.Choice(FINISH_WHEN), default="uncertain",
+              show_default=True,
+              help="Which structures --finish continues: uncertain (atoms the model does not "
+                   "know), unverified (teacher fmax > --verify-fmax), always.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Print optimizer steps.")
 def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filter, fix_symmetry,
          fix_bottom_layers, fix_below, trajectory, loginterval, report, batch_size, resume, polish,
-         polish_fmax, plot, quiet, verbose) -> None:  # fmt: skip
+         polish_fmax, plot, verify, verify_fmax, finish, finish_when, quiet,
+         verbose) -> None:  # fmt: skip
     """Relax the structures in INPUT files (any format ASE reads, one or many per file).
 
-    Exit status: 0 all converged, 3 some not converged, 1 error, 2 usage error, 130 Ctrl-C.
+    Exit status: 0 all converged (and verified), 3 some not converged or not verified,
+    1 error, 2 usage error, 130 Ctrl-C.
     """
     if fix_bottom_layers is not None and fix_below is not None:
         raise click.UsageError("give --fix-bottom-layers or --fix-below, not both")
@@ -111,8 +139,9 @@ def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filt
     settings = RelaxSettings(fmax=fmax, steps=steps, optimizer=optimizer, cell_filter=cell_filter,
                              fix_symmetry=fix_symmetry, fix_bottom_layers=fix_bottom_layers,
                              fix_below=fix_below, trajectory=trajectory, loginterval=loginterval,
-                             batch_size=batch_size, polish=polish,
-                             polish_fmax=polish_fmax)  # fmt: skip
+                             batch_size=batch_size, polish=polish, polish_fmax=polish_fmax,
+                             verify=verify, verify_fmax=verify_fmax, finish=finish,
+                             finish_when=finish_when)  # fmt: skip
     job = RelaxJob(list(inputs), settings, output=output, model=model, device=device, dtype=dtype,
                    report=report, resume=resume, plot=plot, say=_silent if quiet else _echo,
                    log=_echo if verbose else None, progress=not (quiet or verbose))  # fmt: skip
@@ -145,15 +174,31 @@ def _run(job, quiet: bool) -> int:
                 f"eV/Å, target {target} eV/Å ({r['reason']})")  # fmt: skip
     for r in rows:
         if r.get("extrapolating_atoms"):
-            say(f"warning: {r['structure']}: {r['extrapolating_atoms']} atom(s) outside the "
-                f"model's training data (max extrapolation score "
-                f"{r['extrapolation_max']:.2f} > 1, or closer than any training pair); "
-                "treat its results with caution")  # fmt: skip
+            finished = " (finished by the teacher)" if r["engine"] == "student+teacher" else (
+                "" if settings.finish else "; treat its results with caution or verify/finish "
+                "it with a teacher (--verify/--finish)")
+            say(f"warning: {r['structure']} uncertain: {r['extrapolating_atoms']} atom(s) "
+                f"outside the model's training data (max extrapolation score "
+                f"{r['extrapolation_max']:.2f}, or closer than any training pair){finished}")
+    limit = default_verify_fmax(settings.fmax, settings.verify_fmax)
+    for r in rows:
+        if r.get("verified") is False:
+            say(f"warning: {r['structure']} not verified: teacher fmax "
+                f"{_fmt(r['teacher_fmax'], '.4f')} eV/Å > {limit:g} eV/Å")
+    uncertain = [r["structure"] for r in rows if r.get("uncertain")]
+    if uncertain:
+        say(f"uncertain structure(s): {', '.join(uncertain[:20])}"
+            + (f" and {len(uncertain) - 20} more" if len(uncertain) > 20 else ""))
     click.echo(
         f"{c['finished']}/{c['total']} structures: {c['converged']} converged, "
         f"{c['not_converged']} not converged"
         + (f", {c['resumed']} resumed" if c["resumed"] else "")
-        + (f", {c['extrapolating']} extrapolating" if c["extrapolating"] else "")
+        + (f", {c['uncertain'] or c['extrapolating']} uncertain"
+           if c["uncertain"] or c["extrapolating"] else "")
+        + (f", {c['verified']} verified, {c['not_verified']} not verified"
+           if c["verified"] or c["not_verified"] else "")
+        + (f", {c['teacher_finished']} finished by the teacher" if c["teacher_finished"] else "")
+        + (f", {c['teacher_only']} by the teacher alone" if c["teacher_only"] else "")
         + f" -> {', '.join(result.outputs)} ({time.perf_counter() - result.start:.1f} s)"
     )
     if result.interrupted:

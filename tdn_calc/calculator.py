@@ -50,7 +50,9 @@ class TDNCalculator(Calculator):
     With a training-set summary in the model card: ``extrapolation`` ``[n_atoms]`` (score > 1:
     the atom's environment lies outside 99.9% of the training atoms) and
     ``extrapolation_too_close`` ``[n_atoms]`` bool (closer to a neighbour than any pair of
-    those elements in training).
+    those elements in training) and ``uncertain`` ``[n_atoms]`` bool (score above the model's
+    ``calc.uncertainty_threshold``, :func:`tdn_calc.extrapolation.uncertainty_threshold`,
+    or too close).
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
@@ -70,6 +72,8 @@ class TDNCalculator(Calculator):
         super().__init__(**kwargs)
         self.extrapolation = bool(extrapolation)
         self._distribution: tuple[int, object] | None = None
+        #: Score above which an atom is ``uncertain`` (the model's, set with its summary).
+        self.uncertainty_threshold = 1.0
         self.device = resolve_device(device)
         self.min_distance = float(min_distance)
         self.max_memory = max_memory
@@ -161,18 +165,22 @@ class TDNCalculator(Calculator):
         if dist is not None:
             from .extrapolation import score_graph
 
-            scores = score_graph(model, dist, graph, out["node_features"])
+            scores = score_graph(model, dist, graph, out["node_features"],
+                                 threshold=self.uncertainty_threshold)  # fmt: skip
             self.results["extrapolation"] = scores.scores
             self.results["extrapolation_too_close"] = scores.too_close
+            self.results["uncertain"] = scores.uncertain
 
     def _training_distribution(self, model: torch.nn.Module):
-        """The model card's training-set summary (parsed once per model), or ``None``."""
+        """The model card's training-set summary (parsed once per model, with the model's
+        :attr:`uncertainty_threshold`), or ``None``."""
         if not self.extrapolation:
             return None
         if self._distribution is None or self._distribution[0] != id(model):
-            from .extrapolation import from_card
+            from .extrapolation import from_card, uncertainty_threshold
 
             self._distribution = (id(model), from_card(getattr(model, "card", None)))
+            self.uncertainty_threshold = uncertainty_threshold(model, self._manifest)
         return self._distribution[1]
 
     def _check_memory(self, graph: AtomicGraph, model: torch.nn.Module) -> None:

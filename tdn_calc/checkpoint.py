@@ -171,6 +171,7 @@ def load_checkpoint_file(
                 "(content checksum mismatch); download or copy it again"
             )
     model.card = card
+    model.sha256 = hashlib.sha256(raw).hexdigest()  # finds its registry entry (thresholds)
     return model.to(device=torch_device, dtype=torch_dtype).eval()
 
 
@@ -192,7 +193,8 @@ def load_model(
             ``$TDN_MANIFEST``).
 
     Returns:
-        The model in eval mode, with its model card (a dict) as ``model.card``.
+        The model in eval mode, with its model card (a dict) as ``model.card`` and the
+        sha256 of its file as ``model.sha256``.
     """
     path = Path(path_or_name)
     if not path.is_file() and (path.suffix in CHECKPOINT_SUFFIXES or os.sep in str(path_or_name)):

@@ -10,6 +10,10 @@ can read :mod:`~tdn_calc.relax.options` without loading torch):
 - :mod:`~tdn_calc.relax.state`, :mod:`~tdn_calc.relax.optimizers` (``OPTIM_REGISTRY`` of
   ``(init, step)`` pairs: FIRE, BFGS) and :mod:`~tdn_calc.relax.queue` (:func:`batch_relax`,
   the queue and out-of-memory eviction): many structures at once on a TDN model;
+- :mod:`~tdn_calc.relax.teacher`: :class:`TeacherStage`, the teachers that verify and
+  finish a relaxation (``verify=``/``finish=``; the relaxations are
+  :func:`~tdn_calc.relax.single.finish_with_teacher` and
+  :func:`~tdn_calc.relax.single.teacher_relax`);
 - :mod:`~tdn_calc.relax.job` (with :mod:`~tdn_calc.relax.inputs` and
   :mod:`~tdn_calc.relax.outputs`): the work behind ``tdn-relax``.
 
@@ -39,6 +43,7 @@ _LAZY = {
     "BFGSParams": "optimizers",
     "RelaxJob": "job",
     "RelaxSettings": "settings",
+    "TeacherStage": "teacher",
     "float64_model": "precision",
     "float64_calculator": "precision",
     "choose_optimizer": "options",

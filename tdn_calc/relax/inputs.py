@@ -108,6 +108,26 @@ def model_groups(spec: str, records: Sequence[StructureRecord]
     return list(groups.items())
 
 
+def uncovered_records(spec: str, records: Sequence[StructureRecord],
+                      elements: Sequence[int] | None = None) -> list[StructureRecord]:
+    """The records no TDN model covers (``tdn-relax --finish`` relaxes them with the teacher
+    alone): with ``spec`` ``"auto"`` those no registered model covers, else those with an
+    element outside ``elements`` (the atomic numbers of the model; ``None``: not known yet,
+    none)."""
+    if spec.lower() == "auto":
+        out = []
+        for r in records:
+            try:
+                auto_model_name([r.atoms])
+            except UnsupportedElementError:
+                out.append(r)
+        return out
+    if elements is None:
+        return []
+    known = {int(z) for z in elements}
+    return [r for r in records if not {int(z) for z in r.atoms.numbers} <= known]
+
+
 def auto_model_name(structures: Sequence[Atoms], what: str = "") -> str:
     """``--model auto``: the registered model covering every element of ``structures``.
 

@@ -15,8 +15,16 @@ from typing import Any
 import torch
 from ase import Atoms
 
+from ..errors import InputError
 from ..structure_io import StructureRecord
-from .inputs import check_structures, limit_messages, load_job_model, model_groups, model_limits
+from .inputs import (
+    check_structures,
+    limit_messages,
+    load_job_model,
+    model_groups,
+    model_limits,
+    uncovered_records,
+)
 from .inputs import prepare as prepare_records
 from .outputs import (
     Outcome,
@@ -35,10 +43,18 @@ from .precision import float64_calculator
 from .queue import batch_relax
 from .result import ConvergenceWarning, RelaxResult
 from .settings import RelaxSettings
-from .single import polish_relaxation, relax
+from .single import finish_with_teacher, polish_relaxation, relax, teacher_relax
+from .teacher import TeacherStage
 
 #: Exit status when every structure converged / some did not / Ctrl-C.
 EXIT_OK, EXIT_NOT_CONVERGED, EXIT_INTERRUPTED = 0, 3, 130
+#: Exit status when a teacher's single point fails ``verify_fmax`` (``--verify``): as when
+#: not converged, the result needs a look.
+EXIT_NOT_VERIFIED = EXIT_NOT_CONVERGED
+#: ``info`` and ``arrays`` keys of the student's extrapolation scores at its minimum, kept on
+#: the output frame when a teacher finishes the structure.
+_SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain")
+_SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close")
 #: Finished structures are written at least this often during a run, s.
 SAVE_EVERY_S = 300.0
 
@@ -50,20 +66,34 @@ def run(
     calculator_factory: Callable[[], Any],
     on_done: Callable[[Outcome], None],
     log: Callable[[str], None] | None = None,
+    teachers: TeacherStage | None = None,
 ) -> None:
     """Relax ``records``, calling ``on_done`` for each as it finishes. Uses the batched
     relaxation (:func:`~tdn_calc.relax.queue.batch_relax`) when :meth:`RelaxSettings.batched`
     allows it, else :func:`~tdn_calc.relax.single.relax` one by one. When the model card
     holds a training-set summary, each relaxed frame gets extrapolation scores
-    (:func:`annotate_extrapolation`)."""
+    (:func:`annotate_extrapolation`). With ``settings.verify``/``settings.finish`` the
+    teachers (``teachers``, else built from ``settings``) verify and finish each structure
+    (:func:`~tdn_calc.relax.single.finish_with_teacher`); ``model`` ``None``: the finish
+    teacher relaxes them alone (:func:`~tdn_calc.relax.single.teacher_relax`)."""
     from ..extrapolation import from_card
 
-    dist = from_card(getattr(model, "card", None)) if model is not None else None
-    if dist is not None:
+    if teachers is None and (settings.verify or settings.finish):
+        teachers = settings.teacher_stage()
+    if model is None:
+        if teachers is None or not teachers.finish:
+            raise InputError("no model: only a finish teacher can relax these structures")
+        _run_teacher_only(records, settings, teachers, on_done, log)
+        return
+    dist = from_card(getattr(model, "card", None))
+    if dist is not None or teachers is not None:
         report = on_done
 
         def on_done(outcome: Outcome) -> None:
-            annotate_extrapolation(outcome.frame, model, dist)
+            if dist is not None:
+                annotate_extrapolation(outcome.frame, model, dist)
+            if teachers is not None:
+                outcome = _with_teachers(outcome, settings, teachers, log)
             report(outcome)
 
     with warnings.catch_warnings():
@@ -95,7 +125,9 @@ def run(
 def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> None:
     """Score the atoms of ``frame`` against the training-set summary ``dist``: per-atom
     ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]``, and in ``info``
-    ``extrapolation_max`` and ``extrapolating_atoms`` (score > 1 or too close)."""
+    ``extrapolation_max``, ``extrapolating_atoms`` (score above the model's threshold,
+    :func:`~tdn_calc.extrapolation.uncertainty_threshold`, or too close) and ``uncertain``
+    (any such atom)."""
     from ..extrapolation import score_atoms
 
     scores = score_atoms(model, dist, frame)
@@ -103,6 +135,38 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     frame.arrays["extrapolation_too_close"] = scores.too_close
     frame.info["extrapolation_max"] = scores.max_score
     frame.info["extrapolating_atoms"] = scores.n_extrapolating
+    frame.info["uncertain"] = scores.flagged
+
+
+def _with_teachers(outcome: Outcome, settings: RelaxSettings, teachers: TeacherStage,
+                   log: Callable[[str], None] | None) -> Outcome:  # fmt: skip
+    """``outcome`` after the teacher stage (finish when wanted, verify); the student's
+    extrapolation scores at its minimum stay on the output frame."""
+    student = outcome.frame
+    result = finish_with_teacher(outcome.result, teachers, student.info.get("uncertain"),
+                                 settings.fmax, steps=settings.steps,
+                                 optimizer=settings.optimizer, cell_filter=settings.cell_filter,
+                                 logfile="-" if log else None)  # fmt: skip
+    frame = output_frame(outcome.record, result)
+    if frame is not student:
+        frame.info.update({k: student.info[k] for k in _SCORE_INFO if k in student.info})
+        frame.arrays.update({k: student.arrays[k] for k in _SCORE_ARRAYS if k in student.arrays})
+    return Outcome(outcome.record, frame, outcome.status, result)
+
+
+def _run_teacher_only(records: Sequence[StructureRecord], settings: RelaxSettings,
+                      teachers: TeacherStage, on_done: Callable[[Outcome], None],
+                      log: Callable[[str], None] | None) -> None:  # fmt: skip
+    """Relax ``records`` (no TDN model covers them) with the finish teacher alone."""
+    for r in records:
+        traj = settings.trajectory
+        result = teacher_relax(
+            r.atoms, teachers, settings.fmax, steps=settings.steps, optimizer=settings.optimizer,
+            cell_filter=settings.cell_filter, fix_symmetry=settings.fix_symmetry,
+            trajectory=trajectory_path(traj, r, len(records) > 1) if traj else None,
+            logfile="-" if log else None, loginterval=settings.loginterval,
+        )
+        on_done(Outcome(r, output_frame(r, result), "relaxed", result))
 
 
 def _run_batched(records: Sequence[StructureRecord], settings: RelaxSettings,
@@ -163,10 +227,13 @@ class JobResult:
 
     @property
     def exit_code(self) -> int:
-        """:data:`EXIT_INTERRUPTED`, :data:`EXIT_OK` or :data:`EXIT_NOT_CONVERGED`."""
+        """:data:`EXIT_INTERRUPTED`, :data:`EXIT_NOT_CONVERGED`, :data:`EXIT_NOT_VERIFIED`
+        (a teacher's single point above ``verify_fmax``) or :data:`EXIT_OK`."""
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if self.counts["not_converged"] == 0 else EXIT_NOT_CONVERGED
+        if self.counts["not_converged"]:
+            return EXIT_NOT_CONVERGED
+        return EXIT_NOT_VERIFIED if self.counts.get("not_verified") else EXIT_OK
 
 
 @dataclass
@@ -229,9 +296,10 @@ class RelaxJob:
             say(f"warning: {message}")
         done = self._resumed(plans, say) if self.resume else {}
         todo = [r for r in records if r.key not in done]
+        teachers = self._teachers(todo)
         jobs, model_info = self._load_models(todo or records, done, size, say)
         loaded = time.perf_counter()
-        finished, interrupted = self._relax(jobs, plans, done, rank, size)
+        finished, interrupted = self._relax(jobs, plans, done, rank, size, teachers)
         relaxed = time.perf_counter()
         for part in distributed.all_gather(finished):
             done.update(part)
@@ -268,9 +336,25 @@ class RelaxJob:
         say(f"resume: {len(done)} structure(s) already in the output, {n_todo} to relax")
         return done
 
+    def _teachers(self, todo: Sequence[StructureRecord]) -> TeacherStage | None:
+        """The teachers of ``--verify``/``--finish``, built and checked against the elements
+        of the structures to relax before anything runs (``None``: no teacher).
+
+        Raises:
+            InputError: an unknown teacher, a missing package, elements it does not cover.
+        """
+        from ..device import resolve_device
+
+        teachers = self.settings.teacher_stage(str(resolve_device(self.device)))
+        if teachers is not None:
+            teachers.check_elements((f"{r.label} ({r.source})", r.atoms) for r in todo)
+        return teachers
+
     def _load_models(self, records: Sequence[StructureRecord], done: dict, size: int,
                      say: Callable[[str], None]) -> tuple[list, dict[str, Any]]:  # fmt: skip
-        """``[(model, info, records to relax)]`` per model and the report's model entry."""
+        """``[(model, info, records to relax)]`` per model and the report's model entry.
+        With ``finish``, the structures no TDN model covers form a last group with model
+        ``None`` (the teacher relaxes them alone)."""
         from .. import distributed
         from ..device import resolve_device
 
@@ -278,8 +362,13 @@ class RelaxJob:
         if size > 1 and dev.type == "cuda" and dev.index is None:
             dev = resolve_device(f"cuda:{distributed.local_rank()}")
         jobs = []
-        for spec, group in model_groups(self.model, records):
+        alone = uncovered_records(self.model, records) if self.settings.finish else []
+        covered = [r for r in records if r.key not in {a.key for a in alone}]
+        for spec, group in model_groups(self.model, covered):
             model, info = load_job_model(spec, [r.atoms for r in group], str(dev), self.dtype)
+            if self.settings.finish:
+                alone += uncovered_records(self.model, group, model.elements)
+                group = [r for r in group if r.key not in {a.key for a in alone}]
             pending = [r for r in group if r.key not in done]
             check_structures(pending, model.elements)
             for message in limit_messages(pending, model_limits(info)):
@@ -288,17 +377,29 @@ class RelaxJob:
                 info["name"] = f"{spec} (auto)"
                 info["structures"] = [r.label for r in group]
             jobs.append((model, info, pending))
+        if alone:
+            pending = [r for r in alone if r.key not in done]
+            check_structures(pending, None)
+            jobs.append((None, {"name": f"teacher {self.settings.finish} alone (no TDN model "
+                                        "covers these elements)",
+                                "structures": [r.label for r in alone]}, pending))  # fmt: skip
+            say(f"--finish {self.settings.finish}: no TDN model covers {len(alone)} "
+                f"structure(s) ({', '.join(r.label for r in alone[:5])}"
+                f"{', ...' if len(alone) > 5 else ''}); the teacher relaxes them alone")
         if len(jobs) == 1:
             return jobs, jobs[0][1]
-        for _, info, group in jobs:
-            say(f"--model auto: {info['name'].removesuffix(' (auto)')} for {len(group)} "
-                "structure(s)")  # fmt: skip
+        for model, info, group in jobs:
+            if model is not None:
+                say(f"--model auto: {info['name'].removesuffix(' (auto)')} for {len(group)} "
+                    "structure(s)")  # fmt: skip
         return jobs, {"name": "auto, per structure", "models": [info for _, info, _ in jobs]}
 
     def _relax(self, jobs: list, plans: Sequence[OutputPlan], done: dict, rank: int,
-               size: int) -> tuple[dict[tuple[str, int], Outcome], bool]:  # fmt: skip
-        """Relax this rank's share of every group; the outcomes and whether interrupted.
-        Finished structures are written every :data:`SAVE_EVERY_S` (single process)."""
+               size: int, teachers: TeacherStage | None = None,
+               ) -> tuple[dict[tuple[str, int], Outcome], bool]:  # fmt: skip
+        """Relax this rank's share of every group (with ``teachers``: verified and finished,
+        :func:`run`); the outcomes and whether interrupted. Finished structures are written
+        every :data:`SAVE_EVERY_S` (single process)."""
         from tqdm import tqdm
 
         from ..calculator import TDNCalculator
@@ -323,7 +424,8 @@ class RelaxJob:
             with sigterm_as_interrupt():
                 for model, _, group in jobs:
                     run(group[rank::size], self.settings, model,
-                        lambda model=model: TDNCalculator(model), on_done, log=self.log)
+                        lambda model=model: TDNCalculator(model), on_done, log=self.log,
+                        teachers=teachers)  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
         finally:

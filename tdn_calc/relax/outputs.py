@@ -61,6 +61,15 @@ class Outcome:
             "status": self.status,
             "extrapolation_max": _float(info.get("extrapolation_max")),
             "extrapolating_atoms": _int(info.get("extrapolating_atoms")),
+            "uncertain": _bool(info.get("uncertain")),
+            "engine": info.get("engine", "student"),
+            "student_steps": int(info.get("student_steps", info.get("n_steps", -1))),
+            "teacher_steps": int(info.get("teacher_steps", 0)),
+            "teacher_calls": int(info.get("teacher_calls", 0)),
+            "teacher_time": _float(info.get("teacher_time")),
+            "teacher_energy": _float(info.get("teacher_energy")),
+            "teacher_fmax": _float(info.get("teacher_fmax")),
+            "verified": _bool(info.get("verified")),
         }
 
 
@@ -70,6 +79,10 @@ def _float(x: Any) -> float | None:
 
 def _int(x: Any) -> int | None:
     return None if x is None else int(x)
+
+
+def _bool(x: Any) -> bool | None:
+    return None if x is None else bool(x)
 
 
 def _energy(atoms: Atoms) -> float | None:
@@ -141,6 +154,15 @@ def output_frame(record: StructureRecord, result: RelaxResult) -> Atoms:
         atoms.info["optimizer"] = result.optimizer
     if result.reason:
         atoms.info["relax_reason"] = result.reason
+    if result.student_steps is not None:  # a teacher took part
+        atoms.info.update(engine=result.engine, student_steps=int(result.student_steps),
+                          teacher_steps=int(result.teacher_steps),
+                          teacher_calls=int(result.teacher_calls),
+                          teacher_time=round(float(result.teacher_time), 3))  # fmt: skip
+    for key in ("teacher_energy", "teacher_fmax", "verified", "uncertain"):
+        value = getattr(result, key)
+        if value is not None:
+            atoms.info[key] = value
     return atoms
 
 
@@ -197,6 +219,10 @@ def versions() -> dict[str, str]:
 
 
 def counts(rows: Sequence[dict[str, Any]], total: int) -> dict[str, int]:
+    """Totals of the report rows (``total``: structures in the inputs): finished, converged,
+    resumed, flagged by the extrapolation scores (``extrapolating``, ``uncertain``), checked
+    by a teacher (``verified``, ``not_verified``) and relaxed by one (``teacher_finished``,
+    ``teacher_only``)."""
     converged = sum(r["converged"] for r in rows)
     flagged = sum(bool(r.get("extrapolating_atoms")) for r in rows)
     return {
@@ -207,11 +233,26 @@ def counts(rows: Sequence[dict[str, Any]], total: int) -> dict[str, int]:
         "resumed": sum(r["status"] == "resumed" for r in rows),
         "unfinished": total - len(rows),
         "extrapolating": flagged,
+        "uncertain": sum(r.get("uncertain") is True for r in rows),
+        "verified": sum(r.get("verified") is True for r in rows),
+        "not_verified": sum(r.get("verified") is False for r in rows),
+        "teacher_finished": sum(r.get("engine") == "student+teacher" for r in rows),
+        "teacher_only": sum(r.get("engine") == "teacher" for r in rows),
     }
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
-    """Write the JSON report atomically."""
+    """Write the report atomically: JSON, or for a ``.csv`` path one row per structure
+    (``report["structures"]``)."""
+    if Path(path).suffix.lower() == ".csv":
+        import csv
+
+        rows = report.get("structures", [])
+        with atomic_write(path, "w") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["structure"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return
     with atomic_write(path, "w") as handle:
         json.dump(report, handle, indent=2, default=str)
         handle.write("\n")

@@ -32,6 +32,18 @@ class RelaxResult:
         optimizer: the optimizer that ran (``"BFGS"``, ``"FIRE"``, ...; both stages joined by
             ``+`` after a polish, e.g. ``"FIRE+BFGS"``), so ``optimizer="auto"`` says what it
             chose.
+        engine: who relaxed it: ``"student"`` (the calculator given, e.g. a TDN model),
+            ``"student+teacher"`` (finished by a teacher, ``relax(..., finish=...)``) or
+            ``"teacher"`` (the teacher alone).
+        student_steps / teacher_steps: steps of each engine (``n_steps`` is their sum;
+            ``student_steps`` ``None``: all of ``n_steps`` are the student's).
+        teacher_calls: teacher calculations spent on this structure (finishing and
+            verifying); teacher_time: seconds spent in them.
+        teacher_energy: the verifying teacher's energy at the final structure, eV.
+        teacher_fmax: its max force there, eV/Å (fixed atoms excluded).
+        verified: ``teacher_fmax <= verify_fmax`` (``None``: not verified).
+        uncertain: the student flagged atoms it does not know at its minimum (``None``: no
+            extrapolation scores).
     """
 
     atoms: Atoms
@@ -44,6 +56,15 @@ class RelaxResult:
     energies: list[float] = field(default_factory=list)
     fmaxs: list[float] = field(default_factory=list)
     optimizer: str | None = None
+    engine: str = "student"
+    student_steps: int | None = None
+    teacher_steps: int = 0
+    teacher_calls: int = 0
+    teacher_time: float = 0.0
+    teacher_energy: float | None = None
+    teacher_fmax: float | None = None
+    verified: bool | None = None
+    uncertain: bool | None = None
 
     @property
     def diverged(self) -> bool:
@@ -51,9 +72,10 @@ class RelaxResult:
         return bool(self.reason and self.reason.startswith("diverged"))
 
 
-def merge_results(first: RelaxResult, second: RelaxResult) -> RelaxResult:
-    """One result for a relaxation continued by ``second`` (e.g. a float64 polish): final
-    state and convergence of ``second``, steps, times and histories of both."""
+def merge_results(first: RelaxResult, second: RelaxResult, stage: str = "polish") -> RelaxResult:
+    """One result for a relaxation continued by ``second`` (e.g. a float64 polish, or a
+    teacher's finish): final state and convergence of ``second``, steps, times and histories
+    of both; a reason for not converging starts with ``stage``."""
     return RelaxResult(
         atoms=second.atoms,
         converged=second.converged,
@@ -61,7 +83,7 @@ def merge_results(first: RelaxResult, second: RelaxResult) -> RelaxResult:
         energy=second.energy,
         fmax=second.fmax,
         wall_time=first.wall_time + second.wall_time,
-        reason=None if second.converged else f"polish: {second.reason}",
+        reason=None if second.converged else f"{stage}: {second.reason}",
         energies=first.energies + second.energies,
         fmaxs=first.fmaxs + second.fmaxs,
         optimizer="+".join(o for o in (first.optimizer, second.optimizer) if o) or None,

@@ -6,10 +6,11 @@ Many structures at once on a TDN model: :func:`tdn_calc.relax.batch_relax`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
@@ -18,7 +19,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch
 from ase.optimize.optimize import Optimizer
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedElementError
 from .guard import DEFAULT_GUARD, DivergenceGuard, min_pair_distance
 from .options import (
     ASE_OPTIMIZERS,
@@ -29,6 +30,10 @@ from .options import (
 )
 from .precision import float64_calculator
 from .result import ConvergenceWarning, RelaxResult, merge_results, not_converged_message
+from .teacher import constrained_fmax
+
+if TYPE_CHECKING:
+    from .teacher import TeacherStage
 
 #: ASE optimizer classes by name (:data:`~tdn_calc.relax.options.ASE_OPTIMIZERS`).
 OPTIMIZERS: dict[str, type[Optimizer]] = dict(
@@ -96,6 +101,11 @@ def relax(
     warn: bool = True,
     polish: bool = False,
     polish_fmax: float = 0.001,
+    verify: str | None = None,
+    finish: str | None = None,
+    finish_when: str = "uncertain",
+    verify_fmax: float | None = None,
+    teacher_device: str = "cpu",
 ) -> RelaxResult:
     """Relax the positions (and, with ``cell_filter``, the cell) of a copy of ``atoms``.
 
@@ -126,9 +136,53 @@ def relax(
             ``converged`` then means ``polish_fmax`` was reached; histories and step counts
             cover both stages.
         polish_fmax: force threshold of the polish, eV/Å.
+        verify: a teacher (:mod:`tdn_calc.teachers` name, e.g. ``"sevenn-0"``, ``"emt"``)
+            computes one single point at the final structure: ``teacher_energy`` (eV),
+            ``teacher_fmax`` (eV/Å, fixed atoms excluded) and ``verified``
+            (``teacher_fmax <= verify_fmax``) of the result.
+        finish: a teacher that continues from the calculator's minimum to ``fmax`` (same
+            ``steps`` budget, optimizer, constraints and cell filter), so that the final
+            geometry is the teacher's (``engine == "student+teacher"``); a structure whose
+            elements the TDN calculator does not cover is relaxed by the teacher alone
+            (``engine == "teacher"``).
+        finish_when: which structures ``finish`` continues: ``"uncertain"`` (the TDN
+            calculator flags atoms at its minimum, ``results["uncertain"]``),
+            ``"unverified"`` (the finish teacher's single point there exceeds
+            ``verify_fmax``) or ``"always"``.
+        verify_fmax: threshold of ``verified`` and ``"unverified"``, eV/Å (default 3 x
+            ``fmax``).
+        teacher_device: device of neural-network teachers (``"cpu"``, ``"cuda"``).
+
+    Raises:
+        InputError: bad options, an unknown teacher or one whose package is missing, a
+            teacher that does not cover the elements of ``atoms``.
     """
     if fmax <= 0 or steps < 0:
         raise InputError(f"need fmax > 0 eV/Å and steps >= 0, got fmax={fmax}, steps={steps}")
+    if verify or finish:
+        from .teacher import teacher_stage
+
+        stage = teacher_stage(verify, finish, finish_when, fmax, verify_fmax, teacher_device)
+        stage.check_elements([("structure", atoms)])
+        calculator = _resolve_calculator(atoms, calculator)
+        kwargs = dict(steps=steps, optimizer=optimizer, cell_filter=cell_filter,
+                      logfile=logfile, guard=guard)  # fmt: skip
+        try:
+            first = relax(atoms, calculator, fmax, fix_symmetry=fix_symmetry,
+                          trajectory=trajectory, loginterval=loginterval,
+                          optimizer_kwargs=optimizer_kwargs, filter_kwargs=filter_kwargs,
+                          warn=False, polish=polish, polish_fmax=polish_fmax,
+                          **kwargs)  # fmt: skip
+        except UnsupportedElementError:
+            if not finish:
+                raise
+            result = teacher_relax(atoms, stage, fmax, fix_symmetry=fix_symmetry, **kwargs)
+        else:
+            result = finish_with_teacher(first, stage, student_uncertain(calculator, first.atoms),
+                                         fmax, **kwargs)  # fmt: skip
+        if warn and not result.converged:
+            warnings.warn(not_converged_message(result, fmax), ConvergenceWarning, stacklevel=2)
+        return result
     if polish:
         calculator = _resolve_calculator(atoms, calculator)
         if not 0 < polish_fmax <= fmax:
@@ -274,3 +328,85 @@ def polish_relaxation(
                    filter_kwargs=filter_kwargs, guard=guard, logfile=logfile,
                    warn=False)  # fmt: skip
     return merge_results(first, second)
+
+
+def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
+    """Whether ``calculator`` (a TDN calculator with extrapolation scores) flags any atom of
+    ``atoms`` (``results["uncertain"]``); ``None`` when it computes no scores. Reuses the
+    calculator's results when it last saw ``atoms``."""
+    probe = atoms.copy()
+    probe.calc = calculator
+    probe.get_potential_energy()
+    flags = getattr(calculator, "results", {}).get("uncertain")
+    return None if flags is None else bool(np.any(flags))
+
+
+def finish_with_teacher(
+    first: RelaxResult,
+    stage: TeacherStage,
+    uncertain: bool | None,
+    fmax: float,
+    *,
+    steps: int = 500,
+    optimizer: str | type[Optimizer] = "auto",
+    cell_filter: str | None = None,
+    logfile: str | os.PathLike | None = None,
+    guard: DivergenceGuard | None = DEFAULT_GUARD,
+) -> RelaxResult:
+    """The teacher stage after a student relaxation ``first``: continue it with
+    ``stage.finish`` from its final structure (constraints included) to ``fmax`` eV/Å when
+    :meth:`~tdn_calc.relax.teacher.TeacherStage.wants_finish` says so (``uncertain``: the
+    student's flag at its minimum), then verify the final structure with ``stage.verify``.
+
+    Returns:
+        ``first`` or both stages merged, with ``engine``, ``student_steps``,
+        ``teacher_steps``, the teacher fields and ``uncertain`` set. No warning is emitted.
+    """
+    start = stage.usage()
+    result = dataclasses.replace(first, student_steps=first.n_steps, uncertain=uncertain)
+    known = None  # (teacher, energy, fmax) at the current final structure
+    if stage.finish and stage.finish_when == "unverified":
+        known = (stage.finish, *stage.single_point(stage.finish, first.atoms))
+    if stage.wants_finish(uncertain, known[2] if known else None):
+        second = relax(first.atoms, stage.calculator(stage.finish), fmax, steps=steps,
+                       optimizer=optimizer, cell_filter=cell_filter, logfile=logfile,
+                       guard=guard, warn=False)  # fmt: skip
+        result = dataclasses.replace(merge_results(first, second, "teacher"),
+                                     engine="student+teacher", student_steps=first.n_steps,
+                                     teacher_steps=second.n_steps, uncertain=uncertain)  # fmt: skip
+        known = (stage.finish, float(second.atoms.get_potential_energy()),
+                 constrained_fmax(second.atoms))  # fmt: skip
+    return _verified(result, stage, known, start)
+
+
+def teacher_relax(atoms: Atoms, stage: TeacherStage, fmax: float, **kwargs: Any) -> RelaxResult:
+    """Relax ``atoms`` with the teacher ``stage.finish`` alone (a structure no TDN model
+    covers) to ``fmax`` eV/Å, then verify it with ``stage.verify``; ``engine == "teacher"``.
+    ``kwargs``: options of :func:`relax` (``steps``, ``optimizer``, ``cell_filter``,
+    ``fix_symmetry``, ``trajectory``, ``logfile``, ``loginterval``, ``guard``). No warning
+    is emitted."""
+    start = stage.usage()
+    result = relax(atoms, stage.calculator(stage.finish), fmax, warn=False, **kwargs)
+    result = dataclasses.replace(result, engine="teacher", student_steps=0,
+                                 teacher_steps=result.n_steps)  # fmt: skip
+    known = (stage.finish, float(result.atoms.get_potential_energy()),
+             constrained_fmax(result.atoms))  # fmt: skip
+    return _verified(result, stage, known, start)
+
+
+def _verified(result: RelaxResult, stage: TeacherStage,
+              known: tuple[str, float, float] | None,
+              start: tuple[int, float]) -> RelaxResult:  # fmt: skip
+    """``result`` with the verifying teacher's energy, fmax and ``verified`` (``known``: a
+    teacher's ``(name, energy, fmax)`` at the final structure, reused when it is the verify
+    teacher or no verify teacher is named) and the teacher calls and time since ``start``
+    (:meth:`~tdn_calc.relax.teacher.TeacherStage.usage`)."""
+    if stage.verify and not (known and stage.same(known[0], stage.verify)):
+        known = (stage.verify, *stage.single_point(stage.verify, result.atoms))
+    fields: dict[str, Any] = {}
+    if known is not None:
+        fields = {"teacher_energy": known[1], "teacher_fmax": known[2],
+                  "verified": bool(known[2] <= stage.verify_fmax)}  # fmt: skip
+    calls, seconds = stage.usage()
+    return dataclasses.replace(result, teacher_calls=calls - start[0],
+                               teacher_time=seconds - start[1], **fields)  # fmt: skip
