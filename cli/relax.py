@@ -118,7 +118,8 @@ def _table(rows: list[dict]) -> str:
 @click.option("--finish-when", type=click.Choice(FINISH_WHEN), default="uncertain",
               show_default=True,
               help="Which structures --finish continues: uncertain (atoms the model does not "
-                   "know), unverified (teacher fmax > --verify-fmax), always.")
+                   "know, or not converged), unverified (teacher fmax > --verify-fmax), "
+                   "always.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Print optimizer steps.")
 def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filter, fix_symmetry,

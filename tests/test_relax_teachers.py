@@ -149,6 +149,19 @@ def test_finish_when_uncertain_follows_the_models_threshold(workdir, monkeypatch
         assert row["teacher_calls"] == 0 and row["teacher_steps"] == 0
 
 
+def test_finish_when_uncertain_also_finishes_a_student_that_did_not_converge(workdir,
+                                                                           monkeypatch):
+    """No atom flagged (threshold 1e6), but --steps 0 leaves the student short of --fmax: its
+    end is no minimum, so the teacher takes over (with the same budget of 0 steps)."""
+    monkeypatch.setenv("TDN_MANIFEST", _catalysis_manifest(workdir, 1e6))
+    write("cu.xyz", slab("Cu", 5), format="extxyz")
+    tdn_relax("cu.xyz", "-m", "tdn-catalysis", "--steps", "0", "--fmax", "1e-4", "--finish",
+              "emt", "--report", "r.json")  # fmt: skip
+    (row,) = rows()
+    assert row["uncertain"] is False and row["converged"] is False
+    assert row["engine"] == "student+teacher" and row["teacher_steps"] == 0
+
+
 def test_finish_when_unverified_finishes_only_what_the_teacher_rejects(workdir):
     """--steps 0: neither engine moves an atom, so the choice rests on the teacher's single
     point alone (the teacher relaxation gets the same budget of 0 steps)."""

@@ -356,7 +356,8 @@ def finish_with_teacher(
     """The teacher stage after a student relaxation ``first``: continue it with
     ``stage.finish`` from its final structure (constraints included) to ``fmax`` eV/Å when
     :meth:`~tdn_calc.relax.teacher.TeacherStage.wants_finish` says so (``uncertain``: the
-    student's flag at its minimum), then verify the final structure with ``stage.verify``.
+    student's flag at its minimum, or a student that did not converge), then verify the
+    final structure with ``stage.verify``.
 
     Returns:
         ``first`` or both stages merged, with ``engine``, ``student_steps``,
@@ -367,7 +368,7 @@ def finish_with_teacher(
     known = None  # (teacher, energy, fmax) at the current final structure
     if stage.finish and stage.finish_when == "unverified":
         known = (stage.finish, *stage.single_point(stage.finish, first.atoms))
-    if stage.wants_finish(uncertain, known[2] if known else None):
+    if stage.wants_finish(uncertain, known[2] if known else None, first.converged):
         second = relax(first.atoms, stage.calculator(stage.finish), fmax, steps=steps,
                        optimizer=optimizer, cell_filter=cell_filter, logfile=logfile,
                        guard=guard, warn=False)  # fmt: skip

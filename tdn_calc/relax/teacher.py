@@ -155,16 +155,19 @@ class TeacherStage:
         probe.calc = self.calculator(name)
         return float(probe.get_potential_energy()), constrained_fmax(probe)
 
-    def wants_finish(self, uncertain: bool | None, teacher_fmax: float | None) -> bool:
+    def wants_finish(
+        self, uncertain: bool | None, teacher_fmax: float | None, converged: bool = True
+    ) -> bool:
         """Whether ``finish`` continues a structure: ``uncertain`` from the student's scores
-        (``None``: no scores, not finished), ``teacher_fmax`` from the finish teacher's
-        single point (eV/Å; needed for ``"unverified"``)."""
+        (``None``: no scores), ``teacher_fmax`` from the finish teacher's single point (eV/Å;
+        needed for ``"unverified"``), ``converged`` whether the student reached its fmax (a
+        student that did not is finished under ``"uncertain"`` too: it is not a minimum)."""
         if not self.finish:
             return False
         if self.finish_when == "always":
             return True
         if self.finish_when == "uncertain":
-            return bool(uncertain)
+            return bool(uncertain) or not converged
         return teacher_fmax is None or teacher_fmax > self.verify_fmax
 
 
