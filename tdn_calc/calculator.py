@@ -15,9 +15,17 @@ from .atomic_graph import AtomicGraph
 from .checkpoint import load_model
 from .device import available_memory, resolve_device, resolve_dtype
 from .errors import InputError, TDNError
-from .graph import arrays_to_graph
+from .graph import arrays_to_graph_with_distances
 from .registry import select_model_for
-from .validation import DEFAULT_MIN_DISTANCE, validate_structure
+from .validation import (
+    DEFAULT_MIN_DISTANCE,
+    check_lattice_lengths,
+    check_pair_distances,
+    validate_structure,
+)
+
+#: bytes of estimated need below which the calculator does not ask how much memory is free
+_ALWAYS_FITS = 64 * 2**20
 
 
 class TDNCalculator(Calculator):
@@ -113,21 +121,7 @@ class TDNCalculator(Calculator):
             )
         numbers = atoms.numbers
         model = self._model_for(numbers)
-        validate_structure(
-            numbers,
-            atoms.positions,
-            atoms.cell.array,
-            atoms.pbc,
-            supported_elements=model.elements,
-            min_distance=self.min_distance,
-        )
-        graph = arrays_to_graph(
-            [(numbers, _local_positions(atoms), atoms.cell.array, atoms.pbc)],
-            model.cutoff,
-            dtype=self.dtype,
-            device=self.device,
-            max_neighbors=model.config.max_neighbors,
-        )
+        graph, distances = self._graph(atoms, model)
         self._check_memory(graph, model)
         dist = self._training_distribution(model)
         try:
@@ -161,9 +155,38 @@ class TDNCalculator(Calculator):
         if dist is not None:
             from .extrapolation import score_graph
 
-            scores = score_graph(model, dist, graph, out["node_features"])
+            scores = score_graph(model, dist, graph, out["node_features"], distances)
             self.results["extrapolation"] = scores.scores
             self.results["extrapolation_too_close"] = scores.too_close
+
+    def _graph(self, atoms: Atoms, model: torch.nn.Module) -> tuple[AtomicGraph, np.ndarray]:
+        """Validate ``atoms`` and build its graph and ``[E]`` edge lengths (Å) with one
+        neighbour list: when it lists every pair closer than ``min_distance`` (the usual
+        case: a cutoff above it and no neighbour cap), the minimum-distance check reads its
+        distances instead of building a second list."""
+        numbers, pbc, cell = atoms.numbers, atoms.pbc, atoms.cell.array
+        shared = model.config.max_neighbors is None and self.min_distance <= model.cutoff
+        validate_structure(
+            numbers,
+            atoms.positions,
+            cell,
+            pbc,
+            supported_elements=model.elements,
+            min_distance=0.0 if shared else self.min_distance,
+        )
+        if shared and self.min_distance > 0:
+            check_lattice_lengths(cell, pbc, self.min_distance)
+        graph, distances = arrays_to_graph_with_distances(
+            [(numbers, _local_positions(atoms), cell, pbc)],
+            model.cutoff,
+            dtype=self.dtype,
+            device=self.device,
+            max_neighbors=model.config.max_neighbors,
+        )
+        if shared:
+            i, j = graph.edge_index.cpu().numpy()
+            check_pair_distances(i, j, distances, numbers, self.min_distance)
+        return graph, distances
 
     def _training_distribution(self, model: torch.nn.Module):
         """The model card's training-set summary (parsed once per model), or ``None``."""
@@ -181,6 +204,8 @@ class TDNCalculator(Calculator):
         need = estimate_memory(model.config, n_atoms, n_edges, self.dtype)
         limit = self.max_memory
         if limit is None:
+            if need <= _ALWAYS_FITS:  # not worth a system query on every call
+                return
             limit = int(0.9 * available_memory(self.device))
         if need > limit:
             raise InputError(
