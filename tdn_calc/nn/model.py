@@ -113,22 +113,27 @@ class TDNModel(Float64BufferMixin):
 
     def _edge_geometry(self, graph: AtomicGraph, positions, cell) -> EdgeGeometry:
         i, j = graph.edge_index[0], graph.edge_index[1]
-        offsets = torch.einsum("ek,ekl->el", graph.shifts, cell[graph.system_idx[i]])
-        vectors = positions[j] - positions[i] + offsets
+        vectors = positions[j] - positions[i]
+        if bool(graph.pbc.any()):  # non-periodic graphs have zero shifts: no offsets to add
+            vectors = vectors + torch.einsum("ek,ekl->el", graph.shifts, cell[graph.system_idx[i]])
         distance = torch.linalg.vector_norm(vectors, dim=-1)
         sh = self.spherical_harmonics(vectors)
         envelope = polynomial_envelope(distance, self.cutoff, self.config.envelope_exponent)
         return EdgeGeometry(i, j, distance, sh, envelope)
 
-    def node_features(self, graph: AtomicGraph, positions=None, cell=None) -> torch.Tensor:
-        """Final normalised features ``[N, d, C]`` (their scalars feed the energy head)."""
+    def node_features(
+        self, graph: AtomicGraph, positions=None, cell=None, species=None
+    ) -> torch.Tensor:
+        """Final normalised features ``[N, d, C]`` (their scalars feed the energy head).
+        ``species``: :meth:`species_index` of the graph's atoms when the caller has it."""
         positions = graph.positions if positions is None else positions
         cell = graph.cell if cell is None else cell
+        species = self.species_index(graph.atomic_numbers) if species is None else species
         edges = self._edge_geometry(graph, positions, cell)
         radial = self.radial(edges.distance, edges.envelope).split(
             [self.config.channels] + [2 * self.config.channels] * self.config.num_layers, dim=-1
         )
-        h = self.embedding(self.species_index(graph.atomic_numbers))
+        h = self.embedding(species)
         x = self.degree_embedding(h, edges, radial[0])
         x = torch.cat([x[:, :1, :] + h.unsqueeze(1), x[:, 1:, :]], dim=1)
         for block, block_radial in zip(self.blocks, radial[1:], strict=True):
@@ -169,9 +174,9 @@ class TDNModel(Float64BufferMixin):
                 )
             else:
                 positions_used = positions
-            x = self.node_features(graph, positions_used, cell)
-            raw = self.head(x[:, 0, :]).squeeze(-1)
             species = self.species_index(graph.atomic_numbers)
+            x = self.node_features(graph, positions_used, cell, species)
+            raw = self.head(x[:, 0, :]).squeeze(-1)
             learned = (self.scale * raw + self.shift).to(torch.float64)
             energies = self.atomic_energies[species] + learned
             energy = torch.zeros(graph.n_systems, dtype=torch.float64, device=raw.device)

@@ -55,11 +55,21 @@ class SharedPathTensorProduct(nn.Module):
         for name, master in masters.items():
             moved = getattr(self, name)
             setattr(self, name, master.to(device=moved.device))
+        self.__dict__.pop("_cast_cache", None)
         return self
 
     def constant(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """The constant ``name`` in ``like``'s dtype."""
-        return getattr(self, name).to(like.dtype)
+        """The constant ``name`` in ``like``'s dtype (the cast is cached: one copy per dtype,
+        dropped when the module moves)."""
+        master = getattr(self, name)
+        if master.dtype == like.dtype:
+            return master
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        key = (name, like.dtype)
+        cast = cache.get(key)
+        if cast is None or cast.device != master.device:
+            cast = cache[key] = master.to(like.dtype)
+        return cast
 
     def flops_per_edge(self) -> int:
         """Multiply-adds x2 per edge for the forward pass (for benchmark reports)."""
