@@ -10,7 +10,7 @@ from torch import nn
 
 from ..atomic_graph import AtomicGraph
 from ..errors import UnsupportedElementError
-from .attention import EdgeGeometry, GraphAttention
+from .attention import EdgeGeometry, GraphAttention, gather
 from .config import TDNConfig
 from .float64_buffers import Float64BufferMixin
 from .layers import DegreeLayerNorm, DegreeLinear, FeedForward
@@ -46,7 +46,7 @@ class DegreeEmbedding(nn.Module):
 
     def forward(self, h: torch.Tensor, edges: EdgeGeometry, radial: torch.Tensor) -> torch.Tensor:
         """``h``: ``[N, C]`` element embeddings; ``radial``: ``[E, C]`` radial weights."""
-        w = radial * h[edges.neighbour]  # [E, C]
+        w = radial * gather(h, edges.neighbour)  # [E, C]
         messages = edges.sh.unsqueeze(-1) * w.unsqueeze(1)  # [E, d, C]
         shape = (h.shape[0], edges.sh.shape[1], h.shape[1])
         summed = torch.zeros(shape, dtype=h.dtype, device=h.device).index_add(
@@ -113,7 +113,7 @@ class TDNModel(Float64BufferMixin):
 
     def _edge_geometry(self, graph: AtomicGraph, positions, cell) -> EdgeGeometry:
         i, j = graph.edge_index[0], graph.edge_index[1]
-        vectors = positions[j] - positions[i]
+        vectors = gather(positions, j) - gather(positions, i)
         if bool(graph.pbc.any()):  # non-periodic graphs have zero shifts: no offsets to add
             vectors = vectors + torch.einsum("ek,ekl->el", graph.shifts, cell[graph.system_idx[i]])
         distance = torch.linalg.vector_norm(vectors, dim=-1)
