@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 
 import torch
 from e3nn import o3
 from torch import nn
 
 from ..atomic_graph import AtomicGraph
-from ..errors import UnsupportedElementError
+from ..errors import TDNError, UnsupportedElementError
 from .attention import EdgeGeometry, GraphAttention, gather
 from .config import TDNConfig
 from .float64_buffers import Float64BufferMixin
@@ -111,11 +113,13 @@ class TDNModel(Float64BufferMixin):
             )
         return index
 
-    def _edge_geometry(self, graph: AtomicGraph, positions, cell) -> EdgeGeometry:
-        i, j = graph.edge_index[0], graph.edge_index[1]
+    def _edge_geometry(
+        self, positions, cell, edge_index, shifts, system_idx, periodic: bool
+    ) -> EdgeGeometry:
+        i, j = edge_index[0], edge_index[1]
         vectors = gather(positions, j) - gather(positions, i)
-        if bool(graph.pbc.any()):  # non-periodic graphs have zero shifts: no offsets to add
-            vectors = vectors + torch.einsum("ek,ekl->el", graph.shifts, cell[graph.system_idx[i]])
+        if periodic:  # non-periodic graphs have zero shifts: no offsets to add
+            vectors = vectors + torch.einsum("ek,ekl->el", shifts, cell[system_idx[i]])
         distance = torch.linalg.vector_norm(vectors, dim=-1)
         sh = self.spherical_harmonics(vectors)
         envelope = polynomial_envelope(distance, self.cutoff, self.config.envelope_exponent)
@@ -129,7 +133,28 @@ class TDNModel(Float64BufferMixin):
         positions = graph.positions if positions is None else positions
         cell = graph.cell if cell is None else cell
         species = self.species_index(graph.atomic_numbers) if species is None else species
-        edges = self._edge_geometry(graph, positions, cell)
+        return self._features(
+            positions,
+            cell,
+            species,
+            graph.edge_index,
+            graph.shifts,
+            graph.system_idx,
+            bool(graph.pbc.any()),
+        )
+
+    def _features(
+        self,
+        positions: torch.Tensor,
+        cell: torch.Tensor,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor,
+        system_idx: torch.Tensor,
+        periodic: bool,
+    ) -> torch.Tensor:
+        """:meth:`node_features` on plain tensors (what :meth:`compile_inference` compiles)."""
+        edges = self._edge_geometry(positions, cell, edge_index, shifts, system_idx, periodic)
         radial = self.radial(edges.distance, edges.envelope).split(
             [self.config.channels] + [2 * self.config.channels] * self.config.num_layers, dim=-1
         )
@@ -158,6 +183,56 @@ class TDNModel(Float64BufferMixin):
         back-propagated. ``return_features=True`` adds ``"node_features"`` ``[N, C]``: the
         last-layer invariant (l = 0) features that feed the energy head, detached.
         """
+        species = self.species_index(graph.atomic_numbers)
+        owner, compiled = self.__dict__.get("_compiled_features") or (None, None)
+        if compiled is not None and owner == id(self) and not training:  # not a stale copy's
+            try:
+                return self._evaluate(
+                    graph, species, compiled, compute_forces, compute_stress, training,
+                    return_features,
+                )  # fmt: skip
+            except (TDNError, MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as exc:  # any failure of the compiler or its code: go eager
+                self.__dict__["_compiled_features"] = None
+                warnings.warn(
+                    f"compiled inference failed ({type(exc).__name__}: {exc}); this model "
+                    "runs eager PyTorch from now on",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return self._evaluate(
+            graph, species, self._features, compute_forces, compute_stress, training,
+            return_features,
+        )  # fmt: skip
+
+    def compile_inference(self, enabled: bool = True) -> bool:
+        """Run inference (``forward(training=False)``) through ``torch.compile`` of the
+        feature network (forward and backward), falling back to eager PyTorch with a one-time
+        warning if compiling or running it fails. Training never uses it. The first call
+        of each new kind of input (periodic or not, ...) compiles, which takes from seconds
+        to minutes; later calls are faster on small structures. Returns whether it is on."""
+        self.__dict__["_compiled_features"] = None
+        if enabled:
+            try:
+                compiled = torch.compile(self._features, dynamic=True)
+                self.__dict__["_compiled_features"] = (id(self), compiled)
+            except Exception as exc:  # no compiler on this platform
+                warnings.warn(f"torch.compile unavailable ({exc}); using eager", RuntimeWarning,
+                              stacklevel=2)  # fmt: skip
+        return self.__dict__["_compiled_features"] is not None
+
+    def _evaluate(
+        self,
+        graph: AtomicGraph,
+        species: torch.Tensor,
+        features: Callable[..., torch.Tensor],
+        compute_forces: bool,
+        compute_stress: bool,
+        training: bool,
+        return_features: bool,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward` with the feature network ``features`` (eager or compiled)."""
         positions, cell = graph.positions, graph.cell
         inputs = []
         with torch.enable_grad():
@@ -174,8 +249,15 @@ class TDNModel(Float64BufferMixin):
                 )
             else:
                 positions_used = positions
-            species = self.species_index(graph.atomic_numbers)
-            x = self.node_features(graph, positions_used, cell, species)
+            x = features(
+                positions_used,
+                cell,
+                species,
+                graph.edge_index,
+                graph.shifts,
+                graph.system_idx,
+                bool(graph.pbc.any()),
+            )
             raw = self.head(x[:, 0, :]).squeeze(-1)
             learned = (self.scale * raw + self.shift).to(torch.float64)
             energies = self.atomic_energies[species] + learned

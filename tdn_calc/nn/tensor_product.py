@@ -83,9 +83,10 @@ def _apply_matrix(
 
     In training mode with autograd on, plain differentiable operations: a force loss
     differentiates the product twice, and their graph is the leaner one for that. Otherwise
-    (inference, forces by one backward) the allocation-saving :class:`_ApplyMatrix`.
+    (inference, forces by one backward) the allocation-saving :class:`_ApplyMatrix`; under
+    ``torch.compile`` the plain operations too, which the compiler fuses itself.
     """
-    if training and torch.is_grad_enabled():
+    if (training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
         return torch.bmm(m.transpose(1, 2), x) * w.unsqueeze(1)
     return _ApplyMatrix.apply(m, x, w)
 
@@ -195,7 +196,7 @@ class CPTensorProduct(SharedPathTensorProduct):
             m = (yb @ self.constant("k", x)).view(-1, self.dim, self.dim)  # [E, i, k]
             return _apply_matrix(m, x, w, self.training)
         a, c = self.constant("a", x), self.constant("c", x)
-        if self.training and torch.is_grad_enabled():  # plain ops (see _apply_matrix)
+        if (self.training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
             xa = torch.matmul(a.T, x) * yb.unsqueeze(-1)  # [E, r, C]
             return torch.matmul(c, xa) * w.unsqueeze(1)
         return _FactorProduct.apply(x, yb, w, a, c)
