@@ -17,6 +17,7 @@ list instead (same convention).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,22 +212,22 @@ def arrays_to_graph(
 
     Non-periodic structures get a zero cell, as :class:`AtomicGraph` expects.
     """
-    graph, _ = arrays_to_graph_with_distances(
-        systems, cutoff, dtype=dtype, device=device, max_neighbors=max_neighbors
-    )
-    return graph
+    return _graph_and_distances(systems, cutoff, dtype, device, max_neighbors)[0]
 
 
 def arrays_to_graph_with_distances(
-    systems: Sequence[SystemArrays],
-    cutoff: float,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    max_neighbors: int | None = None,
+    systems: Sequence[SystemArrays], cutoff: float, **options: Any
 ) -> tuple[AtomicGraph, np.ndarray]:
-    """:func:`arrays_to_graph` that also returns the ``[E]`` float64 edge lengths (Å, in edge
-    order) that the neighbour list computed anyway."""
+    """:func:`arrays_to_graph` (same keyword arguments) that also returns the ``[E]`` float64
+    edge lengths (Å, in edge order) that the neighbour list computed anyway."""
+    return _graph_and_distances(systems, cutoff, **options)
+
+
+def _graph_and_distances(
+    systems: Sequence[SystemArrays], cutoff: float, dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu", max_neighbors: int | None = None,
+) -> tuple[AtomicGraph, np.ndarray]:  # fmt: skip
+    """The graph and edge lengths of :func:`arrays_to_graph_with_distances`."""
     if len(systems) == 0:
         raise InputError("no structures to convert; give at least one")
     numbers_all, positions_all, system_idx, edges, shifts, cells, pbcs = [], [], [], [], [], [], []

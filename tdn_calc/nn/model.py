@@ -133,15 +133,7 @@ class TDNModel(Float64BufferMixin):
         positions = graph.positions if positions is None else positions
         cell = graph.cell if cell is None else cell
         species = self.species_index(graph.atomic_numbers) if species is None else species
-        return self._features(
-            positions,
-            cell,
-            species,
-            graph.edge_index,
-            graph.shifts,
-            graph.system_idx,
-            bool(graph.pbc.any()),
-        )
+        return self._features(positions, cell, species, *_topology(graph))
 
     def _features(
         self,
@@ -249,15 +241,7 @@ class TDNModel(Float64BufferMixin):
                 )
             else:
                 positions_used = positions
-            x = features(
-                positions_used,
-                cell,
-                species,
-                graph.edge_index,
-                graph.shifts,
-                graph.system_idx,
-                bool(graph.pbc.any()),
-            )
+            x = features(positions_used, cell, species, *_topology(graph))
             raw = self.head(x[:, 0, :]).squeeze(-1)
             learned = (self.scale * raw + self.shift).to(torch.float64)
             energies = self.atomic_energies[species] + learned
@@ -286,3 +270,8 @@ class TDNModel(Float64BufferMixin):
         if not training:
             out = {k: v.detach() for k, v in out.items()}
         return out
+
+
+def _topology(graph: AtomicGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """The graph's ``(edge_index, shifts, system_idx, periodic)``, as ``_features`` takes them."""
+    return graph.edge_index, graph.shifts, graph.system_idx, bool(graph.pbc.any())
