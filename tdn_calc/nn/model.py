@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -208,7 +209,12 @@ class TDNModel(Float64BufferMixin):
         if enabled:
             try:
                 compiled = torch.compile(self._features, dynamic=True)
-                self.__dict__["_compiled_features"] = (id(self), compiled)
+
+                def features(*args: object) -> torch.Tensor:
+                    with _distinct_sizes():
+                        return compiled(*args)
+
+                self.__dict__["_compiled_features"] = (id(self), features)
             except Exception as exc:  # no compiler on this platform
                 warnings.warn(f"torch.compile unavailable ({exc}); using eager", RuntimeWarning,
                               stacklevel=2)  # fmt: skip
@@ -275,3 +281,15 @@ class TDNModel(Float64BufferMixin):
 def _topology(graph: AtomicGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """The graph's ``(edge_index, shifts, system_idx, periodic)``, as ``_features`` takes them."""
     return graph.edge_index, graph.shifts, graph.system_idx, bool(graph.pbc.any())
+
+
+def _distinct_sizes() -> contextlib.AbstractContextManager:
+    """Compile without "duck sizing": otherwise a first structure of 3 atoms (water) makes the
+    compiler assume ``n_atoms == 3`` (the size of a position) and recompile for every other
+    size once more. A private switch of torch; without it, only that recompile is lost."""
+    try:
+        from torch.fx.experimental import _config
+
+        return _config.patch(use_duck_shape=False)
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()
