@@ -16,6 +16,11 @@ TARGETS = (
     ("TDN fast exact", "MACE fast-size", 3.0, None),
     ("TDN default exact", "SevenNet-0", 2.0, ("Pt(111)+CO slab (38)",)),
     ("TDN fast exact", "SevenNet-0", 2.0, ("Pt(111)+CO slab (38)",)),
+    # the shipped models through the calculator with its defaults (extrapolation scores on)
+    ("tdn tdn-organic (shipped)", "MACE fast-size", 5.0, ("biphenyl (22)",)),
+    ("tdn tdn-catalysis (shipped)", "MACE fast-size", 5.0, ("Pt(111)+CO slab (38)",)),
+    ("tdn tdn-catalysis (shipped)", "SevenNet-0", 10.0, ("Pt(111)+CO slab (38)",)),
+    ("tdn tdn-organic (shipped)", "GFN2-xTB (tblite)", 1.0, ("molecule (20 atoms)",)),
 )
 LINEAR_MAX_EXPONENT = 1.15  # "linear scaling" when the fitted exponent is at most this
 
@@ -147,6 +152,25 @@ def _local_exponent(scaling: dict, key: str, name: str, a: str, b: str) -> float
     return math.log(t[b] / t[a]) / math.log(scaling["atoms"][b] / scaling["atoms"][a])
 
 
+def _crossover_table(crossover: dict) -> list[str]:
+    """TDN and GFN2-xTB against molecule size, and where TDN becomes the faster."""
+    names = list(crossover["median_ms"])
+    lines = ["| molecule | atoms | " + " | ".join(names) + " | ratio (CPU-time ratio) |"]
+    lines.append("|" + "---|" * (3 + len(names)))
+    wall, cpu = crossover["median_ms"], crossover["median_cpu_ms"]
+    for s, n in crossover["atoms"].items():
+        row = " | ".join(_ms(wall[name].get(s)) for name in names)
+        tdn, xtb = names
+        ratio = f"{wall[xtb][s] / wall[tdn][s]:.2f}× ({cpu[xtb][s] / cpu[tdn][s]:.2f}×)"
+        lines.append(f"| {_short(s)} | {n} | {row} | {ratio} |")
+    lines.append("")
+    for label, key in (("wall clock", "ms"), ("CPU time", "cpu_ms")):
+        atoms = crossover.get(f"crossover_atoms_{key}")
+        where = "never up to the largest size" if atoms is None else f"from about {atoms:.0f} atoms"
+        lines.append(f"- {names[0]} faster than {names[1]} ({label}): {where}.")
+    return lines
+
+
 def markdown_report(results: dict, png: Path | None) -> str:
     """The generated part of the "Model speed" section (between the markers)."""
     repeats = results["repeats"]
@@ -161,6 +185,9 @@ def markdown_report(results: dict, png: Path | None) -> str:
     ]
     lines += _main_table(results, "median_cpu_ms")
     lines += ["", "#### Targets", "", *_targets(results)]
+    if results.get("crossover"):
+        lines += ["", "#### Crossover with GFN2-xTB (molecules, ms per call)", ""]
+        lines += _crossover_table(results["crossover"])
     if results.get("scaling"):
         scaling = results["scaling"]
         lines += ["", "#### Scaling with system size (fcc Cu bulk, ms per call)", ""]

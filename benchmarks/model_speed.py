@@ -1,27 +1,37 @@
-"""Model speed: TDN against MACE, SevenNet-0 and CHGNet on this CPU, in one run.
+"""Model speed: the shipped TDN models against MACE, SevenNet-0 and GFN2-xTB on this CPU.
 
-ms per energy+forces call (median of the timed repeats after warm-up) for a 20-atom
-molecule, a Pt(111)+CO slab (38 atoms), a 500-atom Cu bulk cell and 32 molecules, then time
-per call against the number of atoms for fcc Cu (32 -> 2,048 atoms) with fitted exponents.
-The contenders' repeats are interleaved round-robin in a shuffled order, so that all of
-them see the same machine load: compare ratios, not absolute times.
+ms per energy+forces call (median of the timed repeats after warm-up), every contender
+through its ASE calculator with its defaults (TDN: ``TDNCalculator(name)``, extrapolation
+scores on), one thread each, repeats interleaved round-robin in a shuffled order so that
+all contenders see the same machine load (compare ratios, not absolute times):
 
-TDN runs in this process through ``TDNCalculator`` (and as a raw batched model for the 32
-molecules); the peers run through their ASE calculators in ``benchmarks/.venv-peers``
-(created on first use, see ``peers/env.py``). Usage::
+* the target table: ``tdn-organic`` on a 20-atom molecule and biphenyl (22 atoms),
+  ``tdn-catalysis`` on a Pt(111) 3x3x4 slab with CO (38 atoms); against the MACE of the
+  shipped models' size (L=1, 64 channels, 2 layers, 5 Å; random weights), SevenNet-0 and
+  GFN2-xTB (tblite, in this process; molecules only);
+* the crossover: ``tdn-organic`` against GFN2-xTB on molecules of 3 to 161 atoms, and the
+  size above which TDN is the faster (log-log interpolation between the measured sizes).
 
-    python benchmarks/model_speed.py [--quick] [--threads 1] [--update-docs]
+``--full`` adds the former size study: random-weight TDN at two sizes with every
+tensor-product backend (and batched), the default-size MACE, CHGNet, a 500-atom Cu cell,
+32 molecules, and time per call against atoms for fcc Cu (32 -> 2,048 atoms) with fitted
+exponents. The peers run in ``benchmarks/.venv-peers`` (created on first use, see
+``peers/env.py``). Usage::
 
-Writes ``benchmarks/results/model_speed[-quick].json`` and
-``docs/img/model_speed_scaling[-quick].png``; ``--update-docs`` rewrites the generated
-part of the "Model speed" section of ``docs/benchmarks.md``; ``--from-json FILE`` redoes the
-report, plot and docs from a saved results file without timing anything.
+    python benchmarks/model_speed.py [--quick] [--full] [--threads 1] [--update-docs]
+
+Writes ``benchmarks/results/model_speed[-quick].json`` (with the commit and the date) and,
+with ``--full``, ``docs/img/model_speed_scaling[-quick].png``; ``--update-docs`` rewrites
+the generated part of the "Model speed" section of ``docs/benchmarks.md``; ``--from-json
+FILE`` redoes the report, plot and docs from a saved results file without timing anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import re
 import sys
 import time
@@ -33,6 +43,7 @@ from _common import (
     ELEMENTS,
     Contender,
     benchmark_systems,
+    boxed,
     cpu_model,
     cu_bulk,
     dirty_paths,
@@ -40,6 +51,7 @@ from _common import (
     git_commit,
     load_average,
     run_round_robin,
+    smiles_molecule,
 )
 from _speed_report import markdown_report, plot_scaling, update_docs
 from peers.client import PeerProcess
@@ -55,6 +67,19 @@ from tdn_calc.registry import list_models
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = "32 molecules (498)"
+MOLECULE = "molecule (20 atoms)"
+BIPHENYL = "biphenyl (22)"
+SLAB = "Pt(111)+CO slab (38)"
+XTB = "GFN2-xTB (tblite)"
+#: crossover molecules: (SMILES, or "" for water from ase.build), smallest to largest
+CROSSOVER = {
+    "water (3)": "",
+    "methyl pentanoate (20)": "CCCCC(=O)OC",
+    "biphenyl (22)": "c1ccc(cc1)-c1ccccc1",
+    "undecane (35)": "C" * 11,
+    "icosane (62)": "C" * 20,
+    "C53H108 (161)": "C" * 53,
+}
 
 TDN_SIZES = {  # name -> TDNConfig overrides; "default" is TDNConfig's own defaults
     "default": {},
@@ -145,8 +170,65 @@ def registry_contenders(systems, rng) -> list[Contender]:
     return out
 
 
-def peer_contenders(peer: PeerProcess, sizes: list[str], pretrained: bool) -> list[Contender]:
-    """MACE twins of the TDN ``sizes`` (random weights) and, if asked, SevenNet-0 and CHGNet."""
+def xtb_contender(systems: dict, rng, names) -> Contender:
+    """GFN2-xTB through tblite's ASE calculator, in this process, on the molecules ``names``
+    (each timed call starts from the previous call's converged density, as in a relaxation)."""
+    from importlib.metadata import version
+
+    from tblite.ase import TBLite
+
+    calc = TBLite(method="GFN2-xTB", verbosity=0)
+    return Contender(
+        XTB,
+        f"tblite {version('tblite')}",
+        0,
+        "GFN2-xTB, the teacher of tdn-organic; SCC from the previous call's density",
+        lambda s, c=calc: calculator_call_ms(c, systems[s], rng),
+        systems=set(names),
+    )
+
+
+def target_systems() -> dict:
+    """The target table's structures: the 20-atom molecule, biphenyl and the Pt+CO slab."""
+    every = benchmark_systems(2)
+    return {
+        MOLECULE: every[MOLECULE],
+        BIPHENYL: [boxed(smiles_molecule(CROSSOVER[BIPHENYL]))],
+        SLAB: every[SLAB],
+    }
+
+
+def crossover_systems() -> dict:
+    """Molecules from 3 to 161 atoms for the TDN/GFN2-xTB crossover (30 Å box, no pbc)."""
+    from ase.build import molecule
+
+    return {
+        name: [boxed(smiles_molecule(smi) if smi else molecule("H2O"))]
+        for name, smi in CROSSOVER.items()
+    }
+
+
+def crossover_atoms(atoms: dict[str, int], tdn_ms: dict, xtb_ms: dict) -> float | None:
+    """Atoms above which TDN is faster than GFN2-xTB at every measured size: log-log
+    interpolation of the time ratio between the largest size where TDN is slower and the
+    next; ``None`` if TDN is slower on the largest, the smallest size if never slower."""
+    names = sorted(atoms, key=atoms.get)
+    ratio = [float(np.log(tdn_ms[s] / xtb_ms[s])) for s in names]
+    slower = [k for k, r in enumerate(ratio) if r > 0]
+    if not slower:
+        return float(atoms[names[0]])
+    k = slower[-1]
+    if k == len(names) - 1:
+        return None
+    a, b = np.log(atoms[names[k]]), np.log(atoms[names[k + 1]])
+    return float(np.exp(a + (b - a) * ratio[k] / (ratio[k] - ratio[k + 1])))
+
+
+def peer_contenders(
+    peer: PeerProcess, sizes: list[str], pretrained: bool | str
+) -> list[Contender]:
+    """MACE twins of the TDN ``sizes`` (random weights) and, if ``pretrained``, SevenNet-0
+    (and CHGNet too when it is ``"all"``)."""
     specs = []
     for size in sizes:
         options = {"elements": list(ELEMENTS), "correlation": 3, "r_max": 5.0, **MACE_SIZES[size]}
@@ -157,6 +239,7 @@ def peer_contenders(peer: PeerProcess, sizes: list[str], pretrained: bool) -> li
         specs.append((f"MACE {size}-size", "mace", options, detail))
     if pretrained:
         specs.append(("SevenNet-0", "sevennet", {}, "pretrained (7net-0, 11Jul2024)"))
+    if pretrained == "all":
         specs.append(("CHGNet", "chgnet", {}, "pretrained 0.3.0"))
     out = []
     for name, kind, options, detail in specs:
@@ -183,6 +266,7 @@ def environment(peer: PeerProcess, threads: int) -> dict:
 
     return {
         "commit": git_commit(str(ROOT)),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "dirty_paths": dirty_paths(str(ROOT)),
         "cpu": cpu_model(),
         "threads": threads,
@@ -205,22 +289,31 @@ def measure(args: argparse.Namespace) -> dict:
     try:
         env = environment(peer, args.threads)
         rng = np.random.default_rng(0)
-        systems = benchmark_systems(bulk_n)
+        systems = benchmark_systems(bulk_n) if args.full else {}
+        systems.update(target_systems())
         known = dict(systems)  # every structure a contender may be asked for, by name
         peer.set_systems(systems)
-        contenders = (
-            tdn_contenders(known, rng, raw_batch=True)
-            + registry_contenders(known, rng)
-            + peer_contenders(peer, list(TDN_SIZES), pretrained=True)
-        )
+        contenders = [
+            *registry_contenders(known, rng),
+            xtb_contender(known, rng, (MOLECULE, BIPHENYL)),
+        ]
+        if args.full:
+            contenders = (
+                tdn_contenders(known, rng, raw_batch=True)
+                + contenders
+                + peer_contenders(peer, list(TDN_SIZES), pretrained="all")
+            )
+        else:  # the MACE of the shipped models' size, and SevenNet-0
+            contenders += peer_contenders(peer, ["fast"], pretrained=True)
         if args.only:
             contenders = [c for c in contenders if re.search(args.only, c.name)]
         table = run_round_robin(contenders, list(systems), repeats, warmup=1, seed=1)
         partial = ROOT / "benchmarks" / "results" / "model_speed-partial.json"
-        with atomic_write(partial, "w") as handle:  # kept if the scaling study fails
+        with atomic_write(partial, "w") as handle:  # kept if a later study fails
             json.dump({"environment": env, "table": table}, handle)
+        crossover = None if args.no_crossover else measure_crossover(known, rng, repeats)
         scaling = None
-        if not args.no_scaling:
+        if args.full and not args.no_scaling:
             cu = {f"Cu {4 * n**3}": [cu_bulk(n)] for n in scaling_n}
             known.update(cu)
             peer.set_systems(cu)
@@ -251,10 +344,34 @@ def measure(args: argparse.Namespace) -> dict:
         "contenders": [c.describe() for c in contenders],
         "shipped_models": [e["name"] for e in list_models()],
         "table": table,
+        "crossover": crossover,
         "scaling": scaling,
         "wall_s": time.perf_counter() - start,
         "load_average_end": load_average(),
     }
+
+
+def measure_crossover(known: dict, rng, repeats: int) -> dict:
+    """``tdn-organic`` against GFN2-xTB on the :data:`CROSSOVER` molecules, round-robin."""
+    systems = crossover_systems()
+    known.update(systems)
+    tdn = TDNCalculator("tdn-organic", device="cpu")
+    contenders = [
+        Contender(
+            "tdn tdn-organic (shipped)",
+            "TDN",
+            0,
+            "",
+            lambda s, c=tdn: calculator_call_ms(c, systems[s], rng),
+        ),
+        xtb_contender(systems, rng, list(systems)),
+    ]
+    out = run_round_robin(contenders, list(systems), repeats, warmup=1, seed=3)
+    out["atoms"] = {s: len(group[0]) for s, group in systems.items()}
+    for key in ("median_ms", "median_cpu_ms"):
+        tdn_ms, xtb_ms = out[key][contenders[0].name], out[key][XTB]
+        out[f"crossover_atoms_{key[7:]}"] = crossover_atoms(out["atoms"], tdn_ms, xtb_ms)
+    return out
 
 
 def publish(results: dict, suffix: str, docs: bool, write_json: bool = True) -> None:
@@ -284,12 +401,16 @@ def main() -> None:
         "--scaling-repeats", type=int, default=None, help="timed calls per size (default 3)"
     )
     parser.add_argument("--update-docs", action="store_true", help="rewrite docs section")
-    parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--full", action="store_true", help="also the former size study")
+    parser.add_argument("--no-scaling", action="store_true", help="--full without scaling")
+    parser.add_argument("--no-crossover", action="store_true", help="skip the xTB crossover")
     parser.add_argument("--only", default=None, help="time only contenders matching this regex")
     parser.add_argument(
         "--from-json", type=Path, default=None, help="no timing: report a saved results file"
     )
     args = parser.parse_args()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # tblite's OpenMP reads it at import
+        os.environ[var] = str(args.threads)
     suffix = "-quick" if args.quick else ""
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text(encoding="utf-8"))

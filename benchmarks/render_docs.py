@@ -197,12 +197,12 @@ def render_models() -> tuple[list[str], list[Path]]:
     return _table(head, rows), sources
 
 
-README_SPEED_CONTENDERS = ("(shipped)", "MACE fast-size", "SevenNet-0", "CHGNet")
+README_SPEED_CONTENDERS = ("(shipped)", "GFN2-xTB", "MACE fast-size", "SevenNet-0", "CHGNet")
 
 
 def render_speed() -> tuple[list[str], list[Path]]:
     """README: CPU time per call of the shipped models and of the peers a user would pick."""
-    from _speed_report import _main_table
+    from _speed_report import _crossover_table, _main_table, _targets
 
     rel = RESULTS / "model_speed.json"
     results = _load(rel)
@@ -215,6 +215,8 @@ def render_speed() -> tuple[list[str], list[Path]]:
     ratios = []
     for tdn in shipped:
         for peer in peers:
+            if "GFN2" in peer and "organic" not in tdn:
+                continue  # the teacher of tdn-organic only
             common = [s for s in results["systems"] if s in cpu[tdn] and s in cpu.get(peer, {})]
             if common:
                 span = [cpu[peer][s] / cpu[tdn][s] for s in common]
@@ -227,10 +229,17 @@ def render_speed() -> tuple[list[str], list[Path]]:
         *lines[:2 + len(keep)],
         "",
         "MACE fast-size has random weights at the shipped TDN models' size (the cost does not "
-        "depend on the weights); SevenNet-0 and CHGNet are their pretrained models. Speed-up "
-        "of the shipped models (peer ÷ TDN, over the structures both ran): "
-        + "; ".join(ratios) + ".",
+        "depend on the weights); SevenNet-0 and CHGNet are their pretrained models; GFN2-xTB "
+        "(tblite) is tdn-organic's teacher. Speed-up of the shipped models (peer ÷ TDN, over "
+        "the structures both ran): " + "; ".join(ratios) + ".",
+        "",
+        "Targets (wall-clock ratios of the medians, CPU-time ratios in brackets):",
+        "",
+        *_targets(results)[:-2],
     ]
+    if results.get("crossover"):
+        lines += ["", "tdn-organic against its own teacher, by molecule size (ms per call):",
+                  "", *_crossover_table(results["crossover"])]
     return lines, [rel]
 
 

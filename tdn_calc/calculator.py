@@ -15,9 +15,17 @@ from .atomic_graph import AtomicGraph
 from .checkpoint import load_model
 from .device import available_memory, resolve_device, resolve_dtype
 from .errors import InputError, TDNError
-from .graph import arrays_to_graph
+from .graph import arrays_to_graph_with_distances
 from .registry import select_model_for
-from .validation import DEFAULT_MIN_DISTANCE, validate_structure
+from .validation import (
+    DEFAULT_MIN_DISTANCE,
+    check_lattice_lengths,
+    check_pair_distances,
+    validate_structure,
+)
+
+#: bytes of estimated need below which the calculator does not ask how much memory is free
+_ALWAYS_FITS = 64 * 2**20
 
 
 class TDNCalculator(Calculator):
@@ -38,6 +46,10 @@ class TDNCalculator(Calculator):
             available on ``device`` at each calculation). A structure whose estimated need
             (:func:`estimate_memory`) is larger raises :class:`~tdn_calc.errors.InputError`
             before anything is allocated, as does running out of memory in the model.
+        compile: run the model through ``torch.compile`` (:meth:`TDNModel.compile_inference`):
+            the first call of each kind of structure compiles (seconds to minutes), later
+            calls of small structures are up to about twice as fast; any failure falls back
+            to eager PyTorch with a one-time warning. Worth it for long MD or many relaxations.
         extrapolation: when the model card holds a training-set summary
             (:mod:`tdn_calc.extrapolation`), also compute per-atom extrapolation scores
             (one extra forward pass without gradients).
@@ -67,9 +79,11 @@ class TDNCalculator(Calculator):
         manifest: str | os.PathLike | None = None,
         max_memory: int | None = None,
         extrapolation: bool = True,
+        compile: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.compile = bool(compile)
         self.extrapolation = bool(extrapolation)
         self._distribution: tuple[int, object] | None = None
         #: Score above which an atom is ``uncertain`` (the model's, set with its summary).
@@ -84,6 +98,7 @@ class TDNCalculator(Calculator):
         if isinstance(model, torch.nn.Module):
             self.dtype = resolve_dtype(dtype) if dtype else next(model.parameters()).dtype
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
+            self._compile_model()
         else:
             self.dtype = resolve_dtype(dtype or "float32")
             if not self._auto:
@@ -94,6 +109,12 @@ class TDNCalculator(Calculator):
             name_or_path, device=self.device, dtype=self.dtype, manifest=self._manifest
         )
         self.model_name = name_or_path
+        self._compile_model()
+
+    def _compile_model(self) -> None:
+        """Switch the model to compiled inference if asked (and the model supports it)."""
+        if self.compile and hasattr(self.model, "compile_inference"):
+            self.model.compile_inference()
 
     def _model_for(self, numbers: np.ndarray) -> torch.nn.Module:
         """The model to use; in auto mode (re)select one covering ``numbers``."""
@@ -117,21 +138,7 @@ class TDNCalculator(Calculator):
             )
         numbers = atoms.numbers
         model = self._model_for(numbers)
-        validate_structure(
-            numbers,
-            atoms.positions,
-            atoms.cell.array,
-            atoms.pbc,
-            supported_elements=model.elements,
-            min_distance=self.min_distance,
-        )
-        graph = arrays_to_graph(
-            [(numbers, _local_positions(atoms), atoms.cell.array, atoms.pbc)],
-            model.cutoff,
-            dtype=self.dtype,
-            device=self.device,
-            max_neighbors=model.config.max_neighbors,
-        )
+        graph, distances = self._graph(atoms, model)
         self._check_memory(graph, model)
         dist = self._training_distribution(model)
         try:
@@ -165,11 +172,40 @@ class TDNCalculator(Calculator):
         if dist is not None:
             from .extrapolation import score_graph
 
-            scores = score_graph(model, dist, graph, out["node_features"],
+            scores = score_graph(model, dist, graph, out["node_features"], distances,
                                  threshold=self.uncertainty_threshold)  # fmt: skip
             self.results["extrapolation"] = scores.scores
             self.results["extrapolation_too_close"] = scores.too_close
             self.results["uncertain"] = scores.uncertain
+
+    def _graph(self, atoms: Atoms, model: torch.nn.Module) -> tuple[AtomicGraph, np.ndarray]:
+        """Validate ``atoms`` and build its graph and ``[E]`` edge lengths (Å) with one
+        neighbour list: when it lists every pair closer than ``min_distance`` (the usual
+        case: a cutoff above it and no neighbour cap), the minimum-distance check reads its
+        distances instead of building a second list."""
+        numbers, pbc, cell = atoms.numbers, atoms.pbc, atoms.cell.array
+        shared = model.config.max_neighbors is None and self.min_distance <= model.cutoff
+        validate_structure(
+            numbers,
+            atoms.positions,
+            cell,
+            pbc,
+            supported_elements=model.elements,
+            min_distance=0.0 if shared else self.min_distance,
+        )
+        if shared and self.min_distance > 0:
+            check_lattice_lengths(cell, pbc, self.min_distance)
+        graph, distances = arrays_to_graph_with_distances(
+            [(numbers, _local_positions(atoms), cell, pbc)],
+            model.cutoff,
+            dtype=self.dtype,
+            device=self.device,
+            max_neighbors=model.config.max_neighbors,
+        )
+        if shared:
+            i, j = graph.edge_index.cpu().numpy()
+            check_pair_distances(i, j, distances, numbers, self.min_distance)
+        return graph, distances
 
     def _training_distribution(self, model: torch.nn.Module):
         """The model card's training-set summary (parsed once per model, with the model's
@@ -189,6 +225,8 @@ class TDNCalculator(Calculator):
         need = estimate_memory(model.config, n_atoms, n_edges, self.dtype)
         limit = self.max_memory
         if limit is None:
+            if need <= _ALWAYS_FITS:  # not worth a system query on every call
+                return
             limit = int(0.9 * available_memory(self.device))
         if need > limit:
             raise InputError(

@@ -110,14 +110,23 @@ class TrainingDistribution:
         bad = np.zeros(len(numbers), dtype=bool)
         if len(i) == 0:
             return bad
-        zi, zj = numbers[i], numbers[j]
-        lo, hi = np.minimum(zi, zj), np.maximum(zi, zj)
-        limit = np.array([self.min_distances.get((int(a), int(b)), np.inf)
-                          for a, b in zip(lo, hi, strict=True)])  # fmt: skip
+        limit = self._limit_table()[numbers[i], numbers[j]]
         hit = (distances < limit - tolerance) & (distances < self.cutoff)
         bad[i[hit]] = True
         bad[j[hit]] = True
         return bad
+
+    def _limit_table(self) -> np.ndarray:
+        """``[119, 119]`` shortest training distance of each element pair (``inf`` where
+        never seen), built once: a lookup replaces a dictionary access per edge."""
+        table = self.__dict__.get("_limits")
+        if table is None or table[1] != self.min_distances:
+            limits = np.full((119, 119), np.inf)
+            for (a, b), d in self.min_distances.items():
+                limits[a, b] = limits[b, a] = d
+            table = (limits, dict(self.min_distances))
+            self.__dict__["_limits"] = table
+        return table[0]
 
     # --- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -326,6 +335,7 @@ def score_graph(
     dist: TrainingDistribution,
     graph: AtomicGraph,
     features: torch.Tensor | None = None,
+    distances: np.ndarray | None = None,
     threshold: float = DEFAULT_UNCERTAINTY_THRESHOLD,
 ) -> StructureScores:
     """Scores of every atom of ``graph`` (all its systems together); ``threshold``: see
@@ -333,6 +343,8 @@ def score_graph(
 
     ``features``: the ``[n_atoms, C]`` ``"node_features"`` that ``model(graph,
     return_features=True)`` already returned (saves a forward pass); computed when absent.
+    ``distances``: the ``[E]`` edge lengths (Å) when the caller has them (the neighbour list
+    does); computed from the graph when absent.
     """
     numbers = graph.atomic_numbers.cpu().numpy()
     if features is None:
@@ -340,7 +352,11 @@ def score_graph(
     else:
         x = features.detach().to("cpu", torch.float64).numpy()
     scores = dist.score(x, numbers)
-    i, j, d = edge_distances(graph)
+    if distances is None:
+        i, j, d = edge_distances(graph)
+    else:
+        i, j = graph.edge_index.cpu().numpy()
+        d = np.asarray(distances, dtype=np.float64)
     return StructureScores(scores, dist.distance_violations(numbers, i, j, d), threshold)
 
 

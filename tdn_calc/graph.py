@@ -17,6 +17,7 @@ list instead (same convention).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,9 +142,12 @@ def _separated_groups(
         split = []
         for g in groups:
             h = positions[g] @ direction
+            if len(g) < 2 or h.max() - h.min() <= cutoff:  # no gap can be wider than cutoff
+                split.append(g)
+                continue
             order = np.argsort(h, kind="stable")
             cuts = np.flatnonzero(np.diff(h[order]) > cutoff) + 1
-            split += [g[part] for part in np.split(order, cuts)]
+            split += [g[part] for part in np.split(order, cuts)] if cuts.size else [g]
         groups = split
     return groups
 
@@ -208,20 +212,40 @@ def arrays_to_graph(
 
     Non-periodic structures get a zero cell, as :class:`AtomicGraph` expects.
     """
+    return _graph_and_distances(systems, cutoff, dtype, device, max_neighbors)[0]
+
+
+def arrays_to_graph_with_distances(
+    systems: Sequence[SystemArrays], cutoff: float, **options: Any
+) -> tuple[AtomicGraph, np.ndarray]:
+    """:func:`arrays_to_graph` (same keyword arguments) that also returns the ``[E]`` float64
+    edge lengths (Å, in edge order) that the neighbour list computed anyway."""
+    return _graph_and_distances(systems, cutoff, **options)
+
+
+def _graph_and_distances(
+    systems: Sequence[SystemArrays], cutoff: float, dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu", max_neighbors: int | None = None,
+) -> tuple[AtomicGraph, np.ndarray]:  # fmt: skip
+    """The graph and edge lengths of :func:`arrays_to_graph_with_distances`."""
     if len(systems) == 0:
         raise InputError("no structures to convert; give at least one")
     numbers_all, positions_all, system_idx, edges, shifts, cells, pbcs = [], [], [], [], [], [], []
+    distances = []
     offset = 0
     for s, (numbers, positions, cell, pbc) in enumerate(systems):
         numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
         positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
         pbc = normalize_pbc(pbc)
-        i, j, S = neighbor_list(positions, cell, pbc, cutoff, max_neighbors=max_neighbors)
+        i, j, S, d = neighbor_list_with_distances(
+            positions, cell, pbc, cutoff, max_neighbors=max_neighbors
+        )
         numbers_all.append(numbers)
         positions_all.append(positions)
         system_idx.append(np.full(len(numbers), s, dtype=np.int64))
         edges.append(np.stack([i, j]) + offset)
         shifts.append(S)
+        distances.append(np.asarray(d, dtype=np.float64))
         cells.append(np.zeros((3, 3)) if not pbc.any() else np.asarray(cell, dtype=np.float64))
         pbcs.append(pbc)
         offset += len(numbers)
@@ -232,7 +256,7 @@ def arrays_to_graph(
     def ints(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr).to(device=device, dtype=torch.int64)
 
-    return AtomicGraph(
+    graph = AtomicGraph(
         positions=floats(np.concatenate(positions_all)),
         atomic_numbers=ints(np.concatenate(numbers_all)),
         system_idx=ints(np.concatenate(system_idx)),
@@ -241,6 +265,7 @@ def arrays_to_graph(
         cell=floats(np.stack(cells)),
         pbc=torch.from_numpy(np.stack(pbcs)).to(device=device),
     )
+    return graph, np.concatenate(distances)
 
 
 def atoms_to_graph(

@@ -34,8 +34,9 @@ def check_elements(numbers: np.ndarray, supported: Iterable[int]) -> None:
     """Raise :class:`UnsupportedElementError` naming the first atom whose element is not
     in ``supported`` (atomic numbers)."""
     supported_set = {int(z) for z in supported}
-    bad = [k for k, z in enumerate(np.asarray(numbers).tolist()) if z not in supported_set]
-    if bad:
+    numbers = np.asarray(numbers)
+    bad = np.flatnonzero(~np.isin(numbers, np.fromiter(supported_set, dtype=np.int64)))
+    if bad.size:
         k = bad[0]
         z = int(numbers[k])
         others = sorted({_symbol(int(numbers[m])) for m in bad})
@@ -74,7 +75,21 @@ def check_min_distance(
         return
     pbc = normalize_pbc(pbc)
     check_cell(cell, pbc)
-    for axis in np.flatnonzero(pbc):  # also spares the neighbour list millions of images
+    check_lattice_lengths(cell, pbc, min_distance)
+    from .graph import neighbor_list_with_distances  # imports torch: only when needed
+
+    # a cutoff below ~2 Å makes vesin's cell list very fine and slow: search wider, filter
+    i, j, _, d = neighbor_list_with_distances(
+        positions, cell, pbc, max(min_distance, _MIN_SEARCH_CUTOFF)
+    )
+    check_pair_distances(i, j, d, numbers, min_distance)
+
+
+def check_lattice_lengths(cell: np.ndarray | None, pbc: np.ndarray, min_distance: float) -> None:
+    """Raise if a periodic lattice vector is shorter than ``min_distance`` Å (every atom would
+    be that close to its own image); run before any neighbour list, which would list millions
+    of images."""
+    for axis in np.flatnonzero(pbc):
         length = float(np.linalg.norm(np.asarray(cell, dtype=np.float64)[axis]))
         if length < min_distance:
             raise InputError(
@@ -82,20 +97,22 @@ def check_min_distance(
                 f"close to its own periodic image (minimum distance {min_distance} Å); "
                 "check the cell (units?) or set pbc False along it"
             )
-    from .graph import neighbor_list_with_distances  # imports torch: only when needed
 
-    # a cutoff below ~2 Å makes vesin's cell list very fine and slow: search wider, filter
-    i, j, _, d = neighbor_list_with_distances(
-        positions, cell, pbc, max(min_distance, _MIN_SEARCH_CUTOFF)
+
+def check_pair_distances(
+    i: np.ndarray, j: np.ndarray, d: np.ndarray, numbers: np.ndarray, min_distance: float
+) -> None:
+    """Raise naming the closest pair if any neighbour-list distance ``d`` (edges ``i -> j``,
+    a list complete up to at least ``min_distance`` Å) is below ``min_distance`` Å."""
+    if min_distance <= 0 or not d.size or d.min() >= min_distance:
+        return
+    k = int(np.argmin(d))
+    a, b = int(i[k]), int(j[k])
+    what = "a periodic image of itself" if a == b else f"atom {b} ({_symbol(int(numbers[b]))})"
+    raise InputError(
+        f"atom {a} ({_symbol(int(numbers[a]))}) is {d[k]:.3f} Å from {what}, closer than "
+        f"the minimum distance {min_distance} Å; fix the structure or lower min_distance"
     )
-    if d.size and d.min() < min_distance:
-        k = int(np.argmin(d))
-        a, b = int(i[k]), int(j[k])
-        what = "a periodic image of itself" if a == b else f"atom {b} ({_symbol(int(numbers[b]))})"
-        raise InputError(
-            f"atom {a} ({_symbol(int(numbers[a]))}) is {d[k]:.3f} Å from {what}, closer than "
-            f"the minimum distance {min_distance} Å; fix the structure or lower min_distance"
-        )
 
 
 def validate_structure(

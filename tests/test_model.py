@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -254,3 +256,70 @@ def test_shipped_catalysis_model_is_stable_on_symmetric_metals():
             forces.append(work.get_forces())
         assert np.abs(forces[0] - forces[1]).max() < 0.01
         assert np.abs(forces[1]).max() < (1e-3 if at_rest else 1.0)
+
+
+def test_failing_compiled_inference_falls_back_to_eager_with_one_warning(tiny_model, monkeypatch):
+    model = _model(tiny_model)
+    atoms = _ethanol()
+    want = _run(model, atoms)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: broken)
+    assert model.compile_inference()
+    with pytest.warns(RuntimeWarning, match="compiled inference failed .*no C\\+\\+ compiler"):
+        got = _run(model, atoms)
+    for key in ("energy", "forces"):
+        np.testing.assert_array_equal(got[key], want[key])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback is permanent: no second warning
+        _run(model, atoms)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: (_ for _ in ()).throw(OSError("x")))
+    with pytest.warns(RuntimeWarning, match="torch.compile unavailable"):
+        assert not model.compile_inference()
+
+
+def test_compiled_inference_is_off_in_training_and_for_copies(tiny_model, monkeypatch):
+    import copy
+
+    model = _model(tiny_model)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return model._features(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: spy)
+    model.compile_inference()
+    graph = atoms_to_graph(_ethanol(), model.cutoff, dtype=torch.float64)
+    model(graph, training=True)["forces"].sum().backward()
+    assert not calls
+    copy.deepcopy(model)(graph)
+    assert not calls
+    model(graph)
+    assert calls == [1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tdn-organic", "tdn-catalysis"])
+def test_compiled_inference_equals_eager_on_shipped_models(name):
+    """torch.compile'd inference (minutes of compiling on a small CPU) against eager."""
+    from tdn_calc.calculator import TDNCalculator
+
+    if name == "tdn-organic":
+        atoms = molecule("CH3CH2OH")
+        atoms.cell, atoms.pbc = np.eye(3) * 7.0, True
+    else:
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.positions += np.random.default_rng(0).normal(scale=0.05, size=atoms.positions.shape)
+    results = []
+    for compile_ in (False, True):
+        calc = TDNCalculator(name, device="cpu", dtype="float64", compile=compile_)
+        calc.calculate(atoms, ["energy", "forces", "stress"])
+        results.append(calc.results)
+    eager, compiled = results
+    assert compiled["energy"] == pytest.approx(eager["energy"], rel=1e-12, abs=1e-10)
+    for key in ("forces", "stress"):
+        np.testing.assert_allclose(compiled[key], eager[key], rtol=0, atol=1e-9)

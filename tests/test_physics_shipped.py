@@ -231,3 +231,83 @@ def test_nve_2ps_aspirin_has_no_drift():
     assert abs(m["drift_meV_atom_ps"]) < 1.0
     assert m["deviation_over_kinetic"] < 0.05
     assert m["std_ratio"] < 0.05
+
+
+def _reference_layers(monkeypatch) -> None:
+    """Swap the inference path's fused operations for the straightforward ones they replaced:
+    per-degree slices of DegreeLinear and DegreeLayerNorm, advanced indexing for edge gathers
+    and the expanded envelope polynomial."""
+    import tdn_calc.nn.attention as attention
+    import tdn_calc.nn.model as model_module
+    from tdn_calc.nn.irreps import degree_slices
+    from tdn_calc.nn.layers import DegreeLayerNorm, DegreeLinear
+
+    def linear(self, x):
+        lmax = self.weight.shape[0] - 1
+        parts = [x[:, s, :] @ self.weight[l] for l, s in enumerate(degree_slices(lmax))]
+        if self.bias is not None:
+            parts[0] = parts[0] + self.bias
+        return torch.cat(parts, dim=1)
+
+    def norm(self, x):
+        parts = []
+        for l, s in enumerate(degree_slices(self.gain.shape[0] - 1)):
+            field = x[:, s, :]
+            if l == 0:
+                field = field - field.mean(dim=2, keepdim=True)
+            rms = field.pow(2).mean(dim=(1, 2), keepdim=True).add(self.eps).rsqrt()
+            field = field * rms * self.gain[l]
+            parts.append(field + self.bias if l == 0 else field)
+        return torch.cat(parts, dim=1)
+
+    def envelope(r, cutoff, p=6):
+        x = (r / cutoff).clamp(max=1.0)
+        u = (1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1)
+             - p * (p + 1) / 2 * x ** (p + 2))  # fmt: skip
+        return torch.where(r < cutoff, u, torch.zeros_like(u))
+
+    monkeypatch.setattr(DegreeLinear, "forward", linear)
+    monkeypatch.setattr(DegreeLayerNorm, "forward", norm)
+    monkeypatch.setattr(model_module, "polynomial_envelope", envelope)
+    for module in (attention, model_module):
+        monkeypatch.setattr(module, "gather", lambda values, index: values[index])
+
+
+def _fast_path_cases(name: str) -> list:
+    from ase.build import bulk, fcc111
+
+    if name == "tdn-organic":
+        box = molecule("CH3CH2OH")
+        box.cell, box.pbc = np.eye(3) * 7.0, True  # periodic: stress
+        return [molecule("C6H6"), box]
+    slab = fcc111("Pt", (2, 2, 3), vacuum=6.0)
+    slab.pbc = (True, True, False)
+    return [slab, bulk("Cu", "fcc", a=3.6, cubic=True)]
+
+
+def test_fast_path_equals_the_reference_path_on_shipped_models(shipped, monkeypatch):
+    """The fused inference operations give the energies, forces and stress of the plain
+    per-degree formulation to float64 round-off on both shipped models."""
+    rng = np.random.default_rng(0)
+    cases = _fast_path_cases(shipped)
+    for atoms in cases:
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    properties = ["energy", "forces", "stress"]
+
+    def run() -> list[dict]:
+        calc = TDNCalculator(shipped, device="cpu", dtype="float64")
+        out = []
+        for atoms in cases:
+            calc.calculate(atoms, properties if atoms.pbc.all() else properties[:2])
+            out.append(dict(calc.results))
+        return out
+
+    fast = run()
+    _reference_layers(monkeypatch)
+    reference = run()
+    for got, want in zip(fast, reference, strict=True):
+        assert got["energy"] == pytest.approx(want["energy"], rel=1e-12, abs=1e-10)
+        np.testing.assert_allclose(got["forces"], want["forces"], rtol=0, atol=1e-10)
+        if "stress" in want:
+            np.testing.assert_allclose(got["stress"], want["stress"], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(got["extrapolation"], want["extrapolation"], rtol=1e-9)

@@ -20,6 +20,13 @@ from .tensor_product import make_tensor_product
 _LOGIT_BOUND = 20.0  # attention logits are soft-clamped to (-20, 20) so exp() cannot overflow
 
 
+def gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` along the first axis as ``index_select``, whose backward is one
+    ``index_add`` (advanced indexing's backward, an accumulating ``index_put``, is several
+    times slower on a CPU)."""
+    return torch.index_select(values, 0, index)
+
+
 @dataclass(frozen=True)
 class EdgeGeometry:
     """Per-edge quantities shared by all layers.
@@ -69,12 +76,12 @@ class GraphAttention(nn.Module):
         n_edges = i.shape[0]
         key_filter, tp_weights = radial.chunk(2, dim=-1)
         scalars = x[:, 0, :]
-        logits = self.query(scalars)[i] * self.key(scalars)[j] * key_filter
+        logits = gather(self.query(scalars), i) * gather(self.key(scalars), j) * key_filter
         logits = logits.view(n_edges, self.heads, self.head_dim).sum(-1) / math.sqrt(self.head_dim)
         logits = _LOGIT_BOUND * torch.tanh(logits / _LOGIT_BOUND)
         weights = edges.envelope.unsqueeze(-1) * torch.exp(logits)  # [E, H]
         denominator = torch.ones(x.shape[0], self.heads, dtype=x.dtype, device=x.device)
-        alpha = weights / denominator.index_add(0, i, weights)[i]
+        alpha = weights / gather(denominator.index_add(0, i, weights), i)
         tp_weights = tp_weights * alpha.repeat_interleave(self.head_dim, dim=1)
-        values = self.tp(self.value(x)[j], edges.sh, tp_weights)  # [E, d, C]
+        values = self.tp(gather(self.value(x), j), edges.sh, tp_weights)  # [E, d, C]
         return self.proj(torch.zeros_like(x).index_add(0, i, values))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Callable
 
 import torch
 from e3nn import o3
 from torch import nn
 
 from ..atomic_graph import AtomicGraph
-from ..errors import UnsupportedElementError
-from .attention import EdgeGeometry, GraphAttention
+from ..errors import TDNError, UnsupportedElementError
+from .attention import EdgeGeometry, GraphAttention, gather
 from .config import TDNConfig
 from .float64_buffers import Float64BufferMixin
 from .layers import DegreeLayerNorm, DegreeLinear, FeedForward
@@ -46,7 +49,7 @@ class DegreeEmbedding(nn.Module):
 
     def forward(self, h: torch.Tensor, edges: EdgeGeometry, radial: torch.Tensor) -> torch.Tensor:
         """``h``: ``[N, C]`` element embeddings; ``radial``: ``[E, C]`` radial weights."""
-        w = radial * h[edges.neighbour]  # [E, C]
+        w = radial * gather(h, edges.neighbour)  # [E, C]
         messages = edges.sh.unsqueeze(-1) * w.unsqueeze(1)  # [E, d, C]
         shape = (h.shape[0], edges.sh.shape[1], h.shape[1])
         summed = torch.zeros(shape, dtype=h.dtype, device=h.device).index_add(
@@ -111,24 +114,44 @@ class TDNModel(Float64BufferMixin):
             )
         return index
 
-    def _edge_geometry(self, graph: AtomicGraph, positions, cell) -> EdgeGeometry:
-        i, j = graph.edge_index[0], graph.edge_index[1]
-        offsets = torch.einsum("ek,ekl->el", graph.shifts, cell[graph.system_idx[i]])
-        vectors = positions[j] - positions[i] + offsets
+    def _edge_geometry(
+        self, positions, cell, edge_index, shifts, system_idx, periodic: bool
+    ) -> EdgeGeometry:
+        i, j = edge_index[0], edge_index[1]
+        vectors = gather(positions, j) - gather(positions, i)
+        if periodic:  # non-periodic graphs have zero shifts: no offsets to add
+            vectors = vectors + torch.einsum("ek,ekl->el", shifts, cell[system_idx[i]])
         distance = torch.linalg.vector_norm(vectors, dim=-1)
         sh = self.spherical_harmonics(vectors)
         envelope = polynomial_envelope(distance, self.cutoff, self.config.envelope_exponent)
         return EdgeGeometry(i, j, distance, sh, envelope)
 
-    def node_features(self, graph: AtomicGraph, positions=None, cell=None) -> torch.Tensor:
-        """Final normalised features ``[N, d, C]`` (their scalars feed the energy head)."""
+    def node_features(
+        self, graph: AtomicGraph, positions=None, cell=None, species=None
+    ) -> torch.Tensor:
+        """Final normalised features ``[N, d, C]`` (their scalars feed the energy head).
+        ``species``: :meth:`species_index` of the graph's atoms when the caller has it."""
         positions = graph.positions if positions is None else positions
         cell = graph.cell if cell is None else cell
-        edges = self._edge_geometry(graph, positions, cell)
+        species = self.species_index(graph.atomic_numbers) if species is None else species
+        return self._features(positions, cell, species, *_topology(graph))
+
+    def _features(
+        self,
+        positions: torch.Tensor,
+        cell: torch.Tensor,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor,
+        system_idx: torch.Tensor,
+        periodic: bool,
+    ) -> torch.Tensor:
+        """:meth:`node_features` on plain tensors (what :meth:`compile_inference` compiles)."""
+        edges = self._edge_geometry(positions, cell, edge_index, shifts, system_idx, periodic)
         radial = self.radial(edges.distance, edges.envelope).split(
             [self.config.channels] + [2 * self.config.channels] * self.config.num_layers, dim=-1
         )
-        h = self.embedding(self.species_index(graph.atomic_numbers))
+        h = self.embedding(species)
         x = self.degree_embedding(h, edges, radial[0])
         x = torch.cat([x[:, :1, :] + h.unsqueeze(1), x[:, 1:, :]], dim=1)
         for block, block_radial in zip(self.blocks, radial[1:], strict=True):
@@ -153,6 +176,61 @@ class TDNModel(Float64BufferMixin):
         back-propagated. ``return_features=True`` adds ``"node_features"`` ``[N, C]``: the
         last-layer invariant (l = 0) features that feed the energy head, detached.
         """
+        species = self.species_index(graph.atomic_numbers)
+        owner, compiled = self.__dict__.get("_compiled_features") or (None, None)
+        if compiled is not None and owner == id(self) and not training:  # not a stale copy's
+            try:
+                return self._evaluate(
+                    graph, species, compiled, compute_forces, compute_stress, training,
+                    return_features,
+                )  # fmt: skip
+            except (TDNError, MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as exc:  # any failure of the compiler or its code: go eager
+                self.__dict__["_compiled_features"] = None
+                warnings.warn(
+                    f"compiled inference failed ({type(exc).__name__}: {exc}); this model "
+                    "runs eager PyTorch from now on",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return self._evaluate(
+            graph, species, self._features, compute_forces, compute_stress, training,
+            return_features,
+        )  # fmt: skip
+
+    def compile_inference(self, enabled: bool = True) -> bool:
+        """Run inference (``forward(training=False)``) through ``torch.compile`` of the
+        feature network (forward and backward), falling back to eager PyTorch with a one-time
+        warning if compiling or running it fails. Training never uses it. The first call
+        of each new kind of input (periodic or not, ...) compiles, which takes from seconds
+        to minutes; later calls are faster on small structures. Returns whether it is on."""
+        self.__dict__["_compiled_features"] = None
+        if enabled:
+            try:
+                compiled = torch.compile(self._features, dynamic=True)
+
+                def features(*args: object) -> torch.Tensor:
+                    with _distinct_sizes():
+                        return compiled(*args)
+
+                self.__dict__["_compiled_features"] = (id(self), features)
+            except Exception as exc:  # no compiler on this platform
+                warnings.warn(f"torch.compile unavailable ({exc}); using eager", RuntimeWarning,
+                              stacklevel=2)  # fmt: skip
+        return self.__dict__["_compiled_features"] is not None
+
+    def _evaluate(
+        self,
+        graph: AtomicGraph,
+        species: torch.Tensor,
+        features: Callable[..., torch.Tensor],
+        compute_forces: bool,
+        compute_stress: bool,
+        training: bool,
+        return_features: bool,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward` with the feature network ``features`` (eager or compiled)."""
         positions, cell = graph.positions, graph.cell
         inputs = []
         with torch.enable_grad():
@@ -169,9 +247,8 @@ class TDNModel(Float64BufferMixin):
                 )
             else:
                 positions_used = positions
-            x = self.node_features(graph, positions_used, cell)
+            x = features(positions_used, cell, species, *_topology(graph))
             raw = self.head(x[:, 0, :]).squeeze(-1)
-            species = self.species_index(graph.atomic_numbers)
             learned = (self.scale * raw + self.shift).to(torch.float64)
             energies = self.atomic_energies[species] + learned
             energy = torch.zeros(graph.n_systems, dtype=torch.float64, device=raw.device)
@@ -199,3 +276,20 @@ class TDNModel(Float64BufferMixin):
         if not training:
             out = {k: v.detach() for k, v in out.items()}
         return out
+
+
+def _topology(graph: AtomicGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """The graph's ``(edge_index, shifts, system_idx, periodic)``, as ``_features`` takes them."""
+    return graph.edge_index, graph.shifts, graph.system_idx, bool(graph.pbc.any())
+
+
+def _distinct_sizes() -> contextlib.AbstractContextManager:
+    """Compile without "duck sizing": otherwise a first structure of 3 atoms (water) makes the
+    compiler assume ``n_atoms == 3`` (the size of a position) and recompile for every other
+    size once more. A private switch of torch; without it, only that recompile is lost."""
+    try:
+        from torch.fx.experimental import _config
+
+        return _config.patch(use_duck_shape=False)
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()

@@ -16,12 +16,9 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int = 6) -> torch.Ten
     the cutoff.
     """
     x = (r / cutoff).clamp(max=1.0)
-    u = (
-        1.0
-        - (p + 1) * (p + 2) / 2 * x**p
-        + p * (p + 2) * x ** (p + 1)
-        - p * (p + 1) / 2 * x ** (p + 2)
-    )
+    # 1 - a x^p + b x^(p+1) - c x^(p+2) in Horner form (fewer operations on small inputs)
+    a, b, c = (p + 1) * (p + 2) / 2, p * (p + 2), p * (p + 1) / 2
+    u = 1.0 + x.pow(p) * (x * (b - c * x) - a)
     return torch.where(r < cutoff, u, torch.zeros_like(u))
 
 

@@ -55,11 +55,21 @@ class SharedPathTensorProduct(nn.Module):
         for name, master in masters.items():
             moved = getattr(self, name)
             setattr(self, name, master.to(device=moved.device))
+        self.__dict__.pop("_cast_cache", None)
         return self
 
     def constant(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """The constant ``name`` in ``like``'s dtype."""
-        return getattr(self, name).to(like.dtype)
+        """The constant ``name`` in ``like``'s dtype (the cast is cached: one copy per dtype,
+        dropped when the module moves)."""
+        master = getattr(self, name)
+        if master.dtype == like.dtype:
+            return master
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        key = (name, like.dtype)
+        cast = cache.get(key)
+        if cast is None or cast.device != master.device:
+            cast = cache[key] = master.to(like.dtype)
+        return cast
 
     def flops_per_edge(self) -> int:
         """Multiply-adds x2 per edge for the forward pass (for benchmark reports)."""
@@ -73,9 +83,10 @@ def _apply_matrix(
 
     In training mode with autograd on, plain differentiable operations: a force loss
     differentiates the product twice, and their graph is the leaner one for that. Otherwise
-    (inference, forces by one backward) the allocation-saving :class:`_ApplyMatrix`.
+    (inference, forces by one backward) the allocation-saving :class:`_ApplyMatrix`; under
+    ``torch.compile`` the plain operations too, which the compiler fuses itself.
     """
-    if training and torch.is_grad_enabled():
+    if (training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
         return torch.bmm(m.transpose(1, 2), x) * w.unsqueeze(1)
     return _ApplyMatrix.apply(m, x, w)
 
@@ -185,7 +196,7 @@ class CPTensorProduct(SharedPathTensorProduct):
             m = (yb @ self.constant("k", x)).view(-1, self.dim, self.dim)  # [E, i, k]
             return _apply_matrix(m, x, w, self.training)
         a, c = self.constant("a", x), self.constant("c", x)
-        if self.training and torch.is_grad_enabled():  # plain ops (see _apply_matrix)
+        if (self.training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
             xa = torch.matmul(a.T, x) * yb.unsqueeze(-1)  # [E, r, C]
             return torch.matmul(c, xa) * w.unsqueeze(1)
         return _FactorProduct.apply(x, yb, w, a, c)
