@@ -17,6 +17,7 @@ from .device import available_memory, resolve_device, resolve_dtype
 from .errors import InputError, TDNError
 from .graph import arrays_to_graph
 from .registry import select_model_for
+from .uncertainty import ChemistryNovelty, for_model
 from .validation import DEFAULT_MIN_DISTANCE, validate_structure
 
 
@@ -41,6 +42,13 @@ class TDNCalculator(Calculator):
         extrapolation: when the model card holds a training-set summary
             (:mod:`tdn_calc.extrapolation`), also compute per-atom extrapolation scores
             (one extra forward pass without gradients).
+        uncertainty: per-atom chemistry-novelty scores (:mod:`tdn_calc.uncertainty`):
+            ``True`` uses the registered model's summary (manifest ``"uncertainty"``, none
+            for a checkpoint path or a model object), ``False`` disables them, or give a
+            :class:`~tdn_calc.uncertainty.ChemistryNovelty` or the path of its JSON.
+        uncertainty_threshold: the score above which an atom is uncertain when
+            ``uncertainty`` is given explicitly (default 1.0); a registered model's comes
+            from its manifest entry. The one in use is ``calc.uncertainty_threshold``.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator` (``label``, ...).
 
     Results (float64): ``energy``/``free_energy`` (eV), ``energies`` ``[n_atoms]`` (eV),
@@ -50,7 +58,9 @@ class TDNCalculator(Calculator):
     With a training-set summary in the model card: ``extrapolation`` ``[n_atoms]`` (score > 1:
     the atom's environment lies outside 99.9% of the training atoms) and
     ``extrapolation_too_close`` ``[n_atoms]`` bool (closer to a neighbour than any pair of
-    those elements in training).
+    those elements in training). With a chemistry-novelty summary: ``uncertainty``
+    ``[n_atoms]`` (score > ``calc.uncertainty_threshold``: the atom's neighbour chemistry is
+    unlike any training atom's; the model's numbers there are untested).
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
@@ -65,10 +75,21 @@ class TDNCalculator(Calculator):
         manifest: str | os.PathLike | None = None,
         max_memory: int | None = None,
         extrapolation: bool = True,
+        uncertainty: bool | str | os.PathLike | ChemistryNovelty = True,
+        uncertainty_threshold: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.extrapolation = bool(extrapolation)
+        self._uncertainty_wanted = uncertainty is True
+        self.novelty: ChemistryNovelty | None = None
+        self.uncertainty_threshold: float | None = uncertainty_threshold
+        if isinstance(uncertainty, ChemistryNovelty):
+            self.novelty = uncertainty
+        elif uncertainty not in (True, False, None):
+            self.novelty = ChemistryNovelty.load(uncertainty)
+        if self.novelty is not None and self.uncertainty_threshold is None:
+            self.uncertainty_threshold = 1.0
         self._distribution: tuple[int, object] | None = None
         self.device = resolve_device(device)
         self.min_distance = float(min_distance)
@@ -90,6 +111,9 @@ class TDNCalculator(Calculator):
             name_or_path, device=self.device, dtype=self.dtype, manifest=self._manifest
         )
         self.model_name = name_or_path
+        if self._uncertainty_wanted and not os.path.isfile(name_or_path):
+            found = for_model(name_or_path, self._manifest)
+            self.novelty, self.uncertainty_threshold = found if found else (None, None)
 
     def _model_for(self, numbers: np.ndarray) -> torch.nn.Module:
         """The model to use; in auto mode (re)select one covering ``numbers``."""
@@ -164,6 +188,11 @@ class TDNCalculator(Calculator):
             scores = score_graph(model, dist, graph, out["node_features"])
             self.results["extrapolation"] = scores.scores
             self.results["extrapolation_too_close"] = scores.too_close
+        if self.novelty is not None:
+            if self.novelty.cutoff > model.cutoff:
+                raise InputError(f"the uncertainty summary's cutoff {self.novelty.cutoff} Å "
+                                 f"exceeds the model's {model.cutoff} Å")
+            self.results["uncertainty"] = self.novelty.score_graph(graph)
 
     def _training_distribution(self, model: torch.nn.Module):
         """The model card's training-set summary (parsed once per model), or ``None``."""

@@ -272,3 +272,30 @@ def select_model_for(
     raise UnsupportedElementError(
         f"no registered model supports all of {symbols}. Models and their elements: {listing}"
     )
+
+
+def uncertainty_sidecar(
+    name: str, manifest: str | os.PathLike | None = None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The uncertainty summary of ``name``: ``(path, record)`` from the manifest entry's
+    ``"uncertainty": {"method", "threshold", "file", "sha256"}`` (the file next to the
+    manifest), or ``None`` when the entry has none.
+
+    Raises:
+        ModelNotFoundError: unknown name.
+        CheckpointError: the file is missing or its sha256 is not the manifest's.
+    """
+    record = model_entry(name, manifest).get("uncertainty")
+    if not record:
+        return None
+    path = _manifest_path(manifest).parent / record["file"]
+    if not path.is_file():
+        raise CheckpointError(f"uncertainty summary {path} of model {name!r} is missing; "
+                              "reinstall tdn-calc")
+    actual = sha256_file(path)
+    if actual != record["sha256"].lower():
+        raise CheckpointError(
+            f"uncertainty summary {path} of model {name!r} has sha256 {actual}, the manifest "
+            f"says {record['sha256']}; reinstall tdn-calc"
+        )
+    return path, record
