@@ -13,10 +13,14 @@ numbers on new adsorbates, facets, thick slabs and strained cells).
    teacher energy there lies more than 0.2 eV above the teacher's nearby minimum (the
    relaxation is skipped for those already bad by force); an atom is bad when
    ``|F_tdn - F_teacher| > 0.5`` eV/Å.
-3. **Scores** (:func:`score_candidates`): every candidate on the TDN minima; per structure the
-   maximum over atoms. Thresholds are chosen on the even-numbered starts (the highest score
-   of the good structures' 85th percentile... see :func:`calibrate`) and reported on both
-   halves.
+3. **Scores** (:func:`study`): every candidate on the TDN minima, per structure the maximum
+   over atoms: (a) the current Mahalanobis score, (b) chemistry/density scores (Mahalanobis of
+   every layer's invariants; nearest training atom in last-layer features or in the
+   neighbour-element histogram, the shipped one), (c) LLPR of the energy head's hidden layer
+   per atom and per structure. A committee of readout heads was not tried. Each candidate's
+   threshold is chosen on the even-numbered starts (the highest recall of bad with a
+   false-flag rate of good at most 15 %, :func:`calibrate`) and reported on the odd-numbered
+   ones too; AUROC per structure and per free atom; the ms each adds to a call.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/uncertainty_study.py
 """
@@ -47,8 +51,12 @@ TRAINED_ADS = ("H", "C", "N", "O", "OH", "CO", "CH3", "H2O")
 BAD_FMAX = 0.5  # eV/Å, teacher fmax at the TDN minimum
 BAD_DE = 0.2  # eV, teacher energy at the TDN minimum above the teacher's nearby minimum
 ATOM_CUT = 0.5  # eV/Å, |F_tdn - F_teacher| of a bad atom
+MAX_FALSE_FLAG = 0.15  # target: at most this fraction of good structures flagged
+MIN_RECALL = 0.90  # target: at least this fraction of bad structures flagged
 FMAX = 0.03
 TEACHER_STEPS = 150
+DATA = "/work/main/datasets/catalysis-sevennet0"
+SPLIT = "/work/main/runs/tdn-catalysis-v3/split.json"
 
 
 # ---------------------------------------------------------------- starts
@@ -132,7 +140,7 @@ def label_start(start: dict[str, Any], calc, teacher) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         res = relax(atoms, calc, fmax=FMAX, steps=300, optimizer="BFGS", warn=False)
-    except Exception as exc:  # noqa: BLE001 - a failed relaxation is a row, not a crash
+    except Exception as exc:
         row = {"label": start["label"], "group": start["group"], "error": repr(exc)}
         path.write_text(json.dumps(row))
         return row
@@ -188,13 +196,331 @@ def label_all(starts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+# ---------------------------------------------------------------- candidate scores
+def row_atoms(row: dict[str, Any]) -> Atoms:
+    """The TDN minimum of a cached row."""
+    return Atoms(numbers=row["numbers"], positions=row["positions"], cell=row["cell"],
+                 pbc=row["pbc"])
+
+
+def atom_features(model, graph) -> dict[str, np.ndarray]:
+    """Per-atom candidate features of ``graph`` (float64 numpy, ``[n_atoms, .]``):
+    ``last`` (last-layer invariants, the Mahalanobis score's), ``blocks`` (both blocks'
+    invariants and the last layer's, concatenated), ``hidden`` (the energy head's hidden layer,
+    the LLPR features) and ``hist`` (:func:`tdn_calc.uncertainty.graph_histogram`)."""
+    import torch
+
+    from tdn_calc.uncertainty import graph_histogram
+
+    kept: list[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda _m, _i, o: kept.append(o[:, 0, :].detach()))
+             for b in model.blocks]
+    try:
+        with torch.no_grad():
+            x = model.node_features(graph)[:, 0, :]
+            h = model.head[1](model.head[0](x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {"last": x.double().numpy(), "hidden": h.double().numpy(),
+            "blocks": torch.cat([*kept, x], dim=1).double().numpy(),
+            "hist": graph_histogram(graph, model.elements, model.cutoff),
+            "numbers": graph.atomic_numbers.numpy(), "system": graph.system_idx.numpy()}
+
+
+def training_features(model, n_frames: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """:func:`atom_features` of ``n_frames`` random frames of the training split."""
+    import torch
+
+    from tdn_calc.data.dataset import Collater, H5Dataset
+    from tdn_calc.train.evaluate import select_frames
+
+    dataset = H5Dataset(DATA)
+    indices, _ = select_frames(dataset, "train", SPLIT, None)
+    indices = np.sort(np.random.default_rng(seed).choice(indices, n_frames, replace=False))
+    collate = Collater(cutoff=model.cutoff, dtype=torch.float64, max_neighbors=None)
+    parts = []
+    for s in range(0, len(indices), 16):
+        graph, _ = collate([dataset[int(k)] for k in indices[s:s + 16]])
+        f = atom_features(model, graph)
+        f["system"] = f["system"] + s
+        parts.append(f)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _quantile_scaled(values: np.ndarray) -> float:
+    return max(float(np.quantile(values, 0.999)), 1e-12)
+
+
+class Mahalanobis:
+    """Per-element Mahalanobis distance of feature ``key`` (shrinkage 0.1), in units of the
+    training atoms' 99.9th percentile."""
+
+    def __init__(self, train: dict[str, np.ndarray], key: str) -> None:
+        from tdn_calc.extrapolation import shrunk_covariance
+
+        self.key, self.fit = key, {}
+        for z in np.unique(train["numbers"]):
+            x = train[key][train["numbers"] == z]
+            mu, prec = x.mean(0), np.linalg.inv(shrunk_covariance(x, 0.1))
+            self.fit[z] = (mu, prec, 1.0)
+            self.fit[z] = (mu, prec, _quantile_scaled(self._d(x, z)))
+
+    def _d(self, x: np.ndarray, z: int) -> np.ndarray:
+        mu, prec, scale = self.fit[z]
+        return np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", x - mu, prec, x - mu), 0)) / scale
+
+    def __call__(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        out = np.zeros(len(f["numbers"]))
+        for z in np.unique(f["numbers"]):
+            sel = f["numbers"] == z
+            out[sel] = self._d(f[self.key][sel], z)
+        return out
+
+
+class NearestNeighbour:
+    """Per-element distance to the nearest training atom in feature ``key``, in units of the
+    training atoms' leave-one-out 99.9th percentile (the shipped score for ``hist``)."""
+
+    def __init__(self, train: dict[str, np.ndarray], key: str, bank: int = 4000) -> None:
+        from tdn_calc.uncertainty import fit_histograms
+
+        groups = {int(z): train[key][train["numbers"] == z] for z in np.unique(train["numbers"])}
+        self.key = key
+        self.summary = fit_histograms(groups, [], 0.0, bank_size=bank, resolution=0.0)
+
+    def __call__(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        return self.summary.score(f[self.key], f["numbers"])
+
+
+class LLPR:
+    """Last-layer prediction rigidity of the energy head's hidden features ``h`` ``[C]``:
+    ``h^T (H^T H / n + lam * mean(diag) * I)^-1 h`` with ``H`` the training atoms' (per
+    element, or per structure with ``structure=True`` on per-frame sums), in units of the
+    training 99.9th percentile."""
+
+    def __init__(self, train: dict[str, np.ndarray], structure: bool = False,
+                 lam: float = 1e-3) -> None:
+        self.structure, self.fit = structure, {}
+        if structure:
+            sums = np.zeros((train["system"].max() + 1, train["hidden"].shape[1]))
+            np.add.at(sums, train["system"], train["hidden"])
+            groups = {None: sums}
+        else:
+            groups = {z: train["hidden"][train["numbers"] == z]
+                      for z in np.unique(train["numbers"])}
+        for z, h in groups.items():
+            a = h.T @ h / len(h)
+            prec = np.linalg.inv(a + lam * np.trace(a) / len(a) * np.eye(len(a)))
+            self.fit[z] = (prec, 1.0)
+            self.fit[z] = (prec, _quantile_scaled(self._u(h, z)))
+
+    def _u(self, h: np.ndarray, z) -> np.ndarray:
+        prec, scale = self.fit[z]
+        return np.einsum("ni,ij,nj->n", h, prec, h) / scale
+
+    def __call__(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        if self.structure:
+            return np.full(len(f["numbers"]), self._u(f["hidden"].sum(0, keepdims=True), None)[0])
+        out = np.zeros(len(f["numbers"]))
+        for z in np.unique(f["numbers"]):
+            sel = f["numbers"] == z
+            out[sel] = self._u(f["hidden"][sel], z)
+        return out
+
+
+# ---------------------------------------------------------------- metrics
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability that a positive outscores a negative (ties count half); None when a class
+    is empty."""
+    s, y = np.asarray(scores, float), np.asarray(positive, bool)
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        return None
+    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum())
+                 / (len(pos) * len(neg)))
+
+
+def calibrate(scores: np.ndarray, bad: np.ndarray, max_false_flag: float = MAX_FALSE_FLAG
+              ) -> float:
+    """Threshold with the highest recall of ``bad`` structures among those that flag at most
+    ``max_false_flag`` of the good ones (``scores`` ``[n]``); cuts lie midway between
+    neighbouring scores, the highest of equal recalls wins."""
+    s = np.unique(scores)
+    cuts = np.r_[(s[:-1] + s[1:]) / 2, s[-1] + 1e-9]
+    ok = [c for c in cuts if (scores[~bad] > c).mean() <= max_false_flag]
+    recall = [(scores[bad] > c).mean() for c in ok]
+    return float(ok[np.flatnonzero(np.isclose(recall, max(recall)))[-1]])
+
+
+def rates(scores: np.ndarray, bad: np.ndarray, threshold: float) -> dict[str, Any]:
+    flagged = scores > threshold
+    return {"n_bad": int(bad.sum()), "n_good": int((~bad).sum()),
+            "recall_bad": float(flagged[bad].mean()) if bad.any() else None,
+            "false_flag_good": float(flagged[~bad].mean()) if (~bad).any() else None}
+
+
+def evaluate(name: str, per_atom: list[np.ndarray], rows: list[dict[str, Any]],
+             fixed_threshold: float | None) -> dict[str, Any]:
+    """Per-structure (max over atoms) and per-atom (free atoms) figures of one candidate."""
+    smax = np.array([float(p.max()) for p in per_atom])
+    bad = np.array([r["bad"] for r in rows])
+    calib = np.arange(len(rows)) % 2 == 0
+    t = calibrate(smax[calib], bad[calib])
+    atom_s, atom_y = [], []
+    for r, p in zip(rows, per_atom, strict=True):
+        err = np.linalg.norm(np.subtract(r["forces_tdn"], r["forces_teacher"]), axis=1)
+        free = np.asarray(r["free"])
+        atom_s.append(p[free])
+        atom_y.append(err[free] > ATOM_CUT)
+    out = {"name": name, "auroc": auroc(smax, bad),
+           "auroc_atoms": auroc(np.concatenate(atom_s), np.concatenate(atom_y)),
+           "threshold_calibrated": t, "calibration_half": rates(smax[calib], bad[calib], t),
+           "held_out_half": rates(smax[~calib], bad[~calib], t), "all": rates(smax, bad, t),
+           "structure_scores": smax.tolist()}
+    if fixed_threshold is not None:
+        out["threshold_fixed"] = fixed_threshold
+        out["at_fixed_threshold"] = rates(smax, bad, fixed_threshold)
+    held = out["held_out_half"]
+    out["targets_met_held_out"] = bool(held["recall_bad"] >= MIN_RECALL
+                                       and held["false_flag_good"] <= MAX_FALSE_FLAG)
+    return out
+
+
+def group_recall(rows: list[dict[str, Any]], smax: list[float], t: float) -> dict[str, Any]:
+    """Per start group: bad / flagged-bad / good / flagged-good counts at threshold ``t``."""
+    out: dict[str, Any] = {}
+    for r, s in zip(rows, smax, strict=True):
+        g = out.setdefault(r["group"], {"bad": 0, "bad_flagged": 0, "good": 0,
+                                        "good_flagged": 0})
+        key = "bad" if r["bad"] else "good"
+        g[key] += 1
+        g[f"{key}_flagged"] += int(s > t)
+    return out
+
+
+# ---------------------------------------------------------------- cost
+def call_cost(n_repeat: int = 30) -> dict[str, float]:
+    """Median ms of one energy+forces call of tdn-catalysis (float32, CPU) on a 38-atom
+    Pt(111)+CO slab without scores, with the Mahalanobis score (one more forward pass), with
+    the shipped novelty score, and with both; the calculators take turns (round robin) so
+    that a busy machine slows them alike."""
+    from tdn_calc.calculator import TDNCalculator
+
+    atoms = slab_start("Pt", "111", "CO", "top")
+    calcs = {key: TDNCalculator("tdn-catalysis", device="cpu", extrapolation=e, uncertainty=u)
+             for key, e, u in (("bare", False, False), ("with_mahalanobis", True, False),
+                               ("with_novelty", False, True), ("with_both", True, True))}
+    times: dict[str, list[float]] = {key: [] for key in calcs}
+    for k in range(n_repeat + 3):
+        for key, calc in calcs.items():
+            a = atoms.copy()
+            a.positions[-1, 2] += 1e-4 * k
+            a.calc = calc
+            t0 = time.perf_counter()
+            a.get_forces()
+            times[key].append(time.perf_counter() - t0)
+    out = {f"{key}_ms": 1e3 * float(np.median(t[3:])) for key, t in times.items()}
+    for key in ("with_mahalanobis", "with_novelty", "with_both"):
+        out[f"{key}_overhead"] = out[f"{key}_ms"] / out["bare_ms"] - 1
+    return out
+
+
+def time_ms(fn, *args, repeat: int = 20) -> float:
+    """Median ms of ``fn(*args)``."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+# ---------------------------------------------------------------- study
+def study(n_train_frames: int) -> dict[str, Any]:
+    import torch
+
+    from tdn_calc.checkpoint import load_model
+    from tdn_calc.extrapolation import from_card
+    from tdn_calc.graph import atoms_to_graph
+    from tdn_calc.registry import model_entry
+    from tdn_calc.uncertainty import for_model
+
+    rows = [r for r in label_all(study_starts()) if "positions" in r]
+    model = load_model("tdn-catalysis", device="cpu", dtype="float64")
+    train = training_features(model, n_train_frames)
+    dist = from_card(model.card)
+    shipped, shipped_threshold = for_model("tdn-catalysis")
+    feats = []
+    for r in rows:
+        graph = atoms_to_graph([row_atoms(r)], model.cutoff, dtype=torch.float64, device="cpu")
+        feats.append((atom_features(model, graph), graph))
+    mahalanobis = {"name": "(a) Mahalanobis, last-layer invariants (current)",
+                   "fn": lambda f, g: dist.score(f["last"], f["numbers"])}
+    shipped_c = {"name": "(b) nearest training neighbour-element histogram (shipped)",
+                 "fn": lambda f, g: shipped.score_graph(g)}
+    knn_last = NearestNeighbour(train, "last")
+    maha_blocks = Mahalanobis(train, "blocks")
+    llpr_atom, llpr_struct = LLPR(train), LLPR(train, structure=True)
+    candidates = [
+        mahalanobis,
+        {"name": "(b) Mahalanobis, invariants of every layer", "fn": lambda f, g: maha_blocks(f)},
+        {"name": "(b) nearest training atom, last-layer invariants",
+         "fn": lambda f, g: knn_last(f)},
+        shipped_c,
+        {"name": "(c) LLPR per atom (per element)", "fn": lambda f, g: llpr_atom(f)},
+        {"name": "(c) LLPR per structure", "fn": lambda f, g: llpr_struct(f)},
+        {"name": "max of (a) and shipped (b)",
+         "fn": lambda f, g: np.maximum(mahalanobis["fn"](f, g), shipped_c["fn"](f, g))},
+    ]
+    results = []
+    for c in candidates:
+        per_atom = [c["fn"](f, g) for f, g in feats]
+        res = evaluate(c["name"], per_atom, rows, 1.0)  # all: 99.9 % of training atoms < 1
+        f0, g0 = feats[0]
+        res["extra_ms_38_atoms"] = time_ms(c["fn"], f0, g0)
+        res["by_group_at_calibrated"] = group_recall(rows, res["structure_scores"],
+                                                     res["threshold_calibrated"])
+        results.append(res)
+        print(f"{c['name']:60s} AUROC {res['auroc']:.2f} atoms {res['auroc_atoms']:.2f} "
+              f"t={res['threshold_calibrated']:.2f} held-out {res['held_out_half']}", flush=True)
+    entry = model_entry("tdn-catalysis")
+    return {
+        "benchmark": "uncertainty_study", "model": "tdn-catalysis",
+        "model_sha256": entry["sha256"], "teacher": "sevenn-0",
+        "created": time.strftime("%Y-%m-%d"),
+        "targets": {"min_recall_bad": MIN_RECALL, "max_false_flag_good": MAX_FALSE_FLAG},
+        "labels": {"bad_fmax_eV_A": BAD_FMAX, "bad_dE_eV": BAD_DE, "atom_cut_eV_A": ATOM_CUT,
+                   "tdn_fmax": FMAX, "teacher_steps": TEACHER_STEPS},
+        "n_train_frames_features": n_train_frames,
+        "starts": [{k: r[k] for k in ("label", "group", "bad", "teacher_fmax_at_tdn_min",
+                                      "de_above_teacher_min", "tdn_converged")} for r in rows],
+        "counts": {g: {"n": sum(r["group"] == g for r in rows),
+                       "bad": sum(r["group"] == g and r["bad"] for r in rows)}
+                   for g in dict.fromkeys(r["group"] for r in rows)},
+        "shipped": {"method": entry["uncertainty"]["method"], "threshold": shipped_threshold,
+                    "file": entry["uncertainty"]["file"],
+                    "all": rates(np.array(results[3]["structure_scores"]),
+                                 np.array([r["bad"] for r in rows]), shipped_threshold),
+                    "by_group": group_recall(rows, results[3]["structure_scores"],
+                                             shipped_threshold)},
+        "candidates": results, "cost": call_cost(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--labels-only", action="store_true", help="only build the cached labels")
+    p.add_argument("--train-frames", type=int, default=1500,
+                   help="training frames whose features the model-feature candidates use")
+    p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    rows = label_all(study_starts())
     if args.labels_only:
+        label_all(study_starts())
         return 0
+    report = study(args.train_frames)
+    with atomic_write(args.out, "w") as fh:
+        fh.write(json.dumps(report, indent=1) + "\n")
     return 0
 
 
