@@ -60,7 +60,8 @@ class TDNCalculator(Calculator):
     ``extrapolation_too_close`` ``[n_atoms]`` bool (closer to a neighbour than any pair of
     those elements in training). With a chemistry-novelty summary: ``uncertainty``
     ``[n_atoms]`` (score > ``calc.uncertainty_threshold``: the atom's neighbour chemistry is
-    unlike any training atom's; the model's numbers there are untested).
+    unlike any training atom's; the model's numbers there are untested). With either score:
+    ``uncertain`` ``[n_atoms]`` bool, any of the three conditions.
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
@@ -192,7 +193,23 @@ class TDNCalculator(Calculator):
             if self.novelty.cutoff > model.cutoff:
                 raise InputError(f"the uncertainty summary's cutoff {self.novelty.cutoff} Å "
                                  f"exceeds the model's {model.cutoff} Å")
-            self.results["uncertainty"] = self.novelty.score_graph(graph)
+            full = model.config.max_neighbors is None  # else the graph may miss neighbours
+            self.results["uncertainty"] = (self.novelty.score_graph(graph) if full
+                                           else self.novelty.score_atoms(atoms))  # fmt: skip
+        self._flag_uncertain()
+
+    def _flag_uncertain(self) -> None:
+        """``results["uncertain"]`` ``[n_atoms]`` bool from the scores just computed: the
+        chemistry-novelty score above ``uncertainty_threshold``, the Mahalanobis score above
+        1 (99.9 % of training atoms below) or a distance violation; absent without scores."""
+        r = self.results
+        parts = []
+        if "uncertainty" in r:
+            parts.append(r["uncertainty"] > self.uncertainty_threshold)
+        if "extrapolation" in r:
+            parts += [r["extrapolation"] > 1.0, r["extrapolation_too_close"]]
+        if parts:
+            r["uncertain"] = np.logical_or.reduce(parts)
 
     def _training_distribution(self, model: torch.nn.Module):
         """The model card's training-set summary (parsed once per model), or ``None``."""

@@ -153,10 +153,11 @@ def test_calculator_reports_uncertainty(registered, summary):
     scores = atoms.calc.results["uncertainty"]
     assert atoms.calc.uncertainty_threshold == 1.3
     np.testing.assert_allclose(scores, summary.score_atoms(atoms), atol=1e-5)
+    np.testing.assert_array_equal(atoms.calc.results["uncertain"], scores > 1.3)
     off = TDNCalculator("tiny", device="cpu", uncertainty=False)
     atoms.calc = off
     atoms.get_potential_energy()
-    assert "uncertainty" not in off.results
+    assert "uncertainty" not in off.results and "uncertain" not in off.results
     explicit = TDNCalculator(str(registered / "tiny.safetensors"), device="cpu",
                              uncertainty=registered / "tiny-uncertainty.json")
     atoms.calc = explicit
