@@ -389,7 +389,19 @@ def render_uncertainty() -> tuple[list[str], list[Path]]:
               "flagged/bad, good flagged/good): " + "; ".join(
                   f"{g.replace('_', ' ')} {c['bad_flagged']}/{c['bad']}, "
                   f"{c['good_flagged']}/{c['good']}" for g, c in shipped["by_group"].items())
-              + ".", "", "Cost on a 38-atom Pt(111)+CO slab (float32, one CPU thread): the "
+              + ".", ""]
+    split = shipped.get("test_split")
+    if split:
+        kinds = ", ".join(f"{k} {_pct(v['flagged'])} of {v['n']}"
+                          for k, v in split["by_kind"].items())
+        lines += [f"On {split['n_frames']} random test-split frames (systems held out of "
+                  "training, stored SevenNet-0 labels) it flags "
+                  f"{_pct(split['frames_flagged'])} of the frames ({kinds}) and "
+                  f"{_pct(split['atoms_flagged'])} of the atoms; {split['bad_frames']} frames "
+                  f"have an atom with \\|ΔF\\| > 0.5 eV/Å, {_pct(split['recall_bad'])} of "
+                  f"them flagged, {_pct(split['false_flag_good'])} of the others (AUROC "
+                  f"{_n(split['auroc'], 2)}).", ""]
+    lines += ["Cost on a 38-atom Pt(111)+CO slab (float32, one CPU thread): the "
               f"shipped score itself {shipped_ms:.2f} ms, "
               f"{100 * shipped_ms / cost['bare_ms']:.1f} % of the bare energy+forces call "
               f"({cost['bare_ms']:.1f} ms, median). Whole calls, calculators taking turns on a "
