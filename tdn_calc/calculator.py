@@ -43,8 +43,9 @@ class TDNCalculator(Calculator):
             (:mod:`tdn_calc.extrapolation`), also compute per-atom extrapolation scores
             (one extra forward pass without gradients).
         uncertainty: per-atom chemistry-novelty scores (:mod:`tdn_calc.uncertainty`):
-            ``True`` uses the registered model's summary (manifest ``"uncertainty"``, none
-            for a checkpoint path or a model object), ``False`` disables them, or give a
+            ``True`` uses the registered model's summary (manifest ``"uncertainty"``; a
+            checkpoint path with a registered model's sha256 counts as that model; none for a
+            model object), ``False`` disables them, or give a
             :class:`~tdn_calc.uncertainty.ChemistryNovelty` or the path of its JSON.
         uncertainty_threshold: the score above which an atom is uncertain when
             ``uncertainty`` is given explicitly (default 1.0); a registered model's comes
@@ -112,7 +113,7 @@ class TDNCalculator(Calculator):
             name_or_path, device=self.device, dtype=self.dtype, manifest=self._manifest
         )
         self.model_name = name_or_path
-        if self._uncertainty_wanted and not os.path.isfile(name_or_path):
+        if self._uncertainty_wanted:
             found = for_model(name_or_path, self._manifest)
             self.novelty, self.uncertainty_threshold = found if found else (None, None)
 

@@ -267,16 +267,24 @@ def fit_chemistry_novelty(
                           **fit_kwargs)  # fmt: skip
 
 
-def for_model(name: str, manifest: str | os.PathLike | None = None
+def for_model(name: str | os.PathLike, manifest: str | os.PathLike | None = None
               ) -> tuple[ChemistryNovelty, float] | None:
     """The summary and threshold of the registered model ``name`` (its manifest entry's
     ``"uncertainty"`` record, sidecar sha256 checked), or ``None`` when it has none or
-    ``name`` is not a registered model."""
+    ``name`` is not a registered model. A checkpoint path counts as the registered model
+    whose sha256 it has."""
     from .errors import ModelNotFoundError
-    from .registry import uncertainty_sidecar
+    from .fileio import sha256_file
+    from .registry import list_models, uncertainty_sidecar
 
+    if Path(name).is_file():
+        sha = sha256_file(name)
+        name = next((m["name"] for m in list_models(manifest) if m["sha256"].lower() == sha),
+                    "")
+        if not name:
+            return None
     try:
-        found = uncertainty_sidecar(name, manifest)
+        found = uncertainty_sidecar(str(name), manifest)
     except ModelNotFoundError:
         return None
     if found is None:

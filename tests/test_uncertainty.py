@@ -137,6 +137,7 @@ def test_sidecar_is_sha_checked(registered):
     summary, threshold = for_model("tiny")
     assert threshold == 1.3 and summary.elements == ELEMENTS
     assert for_model("not-a-model") is None
+    assert for_model(registered / "manifest.json") is None  # a file of no registered model
     with open(path, "a") as fh:
         fh.write(" ")
     with pytest.raises(CheckpointError, match="sha256"):
@@ -158,6 +159,8 @@ def test_calculator_reports_uncertainty(registered, summary):
     atoms.calc = off
     atoms.get_potential_energy()
     assert "uncertainty" not in off.results and "uncertain" not in off.results
+    by_path = TDNCalculator(str(registered / "tiny.safetensors"), device="cpu")
+    assert by_path.uncertainty_threshold == 1.3 and by_path.novelty is not None
     explicit = TDNCalculator(str(registered / "tiny.safetensors"), device="cpu",
                              uncertainty=registered / "tiny-uncertainty.json")
     atoms.calc = explicit
