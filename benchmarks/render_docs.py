@@ -356,6 +356,70 @@ def render_extrapolation() -> tuple[list[str], list[Path]]:
     return lines, sources
 
 
+def render_uncertainty() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: benchmarks/uncertainty_study.py's candidates, one row each."""
+    rel = RESULTS / "uncertainty_study.json"
+    r = _load(rel)
+    counts = ", ".join(f"{g.replace('_', ' ')} {c['n']} ({c['bad']} bad)"
+                       for g, c in r["counts"].items())
+    cost = r["cost"]
+
+    def rate(part: dict, key: str) -> str:
+        return f"{_pct(part[key])} of {part['n_bad' if key == 'recall_bad' else 'n_good']}"
+
+    rows = []
+    for c in r["candidates"]:
+        fixed = c.get("at_fixed_threshold")
+        rows.append([
+            c["name"], _n(c["auroc"], 2), _n(c["auroc_atoms"], 2),
+            _n(c["threshold_calibrated"], 2),
+            f"{rate(c['held_out_half'], 'recall_bad')} / "
+            f"{rate(c['held_out_half'], 'false_flag_good')}",
+            f"{rate(c['all'], 'recall_bad')} / {rate(c['all'], 'false_flag_good')}",
+            "–" if not fixed else f"{_n(c['threshold_fixed'], 2)}: {_pct(fixed['recall_bad'])}"
+                                  f" / {_pct(fixed['false_flag_good'])}",
+            _n(c["extra_ms_38_atoms"], 2),
+        ])
+    lines = [f"Starts: {counts}; labels by {r['teacher']} (bad: teacher fmax at the TDN "
+             f"minimum > {r['labels']['bad_fmax_eV_A']} eV/Å or > {r['labels']['bad_dE_eV']} eV "
+             f"above the teacher's nearby minimum). Model {r['model']} "
+             f"(`{r['model_sha256'][:8]}`).", ""]
+    lines += _table(["score (max over atoms)", "AUROC", "AUROC per atom",
+                     "threshold (even starts)", "odd starts: bad flagged / good flagged",
+                     "all starts: bad / good flagged",
+                     "threshold 1 (99.9 % of training atoms below): bad / good",
+                     "ms per call (38 atoms)"], rows)
+    shipped = r["shipped"]
+    shipped_ms = next(c["extra_ms_38_atoms"] for c in r["candidates"] if "shipped" in c["name"])
+    lines += ["", f"Shipped: `{shipped['method']}` (models/{shipped['file']}), threshold "
+              f"{shipped['threshold']:g}: {rate(shipped['all'], 'recall_bad')} bad and "
+              f"{rate(shipped['all'], 'false_flag_good')} good structures flagged. By set (bad "
+              "flagged/bad, good flagged/good): " + "; ".join(
+                  f"{g.replace('_', ' ')} {c['bad_flagged']}/{c['bad']}, "
+                  f"{c['good_flagged']}/{c['good']}" for g, c in shipped["by_group"].items())
+              + ".", ""]
+    split = shipped.get("test_split")
+    if split:
+        kinds = ", ".join(f"{k} {_pct(v['flagged'])} of {v['n']}"
+                          for k, v in split["by_kind"].items())
+        lines += [f"On {split['n_frames']} random test-split frames (systems held out of "
+                  "training, stored SevenNet-0 labels) it flags "
+                  f"{_pct(split['frames_flagged'])} of the frames ({kinds}) and "
+                  f"{_pct(split['atoms_flagged'])} of the atoms; {split['bad_frames']} frames "
+                  f"have an atom with \\|ΔF\\| > 0.5 eV/Å, {_pct(split['recall_bad'])} of "
+                  f"them flagged, {_pct(split['false_flag_good'])} of the others (AUROC "
+                  f"{_n(split['auroc'], 2)}).", ""]
+    lines += ["Cost on a 38-atom Pt(111)+CO slab (float32, one CPU thread): the "
+              f"shipped score itself {shipped_ms:.2f} ms, "
+              f"{100 * shipped_ms / cost['bare_ms']:.1f} % of the bare energy+forces call "
+              f"({cost['bare_ms']:.1f} ms, median). Whole calls, calculators taking turns on a "
+              "shared machine (noisy to ±10 %): "
+              f"{cost['with_novelty_ms']:.1f} ms with the shipped score, "
+              f"{cost['with_mahalanobis_ms']:.1f} ms with the Mahalanobis score, "
+              f"{cost['with_both_ms']:.1f} ms with both."]
+    return lines, [rel]
+
+
 def render_physics() -> tuple[list[str], list[Path]]:
     rel = RESULTS / "physics_sanity.json"
     r = _load(rel)
@@ -419,6 +483,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "optimizer-cost": render_optimizer_cost,
     "wait-policy": render_wait_policy,
     "extrapolation": render_extrapolation,
+    "uncertainty": render_uncertainty,
     "physics": render_physics,
     "relax-throughput": render_relax_throughput,
 }

@@ -17,6 +17,7 @@ from .device import available_memory, resolve_device, resolve_dtype
 from .errors import InputError, TDNError
 from .graph import arrays_to_graph_with_distances
 from .registry import select_model_for
+from .uncertainty import ChemistryNovelty, for_model, uncertain_atoms
 from .validation import (
     DEFAULT_MIN_DISTANCE,
     check_lattice_lengths,
@@ -53,6 +54,14 @@ class TDNCalculator(Calculator):
         extrapolation: when the model card holds a training-set summary
             (:mod:`tdn_calc.extrapolation`), also compute per-atom extrapolation scores
             (one extra forward pass without gradients).
+        uncertainty: per-atom chemistry-novelty scores (:mod:`tdn_calc.uncertainty`):
+            ``True`` uses the registered model's summary (manifest ``"uncertainty"``; a
+            checkpoint path with a registered model's sha256 counts as that model; none for a
+            model object), ``False`` disables them, or give a
+            :class:`~tdn_calc.uncertainty.ChemistryNovelty` or the path of its JSON.
+        uncertainty_threshold: the score above which an atom is uncertain when
+            ``uncertainty`` is given explicitly (default 1.0); a registered model's comes
+            from its manifest entry. The one in use is ``calc.uncertainty_threshold``.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator` (``label``, ...).
 
     Results (float64): ``energy``/``free_energy`` (eV), ``energies`` ``[n_atoms]`` (eV),
@@ -62,9 +71,10 @@ class TDNCalculator(Calculator):
     With a training-set summary in the model card: ``extrapolation`` ``[n_atoms]`` (score > 1:
     the atom's environment lies outside 99.9% of the training atoms) and
     ``extrapolation_too_close`` ``[n_atoms]`` bool (closer to a neighbour than any pair of
-    those elements in training) and ``uncertain`` ``[n_atoms]`` bool (score above the model's
-    ``calc.uncertainty_threshold``, :func:`tdn_calc.extrapolation.uncertainty_threshold`,
-    or too close).
+    those elements in training). With a chemistry-novelty summary: ``uncertainty``
+    ``[n_atoms]`` (score > ``calc.uncertainty_threshold``: the atom's neighbour chemistry is
+    unlike any training atom's; the model's numbers there are untested). With either score:
+    ``uncertain`` ``[n_atoms]`` bool, any of the three conditions.
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
@@ -80,14 +90,23 @@ class TDNCalculator(Calculator):
         max_memory: int | None = None,
         extrapolation: bool = True,
         compile: bool = False,
+        uncertainty: bool | str | os.PathLike | ChemistryNovelty = True,
+        uncertainty_threshold: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.compile = bool(compile)
         self.extrapolation = bool(extrapolation)
+        self._uncertainty_wanted = uncertainty is True
+        self.novelty: ChemistryNovelty | None = None
+        self.uncertainty_threshold: float | None = uncertainty_threshold
+        if isinstance(uncertainty, ChemistryNovelty):
+            self.novelty = uncertainty
+        elif uncertainty not in (True, False, None):
+            self.novelty = ChemistryNovelty.load(uncertainty)
+        if self.novelty is not None and self.uncertainty_threshold is None:
+            self.uncertainty_threshold = 1.0
         self._distribution: tuple[int, object] | None = None
-        #: Score above which an atom is ``uncertain`` (the model's, set with its summary).
-        self.uncertainty_threshold = 1.0
         self.device = resolve_device(device)
         self.min_distance = float(min_distance)
         self.max_memory = max_memory
@@ -109,6 +128,9 @@ class TDNCalculator(Calculator):
             name_or_path, device=self.device, dtype=self.dtype, manifest=self._manifest
         )
         self.model_name = name_or_path
+        if self._uncertainty_wanted:
+            found = for_model(name_or_path, self._manifest)
+            self.novelty, self.uncertainty_threshold = found if found else (None, None)
         self._compile_model()
 
     def _compile_model(self) -> None:
@@ -172,11 +194,19 @@ class TDNCalculator(Calculator):
         if dist is not None:
             from .extrapolation import score_graph
 
-            scores = score_graph(model, dist, graph, out["node_features"], distances,
-                                 threshold=self.uncertainty_threshold)  # fmt: skip
+            scores = score_graph(model, dist, graph, out["node_features"], distances)
             self.results["extrapolation"] = scores.scores
             self.results["extrapolation_too_close"] = scores.too_close
-            self.results["uncertain"] = scores.uncertain
+        if self.novelty is not None:
+            if self.novelty.cutoff > model.cutoff:
+                raise InputError(f"the uncertainty summary's cutoff {self.novelty.cutoff} Å "
+                                 f"exceeds the model's {model.cutoff} Å")
+            full = model.config.max_neighbors is None  # else the graph may miss neighbours
+            self.results["uncertainty"] = (self.novelty.score_graph(graph) if full
+                                           else self.novelty.score_atoms(atoms))  # fmt: skip
+        flags = uncertain_atoms(self.results, self.uncertainty_threshold)
+        if flags is not None:
+            self.results["uncertain"] = flags
 
     def _graph(self, atoms: Atoms, model: torch.nn.Module) -> tuple[AtomicGraph, np.ndarray]:
         """Validate ``atoms`` and build its graph and ``[E]`` edge lengths (Å) with one
@@ -208,15 +238,13 @@ class TDNCalculator(Calculator):
         return graph, distances
 
     def _training_distribution(self, model: torch.nn.Module):
-        """The model card's training-set summary (parsed once per model, with the model's
-        :attr:`uncertainty_threshold`), or ``None``."""
+        """The model card's training-set summary (parsed once per model), or ``None``."""
         if not self.extrapolation:
             return None
         if self._distribution is None or self._distribution[0] != id(model):
-            from .extrapolation import from_card, uncertainty_threshold
+            from .extrapolation import from_card
 
             self._distribution = (id(model), from_card(getattr(model, "card", None)))
-            self.uncertainty_threshold = uncertainty_threshold(model, self._manifest)
         return self._distribution[1]
 
     def _check_memory(self, graph: AtomicGraph, model: torch.nn.Module) -> None:

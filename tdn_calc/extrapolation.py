@@ -17,7 +17,6 @@ structures.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,15 +27,10 @@ from ase.data import atomic_numbers as symbol_to_z
 from ase.data import chemical_symbols
 
 from .atomic_graph import AtomicGraph
-from .errors import InputError, TDNError
+from .errors import InputError
 
 CARD_KEY = "training_distribution"
 FORMAT = "tdn-calc-training-distribution-1"
-#: Model-card (or manifest entry) key of the score above which an atom counts as
-#: extrapolating (``uncertain``); :data:`DEFAULT_UNCERTAINTY_THRESHOLD` when absent.
-THRESHOLD_KEY = "uncertainty_threshold"
-#: Scores are scaled so that 99.9% of the training atoms score below 1.
-DEFAULT_UNCERTAINTY_THRESHOLD = 1.0
 
 #: Å below the shortest training distance of a pair before an atom is flagged: a bond 0.001 Å
 #: shorter than any seen is not news (validation flagged such hairlines on the test split).
@@ -184,33 +178,6 @@ class TrainingDistribution:
         return cls.from_dict(json.loads(text))
 
 
-def uncertainty_threshold(model: torch.nn.Module | None,
-                          manifest: str | os.PathLike | None = None) -> float:
-    """The score above which an atom of ``model`` is extrapolating: ``uncertainty_threshold``
-    of the model card, else of the registry entry of the model's file (matched by sha256,
-    ``model.sha256``), else :data:`DEFAULT_UNCERTAINTY_THRESHOLD` (1.0). The one place the
-    threshold is read: the calculator, ``tdn-relax`` and ``relax()`` all call it.
-
-    Raises:
-        InputError: a threshold that is not a positive number.
-    """
-    value = (getattr(model, "card", None) or {}).get(THRESHOLD_KEY)
-    sha = getattr(model, "sha256", None)
-    if value is None and sha:
-        from .registry import list_models
-
-        try:
-            entries = list_models(manifest)
-        except TDNError:  # no readable manifest: no registered threshold
-            entries = []
-        value = next((e.get(THRESHOLD_KEY) for e in entries if e.get("sha256") == sha), None)
-    if value is None:
-        return DEFAULT_UNCERTAINTY_THRESHOLD
-    if not isinstance(value, int | float) or not value > 0:
-        raise InputError(f"{THRESHOLD_KEY} must be a positive number, got {value!r}")
-    return float(value)
-
-
 def from_card(card: dict[str, Any] | None) -> TrainingDistribution | None:
     """The summary stored in a model card, or ``None`` when it has none."""
     data = (card or {}).get(CARD_KEY)
@@ -304,12 +271,11 @@ def fit_training_distribution(
 
 @dataclass
 class StructureScores:
-    """Scores of one structure: ``scores`` ``[n_atoms]``, ``too_close`` ``[n_atoms]`` bool,
-    and the model's ``threshold`` (:func:`uncertainty_threshold`)."""
+    """Scores of one structure: ``scores`` ``[n_atoms]`` and ``too_close`` ``[n_atoms]``
+    bool; an atom extrapolates when its score exceeds 1 or it is too close."""
 
     scores: np.ndarray
     too_close: np.ndarray
-    threshold: float = DEFAULT_UNCERTAINTY_THRESHOLD
 
     @property
     def max_score(self) -> float:
@@ -317,12 +283,12 @@ class StructureScores:
 
     @property
     def uncertain(self) -> np.ndarray:
-        """``[n_atoms]`` bool: score > ``threshold`` or a distance violation."""
-        return (self.scores > self.threshold) | self.too_close
+        """``[n_atoms]`` bool: score > 1 or a distance violation."""
+        return (self.scores > 1.0) | self.too_close
 
     @property
     def n_extrapolating(self) -> int:
-        """Atoms with score > ``threshold`` or a distance violation."""
+        """Atoms with score > 1 or a distance violation."""
         return int(self.uncertain.sum())
 
     @property
@@ -336,10 +302,8 @@ def score_graph(
     graph: AtomicGraph,
     features: torch.Tensor | None = None,
     distances: np.ndarray | None = None,
-    threshold: float = DEFAULT_UNCERTAINTY_THRESHOLD,
 ) -> StructureScores:
-    """Scores of every atom of ``graph`` (all its systems together); ``threshold``: see
-    :func:`uncertainty_threshold`.
+    """Scores of every atom of ``graph`` (all its systems together).
 
     ``features``: the ``[n_atoms, C]`` ``"node_features"`` that ``model(graph,
     return_features=True)`` already returned (saves a forward pass); computed when absent.
@@ -357,21 +321,17 @@ def score_graph(
     else:
         i, j = graph.edge_index.cpu().numpy()
         d = np.asarray(distances, dtype=np.float64)
-    return StructureScores(scores, dist.distance_violations(numbers, i, j, d), threshold)
+    return StructureScores(scores, dist.distance_violations(numbers, i, j, d))
 
 
-def score_atoms(model: torch.nn.Module, dist: TrainingDistribution, atoms,
-                threshold: float | None = None) -> StructureScores:
-    """Scores of every atom of an ``ase.Atoms`` (``threshold`` ``None``: the model's,
-    :func:`uncertainty_threshold`)."""
+def score_atoms(model: torch.nn.Module, dist: TrainingDistribution, atoms) -> StructureScores:
+    """Scores of every atom of an ``ase.Atoms``."""
     from .graph import atoms_to_graph
 
     param = next(model.parameters())
     graph = atoms_to_graph([atoms], model.cutoff, dtype=param.dtype, device=param.device,
                            max_neighbors=model.config.max_neighbors)  # fmt: skip
-    if threshold is None:
-        threshold = uncertainty_threshold(model)
-    return score_graph(model, dist, graph, threshold=threshold)
+    return score_graph(model, dist, graph)
 
 
 def attach_to_checkpoint(

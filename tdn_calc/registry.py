@@ -40,7 +40,8 @@ _TIMEOUT_S = 60.0
 CHECKPOINT_SUFFIXES = {".safetensors", ".pt", ".pth", ".ckpt"}
 
 
-def _manifest_path(manifest: str | os.PathLike | None = None) -> Path:
+def manifest_path(manifest: str | os.PathLike | None = None) -> Path:
+    """The manifest in use: ``manifest``, else ``$TDN_MANIFEST``, else the shipped one."""
     if manifest is not None:
         return Path(manifest)
     if os.environ.get("TDN_MANIFEST"):
@@ -60,7 +61,7 @@ def offline() -> bool:
 
 def load_manifest(manifest: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """The manifest's models: ``{name: entry}``; each entry has its ``name`` filled in."""
-    path = _manifest_path(manifest)
+    path = manifest_path(manifest)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -117,7 +118,7 @@ def model_entry(name: str, manifest: str | os.PathLike | None = None) -> dict[st
 
 
 def _shipped_path(entry: dict[str, Any], manifest: str | os.PathLike | None) -> Path:
-    return _manifest_path(manifest).parent / entry["file"]
+    return manifest_path(manifest).parent / entry["file"]
 
 
 def _cached_path(entry: dict[str, Any]) -> Path:
@@ -272,3 +273,30 @@ def select_model_for(
     raise UnsupportedElementError(
         f"no registered model supports all of {symbols}. Models and their elements: {listing}"
     )
+
+
+def uncertainty_sidecar(
+    name: str, manifest: str | os.PathLike | None = None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The uncertainty summary of ``name``: ``(path, record)`` from the manifest entry's
+    ``"uncertainty": {"method", "threshold", "file", "sha256"}`` (the file next to the
+    manifest), or ``None`` when the entry has none.
+
+    Raises:
+        ModelNotFoundError: unknown name.
+        CheckpointError: the file is missing or its sha256 is not the manifest's.
+    """
+    record = model_entry(name, manifest).get("uncertainty")
+    if not record:
+        return None
+    path = manifest_path(manifest).parent / record["file"]
+    if not path.is_file():
+        raise CheckpointError(f"uncertainty summary {path} of model {name!r} is missing; "
+                              "reinstall tdn-calc")
+    actual = sha256_file(path)
+    if actual != record["sha256"].lower():
+        raise CheckpointError(
+            f"uncertainty summary {path} of model {name!r} has sha256 {actual}, the manifest "
+            f"says {record['sha256']}; reinstall tdn-calc"
+        )
+    return path, record

@@ -6,7 +6,6 @@ random model's relaxation converging."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ from tdn_calc.cli.relax import main
 
 from tdn_calc.checkpoint import save_model
 from tdn_calc.errors import InputError
-from tdn_calc.extrapolation import DEFAULT_UNCERTAINTY_THRESHOLD, uncertainty_threshold
 from tdn_calc.relax.job import EXIT_NOT_VERIFIED, EXIT_OK
 from tdn_calc.relax.teacher import TeacherStage, default_verify_fmax
 
@@ -36,6 +34,18 @@ def slab(metal: str, seed: int, rattle: float = 0.08):
     atoms.info.clear()
     atoms.set_constraint(FixAtoms(indices=[a.index for a in atoms if a.tag == 2]))
     atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+def in_domain_slab(metal: str):
+    """A 3x3x4 (111) slab, bottom two layers fixed, slightly rattled: what tdn-catalysis
+    was trained on."""
+    from ase.constraints import FixAtoms
+
+    atoms = fcc111(metal, size=(3, 3, 4), vacuum=8.0)
+    atoms.info.clear()
+    atoms.set_constraint(FixAtoms(indices=[a.index for a in atoms if a.tag >= 3]))
+    atoms.rattle(0.02, seed=0)
     return atoms
 
 
@@ -113,7 +123,7 @@ def test_finish_always_ends_at_the_teachers_fmax_and_resume_keeps_the_labels(wor
 
 
 def _catalysis_manifest(tmp_path, threshold: float) -> str:
-    """A copy of the shipped registry with ``uncertainty_threshold`` on tdn-catalysis."""
+    """A copy of the shipped registry with the uncertainty threshold of tdn-catalysis set."""
     from importlib import resources
     from pathlib import Path
 
@@ -121,7 +131,8 @@ def _catalysis_manifest(tmp_path, threshold: float) -> str:
     data = json.loads(shipped.read_text())
     entry = data["models"]["tdn-catalysis"]
     entry["file"] = str(shipped.parent / entry["file"])
-    entry["uncertainty_threshold"] = threshold
+    entry["uncertainty"]["file"] = str(shipped.parent / entry["uncertainty"]["file"])
+    entry["uncertainty"]["threshold"] = threshold
     path = tmp_path / f"manifest-{threshold:g}.json"
     path.write_text(json.dumps(data))
     return str(path)
@@ -130,10 +141,11 @@ def _catalysis_manifest(tmp_path, threshold: float) -> str:
 @pytest.mark.parametrize("threshold, flagged", [(1e-6, True), (1e6, False)])
 def test_finish_when_uncertain_follows_the_models_threshold(workdir, monkeypatch, threshold,
                                                             flagged):
-    """The registry entry's uncertainty_threshold decides the flag, and the flag alone
-    decides the finish (tdn-catalysis, which has a training-set summary)."""
+    """The registry entry's uncertainty threshold decides the flag, and the flag alone
+    decides the finish (tdn-catalysis, which has both summaries, on a 3x3x4 Cu(111) slab
+    inside its training domain: the Mahalanobis score, cut at 1, stays below 0.2)."""
     monkeypatch.setenv("TDN_MANIFEST", _catalysis_manifest(workdir, threshold))
-    write("cu.xyz", slab("Cu", 5), format="extxyz")
+    write("cu.xyz", in_domain_slab("Cu"), format="extxyz")
     result = tdn_relax("cu.xyz", "-m", "tdn-catalysis", "--steps", "100", "--finish", "emt",
                        "--report", "r.json")  # fmt: skip
     (row,) = rows()
@@ -246,14 +258,6 @@ def _installed(name: str) -> bool:
     from tdn_calc.teachers import teacher_spec
 
     return teacher_spec(name).installed
-
-
-def test_uncertainty_threshold_card_then_default():
-    assert uncertainty_threshold(None) == DEFAULT_UNCERTAINTY_THRESHOLD == 1.0
-    assert uncertainty_threshold(SimpleNamespace(card={"uncertainty_threshold": 2.5})) == 2.5
-    assert uncertainty_threshold(SimpleNamespace(card={}, sha256="0" * 64)) == 1.0
-    with pytest.raises(InputError, match="positive"):
-        uncertainty_threshold(SimpleNamespace(card={"uncertainty_threshold": -1}))
 
 
 @pytest.mark.slow

@@ -4,10 +4,10 @@ worker). Energies in eV, forces in eV/Å.
 An :class:`Engine` is small and picklable; :func:`relax_items` relaxes a batch of
 ``(key, Atoms)`` with it and returns plain :class:`Relaxed` records. A TDN model (registered
 name such as ``tdn-catalysis``, or a checkpoint path) relaxes the batch together
-(:func:`tdn_calc.batch_relax.batch_relax`) and scores every final structure against the
+(:func:`tdn_calc.relax.batch_relax`) and scores every final structure against the
 model's training set (``extrapolation_max``, > 1: extrapolating); a teacher
 (:func:`tdn_calc.teachers.get_teacher` name, e.g. ``emt``) relaxes each structure with ASE
-(:func:`tdn_calc.relaxation.relax`). With ``verify``, the teacher's single-point energy of
+(:func:`tdn_calc.relax.relax`). With ``verify``, the teacher's single-point energy of
 each final structure is added. Loaded models and calculators are cached per process.
 """
 
@@ -90,7 +90,7 @@ def _tdn_model(engine: Engine, structures: Sequence[Atoms]) -> tuple[Any, Any]:
     if key not in _CACHE:
         from ..device import resolve_device
         from ..extrapolation import from_card
-        from ..relax_job import load_job_model
+        from ..relax.inputs import load_job_model
 
         model, _ = load_job_model(engine.model, structures, str(resolve_device(engine.device)),
                                   engine.dtype)
@@ -101,7 +101,7 @@ def _tdn_model(engine: Engine, structures: Sequence[Atoms]) -> tuple[Any, Any]:
 def relax_items(engine: Engine, items: Sequence[tuple[str, Atoms]]) -> list[Relaxed]:
     """Relax every ``(key, atoms)`` of ``items`` with ``engine``; one :class:`Relaxed` per
     item, in order."""
-    from ..relaxation import ConvergenceWarning, relax
+    from ..relax.single import ConvergenceWarning, relax
 
     structures = [a for _, a in items]
     extrapolation: list[float | None] = [None] * len(items)
@@ -112,8 +112,8 @@ def relax_items(engine: Engine, items: Sequence[tuple[str, Atoms]]) -> list[Rela
             results = [relax(a, calc, fmax=engine.fmax, steps=engine.steps,
                              optimizer=engine.optimizer, warn=False) for a in structures]
         else:
-            from ..batch_relax import batch_relax
-            from ..relax_job import annotate_extrapolation
+            from ..relax.job import annotate_extrapolation
+            from ..relax.queue import batch_relax
 
             model, dist = _tdn_model(engine, structures)
             results = batch_relax(structures, model, fmax=engine.fmax, steps=engine.steps,

@@ -123,19 +123,27 @@ def run(
 
 
 def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> None:
-    """Score the atoms of ``frame`` against the training-set summary ``dist``: per-atom
-    ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]``, and in ``info``
-    ``extrapolation_max``, ``extrapolating_atoms`` (score above the model's threshold,
-    :func:`~tdn_calc.extrapolation.uncertainty_threshold`, or too close) and ``uncertain``
-    (any such atom)."""
+    """Score the atoms of ``frame`` as the calculator does: per-atom
+    ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]`` against the
+    training-set summary ``dist``, ``arrays["uncertainty"]`` (chemistry novelty, when the
+    registered model has a summary), and in ``info`` ``extrapolation_max``,
+    ``extrapolating_atoms`` (atoms to distrust, :func:`~tdn_calc.uncertainty.uncertain_atoms`)
+    and ``uncertain`` (any such atom)."""
     from ..extrapolation import score_atoms
+    from ..uncertainty import for_loaded_model, uncertain_atoms
 
     scores = score_atoms(model, dist, frame)
     frame.arrays["extrapolation"] = scores.scores
     frame.arrays["extrapolation_too_close"] = scores.too_close
+    threshold = None
+    novelty = for_loaded_model(model)
+    if novelty is not None:
+        summary, threshold = novelty
+        frame.arrays["uncertainty"] = summary.score_atoms(frame)
+    flags = uncertain_atoms(frame.arrays, threshold)
     frame.info["extrapolation_max"] = scores.max_score
-    frame.info["extrapolating_atoms"] = scores.n_extrapolating
-    frame.info["uncertain"] = scores.flagged
+    frame.info["extrapolating_atoms"] = int(flags.sum())
+    frame.info["uncertain"] = bool(flags.any())
 
 
 def _with_teachers(outcome: Outcome, settings: RelaxSettings, teachers: TeacherStage,

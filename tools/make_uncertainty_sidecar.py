@@ -1,0 +1,68 @@
+"""Fit the chemistry-novelty summary (:mod:`tdn_calc.uncertainty`) of a registered model from
+the training split of its data set, write it next to the manifest as
+``models/<name>-uncertainty.json`` and record it (sha256, threshold) in the manifest entry:
+``"uncertainty": {"method", "threshold", "file", "sha256"}``.
+The model's own .safetensors file is not touched.
+
+    OMP_NUM_THREADS=1 nice -n 10 python tools/make_uncertainty_sidecar.py tdn-catalysis \
+        --data /work/main/datasets/catalysis-sevennet0 --threshold 1.0 --max-frames 12000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "models" / "manifest.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.fileio import atomic_write, sha256_file
+    from tdn_calc.registry import model_entry, model_info
+    from tdn_calc.train.evaluate import select_frames
+    from tdn_calc.uncertainty import METHOD, fit_chemistry_novelty
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="registered model name")
+    p.add_argument("--data", required=True, help="the model's HDF5 data set (folder)")
+    p.add_argument("--split-file", default=None, help="default: the model card's")
+    p.add_argument("--threshold", type=float, required=True,
+                   help="per-atom score above which an atom is uncertain (calibrated by "
+                        "benchmarks/uncertainty_study.py)")
+    p.add_argument("--max-frames", type=int, default=12000)
+    p.add_argument("--bank-size", type=int, default=4000)
+    args = p.parse_args(argv)
+
+    entry = model_entry(args.model, MANIFEST)
+    card = model_info(args.model, MANIFEST).get("card") or {}
+    dataset = H5Dataset(args.data)
+    indices, used = select_frames(dataset, "train", args.split_file, card)
+    summary = fit_chemistry_novelty(dataset, indices, _elements(entry["elements"]),
+                                    float(card["cutoff"]), max_frames=args.max_frames,
+                                    bank_size=args.bank_size)
+    name = f"{entry['name']}-uncertainty.json"
+    summary.save(MANIFEST.parent / name)
+    data = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    record = {"method": METHOD, "threshold": args.threshold, "file": name,
+              "sha256": sha256_file(MANIFEST.parent / name), "split_file": used,
+              "n_frames": summary.n_frames}
+    data["models"][entry["name"]]["uncertainty"] = record
+    with atomic_write(MANIFEST, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+def _elements(symbols: list[str]) -> list[int]:
+    """Atomic numbers of the manifest's element symbols, in the model's order."""
+    from ase.data import atomic_numbers
+
+    return sorted(atomic_numbers[s] for s in symbols)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
