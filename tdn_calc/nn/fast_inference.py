@@ -25,6 +25,7 @@ from torch import nn
 
 from .attention import _LOGIT_BOUND
 from .cg import cg_tensor
+from .irreps import num_components
 from .tensor_product import ExactTensorProduct
 
 
@@ -69,9 +70,16 @@ class _Linear:
     bias: torch.Tensor
 
     @classmethod
-    def of(cls, module: nn.Module, scale: float = 1.0) -> _Linear:
-        weight = (module.weight[module.degree] * scale).contiguous()
+    def of(cls, module: nn.Module, scale: torch.Tensor | None = None, input_scale: float = 1.0
+           ) -> _Linear:  # fmt: skip
+        """``module`` with its output scaled by ``scale`` (one number per component) and
+        its input by ``input_scale``."""
+        weight = module.weight[module.degree] * input_scale
         bias = module.scalar_row * module.bias
+        if scale is not None:
+            scale = scale.to(weight).reshape(-1, 1, 1)
+            weight, bias = weight * scale, bias * scale
+        weight = weight.contiguous()
         return cls(weight, weight.transpose(1, 2).contiguous(), bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,8 +124,8 @@ class _Norm:
 @dataclass(frozen=True)
 class _Block:
     norm_attention: _Norm
-    query_key: torch.Tensor  # [2C, C]: query and key in one matrix
-    value: _Linear
+    query_key: torch.Tensor  # [2C, C]: query (times the logit scale) and key in one matrix
+    value: _Linear  # times (c000, c101, c101, c101): the product's constants folded in
     proj: _Linear
     norm_ffn: _Norm
     up: _Linear
@@ -151,6 +159,12 @@ def _weights(model: nn.Module) -> _Weights:
 
 
 def _layout(model: nn.Module) -> _Weights:
+    c000, _, c101, _ = _cg_constants(model.config.lmax)
+    value_scale = torch.tensor(
+        [c000, c101, c101, c101][: num_components(model.config.lmax)], dtype=torch.float64
+    )
+    # logits / LOGIT_BOUND = (q * k * filter summed over a head) / (sqrt(head_dim) LOGIT_BOUND)
+    logit_scale = 1.0 / (math.sqrt(model.config.channels // model.config.num_heads) * _LOGIT_BOUND)
     blocks = []
     for block in model.blocks:
         attention, ffn = block.attention, block.ffn
@@ -158,8 +172,8 @@ def _layout(model: nn.Module) -> _Weights:
         blocks.append(
             _Block(
                 _Norm.of(block.norm_attention),
-                torch.cat([attention.query.weight, attention.key.weight]),
-                _Linear.of(attention.value),
+                torch.cat([attention.query.weight * logit_scale, attention.key.weight]),
+                _Linear.of(attention.value, value_scale),
                 _Linear.of(attention.proj),
                 _Norm.of(block.norm_ffn),
                 _Linear.of(ffn.up.linear),
@@ -180,7 +194,9 @@ def _layout(model: nn.Module) -> _Weights:
             radial.out.weight,
         ),
         embedding=model.embedding.weight,
-        degree_embedding=_Linear.of(model.degree_embedding.linear, model.degree_embedding.norm),
+        degree_embedding=_Linear.of(
+            model.degree_embedding.linear, input_scale=model.degree_embedding.norm
+        ),
         blocks=tuple(blocks),
         norm_out=_Norm.of(model.norm_out),
         head=(head_in.weight, head_in.bias, head_out.weight[0], head_out.bias),
@@ -245,6 +261,9 @@ def energy_forces(
     d = 1 if config.lmax == 0 else 4
     graph = _Graph(i, j, n_atoms, d)
     c000, c011, c101, c110 = _cg_constants(config.lmax)
+    # with the value scaled by (c000, c101, c101, c101): mv_0 = v_0 + sum_k ya_k v_k and
+    # mv_k = v_k + yb_k v_0 is the CG product of v with (1, y)
+    ya_scale, yb_scale = (c110 / c101, c011 / c000) if d > 1 else (0.0, 0.0)
 
     # ---- forward -------------------------------------------------------------------------
     vectors = positions.index_select(0, j) - positions.index_select(0, i)
@@ -285,8 +304,8 @@ def energy_forces(
     x = weights.degree_embedding(graph.scatter(messages, i_flat := graph.centre))
     x[0].add_(h)
 
-    inv_sqrt_head = 1.0 / math.sqrt(head_dim)
     y3 = y.unsqueeze(-1)
+    ya, yb = (y * ya_scale).unsqueeze(-1), (y * yb_scale).unsqueeze(-1)
     saved_blocks = []
     for layer, block in enumerate(weights.blocks):
         offset = c + 2 * c * layer
@@ -296,8 +315,7 @@ def energy_forces(
         qk = a_in[0] @ block.query_key.t()
         q_i, k_j = qk[:, :c].index_select(0, i), qk[:, c:].index_select(0, j)
         qk_e = q_i * k_j
-        logits = (qk_e * key_filter).view(n_edges, heads, head_dim).sum(-1).mul_(inv_sqrt_head)
-        tanh = torch.tanh(logits.div_(_LOGIT_BOUND))
+        tanh = torch.tanh((qk_e * key_filter).view(n_edges, heads, head_dim).sum(-1))
         exp = torch.exp(tanh * _LOGIT_BOUND)
         attn = exp * envelope.unsqueeze(-1)
         denominator = torch.ones((n_atoms, heads), dtype=x.dtype, device=x.device)
@@ -306,10 +324,11 @@ def energy_forces(
         tp_w = (tp_weights.view(n_edges, heads, head_dim) * alpha).view(n_edges, c)
         v_j = graph.gather(block.value(a_in), graph.neighbour)  # [d, E, C]
         mv = torch.empty_like(v_j)  # the CG product of v_j with (1, y)
-        torch.mul(v_j[0], c000, out=mv[0])
+        mv[0] = v_j[0]
+        for k in range(1, d):
+            mv[0].addcmul_(ya[k - 1], v_j[k])
         if d > 1:
-            mv[0].add_((y3 * v_j[1:]).sum(0), alpha=c110)
-            torch.add(v_j[1:].mul(c101), y3 * v_j[0], alpha=c011, out=mv[1:])
+            torch.addcmul(v_j[1:], yb, v_j[0], out=mv[1:])
         x = x + block.proj(graph.scatter(mv * tp_w, i_flat))
         # gated feed-forward
         f_in, norm2 = block.norm_ffn(x)
@@ -369,19 +388,20 @@ def energy_forces(
         g_tp = (g_values * mv).sum(0).view(n_edges, heads, head_dim)
         g_mv = g_values.mul_(tp_w)
         g_v = torch.empty_like(g_mv)
-        torch.mul(g_mv[0], c000, out=g_v[0])
+        g_v[0] = g_mv[0]
+        for k in range(1, d):
+            g_v[0].addcmul_(yb[k - 1], g_mv[k])
         if d > 1:
-            g_v[0].add_((y3 * g_mv[1:]).sum(0), alpha=c011)
-            torch.add(g_mv[1:].mul(c101), y3 * g_mv[0], alpha=c110, out=g_v[1:])
-            g_y.add_((g_mv[0] * v_j[1:]).sum(2), alpha=c110)
-            g_y.add_((g_mv[1:] * v_j[0]).sum(2), alpha=c011)
+            torch.addcmul(g_mv[1:], ya, g_mv[0], out=g_v[1:])
+            g_y.add_((v_j[1:] * g_mv[0]).sum(2), alpha=ya_scale)
+            g_y.add_((g_mv[1:] * v_j[0]).sum(2), alpha=yb_scale)
         g_a = block.value.backward(graph.scatter(g_v, graph.neighbour))
         torch.mul(g_tp, alpha, out=g_radial[:, offset + c : offset + 2 * c].view(n_edges, heads, head_dim))
         g_alpha = (g_tp * tp_weights.view(n_edges, heads, head_dim)).sum(-1)  # [E, H]
         g_sum = _zeros((n_atoms, heads), x).index_add_(0, i, g_alpha * alpha.squeeze(-1))
         g_attn = (g_alpha - g_sum.index_select(0, i)).div_(denominator_i)
         g_envelope.add_((g_attn * exp).sum(1))
-        g_logits = (g_attn * attn).mul_(1.0 - tanh.square()).mul_(inv_sqrt_head)
+        g_logits = (g_attn * attn).mul_(1.0 - tanh.square()).mul_(_LOGIT_BOUND)
         g_qk_e = g_logits.unsqueeze(-1).expand(n_edges, heads, head_dim).reshape(n_edges, c)
         torch.mul(g_qk_e, qk_e, out=g_radial[:, offset : offset + c])
         g_qk_e = g_qk_e * key_filter
