@@ -364,14 +364,13 @@ def energy_forces(
     g_x = _zeros((d, n_atoms, c), x)
     torch.mm(_silu_grad(z, s_head).mul_(head_w2 * model.scale), head_w1, out=g_x[0])
     g_x = weights.norm_out.backward(g_x, norm_out)
-    g_radial = torch.empty_like(radial)
+    g_radial = [None] * (1 + 2 * len(weights.blocks))  # dE/d(radial), block by block
     g_y = _zeros((3, n_edges), vectors) if d > 1 else None
     g_envelope = _zeros((n_edges,), vectors)
     for layer in reversed(range(len(weights.blocks))):
         block = weights.blocks[layer]
         (norm1, qk_e, q_i, k_j, key_filter, tp_weights, tanh, exp, attn, alpha,
          denominator_i, tp_w, v_j, mv, norm2, up, s_up0, s_gate) = saved_blocks[layer]  # fmt: skip
-        offset = c + 2 * c * layer
         # gated feed-forward
         g_gated = block.down.backward(g_x)
         g_up = torch.empty_like(up)
@@ -396,14 +395,14 @@ def energy_forces(
             g_y.add_((v_j[1:] * g_mv[0]).sum(2), alpha=ya_scale)
             g_y.add_((g_mv[1:] * v_j[0]).sum(2), alpha=yb_scale)
         g_a = block.value.backward(graph.scatter(g_v, graph.neighbour))
-        torch.mul(g_tp, alpha, out=g_radial[:, offset + c : offset + 2 * c].view(n_edges, heads, head_dim))
+        g_radial[2 + 2 * layer] = (g_tp * alpha).view(n_edges, c)
         g_alpha = (g_tp * tp_weights.view(n_edges, heads, head_dim)).sum(-1)  # [E, H]
         g_sum = _zeros((n_atoms, heads), x).index_add_(0, i, g_alpha * alpha.squeeze(-1))
         g_attn = (g_alpha - g_sum.index_select(0, i)).div_(denominator_i)
         g_envelope.add_((g_attn * exp).sum(1))
         g_logits = (g_attn * attn).mul_(1.0 - tanh.square()).mul_(_LOGIT_BOUND)
         g_qk_e = g_logits.unsqueeze(-1).expand(n_edges, heads, head_dim).reshape(n_edges, c)
-        torch.mul(g_qk_e, qk_e, out=g_radial[:, offset : offset + c])
+        g_radial[1 + 2 * layer] = g_qk_e * qk_e
         g_qk_e = g_qk_e * key_filter
         g_qk = _zeros((n_atoms, 2 * c), x)
         g_qk[:, :c].index_add_(0, i, g_qk_e * k_j)
@@ -416,9 +415,9 @@ def energy_forces(
     if d > 1:
         g_y.add_((g_messages[1:] * w0).sum(2))
         g_w0 = g_w0 + (g_messages[1:] * y3).sum(0)
-    torch.mul(g_w0, h_j, out=g_radial[:, :c])
+    g_radial[0] = g_w0 * h_j
     # radial MLP, envelope, basis
-    g_hidden = g_radial @ w_out
+    g_hidden = torch.cat(g_radial, dim=1) @ w_out
     g_envelope.add_((g_hidden * h2).sum(1))
     g_z2 = g_hidden.mul_(envelope.unsqueeze(-1)).mul_(_silu_grad(z2, s2))
     g_z1 = (g_z2 @ w2).mul_(_silu_grad(z1, s1))
