@@ -51,7 +51,9 @@ def _cg_constants(lmax: int) -> tuple[float, float, float, float] | None:
     tensor = cg_tensor(lmax)
     if lmax == 0:
         return (float(tensor[0, 0, 0]), 0.0, 0.0, 0.0)
-    values = tuple(float(v) for v in (tensor[0, 0, 0], tensor[0, 1, 1], tensor[1, 0, 1], tensor[1, 1, 0]))
+    values = tuple(
+        float(v) for v in (tensor[0, 0, 0], tensor[0, 1, 1], tensor[1, 0, 1], tensor[1, 1, 0])
+    )
     rebuilt = torch.zeros_like(tensor)
     rebuilt[0, 0, 0] = values[0]
     for k in range(1, 4):
@@ -309,7 +311,10 @@ def energy_forces(
     saved_blocks = []
     for layer, block in enumerate(weights.blocks):
         offset = c + 2 * c * layer
-        key_filter, tp_weights = radial[:, offset : offset + c], radial[:, offset + c : offset + 2 * c]
+        key_filter, tp_weights = (
+            radial[:, offset : offset + c],
+            radial[:, offset + c : offset + 2 * c],
+        )
         # attention: logits from the scalars, sink softmax, tensor product, sum
         a_in, norm1 = block.norm_attention(x)
         qk = a_in[0] @ block.query_key.t()

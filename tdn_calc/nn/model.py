@@ -13,8 +13,8 @@ from torch import nn
 
 from ..atomic_graph import AtomicGraph
 from ..errors import TDNError, UnsupportedElementError
-from .attention import EdgeGeometry, GraphAttention, gather
 from . import fast_inference
+from .attention import EdgeGeometry, GraphAttention, gather
 from .config import TDNConfig
 from .float64_buffers import Float64BufferMixin
 from .layers import DegreeLayerNorm, DegreeLinear, FeedForward
