@@ -23,6 +23,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from ..atomic_graph import AtomicGraph
 from .attention import _LOGIT_BOUND
 from .cg import cg_tensor
 from .irreps import num_components
@@ -238,21 +239,19 @@ def _zeros(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def energy_forces(
     model: nn.Module,
-    positions: torch.Tensor,
-    cell: torch.Tensor,
+    graph: AtomicGraph,
     species: torch.Tensor,
-    edge_index: torch.Tensor,
-    shifts: torch.Tensor,
-    system_idx: torch.Tensor,
-    n_systems: int,
-    periodic: bool,
     compute_stress: bool,
     return_features: bool,
 ) -> dict[str, torch.Tensor]:
-    """``model``'s energy, forces (and stress) as :meth:`TDNModel.forward` returns them with
-    ``training=False``, without autograd. Features are component-major ``[d, n, C]`` here
-    (contiguous gathers and per-component products). The stress is ``dE/d strain / V``
-    (zero for a cell without volume) from the virial ``sum_e r_e (x) dE/dr_e`` over edges."""
+    """``model``'s energy, forces (and stress) of ``graph`` as :meth:`TDNModel.forward`
+    returns them with ``training=False``, without autograd; ``species``: the atoms' index
+    into the model's elements. Features are component-major ``[d, n, C]`` here (contiguous
+    gathers and per-component products). The stress is ``dE/d strain / V`` (zero for a
+    cell without volume) from the virial ``sum_e r_e (x) dE/dr_e`` over edges."""
+    positions, cell = graph.positions.detach(), graph.cell.detach()
+    edge_index, shifts, system_idx = graph.edge_index, graph.shifts, graph.system_idx
+    n_systems, periodic = graph.n_systems, bool(graph.pbc.any())
     weights = _weights(model)
     config = model.config
     c, heads = config.channels, config.num_heads
@@ -261,7 +260,7 @@ def energy_forces(
     i, j = edge_index[0], edge_index[1]
     n_edges = i.shape[0]
     d = 1 if config.lmax == 0 else 4
-    graph = _Graph(i, j, n_atoms, d)
+    edges = _Graph(i, j, n_atoms, d)
     c000, c011, c101, c110 = _cg_constants(config.lmax)
     # with the value scaled by (c000, c101, c101, c101): mv_0 = v_0 + sum_k ya_k v_k and
     # mv_k = v_k + yb_k v_0 is the CG product of v with (1, y)
@@ -303,7 +302,7 @@ def energy_forces(
     messages[0] = w0
     if d > 1:
         torch.mul(y.unsqueeze(-1), w0, out=messages[1:])
-    x = weights.degree_embedding(graph.scatter(messages, i_flat := graph.centre))
+    x = weights.degree_embedding(edges.scatter(messages, i_flat := edges.centre))
     x[0].add_(h)
 
     y3 = y.unsqueeze(-1)
@@ -327,14 +326,14 @@ def energy_forces(
         denominator_i = denominator.index_add_(0, i, attn).index_select(0, i)
         alpha = attn.div(denominator_i).unsqueeze(-1)  # [E, H, 1]
         tp_w = (tp_weights.view(n_edges, heads, head_dim) * alpha).view(n_edges, c)
-        v_j = graph.gather(block.value(a_in), graph.neighbour)  # [d, E, C]
+        v_j = edges.gather(block.value(a_in), edges.neighbour)  # [d, E, C]
         mv = torch.empty_like(v_j)  # the CG product of v_j with (1, y)
         mv[0] = v_j[0]
         for k in range(1, d):
             mv[0].addcmul_(ya[k - 1], v_j[k])
         if d > 1:
             torch.addcmul(v_j[1:], yb, v_j[0], out=mv[1:])
-        x = x + block.proj(graph.scatter(mv * tp_w, i_flat))
+        x = x + block.proj(edges.scatter(mv * tp_w, i_flat))
         # gated feed-forward
         f_in, norm2 = block.norm_ffn(x)
         up = block.up(f_in)  # [d, n, mC]
@@ -388,7 +387,7 @@ def energy_forces(
             g_f[0].addmm_(g_gate, block.gates[0])
         g_x = g_x + block.norm_ffn.backward(g_f, norm2)
         # attention
-        g_values = graph.gather(block.proj.backward(g_x), i_flat)  # [d, E, C]
+        g_values = edges.gather(block.proj.backward(g_x), i_flat)  # [d, E, C]
         g_tp = (g_values * mv).sum(0).view(n_edges, heads, head_dim)
         g_mv = g_values.mul_(tp_w)
         g_v = torch.empty_like(g_mv)
@@ -399,7 +398,7 @@ def energy_forces(
             torch.addcmul(g_mv[1:], ya, g_mv[0], out=g_v[1:])
             g_y.add_((v_j[1:] * g_mv[0]).sum(2), alpha=ya_scale)
             g_y.add_((g_mv[1:] * v_j[0]).sum(2), alpha=yb_scale)
-        g_a = block.value.backward(graph.scatter(g_v, graph.neighbour))
+        g_a = block.value.backward(edges.scatter(g_v, edges.neighbour))
         g_radial[2 + 2 * layer] = (g_tp * alpha).view(n_edges, c)
         g_alpha = (g_tp * tp_weights.view(n_edges, heads, head_dim)).sum(-1)  # [E, H]
         g_sum = _zeros((n_atoms, heads), x).index_add_(0, i, g_alpha * alpha.squeeze(-1))
@@ -415,7 +414,7 @@ def energy_forces(
         g_a[0].addmm_(g_qk, block.query_key)
         g_x = g_x + block.norm_attention.backward(g_a, norm1)
     # degree embedding
-    g_messages = graph.gather(weights.degree_embedding.backward(g_x), i_flat)  # [d, E, C]
+    g_messages = edges.gather(weights.degree_embedding.backward(g_x), i_flat)  # [d, E, C]
     g_w0 = g_messages[0]
     if d > 1:
         g_y.add_((g_messages[1:] * w0).sum(2))

@@ -194,11 +194,9 @@ class TDNModel(Float64BufferMixin):
             and self.fast_inference
             and fast_inference.supports(self)
         ):
-            edge_index, shifts, system_idx, periodic = _topology(graph)
             out = fast_inference.energy_forces(
-                self, graph.positions.detach(), graph.cell.detach(), species, edge_index,
-                shifts, system_idx, graph.n_systems, periodic, compute_stress, return_features,
-            )  # fmt: skip
+                self, graph, species, compute_stress, return_features
+            )
             if not compute_forces:
                 del out["forces"]
             return out
