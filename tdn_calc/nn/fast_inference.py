@@ -6,12 +6,14 @@ the autograd forward records ~250 nodes and the backward engine runs them one by
 the forward runs without autograd and keeps the few intermediates the backward needs; the
 backward (``dE/d positions`` and ``dE/d strain``) is written out block by block (energy
 head, layer norms, gated feed-forward, attention with its sink softmax and tensor
-product, degree embedding, radial MLP, envelope, spherical harmonics) in about as many
-operations as the forward. The numbers equal autograd's to round-off (tests compare them
-in float64), so :meth:`TDNModel.forward` uses this path for inference whenever it
-applies (:func:`supports`): exact tensor product, ``lmax <= 1`` (the shipped models).
+product, degree embedding, radial MLP, envelope, spherical harmonics) on component-major
+``[d, n, C]`` features, with the ``lmax <= 1`` CG product in closed form. The numbers
+equal autograd's to round-off (tests compare them in float64), so
+:meth:`TDNModel.forward` uses this path for inference whenever it applies
+(:func:`supports`): exact tensor product, ``lmax <= 1`` (the shipped models).
 Weights are re-laid out once per parameter version (per-component matrices, query and key
-in one matrix, the neighbour-sum normalisation folded into the embedding's matrix).
+in one matrix, the neighbour-sum normalisation, the logit scale and the CG constants folded
+into the matrices).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class TDNModel(Float64BufferMixin):
     forces ``F = -dE/dx`` and stress ``(1/V) dE/d(strain)`` are exact derivatives, so they are
     exactly conservative: from autograd in training, and for inference from the hand-written
     backward pass of :mod:`~tdn_calc.nn.fast_inference` where it applies (same numbers to
-    round-off, several times fewer operations; ``fast_inference = False`` turns it off).
+    round-off, no autograd graph; ``fast_inference = False`` turns it off).
     """
 
     #: inference (``training=False``) through :func:`fast_inference.energy_forces` when
