@@ -302,18 +302,24 @@ def test_compiled_inference_is_off_in_training_and_for_copies(tiny_model, monkey
     assert calls == [1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["tdn-organic", "tdn-catalysis"])
-def test_compiled_inference_equals_eager_on_shipped_models(name):
-    """torch.compile'd inference (minutes of compiling on a small CPU) against eager."""
-    from tdn_calc.calculator import TDNCalculator
-
+def _shipped_model_case(name: str) -> Atoms:
+    """A rattled periodic structure of the shipped model ``name``'s elements."""
     if name == "tdn-organic":
         atoms = molecule("CH3CH2OH")
         atoms.cell, atoms.pbc = np.eye(3) * 7.0, True
     else:
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     atoms.positions += np.random.default_rng(0).normal(scale=0.05, size=atoms.positions.shape)
+    return atoms
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tdn-organic", "tdn-catalysis"])
+def test_compiled_inference_equals_eager_on_shipped_models(name):
+    """torch.compile'd inference (minutes of compiling on a small CPU) against eager."""
+    from tdn_calc.calculator import TDNCalculator
+
+    atoms = _shipped_model_case(name)
     results = []
     for compile_ in (False, True):
         calc = TDNCalculator(name, device="cpu", dtype="float64", compile=compile_)
@@ -323,3 +329,78 @@ def test_compiled_inference_equals_eager_on_shipped_models(name):
     assert compiled["energy"] == pytest.approx(eager["energy"], rel=1e-12, abs=1e-10)
     for key in ("forces", "stress"):
         np.testing.assert_allclose(compiled[key], eager[key], rtol=0, atol=1e-9)
+
+
+def _perturbed(model, scale=0.1, seed=3):
+    """Random weights away from their initial values (non-zero biases, norm gains...)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    return model
+
+
+@pytest.mark.parametrize("lmax", [0, 1])
+def test_fast_inference_equals_autograd_in_float64(tiny_model, lmax):
+    """The hand-written backward (energy, energies, forces, stress, features) against
+    autograd, on a batch of a molecule, a periodic cell, an isolated atom and water."""
+    from tdn_calc.nn import fast_inference
+
+    model = _perturbed(_model(tiny_model, lmax=lmax, num_layers=2))
+    assert fast_inference.supports(model)
+    systems = [_ethanol(), _rattled_copper(), Atoms("H", positions=[[0, 0, 0]]), molecule("H2O")]
+    graph = atoms_to_graph(systems, model.cutoff, dtype=torch.float64)
+    outputs = []
+    for fast in (True, False):
+        model.fast_inference = fast
+        outputs.append(model(graph, compute_stress=True, return_features=True))
+    fast_out, reference = outputs
+    assert set(fast_out) == set(reference)
+    for key, value in reference.items():
+        assert fast_out[key].dtype == value.dtype and fast_out[key].shape == value.shape
+        scale = max(float(value.abs().max()), 1e-3)
+        assert float((fast_out[key] - value).abs().max()) < 1e-12 * scale, key
+    model.fast_inference = True
+    only_energy = model(graph, compute_forces=False, compute_stress=False)
+    assert set(only_energy) == {"energy", "energies"}
+    no_forces = model(graph, compute_forces=False, compute_stress=True)
+    assert "forces" not in no_forces and "stress" in no_forces
+
+
+def test_fast_inference_applies_where_exact_and_not_in_training(tiny_model, monkeypatch):
+    from tdn_calc.nn import fast_inference
+
+    assert not fast_inference.supports(_model(tiny_model, lmax=2))
+    assert not fast_inference.supports(_model(tiny_model, "cp", lmax=1))
+    model = _model(tiny_model, lmax=1)
+    calls = []
+    original = fast_inference.energy_forces
+    monkeypatch.setattr(
+        fast_inference, "energy_forces", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    graph = atoms_to_graph(_ethanol(), model.cutoff, dtype=torch.float64)
+    model(graph)
+    assert calls == [1]
+    out = model(graph, training=True)
+    assert calls == [1] and out["forces"].requires_grad
+    # weights changed in place (an optimiser step): the cached layout follows
+    with torch.no_grad():
+        model.head[2].bias.add_(1.0)
+    shifted = model(graph)["energy"]
+    model.fast_inference = False
+    assert float((shifted - model(graph)["energy"]).abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["tdn-organic", "tdn-catalysis"])
+def test_fast_inference_equals_autograd_on_shipped_models(name):
+    """Float64 copies of the shipped models: the default (fast) path equals autograd."""
+    from tdn_calc.checkpoint import load_model
+
+    model = load_model(name, device="cpu", dtype=torch.float64)
+    atoms = _shipped_model_case(name)
+    graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float64)
+    fast = model(graph, compute_stress=True)
+    model.fast_inference = False
+    reference = model(graph, compute_stress=True)
+    for key, value in reference.items():
+        np.testing.assert_allclose(fast[key].numpy(), value.numpy(), rtol=1e-10, atol=1e-12)

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..atomic_graph import AtomicGraph
 from ..errors import TDNError, UnsupportedElementError
+from . import fast_inference
 from .attention import EdgeGeometry, GraphAttention, gather
 from .config import TDNConfig
 from .float64_buffers import Float64BufferMixin
@@ -62,9 +63,15 @@ class TDNModel(Float64BufferMixin):
     """Tensor Decomposition Network interatomic potential.
 
     The energy is a sum of per-atom energies ``E_i = E0[Z_i] + scale * f(x_i) + shift``;
-    forces ``F = -dE/dx`` and stress ``(1/V) dE/d(strain)`` come from autograd in one
-    backward pass, so they are exactly conservative.
+    forces ``F = -dE/dx`` and stress ``(1/V) dE/d(strain)`` are exact derivatives, so they are
+    exactly conservative: from autograd in training, and for inference from the hand-written
+    backward pass of :mod:`~tdn_calc.nn.fast_inference` where it applies (same numbers to
+    round-off, no autograd graph; ``fast_inference = False`` turns it off).
     """
+
+    #: inference (``training=False``) through :func:`fast_inference.energy_forces` when
+    #: :func:`fast_inference.supports` the model; ``False``: always autograd
+    fast_inference: bool = True
 
     def __init__(self, config: TDNConfig) -> None:
         super().__init__()
@@ -178,7 +185,22 @@ class TDNModel(Float64BufferMixin):
         """
         species = self.species_index(graph.atomic_numbers)
         owner, compiled = self.__dict__.get("_compiled_features") or (None, None)
-        if compiled is not None and owner == id(self) and not training:  # not a stale copy's
+        if owner != id(self):  # a stale copy's compiled network
+            compiled = None
+        if (
+            compiled is None
+            and not training
+            and (compute_forces or compute_stress)
+            and self.fast_inference
+            and fast_inference.supports(self)
+        ):
+            out = fast_inference.energy_forces(
+                self, graph, species, compute_stress, return_features
+            )
+            if not compute_forces:
+                del out["forces"]
+            return out
+        if compiled is not None and not training:
             try:
                 return self._evaluate(
                     graph, species, compiled, compute_forces, compute_stress, training,
