@@ -11,11 +11,12 @@ import json
 from typing import Any
 
 import pytest
-import torch
 
 from tdn_calc.campaigns.spec import SpecError
 from tdn_calc.distill import DistillState, parse_distill_spec, run_distill
 from tdn_calc.distill import loop as distill_loop
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_MODEL = {"lmax": 1, "channels": 8, "num_layers": 1, "num_heads": 2, "cutoff": 4.0,
               "num_radial": 4, "radial_hidden": 8}
@@ -47,12 +48,6 @@ def spec_dict(**distill: Any) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.timeout(30)

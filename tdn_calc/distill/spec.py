@@ -34,7 +34,9 @@ from ..campaigns.spec import (
     _mapping,
     _no_unknown,
     _text,
+    model_reference,
     parse_spec,
+    read_spec_file,
 )
 
 SCRATCH = "scratch"
@@ -119,16 +121,9 @@ class DistillSpec:
 def load_distill_spec(path: str | os.PathLike, teacher: str | None = None) -> DistillSpec:
     """Read and validate the YAML spec ``path``; ``teacher`` (e.g. ``--teacher``) wins over
     the spec's ``teacher.name``."""
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"cannot read distillation spec {str(path)!r}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_distill_spec(data, base_dir=str(path.parent), teacher=teacher)
+    return parse_distill_spec(read_spec_file(path, "distillation spec"),
+                              base_dir=str(path.parent), teacher=teacher)
 
 
 def parse_distill_spec(data: Any, base_dir: str = ".", teacher: str | None = None
@@ -177,20 +172,8 @@ def parse_distill_spec(data: Any, base_dir: str = ".", teacher: str | None = Non
 def _init_from(value: Any, base_dir: str) -> str:
     """``scratch``, a checkpoint file (relative to the spec's folder too) or a registered
     model name."""
-    name = _text(value, "distill.init_from")
-    if name == SCRATCH or Path(name).is_file():
-        return name
-    if Path(base_dir, name).is_file():
-        return str(Path(base_dir, name))
-    from ..errors import ModelNotFoundError
-    from ..registry import model_entry
-
-    try:
-        model_entry(name)
-    except ModelNotFoundError as exc:
-        raise SpecError(f"distill.init_from: {name!r} is no checkpoint file, registered model "
-                        f"or 'scratch' ({exc})") from exc
-    return name
+    return model_reference(value, base_dir, "distill.init_from", lambda n: n == SCRATCH,
+                           "'scratch'")
 
 
 def _check_model(model: dict[str, Any]) -> None:
