@@ -180,3 +180,18 @@ def test_kill_mid_loop_resumes_without_relabelling(tmp_path, monkeypatch):
         [r["frames_added"] for r in killed.history]
     # only the held-out check of round 1 ran again
     assert state.teacher_calls == killed.teacher_calls + 4
+
+
+@pytest.mark.timeout(30)
+def test_cli_reports_spec_errors(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from tdn_calc.cli.main import main
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict(holdout=2)))
+    result = CliRunner().invoke(main, ["distill", str(path), "--teacher", "emt"])
+    assert result.exit_code == 1 and "distill.holdout" in result.output
+    result = CliRunner().invoke(main, ["distill", str(path)])
+    assert result.exit_code == 1 and "teacher" in result.output
