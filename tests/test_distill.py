@@ -186,7 +186,6 @@ def test_kill_mid_loop_resumes_without_relabelling(tmp_path, monkeypatch):
 def test_cli_reports_spec_errors(tmp_path):
     import yaml
     from click.testing import CliRunner
-
     from tdn_calc.cli.main import main
 
     path = tmp_path / "spec.yaml"
