@@ -17,6 +17,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "neb": ("tdn_calc.cli.neb", "neb", "Reaction path and barrier (nudged elastic band)."),
     "teachers": ("tdn_calc.cli.teachers", "teachers", "Reference calculators (teachers)."),
     "screen": ("tdn_calc.cli.screen", "screen", "Adsorption screening campaign from a spec."),
+    "distill": ("tdn_calc.cli.distill", "distill",
+                "Distil a fast TDN for a spec's chemistry by active learning on a teacher."),
 }
 
 

@@ -300,3 +300,45 @@ def uncertainty_sidecar(
             f"says {record['sha256']}; reinstall tdn-calc"
         )
     return path, record
+
+
+def manifest_entry(path: str | os.PathLike, name: str, description: str, *,
+                   aliases: Iterable[str] = (), license: str = "MIT", default: bool = False,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A manifest entry for the checkpoint ``path`` (file name relative to the manifest's
+    folder): sha256, size, elements, reference method, data set and architecture read from
+    the file and its model card, never typed by hand; ``metrics`` extend the card's."""
+    path = Path(path)
+    config, card = read_metadata(path)  # also validates the file
+    trained_on = card.get("trained_on", {})
+    return {
+        "name": name,
+        "aliases": list(aliases),
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "elements": [chemical_symbols[z] for z in config.elements],
+        "reference_method": trained_on.get("reference_method", "unknown"),
+        "description": description,
+        "dataset": {k: trained_on.get(k) for k in ("dataset", "dataset_sha256", "n_frames")},
+        "architecture": {
+            k: getattr(config, k)
+            for k in ("lmax", "channels", "num_layers", "num_heads", "cutoff", "tp_backend")
+        },
+        "metrics": {**card.get("metrics", {}), **(metrics or {})},
+        "license": license,
+        "default": default,
+    }
+
+
+def add_to_manifest(manifest: str | os.PathLike, entry: dict[str, Any]) -> Path:
+    """Add (or replace) ``entry`` under its ``name`` in the manifest file ``manifest``,
+    made when absent; written atomically. Returns the manifest's path."""
+    path = Path(manifest)
+    data = (json.loads(path.read_text(encoding="utf-8")) if path.exists()
+            else {"format_version": MANIFEST_FORMAT_VERSION, "models": {}})
+    data["models"][entry["name"]] = entry
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    return path

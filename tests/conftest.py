@@ -1,9 +1,9 @@
-"""Shared fixtures: a seeded RNG, tiny random TDN models, and a CUDA device that skips
-when CUDA is absent."""
+"""Shared fixtures: a seeded RNG, tiny random TDN models, one torch thread, and a CUDA
+device that skips when CUDA is absent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -60,3 +60,12 @@ def cuda() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     return torch.device("cuda")
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one CPU thread for the test (restored after)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.data import chemical_symbols
 from ase.io import read
 
 from tdn_calc.checkpoint import load_checkpoint_file, read_metadata
-from tdn_calc.fileio import atomic_write, sha256_file
+from tdn_calc.fileio import atomic_write
 from tdn_calc.model_checks import equivariance_summary
+from tdn_calc.registry import add_to_manifest, manifest_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -128,37 +128,19 @@ def main() -> None:
                         help="NAME=JSON: copy that benchmark result's summary into metrics")
     args = parser.parse_args()
 
-    config, card = read_metadata(args.checkpoint)  # also validates the file
+    read_metadata(args.checkpoint)  # validates the file before anything is copied
     target = new_model_path(args.name)
     with atomic_write(target) as out, open(args.checkpoint, "rb") as src:
         shutil.copyfileobj(src, out)
-    trained_on = card.get("trained_on", {})
-    entry = {
-        "name": args.name,
-        "aliases": args.alias,
-        "file": target.name,
-        "sha256": sha256_file(target),
-        "size": target.stat().st_size,
-        "elements": [chemical_symbols[z] for z in config.elements],
-        "reference_method": trained_on.get("reference_method", "unknown"),
-        "description": args.description,
-        "dataset": {k: trained_on.get(k) for k in ("dataset", "dataset_sha256", "n_frames")},
-        "architecture": {
-            k: getattr(config, k)
-            for k in ("lmax", "channels", "num_layers", "num_heads", "cutoff", "tp_backend")
-        },
-        "metrics": {**card.get("metrics", {}), **benchmark_summaries(args.benchmark)},
-        "equivariance": measure_equivariance(target),
-        "cpu_speed": measure_cpu_speed(target),
-        "license": args.license,
-        "default": args.default,
-    }
-    manifest_path = MODELS / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["models"][args.name] = entry
-    with atomic_write(manifest_path, "w") as handle:
-        json.dump(manifest, handle, indent=2)
-        handle.write("\n")
+    entry = manifest_entry(target, args.name, args.description, aliases=args.alias,
+                           license=args.license, default=args.default,
+                           metrics=benchmark_summaries(args.benchmark))
+    entry["equivariance"] = measure_equivariance(target)
+    entry["cpu_speed"] = measure_cpu_speed(target)
+    # the shipped manifest keeps its key order: equivariance and speed before the licence
+    entry = {k: entry[k] for k in (*[k for k in entry if k not in ("license", "default")],
+                                   "license", "default")}
+    add_to_manifest(MODELS / "manifest.json", entry)
     print(json.dumps(entry, indent=2))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,16 +121,21 @@ class CampaignSpec:
 def load_spec(path: str | os.PathLike) -> CampaignSpec:
     """Read and validate the YAML (or JSON) campaign file ``path``; :class:`SpecError`
     names any bad key or value."""
+    path = Path(path)
+    return parse_spec(read_spec_file(path, "campaign spec"), base_dir=str(path.parent))
+
+
+def read_spec_file(path: str | os.PathLike, what: str) -> Any:
+    """The parsed YAML (or JSON) file ``path``; :class:`SpecError` names ``what`` when it
+    cannot be read or parsed."""
     import yaml
 
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as exc:
-        raise SpecError(f"cannot read campaign spec {str(path)!r}: {exc}") from exc
+        raise SpecError(f"cannot read {what} {str(path)!r}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_spec(data, base_dir=str(path.parent))
 
 
 def parse_spec(data: Any, base_dir: str = ".") -> CampaignSpec:
@@ -243,8 +249,16 @@ def _model(value: Any, base_dir: str) -> str:
     when it is not one relative to the working folder)."""
     from .engine import is_teacher
 
-    name = _text(value, "model")
-    if is_teacher(name) or Path(name).is_file():
+    return model_reference(value, base_dir, "model", is_teacher, "teacher")
+
+
+def model_reference(value: Any, base_dir: str, where: str, keep: Callable[[str], bool],
+                    kept: str) -> str:
+    """The model named by the spec key ``where``: a name ``keep`` accepts as it is (what it
+    accepts described by ``kept``, for the error), a checkpoint file (relative to the working
+    folder, else to the spec's folder ``base_dir``) or a registered model name."""
+    name = _text(value, where)
+    if keep(name) or Path(name).is_file():
         return name
     if Path(base_dir, name).is_file():
         return str(Path(base_dir, name))
@@ -254,7 +268,7 @@ def _model(value: Any, base_dir: str) -> str:
     try:
         model_entry(name)
     except ModelNotFoundError as exc:
-        raise SpecError(f"model: {name!r} is no checkpoint file, registered model or teacher "
+        raise SpecError(f"{where}: {name!r} is no checkpoint file, registered model or {kept} "
                         f"({exc})") from exc
     return name
 
