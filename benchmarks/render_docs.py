@@ -356,6 +356,27 @@ def render_extrapolation() -> tuple[list[str], list[Path]]:
     return lines, sources
 
 
+def render_finish_quality() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: benchmarks/finish_quality.py, one row per mode and chemistry."""
+    rel = RESULTS / "finish_quality.json"
+    r = _load(rel)
+    modes = {"teacher": "teacher alone", "uncertain": "student + finish when uncertain",
+             "always": "student + finish always"}
+    rows = [[modes.get(mode, mode), group, str(part["starts"]), _pct(part["landed"]),
+             _pct(part["at_or_below"]), str(part["teacher_calls"]),
+             _pct(part["calls_vs_teacher_only"])]
+            for mode, groups in r["summary"].items() for group, part in groups.items()]
+    lines = [f"Student {r['model']}, teacher {r['teacher']}, fmax {r['fmax']} eV/Å, "
+             f"{len(r['starts'])} starts (known chemistry: CO, O, H on Pt/Cu(111); new: COOH "
+             "and NNH on Pt(111), CO on Pt(100), O on Cu(100)). Landed: same site, bonds kept "
+             "and teacher energy within 50 meV of the teacher-alone minimum from the same start; "
+             "at or below: bonds kept and no more than 50 meV above it (a lower minimum "
+             "counts, as in AdsorbML's success test).", ""]
+    lines += _table(["mode", "chemistry", "starts", "landed", "at or below",
+                     "teacher calls", "calls vs teacher alone"], rows)
+    return lines, [rel]
+
+
 def render_uncertainty() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: benchmarks/uncertainty_study.py's candidates, one row each."""
     rel = RESULTS / "uncertainty_study.json"
@@ -484,6 +505,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "wait-policy": render_wait_policy,
     "extrapolation": render_extrapolation,
     "uncertainty": render_uncertainty,
+    "finish-quality": render_finish_quality,
     "physics": render_physics,
     "relax-throughput": render_relax_throughput,
 }
