@@ -44,7 +44,7 @@ def _table(rows: list[dict]) -> str:
     ]
     headers = ["structure", "atoms", "steps", "energy/eV", "fmax/eV/Å", "converged", "time/s"]
     if any(r.get("extrapolation_max") is not None for r in rows):  # the model has a summary
-        headers.append("extrap. max (atoms > 1)")
+        headers.append("extrap. max (uncertain atoms)")
         for line, r in zip(body, shown, strict=True):
             n = r.get("extrapolating_atoms")
             line.append("-" if n is None else f"{r['extrapolation_max']:.2f} ({n})")
@@ -179,8 +179,9 @@ def _run(job, quiet: bool) -> int:
                 "" if settings.finish else "; treat its results with caution or verify/finish "
                 "it with a teacher (--verify/--finish)")
             say(f"warning: {r['structure']} uncertain: {r['extrapolating_atoms']} atom(s) "
-                f"outside the model's training data (max extrapolation score "
-                f"{r['extrapolation_max']:.2f}, or closer than any training pair){finished}")
+                "outside the model's training data (extrapolation score above 1, chemistry "
+                f"novelty above the model's threshold, or closer than any training pair)"
+                f"{finished}")
     limit = default_verify_fmax(settings.fmax, settings.verify_fmax)
     for r in rows:
         if r.get("verified") is False:
@@ -194,8 +195,7 @@ def _run(job, quiet: bool) -> int:
         f"{c['finished']}/{c['total']} structures: {c['converged']} converged, "
         f"{c['not_converged']} not converged"
         + (f", {c['resumed']} resumed" if c["resumed"] else "")
-        + (f", {c['uncertain'] or c['extrapolating']} uncertain"
-           if c["uncertain"] or c["extrapolating"] else "")
+        + (f", {c['uncertain']} uncertain" if c["uncertain"] else "")
         + (f", {c['verified']} verified, {c['not_verified']} not verified"
            if c["verified"] or c["not_verified"] else "")
         + (f", {c['teacher_finished']} finished by the teacher" if c["teacher_finished"] else "")

@@ -17,7 +17,7 @@ from .device import available_memory, resolve_device, resolve_dtype
 from .errors import InputError, TDNError
 from .graph import arrays_to_graph_with_distances
 from .registry import select_model_for
-from .uncertainty import ChemistryNovelty, for_model, uncertain_atoms
+from .uncertainty import ChemistryNovelty, for_loaded_model, uncertain_atoms
 from .validation import (
     DEFAULT_MIN_DISTANCE,
     check_lattice_lengths,
@@ -59,9 +59,9 @@ class TDNCalculator(Calculator):
             checkpoint path with a registered model's sha256 counts as that model; none for a
             model object), ``False`` disables them, or give a
             :class:`~tdn_calc.uncertainty.ChemistryNovelty` or the path of its JSON.
-        uncertainty_threshold: the score above which an atom is uncertain when
-            ``uncertainty`` is given explicitly (default 1.0); a registered model's comes
-            from its manifest entry. The one in use is ``calc.uncertainty_threshold``.
+        uncertainty_threshold: the score above which an atom is uncertain; default: the
+            registered model's (its manifest ``"uncertainty"`` record), or 1.0 for a summary
+            given explicitly. The one in use is ``calc.uncertainty_threshold``.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator` (``label``, ...).
 
     Results (float64): ``energy``/``free_energy`` (eV), ``energies`` ``[n_atoms]`` (eV),
@@ -98,6 +98,7 @@ class TDNCalculator(Calculator):
         self.compile = bool(compile)
         self.extrapolation = bool(extrapolation)
         self._uncertainty_wanted = uncertainty is True
+        self._threshold_given = uncertainty_threshold
         self.novelty: ChemistryNovelty | None = None
         self.uncertainty_threshold: float | None = uncertainty_threshold
         if isinstance(uncertainty, ChemistryNovelty):
@@ -117,7 +118,7 @@ class TDNCalculator(Calculator):
         if isinstance(model, torch.nn.Module):
             self.dtype = resolve_dtype(dtype) if dtype else next(model.parameters()).dtype
             self.model = model.to(device=self.device, dtype=self.dtype).eval()
-            self._compile_model()
+            self._model_ready()
         else:
             self.dtype = resolve_dtype(dtype or "float32")
             if not self._auto:
@@ -128,13 +129,17 @@ class TDNCalculator(Calculator):
             name_or_path, device=self.device, dtype=self.dtype, manifest=self._manifest
         )
         self.model_name = name_or_path
-        if self._uncertainty_wanted:
-            found = for_model(name_or_path, self._manifest)
-            self.novelty, self.uncertainty_threshold = found if found else (None, None)
-        self._compile_model()
+        self._model_ready()
 
-    def _compile_model(self) -> None:
-        """Switch the model to compiled inference if asked (and the model supports it)."""
+    def _model_ready(self) -> None:
+        """After a model is set: its registered chemistry-novelty summary and threshold
+        (:func:`~tdn_calc.uncertainty.for_loaded_model`, the lookup the relaxation job uses
+        too; an explicit ``uncertainty_threshold`` wins), then compiled inference if asked."""
+        if self._uncertainty_wanted:
+            found = for_loaded_model(self.model, self._manifest)
+            self.novelty, threshold = found if found else (None, None)
+            self.uncertainty_threshold = (threshold if self._threshold_given is None
+                                          else self._threshold_given)  # fmt: skip
         if self.compile and hasattr(self.model, "compile_inference"):
             self.model.compile_inference()
 

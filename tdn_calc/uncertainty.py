@@ -24,7 +24,6 @@ record (:func:`tdn_calc.registry.uncertainty_sidecar`); the calculator then adds
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
 from collections.abc import Sequence
@@ -294,22 +293,28 @@ def for_model(name: str | os.PathLike, manifest: str | os.PathLike | None = None
     return ChemistryNovelty.load(path), float(record["threshold"])
 
 
-@functools.cache
-def _for_sha256(sha256: str, manifest: str) -> tuple[ChemistryNovelty, float] | None:
-    from .registry import list_models
-
-    name = next((m["name"] for m in list_models(manifest) if m["sha256"].lower() == sha256), "")
-    return for_model(name, manifest) if name else None
-
-
 def for_loaded_model(model: Any, manifest: str | os.PathLike | None = None
                      ) -> tuple[ChemistryNovelty, float] | None:
     """:func:`for_model` for a loaded model, found by its file's sha256 (``model.sha256``,
-    set by :func:`~tdn_calc.checkpoint.load_model`); parsed once per model file."""
+    set by :func:`~tdn_calc.checkpoint.load_model`): the one lookup the calculator and the
+    relaxation job share. Kept on the model, keyed by the manifest file and its mtime, so it
+    is parsed once per model and re-read when the manifest changes."""
     from .registry import manifest_path
 
     sha = getattr(model, "sha256", None)
-    return _for_sha256(sha.lower(), str(manifest_path(manifest))) if sha else None
+    if not sha:
+        return None
+    path = manifest_path(manifest).resolve()
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
+    cached = getattr(model, "_tdn_novelty", None)
+    if cached is None or cached[0] != key:
+        from .registry import list_models
+
+        name = next((m["name"] for m in list_models(manifest)
+                     if m["sha256"].lower() == sha.lower()), "")  # fmt: skip
+        cached = (key, for_model(name, manifest) if name else None)
+        model._tdn_novelty = cached
+    return cached[1]
 
 
 def uncertain_atoms(scores: dict[str, np.ndarray], threshold: float | None) -> np.ndarray | None:

@@ -122,7 +122,6 @@ def registered(tmp_path, monkeypatch, tiny_model, summary):
     model = save_model(tiny_model(elements=ELEMENTS), tmp_path / "tiny.safetensors")
     summary.save(tmp_path / "tiny-uncertainty.json")
     entry = {"file": model.name, "sha256": sha256_file(model), "elements": ["H", "O", "Cu"],
-             "uncertainty_threshold": 1.3,
              "uncertainty": {"method": METHOD, "threshold": 1.3, "file": "tiny-uncertainty.json",
                              "sha256": sha256_file(tmp_path / "tiny-uncertainty.json")}}
     manifest = tmp_path / "manifest.json"
@@ -167,6 +166,41 @@ def test_calculator_reports_uncertainty(registered, summary):
     atoms.get_potential_energy()
     assert explicit.uncertainty_threshold == 1.0
     np.testing.assert_allclose(explicit.results["uncertainty"], scores, atol=1e-5)
+
+
+def test_every_path_finds_the_same_summary(registered, summary, monkeypatch):
+    """A calculator built from a loaded model object, one built from the name, and the
+    relaxation job (which scores its frames itself, here for a model with no Mahalanobis
+    summary in its card) flag the same atoms; an explicit threshold wins."""
+    from ase.io import read, write
+    from tdn_calc.cli.relax import main
+
+    from tdn_calc.checkpoint import load_model
+
+    atoms = slab_oh()
+    flags = {}
+    for key, calc in (("name", TDNCalculator("tiny", device="cpu")),
+                      ("object", TDNCalculator(load_model("tiny", device="cpu")))):
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        assert calc.uncertainty_threshold == 1.3 and calc.novelty is not None
+        flags[key] = calc.results["uncertain"]
+    np.testing.assert_array_equal(flags["name"], flags["object"])
+    assert TDNCalculator("tiny", device="cpu", uncertainty_threshold=0.1).uncertainty_threshold \
+        == 0.1
+    monkeypatch.chdir(registered)
+    write("start.extxyz", atoms)
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["start.extxyz", "-m", "tiny", "--steps", "0",
+                                       "--device", "cpu"])  # fmt: skip
+    assert result.exit_code in (0, 3), result.output
+    frame = read("start_relaxed.extxyz")
+    np.testing.assert_allclose(frame.arrays["uncertainty"], summary.score_atoms(frame),
+                               atol=1e-5)  # fmt: skip
+    expected = summary.score_atoms(frame) > 1.3
+    assert frame.info["extrapolating_atoms"] == int(expected.sum())
+    assert bool(frame.info["uncertain"]) is bool(expected.any())
 
 
 def test_shipped_catalysis_sidecar_loads():

@@ -17,6 +17,7 @@ from ase import Atoms
 
 from ..errors import InputError
 from ..structure_io import StructureRecord
+from ..uncertainty import for_loaded_model, uncertain_atoms
 from .inputs import (
     check_structures,
     limit_messages,
@@ -54,7 +55,7 @@ EXIT_NOT_VERIFIED = EXIT_NOT_CONVERGED
 #: ``info`` and ``arrays`` keys of the student's extrapolation scores at its minimum, kept on
 #: the output frame when a teacher finishes the structure.
 _SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain")
-_SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close")
+_SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close", "uncertainty")
 #: Finished structures are written at least this often during a run, s.
 SAVE_EVERY_S = 300.0
 
@@ -86,11 +87,12 @@ def run(
         _run_teacher_only(records, settings, teachers, on_done, log)
         return
     dist = from_card(getattr(model, "card", None))
-    if dist is not None or teachers is not None:
+    novelty = for_loaded_model(model)  # resolved (and its sidecar checked) before relaxing
+    if dist is not None or novelty is not None or teachers is not None:
         report = on_done
 
         def on_done(outcome: Outcome) -> None:
-            if dist is not None:
+            if dist is not None or novelty is not None:
                 annotate_extrapolation(outcome.frame, model, dist)
             if teachers is not None:
                 outcome = _with_teachers(outcome, settings, teachers, log)
@@ -125,25 +127,26 @@ def run(
 def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> None:
     """Score the atoms of ``frame`` as the calculator does: per-atom
     ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]`` against the
-    training-set summary ``dist``, ``arrays["uncertainty"]`` (chemistry novelty, when the
-    registered model has a summary), and in ``info`` ``extrapolation_max``,
+    training-set summary ``dist`` (when not ``None``), ``arrays["uncertainty"]`` (chemistry
+    novelty, when the registered model has a summary), and in ``info`` ``extrapolation_max``,
     ``extrapolating_atoms`` (atoms to distrust, :func:`~tdn_calc.uncertainty.uncertain_atoms`)
     and ``uncertain`` (any such atom)."""
     from ..extrapolation import score_atoms
-    from ..uncertainty import for_loaded_model, uncertain_atoms
 
-    scores = score_atoms(model, dist, frame)
-    frame.arrays["extrapolation"] = scores.scores
-    frame.arrays["extrapolation_too_close"] = scores.too_close
+    if dist is not None:
+        scores = score_atoms(model, dist, frame)
+        frame.arrays["extrapolation"] = scores.scores
+        frame.arrays["extrapolation_too_close"] = scores.too_close
+        frame.info["extrapolation_max"] = scores.max_score
     threshold = None
     novelty = for_loaded_model(model)
     if novelty is not None:
         summary, threshold = novelty
         frame.arrays["uncertainty"] = summary.score_atoms(frame)
     flags = uncertain_atoms(frame.arrays, threshold)
-    frame.info["extrapolation_max"] = scores.max_score
-    frame.info["extrapolating_atoms"] = int(flags.sum())
-    frame.info["uncertain"] = bool(flags.any())
+    if flags is not None:
+        frame.info["extrapolating_atoms"] = int(flags.sum())
+        frame.info["uncertain"] = bool(flags.any())
 
 
 def _with_teachers(outcome: Outcome, settings: RelaxSettings, teachers: TeacherStage,
