@@ -202,7 +202,7 @@ class TDNCalculator(Calculator):
                 raise InputError(f"the uncertainty summary's cutoff {self.novelty.cutoff} Å "
                                  f"exceeds the model's {model.cutoff} Å")
             full = model.config.max_neighbors is None  # else the graph may miss neighbours
-            self.results["uncertainty"] = (self.novelty.score_graph(graph) if full
+            self.results["uncertainty"] = (self.novelty.score_graph(graph, distances) if full
                                            else self.novelty.score_atoms(atoms))  # fmt: skip
         flags = uncertain_atoms(self.results, self.uncertainty_threshold)
         if flags is not None:

@@ -71,24 +71,35 @@ def neighbour_histogram(
     d = np.asarray(distances, dtype=np.float64)
     w = np.where(d < cutoff, (1.0 - (d / cutoff) ** 2) ** 2, 0.0)
     keep = col >= 0
-    np.add.at(out, (np.asarray(i)[keep], col[keep]), w[keep])
-    return out
+    flat = np.asarray(i)[keep] * len(elements) + col[keep]  # bincount sums in edge order too
+    return np.bincount(flat, w[keep], out.size).reshape(out.shape)
 
 
-def graph_histogram(graph: AtomicGraph, elements: Sequence[int], cutoff: float) -> np.ndarray:
+def graph_histogram(graph: AtomicGraph, elements: Sequence[int], cutoff: float,
+                    distances: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """:func:`neighbour_histogram` of every atom of ``graph`` (all its systems), from its
-    edges; ``[n_atoms, len(elements)]``."""
+    edges (``distances``: their ``[E]`` lengths, Å, when known); ``[n_atoms, len(elements)]``."""
     from .extrapolation import edge_distances
 
-    i, j, d = edge_distances(graph)
+    if distances is None:
+        i, j, d = edge_distances(graph)
+    else:
+        (i, j), d = graph.edge_index.cpu().numpy(), distances
     return neighbour_histogram(graph.atomic_numbers.cpu().numpy(), i, j, d, elements, cutoff)
 
 
-def _nearest(queries: np.ndarray, bank: np.ndarray, exclude_self: bool = False) -> np.ndarray:
-    """``[n]`` Euclidean distance of each row of ``queries`` ``[n, E]`` to its nearest row of
-    ``bank`` ``[M, E]`` (``exclude_self``: ``queries`` is ``bank``; skip the row itself)."""
+def _prepared(bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``bank`` in float64 and its rows' squared norms ``[M]``."""
     bank = np.asarray(bank, dtype=np.float64)
-    b2 = np.einsum("me,me->m", bank, bank)
+    return bank, np.einsum("me,me->m", bank, bank)
+
+
+def _nearest(queries: np.ndarray, bank: np.ndarray, exclude_self: bool = False,
+             prepared: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+    """``[n]`` Euclidean distance of each row of ``queries`` ``[n, E]`` to its nearest row of
+    ``bank`` ``[M, E]`` (``exclude_self``: ``queries`` is ``bank``; skip the row itself;
+    ``prepared``: :func:`_prepared` of ``bank``, when cached)."""
+    bank, b2 = prepared or _prepared(bank)
     out = np.empty(len(queries))
     for s in range(0, len(queries), _CHUNK):
         q = np.asarray(queries[s:s + _CHUNK], dtype=np.float64)
@@ -135,17 +146,22 @@ class ChemistryNovelty:
         without a bank."""
         numbers = np.asarray(numbers)
         out = np.full(len(numbers), np.inf)
-        for z in np.unique(numbers):
-            bank = self.banks.get(int(z))
+        cache = self.__dict__.setdefault("_prepared_banks", {})  # z -> (bank, float64 bank, norms)
+        for z in np.unique(numbers).tolist():
+            bank = self.banks.get(z)
             if bank is not None and len(bank):
+                cached = cache.get(z)
+                if cached is None or cached[0] is not bank:
+                    cached = cache[z] = (bank, *_prepared(bank))
                 sel = numbers == z
-                out[sel] = _nearest(histograms[sel], bank) / self.scales[int(z)]
+                out[sel] = _nearest(histograms[sel], bank, prepared=cached[1:]) / self.scales[z]
         return out
 
-    def score_graph(self, graph: AtomicGraph) -> np.ndarray:
+    def score_graph(self, graph: AtomicGraph, distances: np.ndarray | None = None) -> np.ndarray:
         """``[n_atoms]`` scores of every atom of ``graph`` (its edges must reach
-        ``cutoff``: the model's graph does)."""
-        hist = graph_histogram(graph, self.elements, self.cutoff)
+        ``cutoff``: the model's graph does; ``distances``: the ``[E]`` edge lengths, Å, when
+        the caller has them)."""
+        hist = graph_histogram(graph, self.elements, self.cutoff, distances)
         return self.score(hist, graph.atomic_numbers.cpu().numpy())
 
     def score_atoms(self, atoms) -> np.ndarray:
