@@ -153,14 +153,30 @@ class _Weights:
 def _weights(model: nn.Module) -> _Weights:
     """:class:`_Weights` of ``model``, rebuilt when a parameter, the dtype or the device
     changed since the last call (cached on the model)."""
-    key = tuple((id(p), p._version, p.dtype, p.device) for p in model.parameters())
     cached = model.__dict__.get("_fast_weights")
-    if cached is not None and cached[0] == key:
+    if cached is not None and _unchanged(*cached[0]):
         return cached[1]
     with torch.no_grad():
         weights = _layout(model)
-    model.__dict__["_fast_weights"] = (key, weights)
+    modules = tuple((parent._modules, name, child) for parent in model.modules()
+                    for name, child in parent._modules.items())  # fmt: skip
+    slots = [(module._parameters, name, p) for module in model.modules()
+             for name, p in module._parameters.items()]  # fmt: skip
+    params = tuple((owner, name, p, p._version, p.dtype, p.device)
+                   for owner, name, p in slots if p is not None)  # fmt: skip
+    modules += tuple((owner, name, None) for owner, name, p in slots if p is None)
+    model.__dict__["_fast_weights"] = ((modules, params), weights)
     return weights
+
+
+def _unchanged(modules: tuple, params: tuple) -> bool:
+    """Whether no submodule or parameter was replaced, updated in place or moved since
+    ``modules``/``params`` were recorded (identity lookups instead of walking the model;
+    ``modules`` also holds the parameters that were ``None``)."""
+    return all(owner.get(name) is child for owner, name, child in modules) and all(
+        owner.get(name) is p and p._version == version and p.dtype == dtype and p.device == device
+        for owner, name, p, version, dtype, device in params
+    )
 
 
 def _layout(model: nn.Module) -> _Weights:
