@@ -88,18 +88,11 @@ def graph_histogram(graph: AtomicGraph, elements: Sequence[int], cutoff: float,
     return neighbour_histogram(graph.atomic_numbers.cpu().numpy(), i, j, d, elements, cutoff)
 
 
-def _prepared(bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``bank`` in float64 and its rows' squared norms ``[M]``."""
-    bank = np.asarray(bank, dtype=np.float64)
-    return bank, np.einsum("me,me->m", bank, bank)
-
-
-def _nearest(queries: np.ndarray, bank: np.ndarray, exclude_self: bool = False,
-             prepared: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+def _nearest(queries: np.ndarray, bank: np.ndarray, exclude_self: bool = False) -> np.ndarray:
     """``[n]`` Euclidean distance of each row of ``queries`` ``[n, E]`` to its nearest row of
-    ``bank`` ``[M, E]`` (``exclude_self``: ``queries`` is ``bank``; skip the row itself;
-    ``prepared``: :func:`_prepared` of ``bank``, when cached)."""
-    bank, b2 = prepared or _prepared(bank)
+    ``bank`` ``[M, E]`` (``exclude_self``: ``queries`` is ``bank``; skip the row itself)."""
+    bank = np.asarray(bank, dtype=np.float64)
+    b2 = np.einsum("me,me->m", bank, bank)
     out = np.empty(len(queries))
     for s in range(0, len(queries), _CHUNK):
         q = np.asarray(queries[s:s + _CHUNK], dtype=np.float64)
@@ -143,18 +136,20 @@ class ChemistryNovelty:
 
     def score(self, histograms: np.ndarray, numbers: np.ndarray) -> np.ndarray:
         """``[n_atoms]`` scores of ``histograms`` ``[n_atoms, E]``; ``inf`` for elements
-        without a bank."""
+        without a bank. The nearest bank rows come from a k-d tree per element (built once)."""
         numbers = np.asarray(numbers)
         out = np.full(len(numbers), np.inf)
-        cache = self.__dict__.setdefault("_prepared_banks", {})  # z -> (bank, float64 bank, norms)
+        trees = self.__dict__.setdefault("_trees", {})  # z -> (bank, its k-d tree)
         for z in np.unique(numbers).tolist():
             bank = self.banks.get(z)
             if bank is not None and len(bank):
-                cached = cache.get(z)
-                if cached is None or cached[0] is not bank:
-                    cached = cache[z] = (bank, *_prepared(bank))
+                tree = trees.get(z)
+                if tree is None or tree[0] is not bank:
+                    from scipy.spatial import cKDTree
+
+                    tree = trees[z] = (bank, cKDTree(np.asarray(bank, dtype=np.float64)))
                 sel = numbers == z
-                out[sel] = _nearest(histograms[sel], bank, prepared=cached[1:]) / self.scales[z]
+                out[sel] = tree[1].query(np.asarray(histograms[sel], np.float64))[0] / self.scales[z]
         return out
 
     def score_graph(self, graph: AtomicGraph, distances: np.ndarray | None = None) -> np.ndarray:
