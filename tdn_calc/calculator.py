@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from .registry import select_model_for
 from .uncertainty import ChemistryNovelty, for_model, uncertain_atoms
 from .validation import (
     DEFAULT_MIN_DISTANCE,
+    check_finite_positions,
     check_lattice_lengths,
     check_pair_distances,
     validate_structure,
@@ -215,16 +217,25 @@ class TDNCalculator(Calculator):
         distances instead of building a second list."""
         numbers, pbc, cell = atoms.numbers, atoms.pbc, atoms.cell.array
         shared = model.config.max_neighbors is None and self.min_distance <= model.cutoff
-        validate_structure(
-            numbers,
-            atoms.positions,
-            cell,
-            pbc,
-            supported_elements=model.elements,
-            min_distance=0.0 if shared else self.min_distance,
-        )
-        if shared and self.min_distance > 0:
-            check_lattice_lengths(cell, pbc, self.min_distance)
+        # the checks of the elements and the cell passed for the last structure: while only
+        # the positions change (a relaxation, MD), its atomic-numbers tensor is reused, too
+        key = (numbers.tobytes(), cell.tobytes(), pbc.tobytes(), self.min_distance, shared,
+               self.dtype, self.device)  # fmt: skip
+        last = self.__dict__.get("_last_structure")
+        if last is not None and last[0] is model and last[1] == key:
+            check_finite_positions(atoms.positions, numbers)
+        else:
+            last = None
+            validate_structure(
+                numbers,
+                atoms.positions,
+                cell,
+                pbc,
+                supported_elements=model.elements,
+                min_distance=0.0 if shared else self.min_distance,
+            )
+            if shared and self.min_distance > 0:
+                check_lattice_lengths(cell, pbc, self.min_distance)
         graph, distances = arrays_to_graph_with_distances(
             [(numbers, _local_positions(atoms), cell, pbc)],
             model.cutoff,
@@ -232,6 +243,10 @@ class TDNCalculator(Calculator):
             device=self.device,
             max_neighbors=model.config.max_neighbors,
         )
+        if last is None:
+            self.__dict__["_last_structure"] = (model, key, graph.atomic_numbers)
+        else:
+            graph = replace(graph, atomic_numbers=last[2])
         if shared:
             i, j = graph.edge_index.cpu().numpy()
             check_pair_distances(i, j, distances, numbers, self.min_distance)
