@@ -426,10 +426,9 @@ def energy_forces(
         g_qk_e = g_logits.unsqueeze(-1).expand(n_edges, heads, head_dim).reshape(n_edges, c)
         g_radial[1 + 2 * layer] = g_qk_e * qk_e
         g_qk_e = g_qk_e * key_filter
-        g_qk = _zeros((n_atoms, 2 * c), x)
-        g_qk[:, :c].index_add_(0, i, g_qk_e * k_j)
-        g_qk[:, c:].index_add_(0, j, g_qk_e * q_i)
-        g_a[0].addmm_(g_qk, block.query_key)
+        g_q = _zeros((n_atoms, c), x).index_add_(0, i, g_qk_e * k_j)  # contiguous: faster
+        g_k = _zeros((n_atoms, c), x).index_add_(0, j, g_qk_e * q_i)
+        g_a[0].addmm_(g_q, block.query_key[:c]).addmm_(g_k, block.query_key[c:])
         g_x = g_x + block.norm_attention.backward(g_a, norm1)
     # degree embedding
     g_messages = edges.gather(weights.degree_embedding.backward(g_x), i_flat)  # [d, E, C]
