@@ -226,7 +226,7 @@ def _layout(model: nn.Module) -> _Weights:
 
 def _silu_grad(z: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
     """``d silu(z) / dz`` from ``z`` and ``sigmoid(z)``."""
-    return sig * (1.0 + z * (1.0 - sig))
+    return sig * (1.0 + z * torch.rsub(sig, 1.0))  # rsub: 1.0 - sig without Tensor.__rsub__
 
 
 class _Graph:
@@ -297,10 +297,10 @@ def energy_forces(
     a, b, cc = (p + 1) * (p + 2) / 2, p * (p + 2), p * (p + 1) / 2
     inside = distance < cutoff
     xr = (distance / cutoff).clamp(max=1.0)
-    poly = xr * (b - cc * xr) - a
+    poly = xr * torch.rsub(cc * xr, b) - a
     xp1 = xr.pow(p - 1)
     envelope = torch.where(inside, 1.0 + xp1 * xr * poly, 0.0)
-    d_envelope = torch.where(inside, xp1 * (p * poly + xr * (b - 2 * cc * xr)) / cutoff, 0.0)
+    d_envelope = torch.where(inside, xp1 * (p * poly + xr * torch.rsub(2 * cc * xr, b)) / cutoff, 0.0)
     # radial MLP
     freqs, w1, b1, w2, b2, w_out = weights.radial
     prefactor = model.radial.basis.prefactor
@@ -399,7 +399,7 @@ def energy_forces(
         torch.mul(g_gated[0], _silu_grad(up[0], s_up0), out=g_up[0])
         if d > 1:
             torch.mul(g_gated[1:], s_gate, out=g_up[1:])
-            g_gate = (g_gated[1:] * up[1:]).sum(0).mul_(s_gate * (1.0 - s_gate))
+            g_gate = (g_gated[1:] * up[1:]).sum(0).mul_(s_gate * torch.rsub(s_gate, 1.0))
         g_f = block.up.backward(g_up)
         if d > 1:
             g_f[0].addmm_(g_gate, block.gates[0])
@@ -422,7 +422,7 @@ def energy_forces(
         g_sum = _zeros((n_atoms, heads), x).index_add_(0, i, g_alpha * alpha.squeeze(-1))
         g_attn = (g_alpha - g_sum.index_select(0, i)).div_(denominator_i)
         g_envelope.add_((g_attn * exp).sum(1))
-        g_logits = (g_attn * attn).mul_(1.0 - tanh.square()).mul_(_LOGIT_BOUND)
+        g_logits = (g_attn * attn).mul_(torch.rsub(tanh.square(), 1.0)).mul_(_LOGIT_BOUND)
         g_qk_e = g_logits.unsqueeze(-1).expand(n_edges, heads, head_dim).reshape(n_edges, c)
         g_radial[1 + 2 * layer] = g_qk_e * qk_e
         g_qk_e = g_qk_e * key_filter
