@@ -148,8 +148,8 @@ class ChemistryNovelty:
                     from scipy.spatial import cKDTree
 
                     tree = trees[z] = (bank, cKDTree(np.asarray(bank, dtype=np.float64)))
-                sel = numbers == z
-                out[sel] = tree[1].query(np.asarray(histograms[sel], np.float64))[0] / self.scales[z]
+                nearest = tree[1].query(np.asarray(histograms[numbers == z], np.float64))[0]
+                out[numbers == z] = nearest / self.scales[z]
         return out
 
     def score_graph(self, graph: AtomicGraph, distances: np.ndarray | None = None) -> np.ndarray:

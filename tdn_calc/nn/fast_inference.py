@@ -300,7 +300,8 @@ def energy_forces(
     poly = xr * torch.rsub(cc * xr, b) - a
     xp1 = xr.pow(p - 1)
     envelope = torch.where(inside, 1.0 + xp1 * xr * poly, 0.0)
-    d_envelope = torch.where(inside, xp1 * (p * poly + xr * torch.rsub(2 * cc * xr, b)) / cutoff, 0.0)
+    d_poly = p * poly + xr * torch.rsub(2 * cc * xr, b)
+    d_envelope = torch.where(inside, xp1 * d_poly / cutoff, 0.0)
     # radial MLP
     freqs, w1, b1, w2, b2, w_out = weights.radial
     prefactor = model.radial.basis.prefactor
