@@ -29,6 +29,8 @@ from .validation import (
 
 #: bytes of estimated need below which the calculator does not ask how much memory is free
 _ALWAYS_FITS = 64 * 2**20
+#: structures (elements, cell, pbc) whose checks and atomic-numbers tensor are remembered
+_RECENT = 8
 
 
 class TDNCalculator(Calculator):
@@ -217,15 +219,17 @@ class TDNCalculator(Calculator):
         distances instead of building a second list."""
         numbers, pbc, cell = atoms.numbers, atoms.pbc, atoms.cell.array
         shared = model.config.max_neighbors is None and self.min_distance <= model.cutoff
-        # the checks of the elements and the cell passed for the last structure: while only
-        # the positions change (a relaxation, MD), its atomic-numbers tensor is reused, too
+        # the element and cell checks passed for the recent structures (elements, cell, pbc):
+        # when only the positions changed (a relaxation, MD), they are skipped and the
+        # structure's atomic-numbers tensor is reused, too
         key = (numbers.tobytes(), cell.tobytes(), pbc.tobytes(), self.min_distance, shared,
                self.dtype, self.device)  # fmt: skip
-        last = self.__dict__.get("_last_structure")
-        if last is not None and last[0] is model and last[1] == key:
+        recent = self.__dict__.setdefault("_recent_structures", {})  # key -> (model, numbers)
+        known = recent.get(key)
+        if known is not None and known[0] is model:
             check_finite_positions(atoms.positions, numbers)
         else:
-            last = None
+            known = None
             validate_structure(
                 numbers,
                 atoms.positions,
@@ -243,10 +247,12 @@ class TDNCalculator(Calculator):
             device=self.device,
             max_neighbors=model.config.max_neighbors,
         )
-        if last is None:
-            self.__dict__["_last_structure"] = (model, key, graph.atomic_numbers)
+        if known is None:
+            if len(recent) >= _RECENT:
+                del recent[next(iter(recent))]
+            recent[key] = (model, graph.atomic_numbers)
         else:
-            graph = replace(graph, atomic_numbers=last[2])
+            graph = replace(graph, atomic_numbers=known[1])
         if shared:
             i, j = graph.edge_index.cpu().numpy()
             check_pair_distances(i, j, distances, numbers, self.min_distance)

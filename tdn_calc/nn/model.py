@@ -111,9 +111,10 @@ class TDNModel(Float64BufferMixin):
         return float(self.config.cutoff)
 
     def _species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """:meth:`species_index`, remembered for the last ``atomic_numbers`` tensor (the
-        calculator passes the same one while the atoms' elements stay the same)."""
-        cached = self.__dict__.get("_last_species")
+        """:meth:`species_index`, remembered for the last few ``atomic_numbers`` tensors (the
+        calculator passes the same one while a structure's elements stay the same)."""
+        recent = self.__dict__.setdefault("_recent_species", {})
+        cached = recent.get(id(atomic_numbers))
         if (
             cached is not None
             and cached[0] is atomic_numbers
@@ -122,8 +123,10 @@ class TDNModel(Float64BufferMixin):
         ):
             return cached[3]
         species = self.species_index(atomic_numbers)
-        self.__dict__["_last_species"] = (atomic_numbers, atomic_numbers._version,
-                                          self.z_to_index, species)  # fmt: skip
+        if len(recent) >= 8:
+            del recent[next(iter(recent))]
+        recent[id(atomic_numbers)] = (atomic_numbers, atomic_numbers._version,
+                                      self.z_to_index, species)  # fmt: skip
         return species
 
     def species_index(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
