@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from .registry import select_model_for
 from .uncertainty import ChemistryNovelty, for_loaded_model, uncertain_atoms
 from .validation import (
     DEFAULT_MIN_DISTANCE,
+    check_finite_positions,
     check_lattice_lengths,
     check_pair_distances,
     validate_structure,
@@ -27,6 +29,8 @@ from .validation import (
 
 #: bytes of estimated need below which the calculator does not ask how much memory is free
 _ALWAYS_FITS = 64 * 2**20
+#: structures (elements, cell, pbc) whose checks and atomic-numbers tensor are remembered
+_RECENT = 8
 
 
 class TDNCalculator(Calculator):
@@ -207,7 +211,7 @@ class TDNCalculator(Calculator):
                 raise InputError(f"the uncertainty summary's cutoff {self.novelty.cutoff} Å "
                                  f"exceeds the model's {model.cutoff} Å")
             full = model.config.max_neighbors is None  # else the graph may miss neighbours
-            self.results["uncertainty"] = (self.novelty.score_graph(graph) if full
+            self.results["uncertainty"] = (self.novelty.score_graph(graph, distances) if full
                                            else self.novelty.score_atoms(atoms))  # fmt: skip
         flags = uncertain_atoms(self.results, self.uncertainty_threshold)
         if flags is not None:
@@ -220,16 +224,27 @@ class TDNCalculator(Calculator):
         distances instead of building a second list."""
         numbers, pbc, cell = atoms.numbers, atoms.pbc, atoms.cell.array
         shared = model.config.max_neighbors is None and self.min_distance <= model.cutoff
-        validate_structure(
-            numbers,
-            atoms.positions,
-            cell,
-            pbc,
-            supported_elements=model.elements,
-            min_distance=0.0 if shared else self.min_distance,
-        )
-        if shared and self.min_distance > 0:
-            check_lattice_lengths(cell, pbc, self.min_distance)
+        # the element and cell checks passed for the recent structures (elements, cell, pbc):
+        # when only the positions changed (a relaxation, MD), they are skipped and the
+        # structure's atomic-numbers tensor is reused, too
+        key = (numbers.tobytes(), cell.tobytes(), pbc.tobytes(), self.min_distance, shared,
+               self.dtype, self.device)  # fmt: skip
+        recent = self.__dict__.setdefault("_recent_structures", {})  # key -> (model, numbers)
+        known = recent.get(key)
+        if known is not None and known[0] is model:
+            check_finite_positions(atoms.positions, numbers)
+        else:
+            known = None
+            validate_structure(
+                numbers,
+                atoms.positions,
+                cell,
+                pbc,
+                supported_elements=model.elements,
+                min_distance=0.0 if shared else self.min_distance,
+            )
+            if shared and self.min_distance > 0:
+                check_lattice_lengths(cell, pbc, self.min_distance)
         graph, distances = arrays_to_graph_with_distances(
             [(numbers, _local_positions(atoms), cell, pbc)],
             model.cutoff,
@@ -237,6 +252,12 @@ class TDNCalculator(Calculator):
             device=self.device,
             max_neighbors=model.config.max_neighbors,
         )
+        if known is None:
+            if len(recent) >= _RECENT:
+                del recent[next(iter(recent))]
+            recent[key] = (model, graph.atomic_numbers)
+        else:
+            graph = replace(graph, atomic_numbers=known[1])
         if shared:
             i, j = graph.edge_index.cpu().numpy()
             check_pair_distances(i, j, distances, numbers, self.min_distance)

@@ -57,7 +57,7 @@ class ElementSummary:
     def distances(self, features: np.ndarray) -> np.ndarray:
         """``[n]`` Mahalanobis distances of ``features`` ``[n, C]``."""
         d = np.asarray(features, dtype=np.float64) - self.mean
-        return np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", d, self.precision, d), 0.0))
+        return np.sqrt(np.maximum(((d @ self.precision) * d).sum(axis=1), 0.0))
 
 
 @dataclass

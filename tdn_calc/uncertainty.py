@@ -70,16 +70,20 @@ def neighbour_histogram(
     d = np.asarray(distances, dtype=np.float64)
     w = np.where(d < cutoff, (1.0 - (d / cutoff) ** 2) ** 2, 0.0)
     keep = col >= 0
-    np.add.at(out, (np.asarray(i)[keep], col[keep]), w[keep])
-    return out
+    flat = np.asarray(i)[keep] * len(elements) + col[keep]  # bincount sums in edge order too
+    return np.bincount(flat, w[keep], out.size).reshape(out.shape)
 
 
-def graph_histogram(graph: AtomicGraph, elements: Sequence[int], cutoff: float) -> np.ndarray:
+def graph_histogram(graph: AtomicGraph, elements: Sequence[int], cutoff: float,
+                    distances: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """:func:`neighbour_histogram` of every atom of ``graph`` (all its systems), from its
-    edges; ``[n_atoms, len(elements)]``."""
+    edges (``distances``: their ``[E]`` lengths, Å, when known); ``[n_atoms, len(elements)]``."""
     from .extrapolation import edge_distances
 
-    i, j, d = edge_distances(graph)
+    if distances is None:
+        i, j, d = edge_distances(graph)
+    else:
+        (i, j), d = graph.edge_index.cpu().numpy(), distances
     return neighbour_histogram(graph.atomic_numbers.cpu().numpy(), i, j, d, elements, cutoff)
 
 
@@ -131,20 +135,27 @@ class ChemistryNovelty:
 
     def score(self, histograms: np.ndarray, numbers: np.ndarray) -> np.ndarray:
         """``[n_atoms]`` scores of ``histograms`` ``[n_atoms, E]``; ``inf`` for elements
-        without a bank."""
+        without a bank. The nearest bank rows come from a k-d tree per element (built once)."""
         numbers = np.asarray(numbers)
         out = np.full(len(numbers), np.inf)
-        for z in np.unique(numbers):
-            bank = self.banks.get(int(z))
+        trees = self.__dict__.setdefault("_trees", {})  # z -> (bank, its k-d tree)
+        for z in np.unique(numbers).tolist():
+            bank = self.banks.get(z)
             if bank is not None and len(bank):
-                sel = numbers == z
-                out[sel] = _nearest(histograms[sel], bank) / self.scales[int(z)]
+                tree = trees.get(z)
+                if tree is None or tree[0] is not bank:
+                    from scipy.spatial import cKDTree
+
+                    tree = trees[z] = (bank, cKDTree(np.asarray(bank, dtype=np.float64)))
+                nearest = tree[1].query(np.asarray(histograms[numbers == z], np.float64))[0]
+                out[numbers == z] = nearest / self.scales[z]
         return out
 
-    def score_graph(self, graph: AtomicGraph) -> np.ndarray:
+    def score_graph(self, graph: AtomicGraph, distances: np.ndarray | None = None) -> np.ndarray:
         """``[n_atoms]`` scores of every atom of ``graph`` (its edges must reach
-        ``cutoff``: the model's graph does)."""
-        hist = graph_histogram(graph, self.elements, self.cutoff)
+        ``cutoff``: the model's graph does; ``distances``: the ``[E]`` edge lengths, Å, when
+        the caller has them)."""
+        hist = graph_histogram(graph, self.elements, self.cutoff, distances)
         return self.score(hist, graph.atomic_numbers.cpu().numpy())
 
     def score_atoms(self, atoms) -> np.ndarray:

@@ -153,14 +153,30 @@ class _Weights:
 def _weights(model: nn.Module) -> _Weights:
     """:class:`_Weights` of ``model``, rebuilt when a parameter, the dtype or the device
     changed since the last call (cached on the model)."""
-    key = tuple((id(p), p._version, p.dtype, p.device) for p in model.parameters())
     cached = model.__dict__.get("_fast_weights")
-    if cached is not None and cached[0] == key:
+    if cached is not None and _unchanged(*cached[0]):
         return cached[1]
     with torch.no_grad():
         weights = _layout(model)
-    model.__dict__["_fast_weights"] = (key, weights)
+    modules = tuple((parent._modules, name, child) for parent in model.modules()
+                    for name, child in parent._modules.items())  # fmt: skip
+    slots = [(module._parameters, name, p) for module in model.modules()
+             for name, p in module._parameters.items()]  # fmt: skip
+    params = tuple((owner, name, p, p._version, p.dtype, p.device)
+                   for owner, name, p in slots if p is not None)  # fmt: skip
+    modules += tuple((owner, name, None) for owner, name, p in slots if p is None)
+    model.__dict__["_fast_weights"] = ((modules, params), weights)
     return weights
+
+
+def _unchanged(modules: tuple, params: tuple) -> bool:
+    """Whether no submodule or parameter was replaced, updated in place or moved since
+    ``modules``/``params`` were recorded (identity lookups instead of walking the model;
+    ``modules`` also holds the parameters that were ``None``)."""
+    return all(owner.get(name) is child for owner, name, child in modules) and all(
+        owner.get(name) is p and p._version == version and p.dtype == dtype and p.device == device
+        for owner, name, p, version, dtype, device in params
+    )
 
 
 def _layout(model: nn.Module) -> _Weights:
@@ -210,7 +226,7 @@ def _layout(model: nn.Module) -> _Weights:
 
 def _silu_grad(z: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
     """``d silu(z) / dz`` from ``z`` and ``sigmoid(z)``."""
-    return sig * (1.0 + z * (1.0 - sig))
+    return sig * (1.0 + z * torch.rsub(sig, 1.0))  # rsub: 1.0 - sig without Tensor.__rsub__
 
 
 class _Graph:
@@ -281,10 +297,11 @@ def energy_forces(
     a, b, cc = (p + 1) * (p + 2) / 2, p * (p + 2), p * (p + 1) / 2
     inside = distance < cutoff
     xr = (distance / cutoff).clamp(max=1.0)
-    poly = xr * (b - cc * xr) - a
+    poly = xr * torch.rsub(cc * xr, b) - a
     xp1 = xr.pow(p - 1)
     envelope = torch.where(inside, 1.0 + xp1 * xr * poly, 0.0)
-    d_envelope = torch.where(inside, xp1 * (p * poly + xr * (b - 2 * cc * xr)) / cutoff, 0.0)
+    d_poly = p * poly + xr * torch.rsub(2 * cc * xr, b)
+    d_envelope = torch.where(inside, xp1 * d_poly / cutoff, 0.0)
     # radial MLP
     freqs, w1, b1, w2, b2, w_out = weights.radial
     prefactor = model.radial.basis.prefactor
@@ -383,7 +400,7 @@ def energy_forces(
         torch.mul(g_gated[0], _silu_grad(up[0], s_up0), out=g_up[0])
         if d > 1:
             torch.mul(g_gated[1:], s_gate, out=g_up[1:])
-            g_gate = (g_gated[1:] * up[1:]).sum(0).mul_(s_gate * (1.0 - s_gate))
+            g_gate = (g_gated[1:] * up[1:]).sum(0).mul_(s_gate * torch.rsub(s_gate, 1.0))
         g_f = block.up.backward(g_up)
         if d > 1:
             g_f[0].addmm_(g_gate, block.gates[0])
@@ -406,14 +423,13 @@ def energy_forces(
         g_sum = _zeros((n_atoms, heads), x).index_add_(0, i, g_alpha * alpha.squeeze(-1))
         g_attn = (g_alpha - g_sum.index_select(0, i)).div_(denominator_i)
         g_envelope.add_((g_attn * exp).sum(1))
-        g_logits = (g_attn * attn).mul_(1.0 - tanh.square()).mul_(_LOGIT_BOUND)
+        g_logits = (g_attn * attn).mul_(torch.rsub(tanh.square(), 1.0)).mul_(_LOGIT_BOUND)
         g_qk_e = g_logits.unsqueeze(-1).expand(n_edges, heads, head_dim).reshape(n_edges, c)
         g_radial[1 + 2 * layer] = g_qk_e * qk_e
         g_qk_e = g_qk_e * key_filter
-        g_qk = _zeros((n_atoms, 2 * c), x)
-        g_qk[:, :c].index_add_(0, i, g_qk_e * k_j)
-        g_qk[:, c:].index_add_(0, j, g_qk_e * q_i)
-        g_a[0].addmm_(g_qk, block.query_key)
+        g_q = _zeros((n_atoms, c), x).index_add_(0, i, g_qk_e * k_j)  # contiguous: faster
+        g_k = _zeros((n_atoms, c), x).index_add_(0, j, g_qk_e * q_i)
+        g_a[0].addmm_(g_q, block.query_key[:c]).addmm_(g_k, block.query_key[c:])
         g_x = g_x + block.norm_attention.backward(g_a, norm1)
     # degree embedding
     g_messages = edges.gather(weights.degree_embedding.backward(g_x), i_flat)  # [d, E, C]

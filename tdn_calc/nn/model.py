@@ -110,6 +110,25 @@ class TDNModel(Float64BufferMixin):
     def cutoff(self) -> float:
         return float(self.config.cutoff)
 
+    def _species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """:meth:`species_index`, remembered for the last few ``atomic_numbers`` tensors (the
+        calculator passes the same one while a structure's elements stay the same)."""
+        recent = self.__dict__.setdefault("_recent_species", {})
+        cached = recent.get(id(atomic_numbers))
+        if (
+            cached is not None
+            and cached[0] is atomic_numbers
+            and cached[1] == atomic_numbers._version
+            and cached[2] is self.z_to_index
+        ):
+            return cached[3]
+        species = self.species_index(atomic_numbers)
+        if len(recent) >= 8:
+            del recent[next(iter(recent))]
+        recent[id(atomic_numbers)] = (atomic_numbers, atomic_numbers._version,
+                                      self.z_to_index, species)  # fmt: skip
+        return species
+
     def species_index(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """``[N]`` index into ``config.elements``; raises for elements the model lacks."""
         index = self.z_to_index[atomic_numbers.clamp(0, 118)]
@@ -183,7 +202,7 @@ class TDNModel(Float64BufferMixin):
         back-propagated. ``return_features=True`` adds ``"node_features"`` ``[N, C]``: the
         last-layer invariant (l = 0) features that feed the energy head, detached.
         """
-        species = self.species_index(graph.atomic_numbers)
+        species = self._species(graph.atomic_numbers)
         owner, compiled = self.__dict__.get("_compiled_features") or (None, None)
         if owner != id(self):  # a stale copy's compiled network
             compiled = None
