@@ -1,0 +1,14 @@
+"""The same relax function as a jobflow job (docs/campaigns.md; run by tests/test_quacc.py).
+jobflow stores job outputs as JSON, so the relaxed Atoms go out as ``Atoms.todict()``."""
+
+from __future__ import annotations
+
+from jobflow import job
+from screen_flow import relax_placement
+
+
+@job
+def relax_placement_job(atoms, n_slab, model="tdn-catalysis", fmax=0.05, max_steps=300):
+    out = relax_placement(atoms, n_slab, model, fmax, max_steps)
+    out["atoms"] = out["atoms"].todict()
+    return out
