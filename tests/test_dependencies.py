@@ -21,7 +21,7 @@ SOURCES = [*sorted((ROOT / "tdn_calc").rglob("*.py")), *sorted((ROOT / "cli").rg
 KNOWN = {"yaml": "pyyaml", "sevenn": "sevenn", "tblite": "tblite", "rdkit": "rdkit",
          "datamol": "datamol", "lmdb": "lmdb", "threadpoolctl": "threadpoolctl",
          "matplotlib": "matplotlib", "torch_sim": "torch-sim-atomistic", "chgnet": "chgnet",
-         "gpaw": "gpaw", "dask": "dask", "distributed": "distributed"}
+         "gpaw": "gpaw", "dask": "dask", "distributed": "distributed", "quacc": "quacc"}
 
 
 def _name(requirement: str) -> str:
