@@ -24,7 +24,7 @@ install: $(if $(VIRTUAL_ENV),,$(VENV)/bin/python)
 	$(PIP) install -q -e ".[test,plot,data,torchsim,dask]"
 
 install-teacher: install
-	$(PIP) install -q -e ".[teacher]"
+	$(PIP) install -q -e ".[teacher,chgnet,quacc]"
 
 # a molecule (tdn-organic) and CO on Pt(111) (tdn-catalysis), both picked by --model auto
 demo: install
