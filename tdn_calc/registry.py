@@ -88,6 +88,12 @@ def list_models(manifest: str | os.PathLike | None = None) -> list[dict[str, Any
     return list(load_manifest(manifest).values())
 
 
+def name_for_sha256(sha256: str, manifest: str | os.PathLike | None = None) -> str | None:
+    """The registered name of the model file with this sha256, or ``None``."""
+    sha = sha256.lower()
+    return next((m["name"] for m in list_models(manifest) if m["sha256"].lower() == sha), None)
+
+
 def model_entry(name: str, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
     """The manifest entry of ``name`` (a model name or alias, case-insensitive).
 

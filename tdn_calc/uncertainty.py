@@ -286,12 +286,10 @@ def for_model(name: str | os.PathLike, manifest: str | os.PathLike | None = None
     whose sha256 it has."""
     from .errors import ModelNotFoundError
     from .fileio import sha256_file
-    from .registry import list_models, uncertainty_sidecar
+    from .registry import name_for_sha256, uncertainty_sidecar
 
     if Path(name).is_file():
-        sha = sha256_file(name)
-        name = next((m["name"] for m in list_models(manifest) if m["sha256"].lower() == sha),
-                    "")
+        name = name_for_sha256(sha256_file(name), manifest)
         if not name:
             return None
     try:
@@ -319,10 +317,9 @@ def for_loaded_model(model: Any, manifest: str | os.PathLike | None = None
     key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
     cached = getattr(model, "_tdn_novelty", None)
     if cached is None or cached[0] != key:
-        from .registry import list_models
+        from .registry import name_for_sha256
 
-        name = next((m["name"] for m in list_models(manifest)
-                     if m["sha256"].lower() == sha.lower()), "")  # fmt: skip
+        name = name_for_sha256(sha, manifest)
         cached = (key, for_model(name, manifest) if name else None)
         model._tdn_novelty = cached
     return cached[1]
