@@ -167,18 +167,27 @@ def run_round_robin(
     *,
     warmup: int = 1,
     seed: int = 0,
+    sequence: int = 1,
     log=sys.stderr,
 ) -> dict:
     """Time every (contender, system) pair ``repeats`` times after ``warmup`` calls.
 
     Each round runs every pair once, in a new random order, so slow drifts of the machine's
-    load hit all contenders alike. Returns ``{"times_ms": {contender: {system: [wall ms,
-    ...]}}, "median_ms": {contender: {system: wall ms}}, "cpu_times_ms", "median_cpu_ms"
-    (the same for process CPU time), "load_average": [before, after]}``.
+    load hit all contenders alike. With ``sequence > 1`` each turn of a pair is that many
+    consecutive calls (new positions each, as the steps of a relaxation): the first call
+    of a turn follows another contender's work and runs with cold caches, so it is kept
+    apart (``cold_*``) and ``times_ms`` holds the calls after it.
+
+    Returns ``{"times_ms": {contender: {system: [wall ms, ...]}}, "median_ms": {contender:
+    {system: wall ms}}, "cpu_times_ms", "median_cpu_ms" (the same for process CPU time),
+    "load_average": [before, after]}``, and with ``sequence > 1`` also "cold_times_ms",
+    "median_cold_ms", "cold_cpu_times_ms", "median_cold_cpu_ms" and "sequence".
     """
     pairs = [(c, s) for c in contenders for s in systems if c.runs(s)]
     times: dict[str, dict[str, list[float]]] = {c.name: {} for c in contenders}
     cpu: dict[str, dict[str, list[float]]] = {c.name: {} for c in contenders}
+    cold_times: dict[str, dict[str, list[float]]] = {c.name: {} for c in contenders}
+    cold_cpu: dict[str, dict[str, list[float]]] = {c.name: {} for c in contenders}
     load_before = load_average()
     for c, s in pairs:
         for _ in range(warmup):
@@ -188,21 +197,32 @@ def run_round_robin(
         t0 = time.perf_counter()
         for k in rng.permutation(len(pairs)):
             c, s = pairs[k]
-            wall_ms, cpu_ms = c.time_ms(s)
-            times[c.name].setdefault(s, []).append(wall_ms)
-            cpu[c.name].setdefault(s, []).append(cpu_ms)
+            for call in range(sequence):
+                wall_ms, cpu_ms = c.time_ms(s)
+                cold = sequence > 1 and call == 0
+                (cold_times if cold else times)[c.name].setdefault(s, []).append(wall_ms)
+                (cold_cpu if cold else cpu)[c.name].setdefault(s, []).append(cpu_ms)
         print(f"round {r + 1}/{repeats}: {time.perf_counter() - t0:.0f} s", file=log, flush=True)
 
     def medians(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
         return {n: {s: float(np.median(v)) for s, v in per.items()} for n, per in samples.items()}
 
-    return {
+    out = {
         "times_ms": times,
         "median_ms": medians(times),
         "cpu_times_ms": cpu,
         "median_cpu_ms": medians(cpu),
         "load_average": [load_before, load_average()],
     }
+    if sequence > 1:
+        out.update(
+            sequence=sequence,
+            cold_times_ms=cold_times,
+            median_cold_ms=medians(cold_times),
+            cold_cpu_times_ms=cold_cpu,
+            median_cold_cpu_ms=medians(cold_cpu),
+        )
+    return out
 
 
 def fit_exponent(atoms: dict[str, int], median_ms: dict[str, float], min_atoms: int = 100) -> dict:

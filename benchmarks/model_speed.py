@@ -3,7 +3,10 @@
 ms per energy+forces call (median of the timed repeats after warm-up), every contender
 through its ASE calculator with its defaults (TDN: ``TDNCalculator(name)``, extrapolation
 scores on), one thread each, repeats interleaved round-robin in a shuffled order so that
-all contenders see the same machine load (compare ratios, not absolute times):
+all contenders see the same machine load (compare ratios, not absolute times). Each turn
+of a contender is ``--sequence`` consecutive calls on moving positions, as the steps of a
+relaxation; the first call of a turn runs right after another contender's work, with cold
+caches, and is reported apart as the "cold single call" figure:
 
 * the target table: ``tdn-organic`` on a 20-atom molecule and biphenyl (22 atoms),
   ``tdn-catalysis`` on a Pt(111) 3x3x4 slab with CO (38 atoms); against the MACE of the
@@ -224,9 +227,7 @@ def crossover_atoms(atoms: dict[str, int], tdn_ms: dict, xtb_ms: dict) -> float 
     return float(np.exp(a + (b - a) * ratio[k] / (ratio[k] - ratio[k + 1])))
 
 
-def peer_contenders(
-    peer: PeerProcess, sizes: list[str], pretrained: bool | str
-) -> list[Contender]:
+def peer_contenders(peer: PeerProcess, sizes: list[str], pretrained: bool | str) -> list[Contender]:
     """MACE twins of the TDN ``sizes`` (random weights) and, if ``pretrained``, SevenNet-0
     (and CHGNet too when it is ``"all"``)."""
     specs = []
@@ -307,11 +308,15 @@ def measure(args: argparse.Namespace) -> dict:
             contenders += peer_contenders(peer, ["fast"], pretrained=True)
         if args.only:
             contenders = [c for c in contenders if re.search(args.only, c.name)]
-        table = run_round_robin(contenders, list(systems), repeats, warmup=1, seed=1)
+        table = run_round_robin(
+            contenders, list(systems), repeats, warmup=1, seed=1, sequence=args.sequence
+        )
         partial = ROOT / "benchmarks" / "results" / "model_speed-partial.json"
         with atomic_write(partial, "w") as handle:  # kept if a later study fails
             json.dump({"environment": env, "table": table}, handle)
-        crossover = None if args.no_crossover else measure_crossover(known, rng, repeats)
+        crossover = (
+            None if args.no_crossover else measure_crossover(known, rng, repeats, args.sequence)
+        )
         scaling = None
         if args.full and not args.no_scaling:
             cu = {f"Cu {4 * n**3}": [cu_bulk(n)] for n in scaling_n}
@@ -351,7 +356,7 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
-def measure_crossover(known: dict, rng, repeats: int) -> dict:
+def measure_crossover(known: dict, rng, repeats: int, sequence: int) -> dict:
     """``tdn-organic`` against GFN2-xTB on the :data:`CROSSOVER` molecules, round-robin."""
     systems = crossover_systems()
     known.update(systems)
@@ -366,7 +371,7 @@ def measure_crossover(known: dict, rng, repeats: int) -> dict:
         ),
         xtb_contender(systems, rng, list(systems)),
     ]
-    out = run_round_robin(contenders, list(systems), repeats, warmup=1, seed=3)
+    out = run_round_robin(contenders, list(systems), repeats, warmup=1, seed=3, sequence=sequence)
     out["atoms"] = {s: len(group[0]) for s, group in systems.items()}
     for key in ("median_ms", "median_cpu_ms"):
         tdn_ms, xtb_ms = out[key][contenders[0].name], out[key][XTB]
@@ -399,6 +404,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 5)")
     parser.add_argument(
         "--scaling-repeats", type=int, default=None, help="timed calls per size (default 3)"
+    )
+    parser.add_argument(
+        "--sequence", type=int, default=5, help="consecutive calls per turn (default 5)"
     )
     parser.add_argument("--update-docs", action="store_true", help="rewrite docs section")
     parser.add_argument("--full", action="store_true", help="also the former size study")

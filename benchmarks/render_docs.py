@@ -222,9 +222,13 @@ def render_speed() -> tuple[list[str], list[Path]]:
                 span = [cpu[peer][s] / cpu[tdn][s] for s in common]
                 ratios.append(f"{tdn.removeprefix('tdn ').removesuffix(' (shipped)')} vs "
                               f"{peer} {min(span):.1f}–{max(span):.1f}×")
+    sequence = results["table"].get("sequence", 1)
+    how = (f"{results['repeats']} turns of {sequence} consecutive calls on moving positions, "
+           "as in a relaxation, median of the calls after the first of each turn"
+           if sequence > 1 else f"median of {results['repeats']}")
     lines = [
-        "Process CPU time, ms per energy+forces call (median of "
-        f"{results['repeats']}, one thread, all contenders interleaved in one run):",
+        f"Process CPU time, ms per energy+forces call ({how}; one thread, all contenders "
+        "interleaved in one run):",
         "",
         *lines[:2 + len(keep)],
         "",
@@ -233,7 +237,9 @@ def render_speed() -> tuple[list[str], list[Path]]:
         "(tblite) is tdn-organic's teacher. Speed-up of the shipped models (peer ÷ TDN, over "
         "the structures both ran): " + "; ".join(ratios) + ".",
         "",
-        "Targets (wall-clock ratios of the medians, CPU-time ratios in brackets):",
+        "Targets (wall-clock ratios of the medians, CPU-time ratios in brackets"
+        + ("; the last column: the first call of each turn, which runs right after another "
+           "contender's work with cold caches" if sequence > 1 else "") + "):",
         "",
         *_targets(results)[:-2],
     ]
