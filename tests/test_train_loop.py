@@ -385,3 +385,23 @@ def test_init_from_starts_from_a_trained_model(emt_data, tmp_path):
         mine = tuned.model.state_dict()[k]
         torch.testing.assert_close(mine, v.to(mine.dtype))
     assert tuned.run() == "finished" and tuned.step == 2
+
+
+def test_init_from_a_model_without_an_element_of_the_data_extends_it(emt_data, tmp_path):
+    """Fine-tuning on data with an element the model lacks (N) adds it, starting from its
+    nearest known element, and keeps the other weights."""
+    run = make_run(emt_data, tmp_path / "a2", max_steps=2, ema_decay=0.0)
+    run.model["elements"] = [1, 6, 8, 29]  # no N: the NH3 frames are left out
+    assert Trainer(run).run() == "finished"
+    source = tmp_path / "a2" / "best.safetensors"
+    tuned = Trainer(make_run(emt_data, tmp_path / "b", max_steps=2, init_from=str(source)))
+    reference = load_model(source, device="cpu")
+    assert tuned.model.elements == [1, 6, 7, 8, 29]
+    assert tuned.model.config.extra["extended_from"]["donors"] == {"N": "C"}
+    mine = tuned.model.state_dict()
+    for k, v in reference.state_dict().items():
+        if k not in ("embedding.weight", "atomic_energies"):
+            torch.testing.assert_close(mine[k], v.to(mine[k].dtype))
+    embedding = mine["embedding.weight"]
+    torch.testing.assert_close(embedding[2], embedding[1])  # N's row is C's
+    assert tuned.run() == "finished"

@@ -32,6 +32,7 @@ from .card import dataset_fingerprint
 from .config import RunConfig, TrainConfig
 from .distributed import DistInfo, all_reduce_sum, any_rank, barrier, cleanup, init_distributed
 from .evaluate import evaluate, reference_energies
+from .extend import extended_for
 from .loss import LossWeights, loss_terms, total_loss
 from .metrics_log import MetricsCSV
 from .optim import EMA, WarmupCosine, make_optimizer
@@ -88,10 +89,8 @@ class Trainer:
             from ..checkpoint import load_checkpoint_file
 
             initial = load_checkpoint_file(cfg.init_from, device="cpu")
-            missing = sorted(set(frames.elements) - set(initial.config.elements))
-            if missing:
-                raise ConfigError(f"training.init_from {cfg.init_from} does not cover the "
-                                  f"elements {missing} of the training data")
+            if set(frames.elements) - set(initial.config.elements):
+                initial = extended_for(initial, self.dataset, self.train_idx, frames.elements)
         if saved_config is not None:
             model_config = saved_config
         elif initial is not None:
