@@ -5,9 +5,11 @@ Every table of measured figures in the docs sits between ``<!-- generated:NAME -
 that the renderer ``NAME`` builds from its JSON files (``benchmarks/results/*.json``, written
 by the benchmark scripts, and ``models/manifest.json``, whose metrics
 ``tools/register_model.py`` and ``tdn eval`` write), followed by a line naming those files
-with the commit and date they came from. The model-speed section of docs/benchmarks.md keeps
-its own markers and is rendered by ``_speed_report.markdown_report``, and the accuracy section
-is the one ``benchmarks/accuracy.py`` writes (its ``doc_body``), both from their JSON.
+with the commit and date they came from (a block whose benchmark has not been run yet,
+distill-quality without its JSON, holds a note saying how to run it and no such line). The
+model-speed section of docs/benchmarks.md keeps its own markers and is rendered by
+``_speed_report.markdown_report``, and the accuracy section is the one
+``benchmarks/accuracy.py`` writes (its ``doc_body``), both from their JSON.
 
     python benchmarks/render_docs.py            # rewrite the blocks (make docs)
     python benchmarks/render_docs.py --check    # exit 1 if any block is stale (tests do this)
@@ -501,6 +503,85 @@ def render_finish_quality() -> tuple[list[str], list[Path]]:
     return lines, [rel]
 
 
+DISTILL_QUALITY = RESULTS / "distill_quality.json"
+DISTILL_QUALITY_COMMAND = "OMP_NUM_THREADS=1 nice python benchmarks/distill_quality.py"
+
+
+def distill_quality_lines(r: dict) -> list[str]:
+    """The distill-quality block of one report of benchmarks/distill_quality.py."""
+    spec, cost, speed = r["spec"], r["cost"], r["speed"]
+    target = spec["distill"]["agreement"]
+    lines = [
+        f"Spec `{spec['file']}`: {', '.join(spec['adsorbates'])} on "
+        f"{', '.join(spec['surfaces'])}, teacher {r['teacher']}, distilled from "
+        f"{r['models']['shipped']['name']}. Judged on the held-out pairs "
+        f"{', '.join(r['holdout']['pairs'])} ({r['holdout']['placements']} placements, "
+        "never explored or trained on): each model relaxes every placement and the "
+        "teacher's single point at its minimum gives |ΔE| and the teacher's fmax "
+        f"there (the loop's check; target: medians ≤ {target['energy']:g} eV and "
+        f"≤ {target['fmax']:g} eV/Å); landed: same site, bonds kept and within 50 meV "
+        "of the teacher's own minimum from the same start; errors at the teacher's "
+        "minima: |ΔE| and force MAE over the free atoms.",
+        "",
+    ]
+    rows = []
+    for key in ("shipped", "distilled"):
+        s = r["summary"][key]
+        a = s["agreement"]
+        rows.append(
+            [
+                f"{key} `{r['models'][key]['name']}` (`{r['models'][key]['sha256'][:8]}`)",
+                f"{s['n']} ({s['refused']} refused)",
+                _n(a["median_abs_de_eV"], 3),
+                _n(a["median_teacher_fmax_eV_A"], 3),
+                _pct(s["within_target"]),
+                _pct(s["landed"]),
+                _pct(s["at_or_below"]),
+                _n(s["median_abs_de_at_teacher_min_eV"], 3),
+                _n(s["median_force_mae_at_teacher_min_eV_A"], 3),
+            ]
+        )
+    lines += _table(
+        [
+            "model",
+            "held-out placements",
+            "median \\|ΔE\\| at its minima eV",
+            "median teacher fmax there eV/Å",
+            "within target",
+            "landed",
+            "at or below",
+            "median \\|ΔE\\| at teacher minima eV",
+            "median force MAE there eV/Å",
+        ],
+        rows,
+    )
+    cpu = speed["median_cpu_ms"]
+    timed = ", ".join(f"{name} {_n(ms, 1)}" for name, ms in cpu.items())
+    lines += [
+        "",
+        f"Cost of the distillation (its `state.json`): {cost['rounds']} rounds "
+        f"(stopped by {cost['stop_reason']}), {cost['frames']:,} frames, "
+        f"{cost['teacher_calls']:,} teacher calls, {cost['cpu_hours']:.2f} CPU hours "
+        f"({cost['cpu_seconds'] / 60:.0f} CPU-minutes); "
+        f"the benchmark's own reference relaxations and checks took another "
+        f"{r['benchmark']['teacher_calls']:,} teacher calls. Speed on a held-out "
+        f"{speed['structure']} ({speed['n_atoms']} atoms, the teacher's minimum), CPU ms "
+        f"per energy+forces call on one thread: {timed} (teacher ÷ distilled: "
+        f"{speed['teacher_over_distilled_cpu']:.1f}×).",
+    ]
+    return lines
+
+
+def render_distill_quality() -> tuple[list[str], list[Path]]:
+    """docs/campaigns.md: benchmarks/distill_quality.py (a note until it has been run)."""
+    if not (ROOT / DISTILL_QUALITY).exists():
+        return [
+            f"Not measured yet: `{DISTILL_QUALITY_COMMAND}` writes "
+            f"`{DISTILL_QUALITY.as_posix()}`; `make docs` renders it here."
+        ], []
+    return distill_quality_lines(_load(DISTILL_QUALITY)), [DISTILL_QUALITY]
+
+
 def render_uncertainty() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: benchmarks/uncertainty_study.py's candidates, one row each."""
     rel = RESULTS / "uncertainty_study.json"
@@ -725,6 +806,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "extrapolation": render_extrapolation,
     "uncertainty": render_uncertainty,
     "finish-quality": render_finish_quality,
+    "distill-quality": render_distill_quality,
     "physics": render_physics,
     "relax-throughput": render_relax_throughput,
 }
@@ -741,7 +823,8 @@ def render_block(name: str) -> str:
     if name not in RENDERERS:
         raise KeyError(f"no renderer for <!-- generated:{name} -->; known: {', '.join(RENDERERS)}")
     lines, sources = RENDERERS[name]()
-    return "\n" + "\n".join(lines) + "\n\n" + footer(sources) + "\n\n"
+    tail = footer(sources) + "\n\n" if sources else ""  # none: a note that nothing was measured
+    return "\n" + "\n".join(lines) + "\n\n" + tail
 
 
 def _model_speed(text: str) -> str:
