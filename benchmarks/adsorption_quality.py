@@ -78,18 +78,26 @@ def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, seen in (("unseen", False), ("seen", True)):
         part = [r for r in done if r.get("system_in_training") is seen]
-        out[name] = {"n": len(part),
-                     "d_teacher": error_stats([r["d_teacher"] for r in part], TARGET_ADS_EV),
-                     "site_fraction_same": (float(np.mean([r["same_site"] for r in part]))
-                                            if part else math.nan)}
+        out[name] = {
+            "n": len(part),
+            "d_teacher": error_stats([r["d_teacher"] for r in part], TARGET_ADS_EV),
+            "site_fraction_same": (
+                float(np.mean([r["same_site"] for r in part])) if part else math.nan
+            ),
+        }
     return out
 
 
 def same_or_lower_site(row: dict[str, Any]) -> bool:
     """The TDN minimum is on the teacher's site, or the teacher itself rates it at least the
     tolerance lower than its own minimum (whose relaxation then stopped too early)."""
-    return landing(row["d_teacher"], 0.0, str(row["tdn_site"]), str(row["teacher_site"]),
-                   tolerance=TARGET_ADS_EV).same_site_or_lower
+    return landing(
+        row["d_teacher"],
+        0.0,
+        str(row["tdn_site"]),
+        str(row["teacher_site"]),
+        tolerance=TARGET_ADS_EV,
+    ).same_site_or_lower
 
 
 def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
@@ -102,16 +110,23 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
     relax_s = [r["tdn_relax_s"] for r in done]
     sp_s = [r["teacher_sp_s"] for r in done]
     return {
-        "n_planned": total, "n_evaluated": len(done), "n_failed": len(rows) - len(done),
+        "n_planned": total,
+        "n_evaluated": len(done),
+        "n_failed": len(rows) - len(done),
         "n_tdn_converged": sum(r["tdn_converged"] for r in done),
         "n_teacher_converged": sum(r["teacher_converged"] for r in done),
-        "d_teacher": teacher, "d_model": error_stats([r["d_model"] for r in done], TARGET_ADS_EV),
-        "site_fraction_same": site_fraction, "by_system_novelty": novelty_subsets(done),
-        "site_fraction_same_or_teacher_lower": (float(np.mean(same_or_lower)) if done
-                                                else math.nan),
-        "site_mismatches": [{k: r[k] for k in ("label", "start_site", "teacher_site",
-                                               "tdn_site", "d_teacher")}
-                            for r in done if not r["same_site"]],
+        "d_teacher": teacher,
+        "d_model": error_stats([r["d_model"] for r in done], TARGET_ADS_EV),
+        "site_fraction_same": site_fraction,
+        "by_system_novelty": novelty_subsets(done),
+        "site_fraction_same_or_teacher_lower": (
+            float(np.mean(same_or_lower)) if done else math.nan
+        ),
+        "site_mismatches": [
+            {k: r[k] for k in ("label", "start_site", "teacher_site", "tdn_site", "d_teacher")}
+            for r in done
+            if not r["same_site"]
+        ],
         "target_ads_met": bool(done) and teacher["median_abs"] <= TARGET_ADS_EV,
         "target_site_met": bool(done) and site_fraction >= TARGET_SITE_FRACTION,
         "seconds_tdn_relax_mean": float(np.mean(relax_s)) if relax_s else math.nan,
@@ -121,32 +136,44 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
 
 def _stats_row(what: str, s: dict[str, Any]) -> str:
     """One markdown table row of :func:`error_stats` output."""
-    return (f"| {what} | {s['median_abs']:.3f} | {s['mean_abs']:.3f} | {s['max_abs']:.3f} | "
-            f"{100 * s['fraction_within']:.0f} % | {s['n']} |")
+    return (
+        f"| {what} | {s['median_abs']:.3f} | {s['mean_abs']:.3f} | {s['max_abs']:.3f} | "
+        f"{100 * s['fraction_within']:.0f} % | {s['n']} |"
+    )
 
 
 def markdown(summary: dict[str, Any]) -> str:
     """A markdown table of :func:`summarize`'s output."""
     lines = ["| figure | median | mean | max | within 0.05 eV | n |", "|---|---|---|---|---|---|"]
-    for key, what in (("d_teacher", "teacher E_ads at TDN min - teacher's own (eV)"),
-                      ("d_model", "TDN's own E_ads - teacher's own (eV)")):
+    for key, what in (
+        ("d_teacher", "teacher E_ads at TDN min - teacher's own (eV)"),
+        ("d_model", "TDN's own E_ads - teacher's own (eV)"),
+    ):
         s = summary[key]
         if s.get("n"):
             lines.append(_stats_row(what, s))
     for name, part in summary.get("by_system_novelty", {}).items():
         if part["d_teacher"].get("n"):
-            lines.append(_stats_row(
-                f"systems {name} in training (other replicas): teacher E_ads at TDN min - own "
-                f"(eV), same site {100 * part['site_fraction_same']:.0f} %", part["d_teacher"]))
-    lines.append(f"\nsame final site: {100 * summary['site_fraction_same']:.0f} % of "
-                 f"{summary['n_evaluated']} (target >= {100 * TARGET_SITE_FRACTION:.0f} %); "
-                 f"same site or one the teacher puts >= {TARGET_ADS_EV} eV lower than its own "
-                 f"minimum: {100 * summary['site_fraction_same_or_teacher_lower']:.0f} %; "
-                 f"TDN relaxations converged {summary['n_tdn_converged']}/"
-                 f"{summary['n_evaluated']}; failed {summary['n_failed']}")
+            lines.append(
+                _stats_row(
+                    f"systems {name} in training (other replicas): teacher E_ads at TDN min - own "
+                    f"(eV), same site {100 * part['site_fraction_same']:.0f} %",
+                    part["d_teacher"],
+                )
+            )
+    lines.append(
+        f"\nsame final site: {100 * summary['site_fraction_same']:.0f} % of "
+        f"{summary['n_evaluated']} (target >= {100 * TARGET_SITE_FRACTION:.0f} %); "
+        f"same site or one the teacher puts >= {TARGET_ADS_EV} eV lower than its own "
+        f"minimum: {100 * summary['site_fraction_same_or_teacher_lower']:.0f} %; "
+        f"TDN relaxations converged {summary['n_tdn_converged']}/"
+        f"{summary['n_evaluated']}; failed {summary['n_failed']}"
+    )
     for m in summary["site_mismatches"]:
-        lines.append(f"- {m['label']}: started {m['start_site']}, teacher {m['teacher_site']}, "
-                     f"TDN {m['tdn_site']} (d_teacher {m['d_teacher']:+.3f} eV)")
+        lines.append(
+            f"- {m['label']}: started {m['start_site']}, teacher {m['teacher_site']}, "
+            f"TDN {m['tdn_site']} (d_teacher {m['d_teacher']:+.3f} eV)"
+        )
     return "\n".join(lines)
 
 
@@ -217,9 +244,13 @@ class Evaluator:
         if prefix not in self.references:
             label = reference_label(self.meta, prefix)
             result, _, last = self._relax(label)
-            self.references[prefix] = Reference(label, float(self.dataset.energy[last]),
-                                                result.energy, result.converged,
-                                                result.wall_time)
+            self.references[prefix] = Reference(
+                label,
+                float(self.dataset.energy[last]),
+                result.energy,
+                result.converged,
+                result.wall_time,
+            )
         return self.references[prefix]
 
     def teacher_check(self, label: str) -> dict[str, Any]:
@@ -258,41 +289,64 @@ class Evaluator:
         ads_teacher = adsorption_energy(e_teacher, slab.teacher_energy, t_gas, terms)
         ads_at_tdn = adsorption_energy(e_teacher_at_tdn, slab.teacher_energy, t_gas, terms)
         ads_model = adsorption_energy(result.energy, slab.tdn_energy, m_gas, terms)
-        shift = lateral_distances(teacher_min.positions[anchor, :2],
-                                  result.atoms.positions[anchor:anchor + 1, :2],
-                                  teacher_min.cell.array)[0]
+        shift = lateral_distances(
+            teacher_min.positions[anchor, :2],
+            result.atoms.positions[anchor : anchor + 1, :2],
+            teacher_min.cell.array,
+        )[0]
         return {
-            "label": label, "metal": metal, "adsorbate": ads,
+            "label": label,
+            "metal": metal,
+            "adsorbate": ads,
             "start_site": canonical_site(rec["site"]),
-            "teacher_converged": bool(rec["converged"]), "teacher_n_steps": rec["n_steps"],
-            "tdn_converged": result.converged, "tdn_n_steps": result.n_steps,
-            "tdn_fmax": result.fmax, "tdn_reason": result.reason,
-            "teacher_energy": e_teacher, "teacher_energy_at_tdn_min": e_teacher_at_tdn,
-            "teacher_fmax_at_tdn_min": teacher_fmax, "tdn_energy": result.energy,
-            "e_ads_teacher": ads_teacher, "e_ads_teacher_at_tdn_min": ads_at_tdn,
-            "e_ads_tdn": ads_model, "d_teacher": ads_at_tdn - ads_teacher,
+            "teacher_converged": bool(rec["converged"]),
+            "teacher_n_steps": rec["n_steps"],
+            "tdn_converged": result.converged,
+            "tdn_n_steps": result.n_steps,
+            "tdn_fmax": result.fmax,
+            "tdn_reason": result.reason,
+            "teacher_energy": e_teacher,
+            "teacher_energy_at_tdn_min": e_teacher_at_tdn,
+            "teacher_fmax_at_tdn_min": teacher_fmax,
+            "tdn_energy": result.energy,
+            "e_ads_teacher": ads_teacher,
+            "e_ads_teacher_at_tdn_min": ads_at_tdn,
+            "e_ads_tdn": ads_model,
+            "d_teacher": ads_at_tdn - ads_teacher,
             "d_model": ads_model - ads_teacher,
-            "teacher_site": teacher_site, "tdn_site": tdn_site,
+            "teacher_site": teacher_site,
+            "tdn_site": tdn_site,
             "same_site": teacher_site == tdn_site,
-            "same_minimum": landing(e_teacher_at_tdn, e_teacher, tdn_site, teacher_site,
-                                    tolerance=TARGET_ADS_EV).same_minimum,
+            "same_minimum": landing(
+                e_teacher_at_tdn, e_teacher, tdn_site, teacher_site, tolerance=TARGET_ADS_EV
+            ).same_minimum,
             "teacher_height": teacher_h,
-            "tdn_height": tdn_h, "anchor_lateral_shift": float(shift),
-            "references": {"slab": slab.label, "gas": {g: r.label for g, r in gases.items()},
-                           "terms": terms, "scheme": SCHEME.name},
-            "tdn_relax_s": result.wall_time, "teacher_sp_s": sp_s,
+            "tdn_height": tdn_h,
+            "anchor_lateral_shift": float(shift),
+            "references": {
+                "slab": slab.label,
+                "gas": {g: r.label for g, r in gases.items()},
+                "terms": terms,
+                "scheme": SCHEME.name,
+            },
+            "tdn_relax_s": result.wall_time,
+            "teacher_sp_s": sp_s,
         }
 
 
-def adsorbate_systems(dataset, meta: dict[str, dict], split: str, split_file: str | None,
-                      card: dict) -> tuple[list[str], str | None]:
+def adsorbate_systems(
+    dataset, meta: dict[str, dict], split: str, split_file: str | None, card: dict
+) -> tuple[list[str], str | None]:
     """Sorted labels of the slab+adsorbate trajectories of ``split`` and the split file used
     (found as :func:`tdn_calc.train.evaluate.select_frames` finds it)."""
     from tdn_calc.train.evaluate import select_frames
 
     indices, used = select_frames(dataset, split, split_file, card)
-    keep = [lab for lab in dataset.identifiers_of(indices)
-            if meta.get(lab, {}).get("kind") == "slab" and meta[lab].get("adsorbate")]
+    keep = [
+        lab
+        for lab in dataset.identifiers_of(indices)
+        if meta.get(lab, {}).get("kind") == "slab" and meta[lab].get("adsorbate")
+    ]
     return sorted(keep), used
 
 
@@ -325,8 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tdn-catalysis", help="registry name or .safetensors")
     p.add_argument("--data", default="datasets/catalysis-sevennet0")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    p.add_argument("--split-file", default=None, help="default: the model card's, else "
-                   "split-seed42.json beside the data")
+    p.add_argument(
+        "--split-file",
+        default=None,
+        help="default: the model card's, else split-seed42.json beside the data",
+    )
     p.add_argument("--fmax", type=float, default=0.05, help="eV/Å")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--optimizer", default=None, help="default: the data builder's")
@@ -354,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = H5Dataset(args.data)
     present = set(dataset.identifiers)  # a shard still being written is not readable yet
     meta = {label: m for label, m in read_metadata(args.data).items() if label in present}
-    labels, used_split = adsorbate_systems(dataset, meta, args.split, args.split_file,
-                                           getattr(model, "card", {}) or {})
+    labels, used_split = adsorbate_systems(
+        dataset, meta, args.split, args.split_file, getattr(model, "card", {}) or {}
+    )
     if args.systems:
         wanted = args.systems.split(",")
         unknown = sorted(set(wanted) - set(labels))
@@ -365,22 +423,37 @@ def main(argv: list[str] | None = None) -> int:
     labels = labels[: args.max_systems]
     trained = trained_systems(used_split)
     teacher_name = recipe.get("teacher", "sevenn-0")
-    relax_kwargs = {"fmax": args.fmax, "steps": args.steps,
-                    "optimizer": args.optimizer or recipe.get("optimizer", "FIRE")}
-    ev = Evaluator(dataset, meta, TDNCalculator(model), get_teacher(teacher_name, "cpu"),
-                   relax_kwargs)
+    relax_kwargs = {
+        "fmax": args.fmax,
+        "steps": args.steps,
+        "optimizer": args.optimizer or recipe.get("optimizer", "FIRE"),
+    }
+    ev = Evaluator(
+        dataset, meta, TDNCalculator(model), get_teacher(teacher_name, "cpu"), relax_kwargs
+    )
     out = Path(args.out) if args.out else default_out(args.model)
     report: dict[str, Any] = {
-        "benchmark": "adsorption_quality", "model": info, "data": str(args.data),
-        "reference_method": dataset.reference_method, "teacher": teacher_name,
-        "split": args.split, "split_file": used_split, "settings": relax_kwargs,
-        "versions": versions(), "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
-        "sum_g c_g E(g), tdn_calc.evaluation.reference_terms", "reference_scheme": SCHEME.name,
-        "rows": []}
+        "benchmark": "adsorption_quality",
+        "model": info,
+        "data": str(args.data),
+        "reference_method": dataset.reference_method,
+        "teacher": teacher_name,
+        "split": args.split,
+        "split_file": used_split,
+        "settings": relax_kwargs,
+        "versions": versions(),
+        "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
+        "sum_g c_g E(g), tdn_calc.evaluation.reference_terms",
+        "reference_scheme": SCHEME.name,
+        "rows": [],
+    }
     if labels:
         report["teacher_check"] = check = ev.teacher_check(labels[0])
-        print(f"teacher check on {check['label']}: recomputed - stored = "
-              f"{1000 * check['diff']:+.2f} meV", flush=True)
+        print(
+            f"teacher check on {check['label']}: recomputed - stored = "
+            f"{1000 * check['diff']:+.2f} meV",
+            flush=True,
+        )
     t_start = time.perf_counter()
     for k, label in enumerate(labels):
         try:
@@ -394,11 +467,13 @@ def main(argv: list[str] | None = None) -> int:
         report["summary"] = summarize(report["rows"], len(labels))
         report["seconds"] = time.perf_counter() - t_start
         write_json(out, report)  # after each system: a long run keeps what it did
-        msg = row.get("error") or (f"d_teacher {row['d_teacher']:+.3f} eV, d_model "
-                                   f"{row['d_model']:+.3f} eV, site {row['teacher_site']}/"
-                                   f"{row['tdn_site']}, TDN {row['tdn_relax_s']:.1f} s "
-                                   f"({row['tdn_n_steps']} steps), teacher "
-                                   f"{row['teacher_sp_s']:.1f} s")
+        msg = row.get("error") or (
+            f"d_teacher {row['d_teacher']:+.3f} eV, d_model "
+            f"{row['d_model']:+.3f} eV, site {row['teacher_site']}/"
+            f"{row['tdn_site']}, TDN {row['tdn_relax_s']:.1f} s "
+            f"({row['tdn_n_steps']} steps), teacher "
+            f"{row['teacher_sp_s']:.1f} s"
+        )
         print(f"[{k + 1}/{len(labels)}] {label}: {msg}", flush=True)
     if not labels:
         print("no slab+adsorbate systems in this split", file=sys.stderr)

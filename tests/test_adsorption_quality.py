@@ -45,8 +45,16 @@ def test_data_builder_starts_sit_on_their_labelled_site(site, ads):
 
 
 def test_summary():
-    row = dict(d_teacher=0.01, d_model=0.1, tdn_converged=True, teacher_converged=True,
-               tdn_relax_s=2.0, teacher_sp_s=0.5, start_site="fcc", teacher_site="fcc")
+    row = dict(
+        d_teacher=0.01,
+        d_model=0.1,
+        tdn_converged=True,
+        teacher_converged=True,
+        tdn_relax_s=2.0,
+        teacher_sp_s=0.5,
+        start_site="fcc",
+        teacher_site="fcc",
+    )
     rows = [{**row, "label": f"s{k}", "tdn_site": "fcc", "same_site": True} for k in range(9)]
     rows.append({**row, "label": "moved", "tdn_site": "hcp", "same_site": False})
     rows.append({"label": "broken", "error": "InputError: x"})
@@ -74,28 +82,41 @@ def test_summary():
 
 def test_trained_systems_strip_replica_tags(tmp_path):
     make_split(["Pt111/O/fcc/r0", "Pt111/O/fcc/r1", "Pt111/CO/top/r0"], (1.0, 0.0, 0.0)).save(
-        tmp_path / "s.json")
+        tmp_path / "s.json"
+    )
     assert trained_systems(str(tmp_path / "s.json")) == {"Pt111/O/fcc", "Pt111/CO/top"}
     assert trained_systems(None) is None
 
 
 def test_default_out_and_reference_label():
     assert default_out("runs/tdn-catalysis/best.safetensors").name == (
-        "adsorption_quality_tdn-catalysis-best.json")
+        "adsorption_quality_tdn-catalysis-best.json"
+    )
     assert default_out("/tmp/x.safetensors").name == "adsorption_quality_tmp-x.json"
     assert default_out("tdn-catalysis").name == "adsorption_quality_tdn-catalysis.json"
-    meta = {"Pt111/clean/r0": {"label": "Pt111/clean/r0", "converged": True, "final_energy": -1},
-            "Pt111/clean/r1": {"label": "Pt111/clean/r1", "converged": True, "final_energy": -2},
-            "Pt111/clean/r2": {"label": "Pt111/clean/r2", "converged": False,
-                               "final_energy": -9}}
+    meta = {
+        "Pt111/clean/r0": {"label": "Pt111/clean/r0", "converged": True, "final_energy": -1},
+        "Pt111/clean/r1": {"label": "Pt111/clean/r1", "converged": True, "final_energy": -2},
+        "Pt111/clean/r2": {"label": "Pt111/clean/r2", "converged": False, "final_energy": -9},
+    }
     assert reference_label(meta, "Pt111/clean/") == "Pt111/clean/r1"
     with pytest.raises(InputError, match="Cu111"):
         reference_label(meta, "Cu111/clean/")
 
 
-TINY = dict(metals=("Pt",), adsorbates=("O", "CO"), sites=("fcc", "top"),
-            gas_molecules=("O2", "CO"), bulk_strains=(0.0,), replicas=1, slab_size=(2, 2, 3),
-            fixed_layers=1, bulk_repeat=1, max_steps=150, n_rattle=1)
+TINY = dict(
+    metals=("Pt",),
+    adsorbates=("O", "CO"),
+    sites=("fcc", "top"),
+    gas_molecules=("O2", "CO"),
+    bulk_strains=(0.0,),
+    replicas=1,
+    slab_size=(2, 2, 3),
+    fixed_layers=1,
+    bulk_repeat=1,
+    max_steps=150,
+    n_rattle=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +124,7 @@ def emt_data(tmp_path_factory) -> Path:
     from tdn_calc.datagen.catalysis.build import build_catalysis
 
     out = tmp_path_factory.mktemp("cat")
-    summary = build_catalysis(out, teacher="emt", config=CatalysisConfig(**TINY),
-                              progress=False)
+    summary = build_catalysis(out, teacher="emt", config=CatalysisConfig(**TINY), progress=False)
     assert not summary.failures
     return out
 
@@ -115,8 +135,9 @@ def test_emt_relaxing_its_own_data_finds_the_teachers_minima(emt_data):
 
     ds, meta = H5Dataset(emt_data), read_metadata(emt_data)
     labels, used = adsorbate_systems(ds, meta, "all", None, {})
-    assert used is None and labels == sorted(f"Pt111/{a}/{s}/r0" for a in ("O", "CO")
-                                             for s in ("fcc", "top"))
+    assert used is None and labels == sorted(
+        f"Pt111/{a}/{s}/r0" for a in ("O", "CO") for s in ("fcc", "top")
+    )
     first, last = relax_ends(ds, labels[0])
     assert first < last and ds.frame_kind[last + 1] == 1  # the rattled copy follows
     assert ds.energy[last] == pytest.approx(meta[labels[0]]["final_energy"])
@@ -145,11 +166,26 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
     from tdn_calc.checkpoint import save_model
 
     torch.set_num_threads(1)
-    ckpt = save_model(tiny_model(elements=(6, 8, 78), dtype=torch.float32),
-                      tmp_path / "tiny.safetensors")
+    ckpt = save_model(
+        tiny_model(elements=(6, 8, 78), dtype=torch.float32), tmp_path / "tiny.safetensors"
+    )
     out = tmp_path / "aq.json"
-    rc = main(["--model", str(ckpt), "--data", str(emt_data), "--split", "all",
-               "--steps", "2", "--max-systems", "2", "--out", str(out)])
+    rc = main(
+        [
+            "--model",
+            str(ckpt),
+            "--data",
+            str(emt_data),
+            "--split",
+            "all",
+            "--steps",
+            "2",
+            "--max-systems",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     met = report["summary"]["target_ads_met"] and report["summary"]["target_site_met"]
     assert rc == (0 if met else 1)
