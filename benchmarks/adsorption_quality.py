@@ -57,7 +57,10 @@ Figures per facet, metal, adsorbate family (``family`` of ``trajectories.jsonl``
 CO, CO2, N, NO, ``coads`` for two adsorbates, ``alloy`` for bimetallic surfaces) and overall:
 landed fraction (of all systems planned: refused and failed ones count as not landed, and
 of the evaluated ones), same-site and same-state fractions, median |d_teacher|, and the
-misses with their start sites (as labelled in the data and as classified). A model that does
+misses with their start sites (as labelled in the data and as classified); also apart for the
+systems whose teacher relaxation converged and the others (the coverage2 builder stops at 60
+steps: an unconverged teacher "minimum" is no minimum, and a model that goes on below it by
+more than 0.05 eV counts as a miss there). A model that does
 not cover a system's elements (the shipped tdn-catalysis has no Ru, Co, Rh, Ir) is not run on
 it: the row is ``refused``, counted per metal. ``--max-systems N`` evaluates a stratified
 sample (facet x family strata taken in turn, each time the stratum whose facet and family
@@ -119,6 +122,17 @@ SITE_TOLERANCE = 0.5  # Å, the generic rule: anchors this close laterally match
 MAP_TOLERANCE = 0.6  # Å, a translation maps a start-slab atom onto another this close
 CONTACT_WINDOW = 1.3  # x the nearest slab atom: contact candidates of a site description
 GROUPINGS = ("facet", "metal", "family")
+MISS_FIELDS = (
+    "label",
+    "start_site",
+    "start_site_found",
+    "teacher_site",
+    "tdn_site",
+    "d_teacher",
+    "teacher_converged",
+    "teacher_anomalies",
+    "tdn_anomalies",
+)
 
 
 # ---------------------------------------------------------------- records
@@ -751,23 +765,12 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
         "by_system_novelty": novelty_subsets(done),
         "site_fraction_same_or_teacher_lower": _fraction([same_or_lower_site(r) for r in done]),
         **{f"by_{key}": by_group(rows, key) for key in GROUPINGS},
+        "by_teacher_convergence": {  # an unconverged teacher stopped short of its minimum
+            name: group_summary([r for r in done if bool(r["teacher_converged"]) is flag])
+            for name, flag in (("converged", True), ("unconverged", False))
+        },
         "misses": [
-            {
-                **{
-                    k: r.get(k)
-                    for k in (
-                        "label",
-                        "start_site",
-                        "start_site_found",
-                        "teacher_site",
-                        "tdn_site",
-                        "d_teacher",
-                        "teacher_anomalies",
-                        "tdn_anomalies",
-                    )
-                },
-                "why": why_missed(r),
-            }
+            {**{k: r.get(k) for k in MISS_FIELDS}, "why": why_missed(r)}
             for r in done
             if not r.get("landed")
         ],
@@ -855,6 +858,8 @@ def markdown(summary: dict[str, Any]) -> str:
     for key in GROUPINGS:
         if summary.get(f"by_{key}"):
             lines += _group_table(key, summary[f"by_{key}"])
+    if summary.get("by_teacher_convergence"):
+        lines += _group_table("teacher's relaxation", summary["by_teacher_convergence"])
     misses = summary.get("misses")
     if misses is None:  # a summary without landing figures
         misses = [{**m, "why": ["site"]} for m in summary.get("site_mismatches", [])]
@@ -865,7 +870,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"- {m['label']}: started {m['start_site']}"
             + (f" (found {found})" if found else "")
-            + f", teacher {m['teacher_site']}, TDN {m['tdn_site']} "
+            + f", teacher {m['teacher_site']}"
+            + ("" if m.get("teacher_converged", True) else " (not converged)")
+            + f", TDN {m['tdn_site']} "
             f"(d_teacher {m['d_teacher']:+.3f} eV; {', '.join(m['why']) or '?'})"
         )
     for f in summary.get("failed", []):

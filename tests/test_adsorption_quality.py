@@ -90,6 +90,48 @@ def test_summary():
     assert "unseen in training" in markdown(summarize(rows, 12))
 
 
+def test_summary_per_facet_metal_family_with_refusals():
+    base = dict(
+        tdn_converged=True,
+        teacher_converged=True,
+        tdn_relax_s=1.0,
+        teacher_sp_s=0.3,
+        seconds=2.0,
+        d_model=None,
+        same_state=True,
+        start_site="random",
+        teacher_site="hollow",
+        tdn_site="hollow",
+        same_site=True,
+        family="O",
+    )
+    rows = [
+        {**base, "label": "Pt100/O/a", "metal": "Pt", "facet": "100", "d_teacher": 0.01,
+         "landed": True},
+        {**base, "label": "Pt211/O/b", "metal": "Pt", "facet": "211", "d_teacher": -0.2,
+         "landed": False, "teacher_converged": False},
+        {**base, "label": "Cu100/CO/c", "metal": "Cu", "facet": "100", "d_teacher": 0.3,
+         "landed": False, "same_state": False, "same_site": False, "family": "CO"},
+        {"label": "Ru0001/O/d", "metal": "Ru", "facet": "0001", "family": "O",
+         "refused": True, "missing_elements": ["Ru"], "landed": False},
+    ]  # fmt: skip
+    s = summarize(rows, 4)
+    assert (s["n_evaluated"], s["n_refused"], s["n_landed"]) == (3, 1, 1)
+    assert s["landed_fraction"] == pytest.approx(1 / 4)
+    assert s["landed_fraction_evaluated"] == pytest.approx(1 / 3)
+    assert s["refused_by_metal"] == {"Ru": 1} and s["refused_elements"] == ["Ru"]
+    assert s["by_metal"]["Ru"]["n_refused"] == 1 and s["by_metal"]["Ru"]["landed_fraction"] == 0
+    assert s["by_facet"]["100"]["landed_fraction"] == 0.5
+    assert s["by_facet"]["100"]["median_abs_d_teacher"] == pytest.approx(0.155)
+    assert s["by_family"]["O"]["n"] == 3 and s["by_family"]["CO"]["same_state_fraction"] == 0
+    assert s["by_teacher_convergence"]["unconverged"]["misses"] == ["Pt211/O/b"]
+    assert [m["why"] for m in s["misses"]] == [["energy"], ["state", "site", "energy"]]
+    assert s["d_model"] == {"n": 0} and s["n_without_references"] == 3
+    text = markdown(s)
+    assert "| 0001 | 1 | 0 % | – |" in text and "Pt211/O/b: started random" in text
+    assert "(not converged)" in text and "refused 1 {'Ru': 1}" in text
+
+
 def test_trained_systems_strip_replica_tags(tmp_path):
     make_split(["Pt111/O/fcc/r0", "Pt111/O/fcc/r1", "Pt111/CO/top/r0"], (1.0, 0.0, 0.0)).save(
         tmp_path / "s.json"
