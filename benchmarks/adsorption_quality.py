@@ -1,46 +1,96 @@
-"""Adsorption quality of a TDN catalysis model judged by its teacher (issues 6 and 8).
+"""Adsorption quality of a TDN catalysis model judged by its teacher (issues 6, 8 and 22).
 
-For every slab+adsorbate trajectory of a split (default: test) of a catalysis data set built
-by :mod:`tdn_calc.datagen.catalysis.build`:
+For every slab+adsorbate trajectory of a split part (``--split val`` to choose a model,
+``test`` to report one) of a catalysis data set built by
+:mod:`tdn_calc.datagen.catalysis.build` — the ``coverage2`` recipe
+(``datasets/catalysis2-sevennet0``: ten metals, facets 111/100/110/211/0001, bimetallic top
+layers, 25 adsorbates, one or two per cell) or the first, (111)-only one
+(``datasets/catalysis-sevennet0``) — bulk, gas and clean-slab trajectories left out:
 
 1. the start is the trajectory's first relaxation frame, the teacher's own minimum its last
    relaxation frame (energy stored in the data);
 2. the start is relaxed with the TDN model (:func:`tdn_calc.relax.relax`, same fixed atoms,
-   default optimizer the one the data builder used), then the teacher (SevenNet-0) computes a
+   default optimizer the one the data builder used), then the teacher (``--teacher``, default
+   the data set's own, SevenNet-0, from :func:`tdn_calc.teachers.get_teacher`) computes a
    single point on the TDN minimum;
-3. adsorption energies follow :mod:`tdn_calc.evaluation.references`' scheme
+3. ``d_teacher`` = teacher energy at the TDN minimum - teacher energy at its own minimum (eV):
+   the acceptance figure (target median |d| <= 0.05 eV), the same as the difference of the two
+   adsorption energies, so it needs no reference;
+4. adsorption energies follow :mod:`tdn_calc.evaluation.references`' scheme
    ``molecules-O2-N2`` (``tdn adsorb``'s),
    ``E_ads = E(slab+ads) - E(clean slab) - sum_g c_g E(g)`` with gas references from
    :func:`tdn_calc.evaluation.reference_terms` (CO, H2O as themselves; H = 1/2 H2,
-   O = 1/2 O2, N = 1/2 N2, C = CH4 - 2 H2, so OH = 1/2 O2 + 1/2 H2, CH3 = CH4 - 1/2 H2).
-   The clean slab and gas energies are the teacher's minima of the data set's own clean-slab
-   and gas trajectories (lowest converged replica); for the model's own figure they are
-   relaxed with TDN from the same starts.
+   O = 1/2 O2, N = 1/2 N2, C = CH4 - 2 H2, so OH = 1/2 O2 + 1/2 H2, CH3 = CH4 - 1/2 H2;
+   two co-adsorbed species: the sum of both). The references are the data set's own
+   trajectories: the clean slab of the same surface (metal, facet, in-plane repeats x layers,
+   alloy and dopant must match; the same number of fixed layers preferred, else the nearest:
+   ``slab_fixed_layers_match``) and each gas molecule, the lowest converged replica; the
+   teacher's energy is its stored minimum, TDN's its own relaxation from the same start.
+   Without a matching clean slab or gas molecule in the data the row has no adsorption
+   energies (``e_ads_*``, ``d_model`` None) but all else. ``d_model`` = TDN's own E_ads -
+   teacher's own.
 
-Two errors per system: ``d_teacher`` = teacher E_ads at the TDN minimum - teacher's own E_ads
-(the acceptance figure: target median |d| <= 0.05 eV; the references cancel, so this is the
-teacher energy difference of the two minima) and ``d_model`` = TDN's own E_ads - teacher's own.
-The site (ontop/bridge/fcc/hcp, :func:`tdn_calc.evaluation.classify_site`) of the anchor
-atom is classified for both minima (target:
-identical in >= 90 %). A second, looser site figure also counts a different site that the
-teacher itself puts at least 0.05 eV *lower* than its own minimum (``d_teacher <= -0.05``):
-there the teacher's relaxation stopped on a higher stationary point (e.g. an atom held on a
-top site by symmetry) and the model went on to a better one. Both are also reported for the
-systems with no replica (another seeded start of the same adsorbate, site and metal) in the
-training part ("unseen") and the others ("seen"): only the first are new to the model. Exit
-status 0 when both targets are met, 1 otherwise.
+Did the model land in the teacher's minimum (``landed``)? All three of:
 
-    nice -n 19 python benchmarks/adsorption_quality.py \
-        --model runs/tdn-catalysis/best.safetensors --max-systems 3 --out /tmp/aq.json
+* same state: every adsorbate still bound to the slab or desorbed as in the teacher's
+  minimum, and the same bonds inside and between the adsorbates (nothing dissociated or
+  recombined that the teacher did not), with the bond criteria of
+  :mod:`tdn_calc.evaluation.anomalies` (adsorbate-slab contact < 1.5 x, bonds < 1.2 x the sum
+  of covalent radii); the anomalies of both minima relative to the start are in the row;
+* same site (``same_site``), for each adsorbate's binding (anchor) atom. On the facets the
+  library's classifier names (:func:`tdn_calc.evaluation.classify_site`: 111, 0001, 100,
+  110) the site names must match (ontop/bridge/shortbridge/longbridge/fcc/hcp/hollow/
+  desorbed, the slab's own atoms, dopants included, as the surface). Where it has no names
+  (211: a stepped surface) the generic rule decides, and on bimetallic surfaces both must
+  hold (a dopant makes same-named sites inequivalent). Generic rule (``same_site_generic``,
+  recorded for every system): the anchors of the two minima lie within 0.5 Å of each other
+  laterally and in height above the top layer after one surface translation, i.e. an
+  in-plane shift between top-layer atoms that maps the whole start slab onto itself,
+  elements included (so equivalent sites of a periodic surface count as one, sites next to a
+  dopant do not), or both anchors are desorbed (> 4 Å above the top layer). On 211 the site
+  strings describe the anchor's contact atoms (the nearest slab atoms up to the largest gap
+  in distance within 1.3 x the nearest): ``2-fold[Pt0,Pt0]``, the digit the atom's row
+  counted from the top (0 = step edge);
+* ``|d_teacher| <= 0.05 eV``.
+
+Figures per facet, metal, adsorbate family (``family`` of ``trajectories.jsonl``: H, O, C,
+CO, CO2, N, NO, ``coads`` for two adsorbates, ``alloy`` for bimetallic surfaces) and overall:
+landed fraction (of all systems planned: refused and failed ones count as not landed, and
+of the evaluated ones), same-site and same-state fractions, median |d_teacher|, and the
+misses with their start sites (as labelled in the data and as classified); also apart for the
+systems whose teacher relaxation converged and the others (the coverage2 builder stops at 60
+steps: an unconverged teacher "minimum" is no minimum, and a model that goes on below it by
+more than 0.05 eV counts as a miss there). A model that does
+not cover a system's elements (the shipped tdn-catalysis has no Ru, Co, Rh, Ir) is not run on
+it: the row is ``refused``, counted per metal. ``--max-systems N`` evaluates a stratified
+sample (facet x family strata taken in turn, each time the stratum whose facet and family
+have been drawn least, inside a stratum the least-drawn metal; ties by ``--seed``), so any
+prefix of the order is balanced too.
+
+A second, looser site figure also counts a different site that the teacher itself puts at
+least 0.05 eV *lower* than its own minimum (``d_teacher <= -0.05``): there the teacher's
+relaxation stopped on a higher stationary point and the model went on to a better one. The
+figures are also given for the systems with no replica (another start of the same system) in
+the training part ("unseen") and the others ("seen"). Exit status 0 when the median
+|d_teacher| and the same-site fraction (>= 90 %) targets are met, 1 otherwise.
+
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/adsorption_quality.py \
+        --model runs/tdn-catalysis-v7/best.safetensors --data datasets/catalysis2-sevennet0 \
+        --split val --split-file runs/tdn-catalysis-v7/split.json --max-systems 60 \
+        --out /tmp/aq.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
+import re
 import sys
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,106 +98,310 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from ase.constraints import FixAtoms
-from ase.data import atomic_numbers
 
 from tdn_calc.data.split import load_split, system_of
-from tdn_calc.datagen.catalysis.systems import adsorbate_template
 from tdn_calc.errors import InputError
 from tdn_calc.evaluation import (
     MOLECULES_O2_N2,
     adsorption_energy,
+    anomalies,
     canonical_site,
     classify_site,
     error_stats,
-    landing,
-    lateral_distances,
     metal_layers,
     reference_terms,
 )
+from tdn_calc.evaluation.anomalies import ADSORBATE_SLAB_MULT, BOND_MULT, bond_set
+from tdn_calc.evaluation.sites import DESORBED, DESORBED_HEIGHT, LAYER_TOLERANCE
 
 TARGET_ADS_EV = 0.05  # eV, median |d_teacher| target and the per-system tolerance counted
 TARGET_SITE_FRACTION = 0.90
 SCHEME = MOLECULES_O2_N2
+NAMED_FACETS = ("111", "0001", "100", "110")  # facets classify_site has names for
+SITE_TOLERANCE = 0.5  # Å, the generic rule: anchors this close laterally match
+MAP_TOLERANCE = 0.6  # Å, a translation maps a start-slab atom onto another this close
+CONTACT_WINDOW = 1.3  # x the nearest slab atom: contact candidates of a site description
+GROUPINGS = ("facet", "metal", "family")
+MISS_FIELDS = (
+    "label",
+    "start_site",
+    "start_site_found",
+    "teacher_site",
+    "tdn_site",
+    "d_teacher",
+    "teacher_converged",
+    "teacher_anomalies",
+    "tdn_anomalies",
+)
 
 
-# ---------------------------------------------------------------- summaries
-def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
-    """``d_teacher`` statistics and same-site fraction of the systems never seen in training
-    (``unseen``: no replica of the system in the split's training part) and of the others
-    (``seen``: another start of the same system was trained on), when rows say which."""
-    out: dict[str, Any] = {}
-    for name, seen in (("unseen", False), ("seen", True)):
-        part = [r for r in done if r.get("system_in_training") is seen]
-        out[name] = {"n": len(part),
-                     "d_teacher": error_stats([r["d_teacher"] for r in part], TARGET_ADS_EV),
-                     "site_fraction_same": (float(np.mean([r["same_site"] for r in part]))
-                                            if part else math.nan)}
-    return out
+# ---------------------------------------------------------------- records
+def facet_of(rec: dict[str, Any]) -> str:
+    """The facet of a trajectory record: its ``facet`` field, else read off a label such
+    as ``Pt111/CO/fcc/r0`` (the first recipe's, all 111)."""
+    if rec.get("facet"):
+        return str(rec["facet"])
+    m = re.match(r"^[A-Z][a-z]?(\d{3,4})", str(rec.get("label", "")))
+    return m.group(1) if m else "?"
 
 
-def same_or_lower_site(row: dict[str, Any]) -> bool:
-    """The TDN minimum is on the teacher's site, or the teacher itself rates it at least the
-    tolerance lower than its own minimum (whose relaxation then stopped too early)."""
-    return landing(row["d_teacher"], 0.0, str(row["tdn_site"]), str(row["teacher_site"]),
-                   tolerance=TARGET_ADS_EV).same_site_or_lower
+def adsorbate_names(rec: dict[str, Any]) -> list[str]:
+    """The adsorbates of a record (``"CO+H"`` -> ``["CO", "H"]``), in the order placed."""
+    return [a for a in str(rec.get("adsorbate") or "").split("+") if a]
 
 
-def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
-    """Summary of evaluated ``rows`` (of ``total`` systems planned): errors, sites, timings."""
-    done = [r for r in rows if "error" not in r]
-    teacher = error_stats([r["d_teacher"] for r in done], TARGET_ADS_EV)
-    same = [r["same_site"] for r in done]
-    site_fraction = float(np.mean(same)) if same else math.nan
-    same_or_lower = [same_or_lower_site(r) for r in done]
-    relax_s = [r["tdn_relax_s"] for r in done]
-    sp_s = [r["teacher_sp_s"] for r in done]
+def family_of(rec: dict[str, Any]) -> str:
+    """The adsorbate family of a record: its ``family`` field, else the library's family of
+    its (first) adsorbate."""
+    if rec.get("family"):
+        return str(rec["family"])
+    from tdn_calc.datagen.catalysis.adsorbates import get_adsorbate
+
+    names = adsorbate_names(rec)
+    return get_adsorbate(names[0]).family if names else "?"
+
+
+def templates(rec: dict[str, Any]) -> list[Atoms]:
+    """The adsorbates' templates, binding atom first (as the builders append them)."""
+    from tdn_calc.datagen.catalysis.adsorbates import get_adsorbate
+
+    return [get_adsorbate(a).template() for a in adsorbate_names(rec)]
+
+
+def describe(rec: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a system every row carries (refused and failed ones too)."""
     return {
-        "n_planned": total, "n_evaluated": len(done), "n_failed": len(rows) - len(done),
-        "n_tdn_converged": sum(r["tdn_converged"] for r in done),
-        "n_teacher_converged": sum(r["teacher_converged"] for r in done),
-        "d_teacher": teacher, "d_model": error_stats([r["d_model"] for r in done], TARGET_ADS_EV),
-        "site_fraction_same": site_fraction, "by_system_novelty": novelty_subsets(done),
-        "site_fraction_same_or_teacher_lower": (float(np.mean(same_or_lower)) if done
-                                                else math.nan),
-        "site_mismatches": [{k: r[k] for k in ("label", "start_site", "teacher_site",
-                                               "tdn_site", "d_teacher")}
-                            for r in done if not r["same_site"]],
-        "target_ads_met": bool(done) and teacher["median_abs"] <= TARGET_ADS_EV,
-        "target_site_met": bool(done) and site_fraction >= TARGET_SITE_FRACTION,
-        "seconds_tdn_relax_mean": float(np.mean(relax_s)) if relax_s else math.nan,
-        "seconds_teacher_sp_mean": float(np.mean(sp_s)) if sp_s else math.nan,
+        "label": rec["label"],
+        "metal": rec.get("metal", ""),
+        "facet": facet_of(rec),
+        "family": family_of(rec),
+        "adsorbate": rec.get("adsorbate", ""),
+        "alloy": rec.get("alloy", ""),
+        "dopant": rec.get("dopant", ""),
+        "start_site": "+".join(_canonical(s) for s in str(rec.get("site", "")).split("+")),
     }
 
 
-def _stats_row(what: str, s: dict[str, Any]) -> str:
-    """One markdown table row of :func:`error_stats` output."""
-    return (f"| {what} | {s['median_abs']:.3f} | {s['mean_abs']:.3f} | {s['max_abs']:.3f} | "
-            f"{100 * s['fraction_within']:.0f} % | {s['n']} |")
+def _canonical(site: str) -> str:
+    """The vocabulary's name of a data-set site (``top`` -> ``ontop``), else as it is
+    (``step_bridge``, ``random``, ``dopant``)."""
+    try:
+        return canonical_site(site)
+    except InputError:
+        return site
 
 
-def markdown(summary: dict[str, Any]) -> str:
-    """A markdown table of :func:`summarize`'s output."""
-    lines = ["| figure | median | mean | max | within 0.05 eV | n |", "|---|---|---|---|---|---|"]
-    for key, what in (("d_teacher", "teacher E_ads at TDN min - teacher's own (eV)"),
-                      ("d_model", "TDN's own E_ads - teacher's own (eV)")):
-        s = summary[key]
-        if s.get("n"):
-            lines.append(_stats_row(what, s))
-    for name, part in summary.get("by_system_novelty", {}).items():
-        if part["d_teacher"].get("n"):
-            lines.append(_stats_row(
-                f"systems {name} in training (other replicas): teacher E_ads at TDN min - own "
-                f"(eV), same site {100 * part['site_fraction_same']:.0f} %", part["d_teacher"]))
-    lines.append(f"\nsame final site: {100 * summary['site_fraction_same']:.0f} % of "
-                 f"{summary['n_evaluated']} (target >= {100 * TARGET_SITE_FRACTION:.0f} %); "
-                 f"same site or one the teacher puts >= {TARGET_ADS_EV} eV lower than its own "
-                 f"minimum: {100 * summary['site_fraction_same_or_teacher_lower']:.0f} %; "
-                 f"TDN relaxations converged {summary['n_tdn_converged']}/"
-                 f"{summary['n_evaluated']}; failed {summary['n_failed']}")
-    for m in summary["site_mismatches"]:
-        lines.append(f"- {m['label']}: started {m['start_site']}, teacher {m['teacher_site']}, "
-                     f"TDN {m['tdn_site']} (d_teacher {m['d_teacher']:+.3f} eV)")
-    return "\n".join(lines)
+# ---------------------------------------------------------------- sampling
+def stratified_sample(
+    labels: Sequence[str], meta: dict[str, dict], n: int | None, seed: int = 0
+) -> list[str]:
+    """``n`` of ``labels`` (all when ``n`` is None or not smaller), in a balanced order:
+    strata facet x family are taken in turn (each stratum once before any twice), each time
+    the one whose facet and family have been drawn least, ties broken by a ``seed``-ed random
+    key; inside a stratum the system of the least-drawn metal, ties by a seeded shuffle."""
+    if n is None or n >= len(labels):
+        return list(labels)
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for label in sorted(labels):
+        rec = meta[label]
+        groups.setdefault((facet_of(rec), family_of(rec)), []).append(label)
+    keys = sorted(groups)
+    tie = dict(zip(keys, rng.random(len(keys)), strict=True))
+    for k in keys:
+        groups[k] = [groups[k][i] for i in rng.permutation(len(groups[k]))]
+    taken: Counter = Counter()
+    drawn: dict[str, Counter] = {"facet": Counter(), "family": Counter(), "metal": Counter()}
+    out: list[str] = []
+    while len(out) < max(n, 0):
+        k = min(
+            (k for k in keys if groups[k]),
+            key=lambda k: (taken[k], drawn["facet"][k[0]] + drawn["family"][k[1]], tie[k]),
+        )
+        queue = groups[k]
+        pick = min(
+            range(len(queue)), key=lambda i: (drawn["metal"][meta[queue[i]].get("metal", "")], i)
+        )
+        label = queue.pop(pick)
+        taken[k] += 1
+        drawn["facet"][k[0]] += 1
+        drawn["family"][k[1]] += 1
+        drawn["metal"][meta[label].get("metal", "")] += 1
+        out.append(label)
+    return out
+
+
+# ---------------------------------------------------------------- references
+_SURFACE_KEYS = ("metal", "facet", "size", "alloy", "dopant")
+
+
+def clean_slab_label(meta: dict[str, dict], rec: dict[str, Any]) -> tuple[str | None, bool]:
+    """The clean slab of ``rec``'s surface: converged, no adsorbate, the same metal, facet,
+    size, alloy and dopant (fields a record lacks, as in the first recipe, match when both
+    lack them); of those with the same number of fixed layers, else the nearest, the lowest
+    teacher energy. ``(label or None, fixed layers match)``."""
+    found = [
+        r
+        for r in meta.values()
+        if r.get("kind") == "slab"
+        and not r.get("adsorbate")
+        and r.get("converged")
+        and all(r.get(k) == rec.get(k) for k in _SURFACE_KEYS)
+    ]
+    if not found:
+        return None, False
+
+    def fixed_gap(r: dict[str, Any]) -> int:
+        return abs(int(r.get("fixed_layers") or 0) - int(rec.get("fixed_layers") or 0))
+
+    best = min(found, key=lambda r: (fixed_gap(r), r["final_energy"]))
+    return best["label"], fixed_gap(best) == 0
+
+
+def gas_label(meta: dict[str, dict], gas: str) -> str | None:
+    """The converged gas trajectory of molecule ``gas`` (``gas/CO/r0`` or ``molecule/CO/r0``)
+    with the lowest teacher energy, or None."""
+    found = [
+        r
+        for r in meta.values()
+        if r.get("kind") == "gas" and r.get("adsorbate") == gas and r.get("converged")
+    ]
+    return min(found, key=lambda r: r["final_energy"])["label"] if found else None
+
+
+def adsorbate_terms(rec: dict[str, Any]) -> dict[str, float]:
+    """Gas references ``{gas: coefficient}`` of the adsorbates of ``rec`` (summed)."""
+    terms: Counter = Counter()
+    for t in templates(rec):
+        terms.update(reference_terms(t, SCHEME))
+    return {g: float(c) for g, c in terms.items() if abs(c) > 1e-12}
+
+
+# ---------------------------------------------------------------- sites and states
+def _ab(atoms: Atoms) -> np.ndarray:
+    """``(2, 2)`` in-plane cell, columns a and b."""
+    cell = atoms.cell.array
+    return np.array([cell[0, :2], cell[1, :2]]).T
+
+
+def _mic(dxy: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """In-plane displacements ``(..., 2)`` to their minimum images."""
+    frac = np.einsum("ij,...j->...i", np.linalg.inv(ab), dxy)
+    return np.einsum("ij,...j->...i", ab, frac - np.round(frac))
+
+
+def top_heights(atoms: Atoms, n_slab: int, layers: np.ndarray) -> np.ndarray:
+    """Heights (Å, :func:`tdn_calc.slab.surface_heights`) of all atoms above the mean top
+    layer of the slab (its first ``n_slab`` atoms; ``layers`` from the start)."""
+    from tdn_calc.slab import surface_heights
+
+    h = surface_heights(atoms)
+    return h - h[:n_slab][layers == layers.max()].mean()
+
+
+def surface_translations(start: Atoms, n_slab: int) -> np.ndarray:
+    """``(k, 2)`` in-plane shifts (Å) between top-layer atoms of the start slab that map
+    every slab atom onto one of the same element, laterally within :data:`MAP_TOLERANCE`
+    and in height within half of it: the symmetry translations of the surface, zero
+    included (each the mean of its matched atom shifts, so the start's random
+    perturbations average out)."""
+    from tdn_calc.slab import layer_indices, surface_heights
+
+    xy, z = start.positions[:n_slab, :2], start.numbers[:n_slab]
+    h = surface_heights(start)[:n_slab]
+    layers = layer_indices(h, LAYER_TOLERANCE)
+    top = np.flatnonzero(layers == layers.max())
+    ab = _ab(start)
+    same = (z[:, None] == z[None, :]) & (np.abs(h[:, None] - h[None, :]) < MAP_TOLERANCE / 2)
+    out = []
+    for j in top[z[top] == z[top[0]]]:
+        t = _mic(xy[j] - xy[top[0]], ab)
+        # [k, m]: shift of atom k onto atom m minus t, minimum image (a shift of half the
+        # cell is the same either way round)
+        rest = _mic(xy[None, :, :] - xy[:, None, :] - t, ab)
+        d = np.linalg.norm(rest, axis=-1)
+        d[~same] = np.inf
+        nearest = np.argmin(d, axis=1)
+        if np.all(d[np.arange(len(xy)), nearest] < MAP_TOLERANCE):
+            out.append(t + rest[np.arange(len(xy)), nearest].mean(axis=0))
+    return np.array(out).reshape(-1, 2)
+
+
+def same_place(
+    a: Atoms,
+    b: Atoms,
+    anchors: Sequence[int],
+    n_slab: int,
+    layers: np.ndarray,
+    translations: np.ndarray,
+) -> bool:
+    """The generic site rule: each anchor desorbed (more than ``DESORBED_HEIGHT`` above the
+    top layer) in both ``a`` and ``b`` or in neither, and the bound ones of ``b`` within
+    :data:`SITE_TOLERANCE` laterally (minimum image) of those of ``a`` after one of the
+    surface ``translations`` (heights are free, as for the named sites)."""
+    idx = list(anchors)
+    up_a = top_heights(a, n_slab, layers)[idx] > DESORBED_HEIGHT
+    up_b = top_heights(b, n_slab, layers)[idx] > DESORBED_HEIGHT
+    if np.any(up_a != up_b):
+        return False
+    if np.all(up_a):
+        return True
+    bound = [k for k, up in zip(idx, up_a, strict=True) if not up]
+    dxy = b.positions[bound, :2] - a.positions[bound, :2]
+    d = np.linalg.norm(_mic(dxy[None, :, :] - translations[:, None, :], _ab(a)), axis=-1)
+    return bool(np.any(np.all(d < SITE_TOLERANCE, axis=1)))
+
+
+def contact_site(atoms: Atoms, anchor: int, n_slab: int, layers: np.ndarray) -> str:
+    """A facet-independent description of the site of ``anchor``: its contact atoms, the
+    nearest slab atoms up to the largest gap in distance among those within
+    :data:`CONTACT_WINDOW` x the nearest, as ``3-fold[Pt0,Pt0,Pt1]`` (element and row or
+    layer counted from the top), or ``desorbed``."""
+    if top_heights(atoms, n_slab, layers)[anchor] > DESORBED_HEIGHT:
+        return DESORBED
+    d = atoms.get_distances(anchor, np.arange(n_slab), mic=True)
+    order = np.argsort(d)
+    ds = d[order]
+    k = max(1, int(np.sum(ds <= CONTACT_WINDOW * ds[0])))
+    if k < len(ds):
+        k = int(np.argmax(ds[1 : k + 1] / ds[:k])) + 1
+    symbols = atoms.get_chemical_symbols()
+    top = layers.max()
+    names = sorted(f"{symbols[j]}{top - layers[j]}" for j in order[:k])
+    return f"{k}-fold[{','.join(names)}]"
+
+
+def site_names(
+    minima: dict[str, Atoms], anchors: Sequence[int], n_slab: int, layers: np.ndarray, named: bool
+) -> dict[str, str]:
+    """The site of each anchor in each structure of ``minima``, ``+``-joined: the library
+    classifier's name (``named``) or :func:`contact_site`'s description."""
+    mask = np.arange(len(next(iter(minima.values())))) < n_slab
+    out = {}
+    for who, atoms in minima.items():
+        parts = [
+            classify_site(atoms, a, mask, layers)[0]
+            if named
+            else contact_site(atoms, a, n_slab, layers)
+            for a in anchors
+        ]
+        out[who] = "+".join(parts)
+    return out
+
+
+def state(atoms: Atoms, n_slab: int, groups: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """The bonding state of the adsorbates (index ``groups``) on the slab (first ``n_slab``
+    atoms): each adsorbate bound to the slab or not (contact < 1.5 x covalent radii) and the
+    bonds among adsorbate atoms (< 1.2 x), as :mod:`tdn_calc.evaluation.anomalies` counts
+    them."""
+    ads = {k for g in groups for k in g}
+    inside = sorted(p for p in bond_set(atoms, BOND_MULT) if p[0] in ads and p[1] in ads)
+    contacts = bond_set(atoms, ADSORBATE_SLAB_MULT)
+    bound = [
+        any((i in g and j < n_slab) or (j in g and i < n_slab) for i, j in contacts)
+        for g in map(set, groups)
+    ]
+    return {"bound": bound, "bonds": [list(p) for p in inside]}
 
 
 # ---------------------------------------------------------------- data
@@ -174,16 +428,6 @@ def relax_ends(dataset, label: str) -> tuple[int, int]:
     return int(relax[0]), int(relax[-1])
 
 
-def reference_label(meta: dict[str, dict], prefix: str) -> str:
-    """The converged trajectory whose label starts with ``prefix`` (``"Pt111/clean/"``,
-    ``"gas/CO/"``) with the lowest teacher energy (all converged replicas are the same
-    system)."""
-    found = [r for lab, r in meta.items() if lab.startswith(prefix) and r.get("converged")]
-    if not found:
-        raise InputError(f"no converged {prefix}* trajectory in the data set")
-    return min(found, key=lambda r: r["final_energy"])["label"]
-
-
 @dataclass
 class Reference:
     """A clean slab or gas molecule: teacher and TDN minimum energies (eV)."""
@@ -197,102 +441,460 @@ class Reference:
 
 # ---------------------------------------------------------------- evaluation
 class Evaluator:
-    """Relaxes with the TDN calculator, evaluates with the teacher, caches references."""
+    """Relaxes with the TDN calculator, evaluates with the teacher, caches references.
 
-    def __init__(self, dataset, meta: dict[str, dict], calc, teacher, relax_kwargs: dict):
+    ``elements``: atomic numbers the model covers (None: all); a system with others is
+    refused. ``recompute_teacher``: the teacher's energies at its own minima are computed
+    again (a teacher other than the data set's), not read from the data.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        meta: dict[str, dict],
+        calc,
+        teacher,
+        relax_kwargs: dict,
+        elements: Sequence[int] | None = None,
+        recompute_teacher: bool = False,
+    ):
         self.dataset, self.meta, self.calc, self.teacher = dataset, meta, calc, teacher
         self.relax_kwargs = relax_kwargs
+        self.elements = None if elements is None else {int(z) for z in elements}
+        self.recompute_teacher = recompute_teacher
         self.references: dict[str, Reference] = {}
 
-    def _relax(self, label: str) -> tuple[Any, Atoms, int]:
-        """TDN relaxation of ``label``'s start: ``(RelaxResult, start, teacher-minimum frame)``."""
+    def _relax(self, label: str) -> tuple[Any, Atoms, Atoms]:
+        """TDN relaxation of ``label``'s start: ``(RelaxResult, start, teacher minimum)``."""
         from tdn_calc.relax import relax
 
-        first, last = relax_ends(self.dataset, label)
-        start = frame_atoms(self.dataset, first, self.meta[label]["fixed_atoms"])
+        start, teacher_min = self._ends(label)
         result = relax(start, self.calc, warn=False, **self.relax_kwargs)
-        return result, start, last
+        return result, start, teacher_min
 
-    def reference(self, prefix: str) -> Reference:
-        if prefix not in self.references:
-            label = reference_label(self.meta, prefix)
-            result, _, last = self._relax(label)
-            self.references[prefix] = Reference(label, float(self.dataset.energy[last]),
-                                                result.energy, result.converged,
-                                                result.wall_time)
-        return self.references[prefix]
+    def _ends(self, label: str) -> tuple[Atoms, Atoms]:
+        first, last = relax_ends(self.dataset, label)
+        fixed = self.meta[label]["fixed_atoms"]
+        start, teacher_min = (
+            frame_atoms(self.dataset, first, fixed),
+            frame_atoms(self.dataset, last, fixed),
+        )
+        teacher_min.info["stored_energy"] = float(self.dataset.energy[last])
+        return start, teacher_min
+
+    def _teacher_energy(self, atoms: Atoms) -> float:
+        """The teacher's energy at its own minimum ``atoms``: stored, or computed again."""
+        if not self.recompute_teacher:
+            return float(atoms.info["stored_energy"])
+        at = atoms.copy()
+        at.calc = self.teacher
+        return float(at.get_potential_energy())
+
+    def reference(self, label: str) -> Reference:
+        if label not in self.references:
+            result, _, teacher_min = self._relax(label)
+            self.references[label] = Reference(
+                label,
+                self._teacher_energy(teacher_min),
+                result.energy,
+                result.converged,
+                result.wall_time,
+            )
+        return self.references[label]
 
     def teacher_check(self, label: str) -> dict[str, Any]:
         """The teacher's energy of the stored teacher minimum of ``label`` against the stored
         one (eV): a different teacher version or precision shows up here."""
-        last = relax_ends(self.dataset, label)[1]
-        atoms = frame_atoms(self.dataset, last, self.meta[label]["fixed_atoms"])
-        atoms.calc = self.teacher
-        stored = float(self.dataset.energy[last])
-        energy = float(atoms.get_potential_energy())
+        teacher_min = self._ends(label)[1]
+        teacher_min.calc = self.teacher
+        stored = float(teacher_min.info["stored_energy"])
+        energy = float(teacher_min.get_potential_energy())
         return {"label": label, "stored": stored, "recomputed": energy, "diff": energy - stored}
 
+    def missing_elements(self, label: str, terms: dict[str, float]) -> list[str]:
+        """Elements of ``label`` (its atoms and gas references) the model lacks."""
+        from ase.build import molecule
+        from ase.data import chemical_symbols
+
+        if self.elements is None:
+            return []
+        first, _ = relax_ends(self.dataset, label)
+        numbers = set(frame_atoms(self.dataset, first, []).numbers.tolist())
+        for g in terms:
+            numbers |= set(molecule(g).numbers.tolist())
+        return [chemical_symbols[z] for z in sorted(numbers - self.elements)]
+
     def system(self, label: str) -> dict[str, Any]:
-        """One row: energies (eV), adsorption energies and errors, sites, timings."""
+        """One row: energies (eV), errors, states, sites, ``landed``, timings; or a refused
+        row (``refused``: True, ``missing_elements``) for elements the model lacks."""
+        t_row = time.perf_counter()
         rec = self.meta[label]
-        metal, ads = rec["metal"], rec["adsorbate"]
-        terms = reference_terms(adsorbate_template(ads), SCHEME)
-        slab = self.reference(f"{label.split('/')[0]}/clean/")  # the same slab size
-        gases = {g: self.reference(f"gas/{g}/") for g in terms}
-        result, start, last = self._relax(label)
+        row: dict[str, Any] = describe(rec)
+        terms = adsorbate_terms(rec)
+        missing = self.missing_elements(label, terms)
+        if missing:
+            return {
+                **row,
+                "status": "refused",
+                "refused": True,
+                "missing_elements": missing,
+                "landed": False,
+            }
+        # references: the data set's own clean slab of this surface and gas molecules
+        slab_label, fixed_match = clean_slab_label(self.meta, rec)
+        gas_labels = {g: gas_label(self.meta, g) for g in terms}
+        slab = self.reference(slab_label) if slab_label else None
+        gases = {g: self.reference(lab) for g, lab in gas_labels.items() if lab}
+        have_refs = slab is not None and len(gases) == len(terms)
+
+        result, start, teacher_min = self._relax(label)
         t0 = time.perf_counter()
         at_tdn = result.atoms.copy()
         at_tdn.calc = self.teacher
         e_teacher_at_tdn = float(at_tdn.get_potential_energy())
         teacher_fmax = float(np.linalg.norm(at_tdn.get_forces(), axis=1).max())
         sp_s = time.perf_counter() - t0
-        teacher_min = frame_atoms(self.dataset, last, rec["fixed_atoms"])
-        e_teacher = float(self.dataset.energy[last])
-        mask = teacher_min.numbers == atomic_numbers[metal]
-        anchor = len(teacher_min) - len(adsorbate_template(ads))  # binding atom first
-        layers = metal_layers(start, mask)  # layer membership as built, kept for both minima
-        teacher_site, teacher_h = classify_site(teacher_min, anchor, mask, layers)
-        tdn_site, tdn_h = classify_site(result.atoms, anchor, mask, layers)
-        t_gas = {g: r.teacher_energy for g, r in gases.items()}
-        m_gas = {g: r.tdn_energy for g, r in gases.items()}
-        ads_teacher = adsorption_energy(e_teacher, slab.teacher_energy, t_gas, terms)
-        ads_at_tdn = adsorption_energy(e_teacher_at_tdn, slab.teacher_energy, t_gas, terms)
-        ads_model = adsorption_energy(result.energy, slab.tdn_energy, m_gas, terms)
-        shift = lateral_distances(teacher_min.positions[anchor, :2],
-                                  result.atoms.positions[anchor:anchor + 1, :2],
-                                  teacher_min.cell.array)[0]
+        e_teacher = self._teacher_energy(teacher_min)
+        d_teacher = e_teacher_at_tdn - e_teacher
+
+        # the adsorbates follow the slab, binding atom first, in the order of the label
+        sizes = [len(t) for t in templates(rec)]
+        n_slab = len(start) - sum(sizes)
+        bounds = np.cumsum([n_slab, *sizes])
+        groups = [list(range(int(a), int(b))) for a, b in itertools.pairwise(bounds)]
+        anchors = [g[0] for g in groups]
+        expected = [t.get_chemical_symbols()[0] for t in templates(rec)]
+        if [start.get_chemical_symbols()[a] for a in anchors] != expected:
+            raise InputError(f"{label}: atoms {anchors} are not the binding atoms {expected}")
+        # layer membership as built, kept for every minimum
+        layers = metal_layers(start, np.arange(len(start)) < n_slab)
+        minima = {"start": start, "teacher": teacher_min, "tdn": result.atoms}
+
+        named = row["facet"] in NAMED_FACETS
+        try:
+            sites = site_names(minima, anchors, n_slab, layers, named)
+        except InputError:  # e.g. a single metal layer: no names
+            named = False
+            sites = site_names(minima, anchors, n_slab, layers, named)
+        heights = {
+            who: float(top_heights(atoms, n_slab, layers)[anchors[0]])
+            for who, atoms in minima.items()
+        }
+        translations = surface_translations(start, n_slab)
+        generic = same_place(teacher_min, result.atoms, anchors, n_slab, layers, translations)
+        same_named = sites["teacher"] == sites["tdn"] if named else None
+        if not named:
+            same_site, rule = generic, "generic"
+        elif row["alloy"] or row["dopant"]:
+            same_site, rule = bool(same_named and generic), "named+generic"
+        else:
+            same_site, rule = bool(same_named), "named"
+
+        states = {who: state(atoms, n_slab, groups) for who, atoms in minima.items()}
+        same_state = states["teacher"] == states["tdn"]
+        ads_idx = [k for g in groups for k in g]
+        found = {who: anomalies(start, minima[who], ads_idx) for who in ("teacher", "tdn")}
+        landed = bool(same_state and same_site and abs(d_teacher) <= TARGET_ADS_EV)
+
+        e_ads: dict[str, float | None] = {"teacher": None, "at_tdn": None, "tdn": None}
+        if have_refs:
+            t_gas = {g: r.teacher_energy for g, r in gases.items()}
+            m_gas = {g: r.tdn_energy for g, r in gases.items()}
+            e_ads = {
+                "teacher": adsorption_energy(e_teacher, slab.teacher_energy, t_gas, terms),
+                "at_tdn": adsorption_energy(e_teacher_at_tdn, slab.teacher_energy, t_gas, terms),
+                "tdn": adsorption_energy(result.energy, slab.tdn_energy, m_gas, terms),
+            }
+        shift = np.linalg.norm(
+            _mic(
+                result.atoms.positions[anchors[0], :2] - teacher_min.positions[anchors[0], :2],
+                _ab(start),
+            )
+        )
         return {
-            "label": label, "metal": metal, "adsorbate": ads,
-            "start_site": canonical_site(rec["site"]),
-            "teacher_converged": bool(rec["converged"]), "teacher_n_steps": rec["n_steps"],
-            "tdn_converged": result.converged, "tdn_n_steps": result.n_steps,
-            "tdn_fmax": result.fmax, "tdn_reason": result.reason,
-            "teacher_energy": e_teacher, "teacher_energy_at_tdn_min": e_teacher_at_tdn,
-            "teacher_fmax_at_tdn_min": teacher_fmax, "tdn_energy": result.energy,
-            "e_ads_teacher": ads_teacher, "e_ads_teacher_at_tdn_min": ads_at_tdn,
-            "e_ads_tdn": ads_model, "d_teacher": ads_at_tdn - ads_teacher,
-            "d_model": ads_model - ads_teacher,
-            "teacher_site": teacher_site, "tdn_site": tdn_site,
-            "same_site": teacher_site == tdn_site,
-            "same_minimum": landing(e_teacher_at_tdn, e_teacher, tdn_site, teacher_site,
-                                    tolerance=TARGET_ADS_EV).same_minimum,
-            "teacher_height": teacher_h,
-            "tdn_height": tdn_h, "anchor_lateral_shift": float(shift),
-            "references": {"slab": slab.label, "gas": {g: r.label for g, r in gases.items()},
-                           "terms": terms, "scheme": SCHEME.name},
-            "tdn_relax_s": result.wall_time, "teacher_sp_s": sp_s,
+            **row,
+            "status": "evaluated",
+            "start_site_found": sites["start"],
+            "teacher_converged": bool(rec["converged"]),
+            "teacher_n_steps": rec["n_steps"],
+            "tdn_converged": result.converged,
+            "tdn_n_steps": result.n_steps,
+            "tdn_fmax": result.fmax,
+            "tdn_reason": result.reason,
+            "teacher_energy": e_teacher,
+            "teacher_energy_at_tdn_min": e_teacher_at_tdn,
+            "teacher_fmax_at_tdn_min": teacher_fmax,
+            "tdn_energy": result.energy,
+            "e_ads_teacher": e_ads["teacher"],
+            "e_ads_teacher_at_tdn_min": e_ads["at_tdn"],
+            "e_ads_tdn": e_ads["tdn"],
+            "d_teacher": d_teacher,
+            "d_model": None if e_ads["tdn"] is None else e_ads["tdn"] - e_ads["teacher"],
+            "teacher_site": sites["teacher"],
+            "tdn_site": sites["tdn"],
+            "site_rule": rule,
+            "same_site": same_site,
+            "same_site_named": same_named,
+            "same_site_generic": generic,
+            "n_surface_translations": len(translations),
+            "teacher_state": states["teacher"],
+            "tdn_state": states["tdn"],
+            "same_state": same_state,
+            "teacher_anomalies": found["teacher"],
+            "tdn_anomalies": found["tdn"],
+            "same_minimum": bool(same_site and same_state and abs(d_teacher) <= TARGET_ADS_EV),
+            "landed": landed,
+            "teacher_height": heights["teacher"],
+            "tdn_height": heights["tdn"],
+            "anchor_lateral_shift": float(shift),
+            "references": {
+                "slab": slab.label if slab else None,
+                "slab_fixed_layers_match": fixed_match if slab else None,
+                "gas": {g: r.label for g, r in gases.items()},
+                "missing_gas": sorted(set(terms) - set(gases)),
+                "terms": terms,
+                "scheme": SCHEME.name,
+            },
+            "tdn_relax_s": result.wall_time,
+            "teacher_sp_s": sp_s,
+            "seconds": time.perf_counter() - t_row,  # with references relaxed the first time
         }
 
 
-def adsorbate_systems(dataset, meta: dict[str, dict], split: str, split_file: str | None,
-                      card: dict) -> tuple[list[str], str | None]:
-    """Sorted labels of the slab+adsorbate trajectories of ``split`` and the split file used
-    (found as :func:`tdn_calc.train.evaluate.select_frames` finds it)."""
+# ---------------------------------------------------------------- summaries
+def _fraction(flags: Sequence[Any]) -> float:
+    return float(np.mean([bool(f) for f in flags])) if flags else math.nan
+
+
+def _evaluated(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if "error" not in r and not r.get("refused")]
+
+
+def _numbers(rows: list[dict[str, Any]], key: str) -> list[float]:
+    return [r[key] for r in rows if r.get(key) is not None]
+
+
+def group_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Landed fractions (of all ``rows``: refused and failed count as not landed; and of
+    the evaluated ones), same site / state, median |d_teacher| and the misses of ``rows``."""
+    done = _evaluated(rows)
+    d = np.abs(_numbers(done, "d_teacher"))
+    n_landed = sum(bool(r.get("landed")) for r in rows)
+    return {
+        "n": len(rows),
+        "n_evaluated": len(done),
+        "n_refused": sum(bool(r.get("refused")) for r in rows),
+        "n_failed": sum("error" in r for r in rows),
+        "n_landed": n_landed,
+        "landed_fraction": n_landed / len(rows) if rows else math.nan,
+        "landed_fraction_evaluated": n_landed / len(done) if done else math.nan,
+        "same_site_fraction": _fraction([r["same_site"] for r in done]),
+        "same_state_fraction": _fraction([r.get("same_state", True) for r in done]),
+        "median_abs_d_teacher": float(np.median(d)) if d.size else math.nan,
+        "misses": [r["label"] for r in done if not r.get("landed")],
+    }
+
+
+def by_group(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """:func:`group_summary` per value of ``key`` (``facet``, ``metal``, ``family``)."""
+    values = sorted({str(r.get(key, "?")) for r in rows})
+    return {v: group_summary([r for r in rows if str(r.get(key, "?")) == v]) for v in values}
+
+
+def why_missed(row: dict[str, Any]) -> list[str]:
+    """What kept an evaluated row from landing: ``state``, ``site``, ``energy``."""
+    out = []
+    if not row.get("same_state", True):
+        out.append("state")
+    if not row["same_site"]:
+        out.append("site")
+    if abs(row["d_teacher"]) > TARGET_ADS_EV:
+        out.append("energy")
+    return out
+
+
+def novelty_subsets(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """``d_teacher`` statistics and same-site fraction of the systems never seen in training
+    (``unseen``: no replica of the system in the split's training part) and of the others
+    (``seen``: another start of the same system was trained on), when rows say which."""
+    out: dict[str, Any] = {}
+    for name, seen in (("unseen", False), ("seen", True)):
+        part = [r for r in done if r.get("system_in_training") is seen]
+        out[name] = {
+            "n": len(part),
+            "d_teacher": error_stats([r["d_teacher"] for r in part], TARGET_ADS_EV),
+            "site_fraction_same": _fraction([r["same_site"] for r in part]),
+            "landed_fraction": _fraction([r.get("landed") for r in part]),
+        }
+    return out
+
+
+def same_or_lower_site(row: dict[str, Any]) -> bool:
+    """The TDN minimum is on the teacher's site, or the teacher itself rates it at least the
+    tolerance lower than its own minimum (whose relaxation then stopped too early)."""
+    return bool(row["same_site"]) or row["d_teacher"] <= -TARGET_ADS_EV
+
+
+def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    """Summary of evaluated ``rows`` (of ``total`` systems planned): errors, sites, landing
+    overall and per facet, metal and family, refusals, misses, timings."""
+    done = _evaluated(rows)
+    refused = [r for r in rows if r.get("refused")]
+    teacher = error_stats([r["d_teacher"] for r in done], TARGET_ADS_EV)
+    site_fraction = _fraction([r["same_site"] for r in done])
+    overall = group_summary(rows)
+    relax_s, sp_s = _numbers(done, "tdn_relax_s"), _numbers(done, "teacher_sp_s")
+    seconds = _numbers(done, "seconds")
+    return {
+        "n_planned": total,
+        "n_evaluated": len(done),
+        "n_failed": overall["n_failed"],
+        "n_refused": len(refused),
+        "n_landed": overall["n_landed"],
+        "landed_fraction": overall["landed_fraction"],
+        "landed_fraction_evaluated": overall["landed_fraction_evaluated"],
+        "same_state_fraction": overall["same_state_fraction"],
+        "median_abs_d_teacher": overall["median_abs_d_teacher"],
+        "n_tdn_converged": sum(bool(r["tdn_converged"]) for r in done),
+        "n_teacher_converged": sum(bool(r["teacher_converged"]) for r in done),
+        "d_teacher": teacher,
+        "d_model": error_stats(_numbers(done, "d_model"), TARGET_ADS_EV),
+        "n_without_references": sum(r.get("d_model") is None for r in done),
+        "site_fraction_same": site_fraction,
+        "site_fraction_same_generic": _fraction([r.get("same_site_generic") for r in done]),
+        "by_system_novelty": novelty_subsets(done),
+        "site_fraction_same_or_teacher_lower": _fraction([same_or_lower_site(r) for r in done]),
+        **{f"by_{key}": by_group(rows, key) for key in GROUPINGS},
+        "by_teacher_convergence": {  # an unconverged teacher stopped short of its minimum
+            name: group_summary([r for r in done if bool(r["teacher_converged"]) is flag])
+            for name, flag in (("converged", True), ("unconverged", False))
+        },
+        "misses": [
+            {**{k: r.get(k) for k in MISS_FIELDS}, "why": why_missed(r)}
+            for r in done
+            if not r.get("landed")
+        ],
+        "refused_by_metal": dict(sorted(Counter(r["metal"] for r in refused).items())),
+        "refused_elements": sorted({e for r in refused for e in r["missing_elements"]}),
+        "failed": [{"label": r["label"], "error": r["error"]} for r in rows if "error" in r],
+        "site_mismatches": [
+            {k: r[k] for k in ("label", "start_site", "teacher_site", "tdn_site", "d_teacher")}
+            for r in done
+            if not r["same_site"]
+        ],
+        "target_ads_met": bool(done) and teacher["median_abs"] <= TARGET_ADS_EV,
+        "target_site_met": bool(done) and site_fraction >= TARGET_SITE_FRACTION,
+        "seconds_tdn_relax_mean": float(np.mean(relax_s)) if relax_s else math.nan,
+        "seconds_teacher_sp_mean": float(np.mean(sp_s)) if sp_s else math.nan,
+        "seconds_per_system_mean": float(np.mean(seconds)) if seconds else math.nan,
+    }
+
+
+def _stats_row(what: str, s: dict[str, Any]) -> str:
+    """One markdown table row of :func:`error_stats` output."""
+    return (
+        f"| {what} | {s['median_abs']:.3f} | {s['mean_abs']:.3f} | {s['max_abs']:.3f} | "
+        f"{100 * s['fraction_within']:.0f} % | {s['n']} |"
+    )
+
+
+def _pct(x: float) -> str:
+    return "–" if x != x else f"{100 * x:.0f} %"
+
+
+def _group_table(what: str, groups: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        f"\n| {what} | systems | landed | landed (evaluated) | same site | same state | "
+        "median \\|d_teacher\\| eV | refused | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, g in groups.items():
+        med = g["median_abs_d_teacher"]
+        lines.append(
+            f"| {name} | {g['n']} | {_pct(g['landed_fraction'])} | "
+            f"{_pct(g['landed_fraction_evaluated'])} | {_pct(g['same_site_fraction'])} | "
+            f"{_pct(g['same_state_fraction'])} | {'–' if med != med else f'{med:.3f}'} | "
+            f"{g['n_refused']} | {g['n_failed']} |"
+        )
+    return lines
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """Markdown tables of :func:`summarize`'s output."""
+    lines = ["| figure | median | mean | max | within 0.05 eV | n |", "|---|---|---|---|---|---|"]
+    for key, what in (
+        ("d_teacher", "teacher E at TDN min - at teacher's own min (eV)"),
+        ("d_model", "TDN's own E_ads - teacher's own (eV)"),
+    ):
+        s = summary[key]
+        if s.get("n"):
+            lines.append(_stats_row(what, s))
+    for name, part in summary.get("by_system_novelty", {}).items():
+        if part["d_teacher"].get("n"):
+            lines.append(
+                _stats_row(
+                    f"systems {name} in training (other replicas): d_teacher (eV), same site "
+                    f"{100 * part['site_fraction_same']:.0f} %",
+                    part["d_teacher"],
+                )
+            )
+    n_planned = summary.get("n_planned", summary["n_evaluated"])
+    landed = _pct(summary.get("landed_fraction", math.nan))
+    landed_done = _pct(summary.get("landed_fraction_evaluated", math.nan))
+    lines.append(
+        f"\nlanded in the teacher's minimum (same state, same site, |d_teacher| <= "
+        f"{TARGET_ADS_EV} eV): {summary.get('n_landed', 0)} of {n_planned} ({landed}; of "
+        f"the {summary['n_evaluated']} evaluated {landed_done}); refused "
+        f"{summary.get('n_refused', 0)} {summary.get('refused_by_metal', {})}; failed "
+        f"{summary['n_failed']}"
+    )
+    lines.append(
+        f"same final site: {_pct(summary['site_fraction_same'])} of "
+        f"{summary['n_evaluated']} (target >= {100 * TARGET_SITE_FRACTION:.0f} %); "
+        f"same site or one the teacher puts >= {TARGET_ADS_EV} eV lower than its own "
+        f"minimum: {_pct(summary['site_fraction_same_or_teacher_lower'])}; "
+        f"TDN relaxations converged {summary['n_tdn_converged']}/{summary['n_evaluated']}"
+    )
+    for key in GROUPINGS:
+        if summary.get(f"by_{key}"):
+            lines += _group_table(key, summary[f"by_{key}"])
+    if summary.get("by_teacher_convergence"):
+        lines += _group_table("teacher's relaxation", summary["by_teacher_convergence"])
+    misses = summary.get("misses")
+    if misses is None:  # a summary without landing figures
+        misses = [{**m, "why": ["site"]} for m in summary.get("site_mismatches", [])]
+    if misses:
+        lines.append("\nmisses:")
+    for m in misses:
+        found = m.get("start_site_found")
+        lines.append(
+            f"- {m['label']}: started {m['start_site']}"
+            + (f" (found {found})" if found else "")
+            + f", teacher {m['teacher_site']}"
+            + ("" if m.get("teacher_converged", True) else " (not converged)")
+            + f", TDN {m['tdn_site']} "
+            f"(d_teacher {m['d_teacher']:+.3f} eV; {', '.join(m['why']) or '?'})"
+        )
+    for f in summary.get("failed", []):
+        lines.append(f"- failed {f['label']}: {f['error']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- selection, output
+def adsorbate_systems(
+    dataset, meta: dict[str, dict], split: str, split_file: str | None, card: dict
+) -> tuple[list[str], str | None]:
+    """Sorted labels of the slab+adsorbate trajectories of ``split`` (no clean slab, gas or
+    bulk) and the split file used (found as :func:`tdn_calc.train.evaluate.select_frames`
+    finds it)."""
     from tdn_calc.train.evaluate import select_frames
 
     indices, used = select_frames(dataset, split, split_file, card)
-    keep = [lab for lab in dataset.identifiers_of(indices)
-            if meta.get(lab, {}).get("kind") == "slab" and meta[lab].get("adsorbate")]
+    keep = [
+        lab
+        for lab in dataset.identifiers_of(indices)
+        if meta.get(lab, {}).get("kind") == "slab" and meta[lab].get("adsorbate")
+    ]
     return sorted(keep), used
 
 
@@ -320,20 +922,56 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
         fh.write(json.dumps(report, indent=1, default=float) + "\n")
 
 
+def progress_line(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return row["error"]
+    if row.get("refused"):
+        return f"refused (the model has no {', '.join(row['missing_elements'])})"
+    d_model = "–" if row["d_model"] is None else f"{row['d_model']:+.3f} eV"
+    return (
+        f"{'landed' if row['landed'] else 'missed'}: d_teacher {row['d_teacher']:+.3f} eV, "
+        f"d_model {d_model}, site {row['teacher_site']}/{row['tdn_site']}"
+        f"{'' if row['same_state'] else ', state changed'}, TDN {row['tdn_relax_s']:.1f} s "
+        f"({row['tdn_n_steps']} steps), teacher {row['teacher_sp_s']:.1f} s, row "
+        f"{row['seconds']:.1f} s"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tdn-catalysis", help="registry name or .safetensors")
-    p.add_argument("--data", default="datasets/catalysis-sevennet0")
-    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    p.add_argument("--split-file", default=None, help="default: the model card's, else "
-                   "split-seed42.json beside the data")
+    p.add_argument("--data", default="datasets/catalysis2-sevennet0")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "all"),
+        help="val to choose a model, test to report one",
+    )
+    p.add_argument(
+        "--split-file",
+        default=None,
+        help="default: the model card's, else split-seed42.json beside the data",
+    )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="teacher of the single points (tdn "
+        "teachers list); default: the data set's own (build_config.json), else "
+        "sevenn-0. Another one than the data's also recomputes its own minima",
+    )
     p.add_argument("--fmax", type=float, default=0.05, help="eV/Å")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--optimizer", default=None, help="default: the data builder's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-systems", type=int, default=None)
+    p.add_argument(
+        "--max-systems",
+        type=int,
+        default=None,
+        help="a stratified sample (facet x family) of this many systems",
+    )
+    p.add_argument("--seed", type=int, default=0, help="of the stratified sample")
     p.add_argument("--systems", default=None, help="comma-separated labels (default: all)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -345,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     from tdn_calc.datagen.catalysis.build import read_metadata
     from tdn_calc.relax.inputs import load_job_model
     from tdn_calc.relax.outputs import versions
-    from tdn_calc.teachers import get_teacher
+    from tdn_calc.teachers import canonical_teacher_name, get_teacher
 
     torch.set_num_threads(args.threads)
     recipe_path = Path(args.data) / "build_config.json"
@@ -354,39 +992,80 @@ def main(argv: list[str] | None = None) -> int:
     dataset = H5Dataset(args.data)
     present = set(dataset.identifiers)  # a shard still being written is not readable yet
     meta = {label: m for label, m in read_metadata(args.data).items() if label in present}
-    labels, used_split = adsorbate_systems(dataset, meta, args.split, args.split_file,
-                                           getattr(model, "card", {}) or {})
+    labels, used_split = adsorbate_systems(
+        dataset, meta, args.split, args.split_file, getattr(model, "card", {}) or {}
+    )
+    n_split = len(labels)
     if args.systems:
         wanted = args.systems.split(",")
         unknown = sorted(set(wanted) - set(labels))
         if unknown:
             raise InputError(f"{unknown} are not slab+adsorbate systems of the {args.split} split")
         labels = wanted
-    labels = labels[: args.max_systems]
+    labels = stratified_sample(labels, meta, args.max_systems, args.seed)
     trained = trained_systems(used_split)
-    teacher_name = recipe.get("teacher", "sevenn-0")
-    relax_kwargs = {"fmax": args.fmax, "steps": args.steps,
-                    "optimizer": args.optimizer or recipe.get("optimizer", "FIRE")}
-    ev = Evaluator(dataset, meta, TDNCalculator(model), get_teacher(teacher_name, "cpu"),
-                   relax_kwargs)
+    data_teacher = recipe.get("teacher", "sevenn-0")
+    teacher_name = args.teacher or data_teacher
+    recompute = canonical_teacher_name(teacher_name) != canonical_teacher_name(data_teacher)
+    if recompute:
+        print(
+            f"teacher {teacher_name} is not the data set's ({data_teacher}): its energies at "
+            "the stored minima are computed again, which are not its own minima",
+            file=sys.stderr,
+        )
+    relax_kwargs = {
+        "fmax": args.fmax,
+        "steps": args.steps,
+        "optimizer": args.optimizer or recipe.get("optimizer", "FIRE"),
+    }
+    ev = Evaluator(
+        dataset,
+        meta,
+        TDNCalculator(model),
+        get_teacher(teacher_name, "cpu"),
+        relax_kwargs,
+        elements=model.elements,
+        recompute_teacher=recompute,
+    )
     out = Path(args.out) if args.out else default_out(args.model)
     report: dict[str, Any] = {
-        "benchmark": "adsorption_quality", "model": info, "data": str(args.data),
-        "reference_method": dataset.reference_method, "teacher": teacher_name,
-        "split": args.split, "split_file": used_split, "settings": relax_kwargs,
-        "versions": versions(), "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
-        "sum_g c_g E(g), tdn_calc.evaluation.reference_terms", "reference_scheme": SCHEME.name,
-        "rows": []}
+        "benchmark": "adsorption_quality",
+        "model": info,
+        "data": str(args.data),
+        "recipe": recipe.get("recipe", "catalysis"),
+        "reference_method": dataset.reference_method,
+        "teacher": teacher_name,
+        "teacher_recomputes_own_minima": recompute,
+        "split": args.split,
+        "split_file": used_split,
+        "n_systems_in_split": n_split,
+        "sample": {"max_systems": args.max_systems, "seed": args.seed, "strata": "facet x family"},
+        "settings": relax_kwargs,
+        "versions": versions(),
+        "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
+        "sum_g c_g E(g), tdn_calc.evaluation.reference_terms",
+        "reference_scheme": SCHEME.name,
+        "landed_rule": "same state, same site, |d_teacher| <= 0.05 eV (module docstring)",
+        "rows": [],
+    }
     if labels:
         report["teacher_check"] = check = ev.teacher_check(labels[0])
-        print(f"teacher check on {check['label']}: recomputed - stored = "
-              f"{1000 * check['diff']:+.2f} meV", flush=True)
+        print(
+            f"teacher check on {check['label']}: recomputed - stored = "
+            f"{1000 * check['diff']:+.2f} meV",
+            flush=True,
+        )
     t_start = time.perf_counter()
     for k, label in enumerate(labels):
         try:
             row = ev.system(label)
         except Exception as exc:  # recorded, the run goes on
-            row = {"label": label, "error": f"{type(exc).__name__}: {exc}"}
+            row = {
+                **describe(meta[label]),
+                "status": "failed",
+                "landed": False,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
         if trained is not None:
             row["system_in_training"] = system_of(label) in trained
         report["rows"].append(row)
@@ -394,12 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
         report["summary"] = summarize(report["rows"], len(labels))
         report["seconds"] = time.perf_counter() - t_start
         write_json(out, report)  # after each system: a long run keeps what it did
-        msg = row.get("error") or (f"d_teacher {row['d_teacher']:+.3f} eV, d_model "
-                                   f"{row['d_model']:+.3f} eV, site {row['teacher_site']}/"
-                                   f"{row['tdn_site']}, TDN {row['tdn_relax_s']:.1f} s "
-                                   f"({row['tdn_n_steps']} steps), teacher "
-                                   f"{row['teacher_sp_s']:.1f} s")
-        print(f"[{k + 1}/{len(labels)}] {label}: {msg}", flush=True)
+        print(f"[{k + 1}/{len(labels)}] {label}: {progress_line(row)}", flush=True)
     if not labels:
         print("no slab+adsorbate systems in this split", file=sys.stderr)
         return 1

@@ -1,36 +1,46 @@
-"""benchmarks/adsorption_quality.py: its summaries, the data builder's starts read by the
-library's site classifier, and the whole evaluation on a tiny EMT-built data set (EMT as both
-"model" and teacher, so the teacher's own minimum must be found again). The classifier and
-the reference schemes themselves are tested in tests/test_evaluation.py."""
+"""benchmarks/adsorption_quality.py: its summaries, the stratified sample, the reference
+matching on coverage2-like records, the generic site rule and bonding state on slabs built by
+the coverage2 surface library, the data builder's starts read by the library's site
+classifier, and the whole evaluation on a tiny EMT-built data set (EMT as both "model" and
+teacher, so the teacher's own minimum must be found again). The classifier and the reference
+schemes themselves are tested in tests/test_evaluation.py."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from adsorption_quality import (
     Evaluator,
     adsorbate_systems,
+    clean_slab_label,
+    contact_site,
     default_out,
+    gas_label,
     main,
     markdown,
-    reference_label,
     relax_ends,
+    same_place,
+    state,
+    stratified_sample,
     summarize,
+    surface_translations,
     trained_systems,
 )
+from ase import Atoms
 from ase.calculators.emt import EMT
 
 from tdn_calc.data.split import make_split
+from tdn_calc.datagen.catalysis.surfaces import build_surface
 from tdn_calc.datagen.catalysis.systems import (
     CatalysisConfig,
     SystemSpec,
     adsorbate_template,
     build_slab,
 )
-from tdn_calc.errors import InputError
-from tdn_calc.evaluation import canonical_site, classify_site, reference_terms
+from tdn_calc.evaluation import canonical_site, classify_site, metal_layers, reference_terms
 
 
 @pytest.mark.parametrize("site", ["top", "bridge", "fcc", "hcp"])
@@ -45,8 +55,16 @@ def test_data_builder_starts_sit_on_their_labelled_site(site, ads):
 
 
 def test_summary():
-    row = dict(d_teacher=0.01, d_model=0.1, tdn_converged=True, teacher_converged=True,
-               tdn_relax_s=2.0, teacher_sp_s=0.5, start_site="fcc", teacher_site="fcc")
+    row = dict(
+        d_teacher=0.01,
+        d_model=0.1,
+        tdn_converged=True,
+        teacher_converged=True,
+        tdn_relax_s=2.0,
+        teacher_sp_s=0.5,
+        start_site="fcc",
+        teacher_site="fcc",
+    )
     rows = [{**row, "label": f"s{k}", "tdn_site": "fcc", "same_site": True} for k in range(9)]
     rows.append({**row, "label": "moved", "tdn_site": "hcp", "same_site": False})
     rows.append({"label": "broken", "error": "InputError: x"})
@@ -72,30 +90,206 @@ def test_summary():
     assert "unseen in training" in markdown(summarize(rows, 12))
 
 
+def test_summary_per_facet_metal_family_with_refusals():
+    base = dict(
+        tdn_converged=True,
+        teacher_converged=True,
+        tdn_relax_s=1.0,
+        teacher_sp_s=0.3,
+        seconds=2.0,
+        d_model=None,
+        same_state=True,
+        start_site="random",
+        teacher_site="hollow",
+        tdn_site="hollow",
+        same_site=True,
+        family="O",
+    )
+    rows = [
+        {**base, "label": "Pt100/O/a", "metal": "Pt", "facet": "100", "d_teacher": 0.01,
+         "landed": True},
+        {**base, "label": "Pt211/O/b", "metal": "Pt", "facet": "211", "d_teacher": -0.2,
+         "landed": False, "teacher_converged": False},
+        {**base, "label": "Cu100/CO/c", "metal": "Cu", "facet": "100", "d_teacher": 0.3,
+         "landed": False, "same_state": False, "same_site": False, "family": "CO"},
+        {"label": "Ru0001/O/d", "metal": "Ru", "facet": "0001", "family": "O",
+         "refused": True, "missing_elements": ["Ru"], "landed": False},
+    ]  # fmt: skip
+    s = summarize(rows, 4)
+    assert (s["n_evaluated"], s["n_refused"], s["n_landed"]) == (3, 1, 1)
+    assert s["landed_fraction"] == pytest.approx(1 / 4)
+    assert s["landed_fraction_evaluated"] == pytest.approx(1 / 3)
+    assert s["refused_by_metal"] == {"Ru": 1} and s["refused_elements"] == ["Ru"]
+    assert s["by_metal"]["Ru"]["n_refused"] == 1 and s["by_metal"]["Ru"]["landed_fraction"] == 0
+    assert s["by_facet"]["100"]["landed_fraction"] == 0.5
+    assert s["by_facet"]["100"]["median_abs_d_teacher"] == pytest.approx(0.155)
+    assert s["by_family"]["O"]["n"] == 3 and s["by_family"]["CO"]["same_state_fraction"] == 0
+    assert s["by_teacher_convergence"]["unconverged"]["misses"] == ["Pt211/O/b"]
+    assert [m["why"] for m in s["misses"]] == [["energy"], ["state", "site", "energy"]]
+    assert s["d_model"] == {"n": 0} and s["n_without_references"] == 3
+    text = markdown(s)
+    assert "| 0001 | 1 | 0 % | – |" in text and "Pt211/O/b: started random" in text
+    assert "(not converged)" in text and "refused 1 {'Ru': 1}" in text
+
+
 def test_trained_systems_strip_replica_tags(tmp_path):
     make_split(["Pt111/O/fcc/r0", "Pt111/O/fcc/r1", "Pt111/CO/top/r0"], (1.0, 0.0, 0.0)).save(
-        tmp_path / "s.json")
+        tmp_path / "s.json"
+    )
     assert trained_systems(str(tmp_path / "s.json")) == {"Pt111/O/fcc", "Pt111/CO/top"}
     assert trained_systems(None) is None
 
 
-def test_default_out_and_reference_label():
+def test_default_out():
     assert default_out("runs/tdn-catalysis/best.safetensors").name == (
-        "adsorption_quality_tdn-catalysis-best.json")
+        "adsorption_quality_tdn-catalysis-best.json"
+    )
     assert default_out("/tmp/x.safetensors").name == "adsorption_quality_tmp-x.json"
     assert default_out("tdn-catalysis").name == "adsorption_quality_tdn-catalysis.json"
-    meta = {"Pt111/clean/r0": {"label": "Pt111/clean/r0", "converged": True, "final_energy": -1},
-            "Pt111/clean/r1": {"label": "Pt111/clean/r1", "converged": True, "final_energy": -2},
-            "Pt111/clean/r2": {"label": "Pt111/clean/r2", "converged": False,
-                               "final_energy": -9}}
-    assert reference_label(meta, "Pt111/clean/") == "Pt111/clean/r1"
-    with pytest.raises(InputError, match="Cu111"):
-        reference_label(meta, "Cu111/clean/")
 
 
-TINY = dict(metals=("Pt",), adsorbates=("O", "CO"), sites=("fcc", "top"),
-            gas_molecules=("O2", "CO"), bulk_strains=(0.0,), replicas=1, slab_size=(2, 2, 3),
-            fixed_layers=1, bulk_repeat=1, max_steps=150, n_rattle=1)
+def _rec(label, kind="slab", energy=-1.0, converged=True, **fields):
+    return {
+        "label": label,
+        "kind": kind,
+        "final_energy": energy,
+        "converged": converged,
+        "adsorbate": "",
+        **fields,
+    }
+
+
+def test_references_match_the_surface_and_the_gas():
+    pt = dict(metal="Pt", facet="111", size=[3, 3, 4], alloy="", dopant="")
+    meta = {r["label"]: r for r in (
+        _rec("Pt111-3x3x4f2/clean/r0", energy=-2, fixed_layers=2, **pt),
+        _rec("Pt111-3x3x4f2/clean/r1", energy=-3, fixed_layers=2, **pt),
+        _rec("Pt111-3x3x4f2/clean/r2", energy=-9, fixed_layers=2, converged=False, **pt),
+        _rec("Pt111-3x3x4f0/clean/r0", energy=-5, fixed_layers=0, **pt),
+        _rec("Pt111-3x3x5f2/clean/r0", energy=-7, fixed_layers=2, **{**pt, "size": [3, 3, 5]}),
+        _rec("Pt111-2x2x4f2-Ni25/clean/r0", energy=-8, fixed_layers=2,
+             **{**pt, "size": [2, 2, 4], "alloy": "A3B", "dopant": "Ni"}),
+        _rec("molecule/CO/r0", "gas", -14.0, adsorbate="CO"),
+        _rec("molecule/CO/r1", "gas", -14.5, adsorbate="CO"),
+        _rec("molecule/O2/r0", "gas", -20.0, converged=False, adsorbate="O2"),
+        _rec("Pt111-3x3x4f2/CO/top/r0", energy=-30, adsorbate="CO", fixed_layers=2, **pt),
+    )}  # fmt: skip
+    ads = meta["Pt111-3x3x4f2/CO/top/r0"]
+    assert clean_slab_label(meta, ads) == ("Pt111-3x3x4f2/clean/r1", True)
+    assert clean_slab_label(meta, {**ads, "fixed_layers": 1}) == ("Pt111-3x3x4f0/clean/r0", False)
+    alloy = {**ads, "size": [2, 2, 4], "alloy": "A3B", "dopant": "Ni"}
+    assert clean_slab_label(meta, alloy) == ("Pt111-2x2x4f2-Ni25/clean/r0", True)
+    assert clean_slab_label(meta, {**alloy, "dopant": "Cu"}) == (None, False)
+    assert clean_slab_label(meta, {**ads, "facet": "100"}) == (None, False)
+    assert gas_label(meta, "CO") == "molecule/CO/r1" and gas_label(meta, "O2") is None
+    old = {
+        "Pt111/clean/r0": _rec("Pt111/clean/r0", metal="Pt"),  # the first recipe's
+        "gas/CO/r0": _rec("gas/CO/r0", "gas", adsorbate="CO"),
+    }
+    assert clean_slab_label(old, {"metal": "Pt", "adsorbate": "CO"})[0] == "Pt111/clean/r0"
+    assert gas_label(old, "CO") == "gas/CO/r0"
+
+
+def test_stratified_sample_is_balanced_and_seeded():
+    meta = {}
+    for facet in ("111", "100", "211"):
+        for fam in ("H", "CO", "coads"):
+            for metal in ("Pt", "Ru", "Cu", "Ni"):
+                label = f"{metal}{facet}-3x3x4f2/{fam}/x/r0"
+                meta[label] = {"label": label, "metal": metal, "facet": facet, "family": fam}
+    labels = sorted(meta)
+    assert stratified_sample(labels, meta, None) == labels
+    assert stratified_sample(labels, meta, 99) == labels
+    three = stratified_sample(labels, meta, 3, seed=0)
+    assert len({meta[x]["facet"] for x in three}) == 3  # every facet, every family once
+    assert len({meta[x]["family"] for x in three}) == 3
+    nine = stratified_sample(labels, meta, 9, seed=0)
+    assert len({(meta[x]["facet"], meta[x]["family"]) for x in nine}) == 9
+    assert nine[:3] == three and stratified_sample(labels, meta, 9, seed=0) == nine
+    assert len({meta[x]["metal"] for x in nine}) == 4
+    assert {tuple(stratified_sample(labels, meta, 9, seed=s)) for s in range(5)} != {tuple(nine)}
+    assert sorted(stratified_sample(labels, meta, 36, seed=1)) == labels
+
+
+def _slab_with(facet, site_xy, size, lattice=(3.92,), metal="Pt", dopant=None):
+    surf = build_surface(metal, facet, size, lattice, fixed_layers=1)
+    slab = surf.atoms
+    if dopant:
+        symbols = slab.get_chemical_symbols()
+        symbols[int(np.flatnonzero(surf.layer == 0)[0])] = dopant
+        slab.set_chemical_symbols(symbols)
+    top = slab.positions[:, 2].max()
+    slab.extend(Atoms("H", positions=[[*site_xy, top + 1.0]]))
+    return slab, surf
+
+
+@pytest.mark.parametrize(("facet", "size", "n_translations"), [
+    ("111", (3, 3, 4), 9), ("100", (3, 3, 4), 9), ("110", (2, 3, 4), 6), ("211", (3, 3, 4), 3)
+])  # fmt: skip
+def test_generic_site_rule(facet, size, n_translations):
+    """Surface translations map equivalent sites onto each other; a different kind of site
+    (fcc/hcp, bridge/top, step/terrace) is no match; a dopant breaks the equivalence."""
+    ref, surf = _slab_with(facet, (0.0, 0.0), size)
+    n = len(ref) - 1
+    tr = surface_translations(ref, n)
+    assert len(tr) == n_translations
+    layers = metal_layers(ref, np.arange(len(ref)) < n)
+    names = list(surf.sites)
+    for a_name in names:
+        a = _slab_with(facet, surf.sites[a_name], size)[0]
+        for b_name in names:
+            for shift in surf.top_xy[:3] - surf.top_xy[0]:
+                b = _slab_with(facet, surf.sites[b_name] + shift + 0.1, size)[0]
+                assert same_place(a, b, [n], n, layers, tr) == (a_name == b_name), (a_name, b_name)
+    up = a.copy()
+    up.positions[n, 2] += 5.0
+    assert not same_place(a, up, [n], n, layers, tr)
+    assert same_place(up, up, [n], n, layers, tr)
+    if facet == "211":
+        step = _slab_with(facet, surf.sites["step_bridge"], size)[0]
+        assert contact_site(step, n, n, layers) == "2-fold[Pt0,Pt0]"
+        assert contact_site(up, n, n, layers) == "desorbed"
+    if facet == "111":  # one Ni in the top layer: only the identity maps the slab onto itself
+        a = _slab_with(facet, surf.sites["fcc"], size, dopant="Ni")[0]
+        assert len(surface_translations(a, n)) == 1
+        far = _slab_with(
+            facet, surf.sites["fcc"] + surf.top_xy[4] - surf.top_xy[0], size, dopant="Ni"
+        )[0]
+        assert not same_place(a, far, [n], n, layers, surface_translations(a, n))
+
+
+def test_state_sees_desorption_and_dissociation():
+    surf = build_surface("Pt", "111", (2, 2, 3), (3.92,), fixed_layers=1)
+    n = len(surf.atoms)
+    top = surf.atoms.positions[:, 2].max()
+    on = surf.atoms.copy()
+    on.extend(Atoms("CO", positions=[[0, 0, top + 1.85], [0, 0, top + 3.0]]))
+    s0 = state(on, n, [[n, n + 1]])
+    assert s0 == {"bound": [True], "bonds": [[n, n + 1]]}
+    off = on.copy()
+    off.positions[n:, 2] += 4.0
+    assert state(off, n, [[n, n + 1]])["bound"] == [False]
+    broken = on.copy()
+    broken.positions[n + 1] = [1.4, 0.8, top + 1.2]
+    assert state(broken, n, [[n, n + 1]])["bonds"] == []
+    two = on.copy()
+    two.extend(Atoms("H", positions=[[2.77, 1.6, top + 1.0]]))
+    assert state(two, n, [[n, n + 1], [n + 2]])["bound"] == [True, True]
+
+
+TINY = dict(
+    metals=("Pt",),
+    adsorbates=("O", "CO"),
+    sites=("fcc", "top"),
+    gas_molecules=("O2", "CO"),
+    bulk_strains=(0.0,),
+    replicas=1,
+    slab_size=(2, 2, 3),
+    fixed_layers=1,
+    bulk_repeat=1,
+    max_steps=150,
+    n_rattle=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +297,7 @@ def emt_data(tmp_path_factory) -> Path:
     from tdn_calc.datagen.catalysis.build import build_catalysis
 
     out = tmp_path_factory.mktemp("cat")
-    summary = build_catalysis(out, teacher="emt", config=CatalysisConfig(**TINY),
-                              progress=False)
+    summary = build_catalysis(out, teacher="emt", config=CatalysisConfig(**TINY), progress=False)
     assert not summary.failures
     return out
 
@@ -115,8 +308,9 @@ def test_emt_relaxing_its_own_data_finds_the_teachers_minima(emt_data):
 
     ds, meta = H5Dataset(emt_data), read_metadata(emt_data)
     labels, used = adsorbate_systems(ds, meta, "all", None, {})
-    assert used is None and labels == sorted(f"Pt111/{a}/{s}/r0" for a in ("O", "CO")
-                                             for s in ("fcc", "top"))
+    assert used is None and labels == sorted(
+        f"Pt111/{a}/{s}/r0" for a in ("O", "CO") for s in ("fcc", "top")
+    )
     first, last = relax_ends(ds, labels[0])
     assert first < last and ds.frame_kind[last + 1] == 1  # the rattled copy follows
     assert ds.energy[last] == pytest.approx(meta[labels[0]]["final_energy"])
@@ -126,14 +320,17 @@ def test_emt_relaxing_its_own_data_finds_the_teachers_minima(emt_data):
         assert row["teacher_converged"] and row["tdn_converged"]
         assert abs(row["d_teacher"]) < 1e-3 and abs(row["d_model"]) < 1e-3
         assert row["same_site"] and row["same_minimum"] and row["anchor_lateral_shift"] < 1e-2
+        assert row["landed"] and row["same_state"] and row["same_site_generic"]
+        assert row["site_rule"] == "named" and row["facet"] == "111"
+        assert row["teacher_anomalies"] == row["tdn_anomalies"]  # EMT stretches CO apart
         assert row["start_site"] in ("ontop", "fcc") and row["tdn_site"] == row["start_site"]
         assert row["teacher_fmax_at_tdn_min"] < 0.05
         assert row["references"]["slab"] == "Pt111/clean/r0"
         expected = reference_terms(adsorbate_template(row["adsorbate"]))
         assert row["references"]["terms"] == expected
         assert row["references"]["scheme"] == "molecules-O2-N2"
-        e_gas = sum(c * ev.references[f"gas/{g}/"].teacher_energy for g, c in expected.items())
-        e_slab = ev.references["Pt111/clean/"].teacher_energy
+        e_gas = sum(c * ev.references[f"gas/{g}/r0"].teacher_energy for g, c in expected.items())
+        e_slab = ev.references["Pt111/clean/r0"].teacher_energy
         assert row["e_ads_teacher"] == pytest.approx(row["teacher_energy"] - e_slab - e_gas)
     assert len(ev.references) == 3  # clean slab, O2, CO: each relaxed once
     assert abs(ev.teacher_check(labels[0])["diff"]) < 1e-4  # float32 storage of ~-10 eV
@@ -145,16 +342,32 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
     from tdn_calc.checkpoint import save_model
 
     torch.set_num_threads(1)
-    ckpt = save_model(tiny_model(elements=(6, 8, 78), dtype=torch.float32),
-                      tmp_path / "tiny.safetensors")
+    ckpt = save_model(
+        tiny_model(elements=(6, 8, 78), dtype=torch.float32), tmp_path / "tiny.safetensors"
+    )
     out = tmp_path / "aq.json"
-    rc = main(["--model", str(ckpt), "--data", str(emt_data), "--split", "all",
-               "--steps", "2", "--max-systems", "2", "--out", str(out)])
+    rc = main(
+        [
+            "--model",
+            str(ckpt),
+            "--data",
+            str(emt_data),
+            "--split",
+            "all",
+            "--steps",
+            "2",
+            "--max-systems",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     met = report["summary"]["target_ads_met"] and report["summary"]["target_site_met"]
     assert rc == (0 if met else 1)
     assert report["teacher"] == "emt" and report["settings"]["optimizer"] == "BFGS"
     assert abs(report["teacher_check"]["diff"]) < 1e-4
-    assert [r["label"] for r in report["rows"]] == ["Pt111/CO/fcc/r0", "Pt111/CO/top/r0"]
+    # the stratified sample: one of each family (CO, O) of the four systems
+    assert sorted(r["family"] for r in report["rows"]) == ["CO", "O"]
     assert all("error" not in r and r["tdn_n_steps"] <= 2 for r in report["rows"])
     assert report["summary"]["n_evaluated"] == 2 and report["summary"]["d_teacher"]["n"] == 2
