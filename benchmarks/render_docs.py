@@ -77,7 +77,10 @@ def _git(rel: Path) -> tuple[str, str]:
     try:
         out = subprocess.run(
             ["git", "log", "-1", "--format=%h,%cs", "--", str(rel)],
-            cwd=ROOT, capture_output=True, text=True, check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         out = ""
@@ -189,11 +192,15 @@ def render_models() -> tuple[list[str], list[Path]]:
                 f"adsorption energy at the TDN minimum {s['d_teacher']['median_abs']:.3f} eV "
                 f"from SevenNet-0's own (median), same site {_pct(s['site_fraction_same'])}"
             )
-        rows.append(
-            [title, " ".join(card["elements"]), trained, errors, "; ".join(judged), limits]
-        )
-    head = ["model", "elements", "trained on", "test errors", "relaxations judged by the "
-            "reference", "known limits"]
+        rows.append([title, " ".join(card["elements"]), trained, errors, "; ".join(judged), limits])
+    head = [
+        "model",
+        "elements",
+        "trained on",
+        "test errors",
+        "relaxations judged by the reference",
+        "known limits",
+    ]
     return _table(head, rows), sources
 
 
@@ -206,8 +213,9 @@ def render_speed() -> tuple[list[str], list[Path]]:
 
     rel = RESULTS / "model_speed.json"
     results = _load(rel)
-    keep = [c for c in results["contenders"]
-            if any(k in c["name"] for k in README_SPEED_CONTENDERS)]
+    keep = [
+        c for c in results["contenders"] if any(k in c["name"] for k in README_SPEED_CONTENDERS)
+    ]
     lines = _main_table(dict(results, contenders=keep), "median_cpu_ms")
     cpu = results["table"]["median_cpu_ms"]
     shipped = [c["name"] for c in keep if "(shipped)" in c["name"]]
@@ -220,17 +228,22 @@ def render_speed() -> tuple[list[str], list[Path]]:
             common = [s for s in results["systems"] if s in cpu[tdn] and s in cpu.get(peer, {})]
             if common:
                 span = [cpu[peer][s] / cpu[tdn][s] for s in common]
-                ratios.append(f"{tdn.removeprefix('tdn ').removesuffix(' (shipped)')} vs "
-                              f"{peer} {min(span):.1f}–{max(span):.1f}×")
+                ratios.append(
+                    f"{tdn.removeprefix('tdn ').removesuffix(' (shipped)')} vs "
+                    f"{peer} {min(span):.1f}–{max(span):.1f}×"
+                )
     sequence = results["table"].get("sequence", 1)
-    how = (f"{results['repeats']} turns of {sequence} consecutive calls on moving positions, "
-           "as in a relaxation, median of the calls after the first of each turn"
-           if sequence > 1 else f"median of {results['repeats']}")
+    how = (
+        f"{results['repeats']} turns of {sequence} consecutive calls on moving positions, "
+        "as in a relaxation, median of the calls after the first of each turn"
+        if sequence > 1
+        else f"median of {results['repeats']}"
+    )
     lines = [
         f"Process CPU time, ms per energy+forces call ({how}; one thread, all contenders "
         "interleaved in one run):",
         "",
-        *lines[:2 + len(keep)],
+        *lines[: 2 + len(keep)],
         "",
         "MACE fast-size has random weights at the shipped TDN models' size (the cost does not "
         "depend on the weights); SevenNet-0 and CHGNet are their pretrained models; GFN2-xTB "
@@ -238,14 +251,23 @@ def render_speed() -> tuple[list[str], list[Path]]:
         "the structures both ran): " + "; ".join(ratios) + ".",
         "",
         "Targets (wall-clock ratios of the medians, CPU-time ratios in brackets"
-        + ("; the last column: the first call of each turn, which runs right after another "
-           "contender's work with cold caches" if sequence > 1 else "") + "):",
+        + (
+            "; the last column: the first call of each turn, which runs right after another "
+            "contender's work with cold caches"
+            if sequence > 1
+            else ""
+        )
+        + "):",
         "",
         *_targets(results)[:-2],
     ]
     if results.get("crossover"):
-        lines += ["", "tdn-organic against its own teacher, by molecule size (ms per call):",
-                  "", *_crossover_table(results["crossover"])]
+        lines += [
+            "",
+            "tdn-organic against its own teacher, by molecule size (ms per call):",
+            "",
+            *_crossover_table(results["crossover"]),
+        ]
     return lines, [rel]
 
 
@@ -258,21 +280,43 @@ def render_relax_quality() -> tuple[list[str], list[Path]]:
         r = _load(rel)
         s, st = r["summary"], r["settings"]
         mark = " **(shipped)**" if rel.name == shipped.get("file") else ""
-        oracle = (f"{s['oracle_n_success']} / {_n(s['oracle_delta_e_meV_atom_median'], 2)}"
-                  if s.get("oracle_n_judged") else "–")
-        rows.append([
-            f"`{rel.name}`", _model_label(r["model"]["path"], r["model"]["sha256"]) + mark,
-            st.get("split", "test"), st.get("optimizer", "not recorded (FIRE then)"),
-            str(s["n_judged"]),
-            str(s["n_success"]), _n(s["delta_e_meV_atom_median"], 2),
-            _n(s["delta_e_meV_atom_p95"]), _n(s["delta_e_meV_atom_max"]),
-            str(s["n_bonds_changed_tdn"]), _n(s["gfn2_fmax_at_tdn_min_median"], 2),
-            _n(s["tdn_steps_median"], 0), oracle,
-        ])
-    head = ["JSON", "model", "split", "optimizer", "molecules", "within 1 meV/atom, bonds kept",
-            "median ΔE meV/atom", "p95", "max", "bonds changed",
-            "GFN2 fmax at TDN min (median) eV/Å", "median steps",
-            "GFN2-xTB itself, same protocol: within 1 meV/atom / median ΔE"]
+        oracle = (
+            f"{s['oracle_n_success']} / {_n(s['oracle_delta_e_meV_atom_median'], 2)}"
+            if s.get("oracle_n_judged")
+            else "–"
+        )
+        rows.append(
+            [
+                f"`{rel.name}`",
+                _model_label(r["model"]["path"], r["model"]["sha256"]) + mark,
+                st.get("split", "test"),
+                st.get("optimizer", "not recorded (FIRE then)"),
+                str(s["n_judged"]),
+                str(s["n_success"]),
+                _n(s["delta_e_meV_atom_median"], 2),
+                _n(s["delta_e_meV_atom_p95"]),
+                _n(s["delta_e_meV_atom_max"]),
+                str(s["n_bonds_changed_tdn"]),
+                _n(s["gfn2_fmax_at_tdn_min_median"], 2),
+                _n(s["tdn_steps_median"], 0),
+                oracle,
+            ]
+        )
+    head = [
+        "JSON",
+        "model",
+        "split",
+        "optimizer",
+        "molecules",
+        "within 1 meV/atom, bonds kept",
+        "median ΔE meV/atom",
+        "p95",
+        "max",
+        "bonds changed",
+        "GFN2 fmax at TDN min (median) eV/Å",
+        "median steps",
+        "GFN2-xTB itself, same protocol: within 1 meV/atom / median ΔE",
+    ]
     return _table(head, rows), sources
 
 
@@ -287,18 +331,38 @@ def render_adsorption_quality() -> tuple[list[str], list[Path]]:
         s = r["summary"]
         seen = s.get("by_system_novelty", {}).get("seen", {}).get("n", 0)
         mark = " **(shipped)**" if rel.name in shipped else ""
-        rows.append([
-            f"`{rel.name}`", _model_label(r["model"]["path"], r["model"]["sha256"]) + mark,
-            r.get("split", "test"), str(s["n_evaluated"]), str(_systems(r["rows"])),
-            str(seen), str(s["n_tdn_converged"]), _n(s["d_teacher"]["median_abs"], 3),
-            _n(s["d_teacher"]["mean_abs"], 3), _pct(s["d_teacher"]["fraction_within"]),
-            _pct(s["site_fraction_same"]), _pct(s.get("site_fraction_same_or_teacher_lower")),
-            _n(s["d_model"]["median_abs"], 3),
-        ])
-    head = ["JSON", "model", "split part", "starts", "systems", "starts of systems with "
-            "another start trained on", "TDN converged", "median \\|d_teacher\\| eV", "mean",
-            "within 0.05 eV", "same site", "same site or teacher lower",
-            "median \\|d_model\\| eV"]
+        rows.append(
+            [
+                f"`{rel.name}`",
+                _model_label(r["model"]["path"], r["model"]["sha256"]) + mark,
+                r.get("split", "test"),
+                str(s["n_evaluated"]),
+                str(_systems(r["rows"])),
+                str(seen),
+                str(s["n_tdn_converged"]),
+                _n(s["d_teacher"]["median_abs"], 3),
+                _n(s["d_teacher"]["mean_abs"], 3),
+                _pct(s["d_teacher"]["fraction_within"]),
+                _pct(s["site_fraction_same"]),
+                _pct(s.get("site_fraction_same_or_teacher_lower")),
+                _n(s["d_model"]["median_abs"], 3),
+            ]
+        )
+    head = [
+        "JSON",
+        "model",
+        "split part",
+        "starts",
+        "systems",
+        "starts of systems with another start trained on",
+        "TDN converged",
+        "median \\|d_teacher\\| eV",
+        "mean",
+        "within 0.05 eV",
+        "same site",
+        "same site or teacher lower",
+        "median \\|d_model\\| eV",
+    ]
     return _table(head, rows), sources
 
 
@@ -308,14 +372,20 @@ def render_optimizer_cost() -> tuple[list[str], list[Path]]:
     for rel in sources:
         r = _load(rel)
         f, b = r["summary"]["FIRE"], r["summary"]["BFGS"]
-        rows.append([
-            f"{r['n']} {r['structures']} ({r['n_atoms_total']:,} atoms), {r['model']}",
-            f"{_n(f['median_wall_s'], 2)} / {f['steps']:,} / {f['converged']}",
-            f"{_n(b['median_wall_s'], 2)} / {b['steps']:,} / {b['converged']}",
-            _n(r["summary"]["bfgs_over_fire_wall"], 2),
-        ])
-    head = ["structures, model", "FIRE: wall s / steps / converged",
-            "BFGS: wall s / steps / converged", "BFGS / FIRE wall"]
+        rows.append(
+            [
+                f"{r['n']} {r['structures']} ({r['n_atoms_total']:,} atoms), {r['model']}",
+                f"{_n(f['median_wall_s'], 2)} / {f['steps']:,} / {f['converged']}",
+                f"{_n(b['median_wall_s'], 2)} / {b['steps']:,} / {b['converged']}",
+                _n(r["summary"]["bfgs_over_fire_wall"], 2),
+            ]
+        )
+    head = [
+        "structures, model",
+        "FIRE: wall s / steps / converged",
+        "BFGS: wall s / steps / converged",
+        "BFGS / FIRE wall",
+    ]
     return _table(head, rows), sources
 
 
@@ -329,10 +399,14 @@ def render_wait_policy() -> tuple[list[str], list[Path]]:
             for p in ("ACTIVE", "PASSIVE")
         ]
         busy = f"{r['busy']} busy processes" if r["busy"] else "none (idle machine)"
-        rows.append([busy, str(r["threads"]), *cells,
-                     f"{r['ratio_active_over_passive']:.1f}×"])
-    head = ["background", "torch threads", "ACTIVE (spin): median (runs)",
-            "PASSIVE (sleep): median (runs)", "ACTIVE / PASSIVE"]
+        rows.append([busy, str(r["threads"]), *cells, f"{r['ratio_active_over_passive']:.1f}×"])
+    head = [
+        "background",
+        "torch threads",
+        "ACTIVE (spin): median (runs)",
+        "PASSIVE (sleep): median (runs)",
+        "ACTIVE / PASSIVE",
+    ]
     return _table(head, rows), sources
 
 
@@ -345,20 +419,39 @@ def render_extrapolation() -> tuple[list[str], list[Path]]:
     for rel in sources:
         r = _load(rel)
         name = r.get("model_name") or Path(r["model"]).stem
-        rows = [[
-            f"{name}: {set_name}", str(s["n_scored"]), _n(100 * s["frac_atoms_flagged"]),
-            _n(100 * s["frac_structures_flagged"], 0), _n(s["force_error_median_meV_A"], 0),
-            _n(s["spearman_atoms"], 2),
-        ] for set_name, s in r["sets"].items() if "frac_atoms_flagged" in s]
+        rows = [
+            [
+                f"{name}: {set_name}",
+                str(s["n_scored"]),
+                _n(100 * s["frac_atoms_flagged"]),
+                _n(100 * s["frac_structures_flagged"], 0),
+                _n(s["force_error_median_meV_A"], 0),
+                _n(s["spearman_atoms"], 2),
+            ]
+            for set_name, s in r["sets"].items()
+            if "frac_atoms_flagged" in s
+        ]
         if lines:
             lines.append("")
-        lines += _table(["set", "structures", "% atoms flagged", "% structures flagged",
-                         "median \\|ΔF\\| meV/Å", "Spearman(score, \\|ΔF\\|) per atom"], rows)
+        lines += _table(
+            [
+                "set",
+                "structures",
+                "% atoms flagged",
+                "% structures flagged",
+                "median \\|ΔF\\| meV/Å",
+                "Spearman(score, \\|ΔF\\|) per atom",
+            ],
+            rows,
+        )
         p = r["pooled"]
-        lines += ["", f"{name} (`{r['model']}`): pooled Spearman {p['spearman_atoms']:.2f} per "
-                  f"atom, {p['spearman_structures']:.2f} per structure; mean force error of "
-                  f"flagged atoms {p['force_error_flagged_meV_A']:,.0f} meV/Å vs "
-                  f"{p['force_error_unflagged_meV_A']:,.0f} unflagged."]
+        lines += [
+            "",
+            f"{name} (`{r['model']}`): pooled Spearman {p['spearman_atoms']:.2f} per "
+            f"atom, {p['spearman_structures']:.2f} per structure; mean force error of "
+            f"flagged atoms {p['force_error_flagged_meV_A']:,.0f} meV/Å vs "
+            f"{p['force_error_unflagged_meV_A']:,.0f} unflagged.",
+        ]
     return lines, sources
 
 
@@ -366,20 +459,45 @@ def render_finish_quality() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: benchmarks/finish_quality.py, one row per mode and chemistry."""
     rel = RESULTS / "finish_quality.json"
     r = _load(rel)
-    modes = {"teacher": "teacher alone", "uncertain": "student + finish when uncertain",
-             "always": "student + finish always"}
-    rows = [[modes.get(mode, mode), group, str(part["starts"]), _pct(part["landed"]),
-             _pct(part["at_or_below"]), str(part["teacher_calls"]),
-             _pct(part["calls_vs_teacher_only"])]
-            for mode, groups in r["summary"].items() for group, part in groups.items()]
-    lines = [f"Student {r['model']}, teacher {r['teacher']}, fmax {r['fmax']} eV/Å, "
-             f"{len(r['starts'])} starts (known chemistry: CO, O, H on Pt/Cu(111); new: COOH "
-             "and NNH on Pt(111), CO on Pt(100), O on Cu(100)). Landed: same site, bonds kept "
-             "and teacher energy within 50 meV of the teacher-alone minimum from the same start; "
-             "at or below: bonds kept and no more than 50 meV above it (a lower minimum "
-             "counts, as in AdsorbML's success test).", ""]
-    lines += _table(["mode", "chemistry", "starts", "landed", "at or below",
-                     "teacher calls", "calls vs teacher alone"], rows)
+    modes = {
+        "teacher": "teacher alone",
+        "uncertain": "student + finish when uncertain",
+        "always": "student + finish always",
+    }
+    rows = [
+        [
+            modes.get(mode, mode),
+            group,
+            str(part["starts"]),
+            _pct(part["landed"]),
+            _pct(part["at_or_below"]),
+            str(part["teacher_calls"]),
+            _pct(part["calls_vs_teacher_only"]),
+        ]
+        for mode, groups in r["summary"].items()
+        for group, part in groups.items()
+    ]
+    lines = [
+        f"Student {r['model']}, teacher {r['teacher']}, fmax {r['fmax']} eV/Å, "
+        f"{len(r['starts'])} starts (known chemistry: CO, O, H on Pt/Cu(111); new: COOH "
+        "and NNH on Pt(111), CO on Pt(100), O on Cu(100)). Landed: same site, bonds kept "
+        "and teacher energy within 50 meV of the teacher-alone minimum from the same start; "
+        "at or below: bonds kept and no more than 50 meV above it (a lower minimum "
+        "counts, as in AdsorbML's success test).",
+        "",
+    ]
+    lines += _table(
+        [
+            "mode",
+            "chemistry",
+            "starts",
+            "landed",
+            "at or below",
+            "teacher calls",
+            "calls vs teacher alone",
+        ],
+        rows,
+    )
     return lines, [rel]
 
 
@@ -387,8 +505,9 @@ def render_uncertainty() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: benchmarks/uncertainty_study.py's candidates, one row each."""
     rel = RESULTS / "uncertainty_study.json"
     r = _load(rel)
-    counts = ", ".join(f"{g.replace('_', ' ')} {c['n']} ({c['bad']} bad)"
-                       for g, c in r["counts"].items())
+    counts = ", ".join(
+        f"{g.replace('_', ' ')} {c['n']} ({c['bad']} bad)" for g, c in r["counts"].items()
+    )
     cost = r["cost"]
 
     def rate(part: dict, key: str) -> str:
@@ -397,53 +516,82 @@ def render_uncertainty() -> tuple[list[str], list[Path]]:
     rows = []
     for c in r["candidates"]:
         fixed = c.get("at_fixed_threshold")
-        rows.append([
-            c["name"], _n(c["auroc"], 2), _n(c["auroc_atoms"], 2),
-            _n(c["threshold_calibrated"], 2),
-            f"{rate(c['held_out_half'], 'recall_bad')} / "
-            f"{rate(c['held_out_half'], 'false_flag_good')}",
-            f"{rate(c['all'], 'recall_bad')} / {rate(c['all'], 'false_flag_good')}",
-            "–" if not fixed else f"{_n(c['threshold_fixed'], 2)}: {_pct(fixed['recall_bad'])}"
-                                  f" / {_pct(fixed['false_flag_good'])}",
-            _n(c["extra_ms_38_atoms"], 2),
-        ])
-    lines = [f"Starts: {counts}; labels by {r['teacher']} (bad: teacher fmax at the TDN "
-             f"minimum > {r['labels']['bad_fmax_eV_A']} eV/Å or > {r['labels']['bad_dE_eV']} eV "
-             f"above the teacher's nearby minimum). Model {r['model']} "
-             f"(`{r['model_sha256'][:8]}`).", ""]
-    lines += _table(["score (max over atoms)", "AUROC", "AUROC per atom",
-                     "threshold (even starts)", "odd starts: bad flagged / good flagged",
-                     "all starts: bad / good flagged",
-                     "threshold 1 (99.9 % of training atoms below): bad / good",
-                     "ms per call (38 atoms)"], rows)
+        rows.append(
+            [
+                c["name"],
+                _n(c["auroc"], 2),
+                _n(c["auroc_atoms"], 2),
+                _n(c["threshold_calibrated"], 2),
+                f"{rate(c['held_out_half'], 'recall_bad')} / "
+                f"{rate(c['held_out_half'], 'false_flag_good')}",
+                f"{rate(c['all'], 'recall_bad')} / {rate(c['all'], 'false_flag_good')}",
+                "–"
+                if not fixed
+                else f"{_n(c['threshold_fixed'], 2)}: {_pct(fixed['recall_bad'])}"
+                f" / {_pct(fixed['false_flag_good'])}",
+                _n(c["extra_ms_38_atoms"], 2),
+            ]
+        )
+    lines = [
+        f"Starts: {counts}; labels by {r['teacher']} (bad: teacher fmax at the TDN "
+        f"minimum > {r['labels']['bad_fmax_eV_A']} eV/Å or > {r['labels']['bad_dE_eV']} eV "
+        f"above the teacher's nearby minimum). Model {r['model']} "
+        f"(`{r['model_sha256'][:8]}`).",
+        "",
+    ]
+    lines += _table(
+        [
+            "score (max over atoms)",
+            "AUROC",
+            "AUROC per atom",
+            "threshold (even starts)",
+            "odd starts: bad flagged / good flagged",
+            "all starts: bad / good flagged",
+            "threshold 1 (99.9 % of training atoms below): bad / good",
+            "ms per call (38 atoms)",
+        ],
+        rows,
+    )
     shipped = r["shipped"]
     shipped_ms = next(c["extra_ms_38_atoms"] for c in r["candidates"] if "shipped" in c["name"])
-    lines += ["", f"Shipped: `{shipped['method']}` (models/{shipped['file']}), threshold "
-              f"{shipped['threshold']:g}: {rate(shipped['all'], 'recall_bad')} bad and "
-              f"{rate(shipped['all'], 'false_flag_good')} good structures flagged. By set (bad "
-              "flagged/bad, good flagged/good): " + "; ".join(
-                  f"{g.replace('_', ' ')} {c['bad_flagged']}/{c['bad']}, "
-                  f"{c['good_flagged']}/{c['good']}" for g, c in shipped["by_group"].items())
-              + ".", ""]
+    lines += [
+        "",
+        f"Shipped: `{shipped['method']}` (models/{shipped['file']}), threshold "
+        f"{shipped['threshold']:g}: {rate(shipped['all'], 'recall_bad')} bad and "
+        f"{rate(shipped['all'], 'false_flag_good')} good structures flagged. By set (bad "
+        "flagged/bad, good flagged/good): "
+        + "; ".join(
+            f"{g.replace('_', ' ')} {c['bad_flagged']}/{c['bad']}, {c['good_flagged']}/{c['good']}"
+            for g, c in shipped["by_group"].items()
+        )
+        + ".",
+        "",
+    ]
     split = shipped.get("test_split")
     if split:
-        kinds = ", ".join(f"{k} {_pct(v['flagged'])} of {v['n']}"
-                          for k, v in split["by_kind"].items())
-        lines += [f"On {split['n_frames']} random test-split frames (systems held out of "
-                  "training, stored SevenNet-0 labels) it flags "
-                  f"{_pct(split['frames_flagged'])} of the frames ({kinds}) and "
-                  f"{_pct(split['atoms_flagged'])} of the atoms; {split['bad_frames']} frames "
-                  f"have an atom with \\|ΔF\\| > 0.5 eV/Å, {_pct(split['recall_bad'])} of "
-                  f"them flagged, {_pct(split['false_flag_good'])} of the others (AUROC "
-                  f"{_n(split['auroc'], 2)}).", ""]
-    lines += ["Cost on a 38-atom Pt(111)+CO slab (float32, one CPU thread): the "
-              f"shipped score itself {shipped_ms:.2f} ms, "
-              f"{100 * shipped_ms / cost['bare_ms']:.1f} % of the bare energy+forces call "
-              f"({cost['bare_ms']:.1f} ms, median). Whole calls, calculators taking turns on a "
-              "shared machine (noisy to ±10 %): "
-              f"{cost['with_novelty_ms']:.1f} ms with the shipped score, "
-              f"{cost['with_mahalanobis_ms']:.1f} ms with the Mahalanobis score, "
-              f"{cost['with_both_ms']:.1f} ms with both."]
+        kinds = ", ".join(
+            f"{k} {_pct(v['flagged'])} of {v['n']}" for k, v in split["by_kind"].items()
+        )
+        lines += [
+            f"On {split['n_frames']} random test-split frames (systems held out of "
+            "training, stored SevenNet-0 labels) it flags "
+            f"{_pct(split['frames_flagged'])} of the frames ({kinds}) and "
+            f"{_pct(split['atoms_flagged'])} of the atoms; {split['bad_frames']} frames "
+            f"have an atom with \\|ΔF\\| > 0.5 eV/Å, {_pct(split['recall_bad'])} of "
+            f"them flagged, {_pct(split['false_flag_good'])} of the others (AUROC "
+            f"{_n(split['auroc'], 2)}).",
+            "",
+        ]
+    lines += [
+        "Cost on a 38-atom Pt(111)+CO slab (float32, one CPU thread): the "
+        f"shipped score itself {shipped_ms:.2f} ms, "
+        f"{100 * shipped_ms / cost['bare_ms']:.1f} % of the bare energy+forces call "
+        f"({cost['bare_ms']:.1f} ms, median). Whole calls, calculators taking turns on a "
+        "shared machine (noisy to ±10 %): "
+        f"{cost['with_novelty_ms']:.1f} ms with the shipped score, "
+        f"{cost['with_mahalanobis_ms']:.1f} ms with the Mahalanobis score, "
+        f"{cost['with_both_ms']:.1f} ms with both."
+    ]
     return lines, [rel]
 
 
@@ -453,33 +601,86 @@ def render_physics() -> tuple[list[str], list[Path]]:
     shas = ", ".join(f"{k} `{v[:8]}`" for k, v in r["models"].items())
     lines = [f"Models (sha256): {shas}.", "", "**NVE**:", ""]
     lines += _table(
-        ["system", "model, dtype", "steps × fs", "drift meV/atom/ps",
-         "max \\|E_tot − E_tot(0)\\| meV/atom", "mean KE meV/atom (T)", "max dev / mean KE"],
-        [[n["system"], f"{n['model']}, {n['dtype']}", f"{n['n_steps']} × {n['timestep_fs']}",
-          f"{n['drift_meV_atom_ps']:.4f}", f"{n['max_deviation_meV_atom']:.3f}",
-          f"{n['kinetic_mean_meV_atom']:.1f} ({n['temperature_mean_K']:.0f} K)",
-          f"{n['deviation_over_kinetic']:.4f}"] for n in r["nve"]])
+        [
+            "system",
+            "model, dtype",
+            "steps × fs",
+            "drift meV/atom/ps",
+            "max \\|E_tot − E_tot(0)\\| meV/atom",
+            "mean KE meV/atom (T)",
+            "max dev / mean KE",
+        ],
+        [
+            [
+                n["system"],
+                f"{n['model']}, {n['dtype']}",
+                f"{n['n_steps']} × {n['timestep_fs']}",
+                f"{n['drift_meV_atom_ps']:.4f}",
+                f"{n['max_deviation_meV_atom']:.3f}",
+                f"{n['kinetic_mean_meV_atom']:.1f} ({n['temperature_mean_K']:.0f} K)",
+                f"{n['deviation_over_kinetic']:.4f}",
+            ]
+            for n in r["nve"]
+        ],
+    )
     lines += ["", "**Smoothness** (float64):", ""]
     lines += _table(
-        ["path", "model", "grid Å", "points", "jump ratio", "work residual eV",
-         "F vs −dE/dx eV/Å (rel.)", "kink ratio", "beyond cutoff: points, ptp E eV, max \\|F\\|"],
-        [[name, s["model"], f"{s['h_A']:.3f}", str(s["n_points"]), f"{s['jump_ratio']:.5f}",
-          f"{s['work_residual_eV']:.1e}",
-          f"{s['force_fd_error_eV_A']:.1e} ({s['force_fd_rel']:.1e})", f"{s['kink_ratio']:.1e}",
-          f"{s['n_detached']}, {s['detached_energy_ptp_eV']:g}, "
-          f"{s['detached_force_max_eV_A']:g}"] for name, s in r["smoothness"].items()])
-    lines += ["", "**Equivariance** (float64, random orthogonal maps with translations; maxima):",
-              ""]
+        [
+            "path",
+            "model",
+            "grid Å",
+            "points",
+            "jump ratio",
+            "work residual eV",
+            "F vs −dE/dx eV/Å (rel.)",
+            "kink ratio",
+            "beyond cutoff: points, ptp E eV, max \\|F\\|",
+        ],
+        [
+            [
+                name,
+                s["model"],
+                f"{s['h_A']:.3f}",
+                str(s["n_points"]),
+                f"{s['jump_ratio']:.5f}",
+                f"{s['work_residual_eV']:.1e}",
+                f"{s['force_fd_error_eV_A']:.1e} ({s['force_fd_rel']:.1e})",
+                f"{s['kink_ratio']:.1e}",
+                f"{s['n_detached']}, {s['detached_energy_ptp_eV']:g}, "
+                f"{s['detached_force_max_eV_A']:g}",
+            ]
+            for name, s in r["smoothness"].items()
+        ],
+    )
+    lines += [
+        "",
+        "**Equivariance** (float64, random orthogonal maps with translations; maxima):",
+        "",
+    ]
     rows = []
     for model, structures in r["equivariance"].items():
         for name, e in structures.items():
-            rows.append([model, f"{name} ({e['formula']})",
-                         f"{e['n_rotations']} ({e['n_improper']} improper)",
-                         f"{e['energy_abs_max_eV']:.1e} ({e['energy_rel_max']:.1e})",
-                         f"{e['energies_abs_max_eV']:.1e}",
-                         f"{e['forces_abs_max_eV_A']:.1e} ({e['forces_rel_max']:.1e})"])
-    lines += _table(["model", "structure", "maps", "\\|ΔE\\| eV (rel.)",
-                     "max \\|ΔE_i\\| eV", "max \\|ΔF\\| eV/Å (rel.)"], rows)
+            rows.append(
+                [
+                    model,
+                    f"{name} ({e['formula']})",
+                    f"{e['n_rotations']} ({e['n_improper']} improper)",
+                    f"{e['energy_abs_max_eV']:.1e} ({e['energy_rel_max']:.1e})",
+                    f"{e['energies_abs_max_eV']:.1e}",
+                    f"{e['forces_abs_max_eV_A']:.1e} ({e['forces_rel_max']:.1e})",
+                ]
+            )
+    lines += _table(
+        [
+            "model",
+            "structure",
+            "maps",
+            "\\|ΔE\\| eV (rel.)",
+            "max \\|ΔE_i\\| eV",
+            "max \\|ΔF\\| eV/Å (rel.)",
+        ],
+        rows,
+    )
     return lines, [rel]
 
 
@@ -493,12 +694,24 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
         files = re.findall(r"[\w.-]+\.safetensors", model)
         if files and not set(files) & shipped:
             model += " (no longer shipped)"
-        rows.append([
-            model, str(r["torch_threads"]), f"{r['n_molecules']} ({r['n_atoms_total']} atoms)",
-            _n(r["sequential_ase_fire_s"]), _n(r["batched_fire_s"]), f"{r['speedup']:.1f}×",
-        ])
-    head = ["model", "torch threads", "molecules", "one by one (ASE FIRE) s", "batched FIRE s",
-            "speed-up"]
+        rows.append(
+            [
+                model,
+                str(r["torch_threads"]),
+                f"{r['n_molecules']} ({r['n_atoms_total']} atoms)",
+                _n(r["sequential_ase_fire_s"]),
+                _n(r["batched_fire_s"]),
+                f"{r['speedup']:.1f}×",
+            ]
+        )
+    head = [
+        "model",
+        "torch threads",
+        "molecules",
+        "one by one (ASE FIRE) s",
+        "batched FIRE s",
+        "speed-up",
+    ]
     return _table(head, rows), sources
 
 
@@ -537,8 +750,9 @@ def _model_speed(text: str) -> str:
 
     if BEGIN not in text or END not in text:
         return text
-    report = markdown_report(_load(RESULTS / "model_speed.json"),
-                             Path("img/model_speed_scaling.png"))
+    report = markdown_report(
+        _load(RESULTS / "model_speed.json"), Path("img/model_speed_scaling.png")
+    )
     head, rest = text.split(BEGIN, 1)
     return head + report + rest.split(END, 1)[1]
 
@@ -551,8 +765,11 @@ def _accuracy(text: str) -> str:
         return text
     results = _load(RESULTS / "accuracy_organic.json")
     table = accuracy.markdown_table(results["table"])
-    relax = {t["model"]: m["relax"] for m, t in zip(results["models"].values(), results["table"],
-                                                     strict=True) if "relax" in m}
+    relax = {
+        t["model"]: m["relax"]
+        for m, t in zip(results["models"].values(), results["table"], strict=True)
+        if "relax" in m
+    }
     if relax:
         table += "\n\nRelaxations judged by GFN2-xTB:\n\n" + accuracy.relax_table(relax)
     body = accuracy.doc_body(results, table)
@@ -571,8 +788,9 @@ def render_text(text: str, cache: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if a generated block is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a generated block is stale"
+    )
     args = parser.parse_args(argv)
     from tdn_calc.fileio import atomic_write
 
@@ -588,8 +806,9 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_write(path, "w") as handle:
                 handle.write(new)
     if args.check and stale:
-        print("stale generated blocks in " + ", ".join(stale) + ": run `make docs`",
-              file=sys.stderr)
+        print(
+            "stale generated blocks in " + ", ".join(stale) + ": run `make docs`", file=sys.stderr
+        )
         return 1
     print(("rewrote " + ", ".join(stale)) if stale and not args.check else "docs up to date")
     return 0

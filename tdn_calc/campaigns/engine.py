@@ -92,8 +92,9 @@ def _tdn_model(engine: Engine, structures: Sequence[Atoms]) -> tuple[Any, Any]:
         from ..extrapolation import from_card
         from ..relax.inputs import load_job_model
 
-        model, _ = load_job_model(engine.model, structures, str(resolve_device(engine.device)),
-                                  engine.dtype)
+        model, _ = load_job_model(
+            engine.model, structures, str(resolve_device(engine.device)), engine.dtype
+        )
         _CACHE[key] = (model, from_card(getattr(model, "card", None)))
     return _CACHE[key]
 
@@ -109,24 +110,49 @@ def relax_items(engine: Engine, items: Sequence[tuple[str, Atoms]]) -> list[Rela
         warnings.simplefilter("ignore", ConvergenceWarning)
         if is_teacher(engine.model):
             calc = calculator(engine.model, engine.device)
-            results = [relax(a, calc, fmax=engine.fmax, steps=engine.steps,
-                             optimizer=engine.optimizer, warn=False) for a in structures]
+            results = [
+                relax(
+                    a,
+                    calc,
+                    fmax=engine.fmax,
+                    steps=engine.steps,
+                    optimizer=engine.optimizer,
+                    warn=False,
+                )
+                for a in structures
+            ]
         else:
             from ..relax.job import annotate_extrapolation
             from ..relax.queue import batch_relax
 
             model, dist = _tdn_model(engine, structures)
-            results = batch_relax(structures, model, fmax=engine.fmax, steps=engine.steps,
-                                  batch_size=engine.batch_size, optimizer=engine.optimizer,
-                                  warn=False)
+            results = batch_relax(
+                structures,
+                model,
+                fmax=engine.fmax,
+                steps=engine.steps,
+                batch_size=engine.batch_size,
+                optimizer=engine.optimizer,
+                warn=False,
+            )
             if dist is not None:
                 for k, r in enumerate(results):
                     annotate_extrapolation(r.atoms, model, dist)
                     extrapolation[k] = float(r.atoms.info["extrapolation_max"])
     out = []
     for (key, _), r, x in zip(items, results, extrapolation, strict=True):
-        out.append(Relaxed(key, r.atoms, float(r.energy), bool(r.converged), int(r.n_steps),
-                           float(r.fmax), x, _single_point(engine, r.atoms)))
+        out.append(
+            Relaxed(
+                key,
+                r.atoms,
+                float(r.energy),
+                bool(r.converged),
+                int(r.n_steps),
+                float(r.fmax),
+                x,
+                _single_point(engine, r.atoms),
+            )
+        )
     return out
 
 

@@ -56,31 +56,61 @@ def summarize(db: Any) -> list[PairSummary]:
         best = min(valid, key=lambda r: r.e_ads) if valid else None
         scores = [r.get("extrapolation_max") for r in rows]
         scores = [s for s in scores if s is not None]
-        out.append(PairSummary(
-            surface, adsorbate, len(rows), len(valid),
-            best.e_ads if best else math.nan, best.final_site if best else "-",
-            best.placement if best else "-",
-            float(best.get("extrapolation_max", math.nan)) if best else math.nan,
-            max(scores) if scores else math.nan,
-            *(counts[a] for a in ANOMALIES),
-            sum(1 for r in rows if not r.get("converged"))))
+        out.append(
+            PairSummary(
+                surface,
+                adsorbate,
+                len(rows),
+                len(valid),
+                best.e_ads if best else math.nan,
+                best.final_site if best else "-",
+                best.placement if best else "-",
+                float(best.get("extrapolation_max", math.nan)) if best else math.nan,
+                max(scores) if scores else math.nan,
+                *(counts[a] for a in ANOMALIES),
+                sum(1 for r in rows if not r.get("converged")),
+            )
+        )
     return out
 
 
 def table(summaries: list[PairSummary]) -> str:
     """Plain-text table of ``summaries`` (E_ads in eV; extrap.: score of the best structure,
     > 1 means the model extrapolates there)."""
-    head = ("surface", "adsorbate", "E_ads/eV", "site", "valid", "desorb", "dissoc", "surf",
-            "interc", "unconv", "extrap.")
+    head = (
+        "surface",
+        "adsorbate",
+        "E_ads/eV",
+        "site",
+        "valid",
+        "desorb",
+        "dissoc",
+        "surf",
+        "interc",
+        "unconv",
+        "extrap.",
+    )
     lines = [head]
     for s in summaries:
-        lines.append((s.surface, s.adsorbate, _num(s.e_ads, "{:+.3f}"), s.site,
-                      f"{s.valid}/{s.placements}", str(s.desorbed), str(s.dissociated),
-                      str(s.surface_changed), str(s.intercalated), str(s.unconverged),
-                      _num(s.extrapolation, "{:.2f}")))
+        lines.append(
+            (
+                s.surface,
+                s.adsorbate,
+                _num(s.e_ads, "{:+.3f}"),
+                s.site,
+                f"{s.valid}/{s.placements}",
+                str(s.desorbed),
+                str(s.dissociated),
+                str(s.surface_changed),
+                str(s.intercalated),
+                str(s.unconverged),
+                _num(s.extrapolation, "{:.2f}"),
+            )
+        )
     widths = [max(len(line[k]) for line in lines) for k in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
 
 
 def _num(x: float, fmt: str) -> str:
@@ -98,9 +128,22 @@ def write_summary_csv(summaries: list[PairSummary], path: str | os.PathLike) -> 
         writer.writerows(asdict(s) for s in summaries)
 
 
-PLACEMENT_COLUMNS = ("surface", "adsorbate", "placement", "start_site", "final_site",
-                     "anomaly", "valid", "converged", "steps", "energy", "e_ads",
-                     "extrapolation_max", "teacher_e_ads", "engine")
+PLACEMENT_COLUMNS = (
+    "surface",
+    "adsorbate",
+    "placement",
+    "start_site",
+    "final_site",
+    "anomaly",
+    "valid",
+    "converged",
+    "steps",
+    "energy",
+    "e_ads",
+    "extrapolation_max",
+    "teacher_e_ads",
+    "engine",
+)
 
 
 def write_placements_csv(db: Any, path: str | os.PathLike) -> None:
@@ -135,8 +178,14 @@ def heatmap(summaries: list[PairSummary], path: str | os.PathLike) -> None:
     for s in summaries:
         if math.isfinite(s.e_ads):
             mark = "*" if s.extrapolation > 1 else ""
-            ax.text(adsorbates.index(s.adsorbate), surfaces.index(s.surface),
-                    f"{s.e_ads:.2f}{mark}\n{s.site}", ha="center", va="center", fontsize=8)
+            ax.text(
+                adsorbates.index(s.adsorbate),
+                surfaces.index(s.surface),
+                f"{s.e_ads:.2f}{mark}\n{s.site}",
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(adsorbates)), adsorbates)
     ax.set_yticks(range(len(surfaces)), surfaces)
     fig.colorbar(image, ax=ax, label="lowest E_ads / eV")

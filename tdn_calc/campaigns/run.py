@@ -43,8 +43,16 @@ class RunStats:
 
 def engine_of(spec: CampaignSpec) -> Engine:
     """The :class:`Engine` of ``spec`` (``verify`` set by ``teacher.policy: verify``)."""
-    return Engine(spec.model, spec.device, spec.dtype, spec.fmax, spec.steps, spec.optimizer,
-                  spec.batch_size, spec.teacher if spec.policy == "verify" else None)
+    return Engine(
+        spec.model,
+        spec.device,
+        spec.dtype,
+        spec.fmax,
+        spec.steps,
+        spec.optimizer,
+        spec.batch_size,
+        spec.teacher if spec.policy == "verify" else None,
+    )
 
 
 def gas_names(spec: CampaignSpec) -> list[str]:
@@ -69,12 +77,18 @@ def gas_molecule(name: str) -> Atoms:
 
 
 def _batches(items: list[tuple[str, Atoms]], size: int) -> list[list[tuple[str, Atoms]]]:
-    return [items[k:k + size] for k in range(0, len(items), size)]
+    return [items[k : k + size] for k in range(0, len(items), size)]
 
 
-def run_campaign(spec: CampaignSpec, db_path: str | os.PathLike, *, force: bool = False,
-                 executor: Any = None, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> RunStats:
+def run_campaign(
+    spec: CampaignSpec,
+    db_path: str | os.PathLike,
+    *,
+    force: bool = False,
+    executor: Any = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> RunStats:
     """Run ``spec`` into the database ``db_path`` (see :mod:`.store`) with ``executor``
     (default :class:`~.executors.InProcess`); a tqdm bar with rate and ETA when
     ``progress``."""
@@ -84,8 +98,7 @@ def run_campaign(spec: CampaignSpec, db_path: str | os.PathLike, *, force: bool 
     spec_hash = spec.hash()
     store.claim(db, spec_hash, spec.name, force)
     if spec.policy == "finish":
-        warnings.warn("teacher.policy 'finish' is stored in the spec but not run yet",
-                      stacklevel=2)
+        warnings.warn("teacher.policy 'finish' is stored in the spec but not run yet", stacklevel=2)
     engine = engine_of(spec)
     common = {"engine": spec.engine, "spec_hash": spec_hash}
     done = store.done_rows(db)
@@ -105,12 +118,26 @@ def run_campaign(spec: CampaignSpec, db_path: str | os.PathLike, *, force: bool 
         for results in executor.run(engine, _batches(todo, spec.batch_size)):
             for r in results:
                 kind, name = r.key.split("|", 1)
-                extra = ({"surface": name, **dict(zip(("lattice_a", "lattice_c"),
-                                                      lattices[r.key], strict=False))}
-                         if kind == "slab" else {"gas": name})
-                store.write(db, r.atoms, kind=kind, key=r.key, converged=r.converged,
-                            steps=r.steps, extrapolation_max=r.extrapolation_max,
-                            teacher_energy=r.teacher_energy, **extra, **common)
+                extra = (
+                    {
+                        "surface": name,
+                        **dict(zip(("lattice_a", "lattice_c"), lattices[r.key], strict=False)),
+                    }
+                    if kind == "slab"
+                    else {"gas": name}
+                )
+                store.write(
+                    db,
+                    r.atoms,
+                    kind=kind,
+                    key=r.key,
+                    converged=r.converged,
+                    steps=r.steps,
+                    extrapolation_max=r.extrapolation_max,
+                    teacher_energy=r.teacher_energy,
+                    **extra,
+                    **common,
+                )
                 stats.written += 1
         done = store.done_rows(db)
 
@@ -128,8 +155,7 @@ def run_campaign(spec: CampaignSpec, db_path: str | os.PathLike, *, force: bool 
     bar = _bar(len(items), progress)
     for results in executor.run(engine, _batches(items, spec.batch_size)):
         for r in results:
-            row = classify(placements[r.key], r, namers[placements[r.key].surface],
-                           references)
+            row = classify(placements[r.key], r, namers[placements[r.key].surface], references)
             store.write(db, r.atoms, kind="placement", key=r.key, **row, **common)
             stats.written += 1
         bar.update(len(results))
@@ -146,8 +172,9 @@ def _fit_calc(spec: CampaignSpec, mode: str) -> Any:
 def _bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=not enabled, unit="structure", desc="relaxing",
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, disable=not enabled, unit="structure", desc="relaxing", dynamic_ncols=True
+    )
 
 
 @dataclass
@@ -166,17 +193,27 @@ def _references(spec: CampaignSpec, done: dict[str, Any]) -> References:
     from ..evaluation.references import reference_terms
 
     def table(prefix: str, key: str) -> dict[str, float]:
-        return {k.split("|", 1)[1]: float(row.get(key)) for k, row in done.items()
-                if k.startswith(prefix) and row.get(key) is not None}
+        return {
+            k.split("|", 1)[1]: float(row.get(key))
+            for k, row in done.items()
+            if k.startswith(prefix) and row.get(key) is not None
+        }
 
-    terms = {a.name: reference_terms(adsorbate_atoms(spec, a), spec.scheme)
-             for a in spec.adsorbates}
-    return References(table("slab|", "energy"), table("gas|", "energy"), terms,
-                      table("slab|", "teacher_energy"), table("gas|", "teacher_energy"))
+    terms = {
+        a.name: reference_terms(adsorbate_atoms(spec, a), spec.scheme) for a in spec.adsorbates
+    }
+    return References(
+        table("slab|", "energy"),
+        table("gas|", "energy"),
+        terms,
+        table("slab|", "teacher_energy"),
+        table("gas|", "teacher_energy"),
+    )
 
 
-def classify(placement: Placement, result: Relaxed, namer: Callable[[Atoms], str],
-             refs: References) -> dict[str, Any]:
+def classify(
+    placement: Placement, result: Relaxed, namer: Callable[[Atoms], str], refs: References
+) -> dict[str, Any]:
     """The key-value pairs of a placement's row: final site, anomalies, adsorption energy
     (eV) (and the teacher's, with verify), convergence, extrapolation."""
     from ..evaluation.anomalies import anomalies
@@ -187,13 +224,21 @@ def classify(placement: Placement, result: Relaxed, namer: Callable[[Atoms], str
     e_ads = adsorption_energy(result.energy, refs.slabs[placement.surface], refs.gases, terms)
     teacher_e_ads = None
     if result.teacher_energy is not None and placement.surface in refs.teacher_slabs:
-        teacher_e_ads = adsorption_energy(result.teacher_energy,
-                                          refs.teacher_slabs[placement.surface],
-                                          refs.teacher_gases, terms)
-    return {"surface": placement.surface, "adsorbate": placement.adsorbate,
-            "placement": placement.placement, "start_site": placement.start_site,
-            "final_site": namer(result.atoms), "anomaly": ",".join(found) or "none",
-            "valid": not found and result.converged, "e_ads": float(e_ads),
-            "converged": result.converged, "steps": result.steps,
-            "extrapolation_max": result.extrapolation_max,
-            "teacher_energy": result.teacher_energy, "teacher_e_ads": teacher_e_ads}
+        teacher_e_ads = adsorption_energy(
+            result.teacher_energy, refs.teacher_slabs[placement.surface], refs.teacher_gases, terms
+        )
+    return {
+        "surface": placement.surface,
+        "adsorbate": placement.adsorbate,
+        "placement": placement.placement,
+        "start_site": placement.start_site,
+        "final_site": namer(result.atoms),
+        "anomaly": ",".join(found) or "none",
+        "valid": not found and result.converged,
+        "e_ads": float(e_ads),
+        "converged": result.converged,
+        "steps": result.steps,
+        "extrapolation_max": result.extrapolation_max,
+        "teacher_energy": result.teacher_energy,
+        "teacher_e_ads": teacher_e_ads,
+    }

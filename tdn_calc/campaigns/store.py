@@ -44,8 +44,10 @@ def claim(db: Any, spec_hash: str, name: str, force: bool) -> None:
     if held is None and len(db) > 0:
         held = next(iter(db.select(limit=1))).get("spec_hash")
     if held is not None and held != spec_hash and not force:
-        raise SpecError(f"database holds results of another spec (hash {held}, this spec "
-                        f"{spec_hash}); use a new database or --force to recompute")
+        raise SpecError(
+            f"database holds results of another spec (hash {held}, this spec "
+            f"{spec_hash}); use a new database or --force to recompute"
+        )
     if force and len(db) > 0:
         ids = [row.id for row in db.select(columns=["id"], include_data=False)]
         db.delete(ids)
