@@ -65,9 +65,10 @@ def _run(spec_file, db_path, outdir, force, dask_workers, scheduler, progress) -
         )
     finally:
         executor.close()
+    calls = f", {stats.teacher_calls} teacher calls" if stats.teacher_calls else ""
     click.echo(
         f"{stats.written} rows written, {stats.skipped} already done ({db_path}, "
-        f"spec hash {spec.hash()}, engine {spec.engine})"
+        f"spec hash {spec.hash()}, engine {spec.engine}{calls})"
     )
     db = store.connect(db_path)
     summaries = campaigns.summarize(db)

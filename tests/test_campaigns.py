@@ -114,6 +114,9 @@ def test_rows_resume_force_and_hash(tmp_path):
     assert site.start_site == "fcc" and site.final_site == "fcc" and site.anomaly == "none"
     assert site.engine == "emt" and site.spec_hash == spec.hash() and site.converged
     assert -1.0 < site.e_ads < 0.0 and site.steps > 0 and len(site.toatoms()) == 13
+    assert site.relaxed_by == "student" and site.energy_source == "student"  # EMT, the model
+    assert site.student_calls == site.steps + 1 and site.teacher_calls == 0  # calls counted
+    assert site.e_ads == site.student_e_ads and "teacher" not in site
     assert run_campaign(spec, db, progress=False).written == 0  # resume: all skipped
     assert run_campaign(spec, db, force=True, progress=False).written == stats.written
     assert len(ase.db.connect(str(db))) == stats.written

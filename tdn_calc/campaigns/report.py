@@ -24,7 +24,10 @@ class PairSummary:
     """One (surface, adsorbate): placements relaxed, valid ones, the lowest valid
     ``e_ads`` (eV, NaN when none is valid) with its ``site``, ``placement`` and
     ``extrapolation`` (max score of that structure; NaN without one), the largest score
-    over all its placements, and the count of each anomaly and of unconverged runs."""
+    over all its placements, the count of each anomaly and of unconverged runs, whose
+    energy the lowest ``e_ads`` is (``energy_source``: ``student``, or ``teacher`` where
+    ``policy: finish`` finished it; ``-`` when none is valid) and the verify/finish
+    ``teacher_calls`` spent on the pair's placements."""
 
     surface: str
     adsorbate: str
@@ -40,6 +43,8 @@ class PairSummary:
     surface_changed: int
     intercalated: int
     unconverged: int
+    energy_source: str = "-"
+    teacher_calls: int = 0
 
 
 def summarize(db: Any) -> list[PairSummary]:
@@ -69,6 +74,8 @@ def summarize(db: Any) -> list[PairSummary]:
                 max(scores) if scores else math.nan,
                 *(counts[a] for a in ANOMALIES),
                 sum(1 for r in rows if not r.get("converged")),
+                best.get("energy_source", "student") if best else "-",
+                sum(int(r.get("teacher_calls", 0)) for r in rows),
             )
         )
     return out
@@ -76,7 +83,8 @@ def summarize(db: Any) -> list[PairSummary]:
 
 def table(summaries: list[PairSummary]) -> str:
     """Plain-text table of ``summaries`` (E_ads in eV; extrap.: score of the best structure,
-    > 1 means the model extrapolates there)."""
+    > 1 means the model extrapolates there). Where a teacher took part, two more columns:
+    ``E from`` (``student`` or ``teacher``, whose energy E_ads is) and ``teacher calls``."""
     head = (
         "surface",
         "adsorbate",
@@ -90,23 +98,24 @@ def table(summaries: list[PairSummary]) -> str:
         "unconv",
         "extrap.",
     )
+    taught = any(s.teacher_calls for s in summaries)
+    head += ("E from", "teacher calls") if taught else ()
     lines = [head]
     for s in summaries:
-        lines.append(
-            (
-                s.surface,
-                s.adsorbate,
-                _num(s.e_ads, "{:+.3f}"),
-                s.site,
-                f"{s.valid}/{s.placements}",
-                str(s.desorbed),
-                str(s.dissociated),
-                str(s.surface_changed),
-                str(s.intercalated),
-                str(s.unconverged),
-                _num(s.extrapolation, "{:.2f}"),
-            )
+        line = (
+            s.surface,
+            s.adsorbate,
+            _num(s.e_ads, "{:+.3f}"),
+            s.site,
+            f"{s.valid}/{s.placements}",
+            str(s.desorbed),
+            str(s.dissociated),
+            str(s.surface_changed),
+            str(s.intercalated),
+            str(s.unconverged),
+            _num(s.extrapolation, "{:.2f}"),
         )
+        lines.append(line + ((s.energy_source, str(s.teacher_calls)) if taught else ()))
     widths = [max(len(line[k]) for line in lines) for k in range(len(head))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
@@ -140,9 +149,16 @@ PLACEMENT_COLUMNS = (
     "steps",
     "energy",
     "e_ads",
-    "extrapolation_max",
+    "energy_source",
+    "student_e_ads",
     "teacher_e_ads",
+    "extrapolation_max",
+    "uncertain",
     "engine",
+    "relaxed_by",
+    "student_steps",
+    "teacher_steps",
+    "teacher_calls",
 )
 
 

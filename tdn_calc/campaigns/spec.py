@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..relax.teacher import FINISH_WHEN
 
 LATTICE_MODES = ("model", "teacher")
 TEACHER_POLICIES = ("none", "verify", "finish")
@@ -106,6 +107,7 @@ class CampaignSpec:
     scheme: str = "molecules-O2-N2"
     teacher: str | None = None
     policy: str = "none"
+    finish_when: str = "uncertain"
     base_dir: str = field(default=".", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,10 +118,13 @@ class CampaignSpec:
 
     def hash(self) -> str:
         """First 16 hex digits of the SHA-256 of the result-changing fields (device,
-        batch size and name left out), with user adsorbate files hashed by content."""
+        batch size and name left out; ``finish_when`` only with ``policy: finish``), with
+        user adsorbate files hashed by content."""
         data = self.to_dict()
         for key in ("device", "batch_size", "name"):
             data.pop(key)
+        if self.policy != "finish":
+            data.pop("finish_when")
         for ads in data["adsorbates"]:
             if ads["file"]:
                 ads["file"] = hashlib.sha256(self.resolve(ads["file"]).read_bytes()).hexdigest()
@@ -184,7 +189,10 @@ def parse_spec(data: Any, base_dir: str = ".") -> CampaignSpec:
     _no_unknown(refs, {"scheme"}, "references.")
     teacher = data.get("teacher")
     teacher = {"name": teacher} if isinstance(teacher, str) else _mapping(teacher or {}, "teacher")
-    _no_unknown(teacher, {"name", "policy"}, "teacher.")
+    _no_unknown(teacher, {"name", "policy", "finish_when"}, "teacher.")
+    policy = _choice(teacher.get("policy", "none"), TEACHER_POLICIES, "teacher.policy")
+    if "finish_when" in teacher and policy != "finish":
+        raise SpecError(f"teacher.finish_when: only used with policy: finish (policy is {policy})")
     spec = CampaignSpec(
         surfaces=surfaces,
         adsorbates=adsorbates,
@@ -201,7 +209,10 @@ def parse_spec(data: Any, base_dir: str = ".") -> CampaignSpec:
         batch_size=_int(relax.get("batch_size", 16), "relax.batch_size", 1),
         scheme=_scheme(refs.get("scheme", "molecules-O2-N2")),
         teacher=_text(teacher["name"], "teacher.name") if teacher.get("name") else None,
-        policy=_choice(teacher.get("policy", "none"), TEACHER_POLICIES, "teacher.policy"),
+        policy=policy,
+        finish_when=_choice(
+            teacher.get("finish_when", "uncertain"), FINISH_WHEN, "teacher.finish_when"
+        ),
         base_dir=base_dir,
     )
     if not spec.sites and spec.random == 0:

@@ -5,14 +5,20 @@ leaves only whole rows and a rerun skips them.
 
 Rows (key-value pairs; energies eV):
 
-* every row: ``kind`` (``slab``, ``gas``, ``placement``), ``key`` (unique), ``engine``,
-  ``spec_hash``, ``converged``, ``steps``, and the relaxed structure with its energy;
+* every row: ``kind`` (``slab``, ``gas``, ``placement``), ``key`` (unique), ``engine``
+  (the model), ``spec_hash``, the final structure with its energy (the teacher's where it
+  finished the relaxation), ``converged``, ``steps``, and who relaxed it
+  (:func:`~.run.relaxation_pairs`): ``relaxed_by`` (``student``, ``student+teacher``),
+  ``energy_source``, ``student_energy``, ``student_steps``, ``student_converged``,
+  ``teacher_steps``, ``teacher_calls``, optional ``student_calls`` (a teacher as the model),
+  ``teacher`` (name), ``teacher_energy``, ``teacher_fmax``, ``verified``,
+  ``extrapolation_max`` and ``uncertain``;
 * ``slab``: ``surface``, ``lattice_a`` and (hcp) ``lattice_c`` (Å);
 * ``gas``: ``gas`` (ASE g2 name);
 * ``placement``: ``surface``, ``adsorbate``, ``placement``, ``start_site``, ``final_site``,
   ``anomaly`` (``none`` or comma-separated :data:`tdn_calc.evaluation.ANOMALIES`),
-  ``valid`` (no anomaly and converged), ``e_ads``, optional ``extrapolation_max``,
-  ``teacher_energy`` and ``teacher_e_ads``.
+  ``valid`` (no anomaly and converged), ``e_ads`` (the ``energy_source``'s),
+  ``student_e_ads`` and optional ``teacher_e_ads``.
 
 The database's metadata hold the campaign's ``spec_hash`` and ``name``.
 """
