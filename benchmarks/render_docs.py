@@ -503,6 +503,89 @@ def render_finish_quality() -> tuple[list[str], list[Path]]:
     return lines, [rel]
 
 
+SCREENING_COMMAND = "OMP_NUM_THREADS=1 nice python benchmarks/screening_quality.py"
+
+
+def render_screening_quality() -> tuple[list[str], list[Path]]:
+    """docs/campaigns.md: benchmarks/screening_quality.py, one row per (surface, adsorbate),
+    the totals per run and the student campaign's wall times; a note while not measured."""
+    rel = RESULTS / "screening_quality.json"
+    if not (ROOT / rel).is_file():
+        return [f"Not measured yet: `{SCREENING_COMMAND}` writes {rel.as_posix()}; commit it, "
+                "then `make docs`."], []  # fmt: skip
+    r = _load(rel)
+
+    def judged(part: dict) -> str:
+        if part["teacher_e_ads"] is None:
+            return "no valid minimum"
+        delta = "" if part["error_eV"] is None else f" ({part['error_eV']:+.2f})"
+        mark = {True: "✓", False: "✗", None: "–"}[part["success"]]
+        return f"{part['e_ads']:+.2f} → {part['teacher_e_ads']:+.2f}{delta} {mark}"
+
+    rows = []
+    for p in r["pairs"]:
+        ref, student, finish = p["teacher"], p["student"], p["finish"]
+        rows.append([
+            f"{p['adsorbate']} on {p['surface']}", str(ref["placements"]),
+            "–" if p["teacher_lowest_e_ads"] is None
+            else f"{p['teacher_lowest_e_ads']:+.2f} ({ref['site']})",
+            judged(student), judged(finish),
+            f"{finish['finished']}/{finish['placements']}",
+            f"{finish['teacher_calls']} / {ref['teacher_calls']}",
+        ])  # fmt: skip
+    runs = {"student": f"{r['model']} alone", "finish": f"{r['model']} + finish when uncertain",
+            "teacher": f"{r['teacher']} alone"}  # fmt: skip
+    totals = []
+    for mode, label in runs.items():
+        o = r["overall"][mode]
+        rate = "reference" if mode == "teacher" else (
+            f"{_pct(o['success_rate'])} ({o['successes']}/{o['judged_pairs']})")  # fmt: skip
+        calls = o["teacher_calls"]
+        totals.append([
+            label, rate, f"{o['valid']}/{o['placements']}",
+            ", ".join(str(v) for v in o["anomalies"].values()), str(o["unconverged"]),
+            f"{calls['total']} ({calls['placements']} + {calls['references']})",
+        ])  # fmt: skip
+    sites = "the distinct sites and " if r["placement"]["sites"] else ""
+    lines = [
+        f"Student {r['model']}, teacher {r['teacher']} ({r['spec']}: "
+        f"{', '.join(r['adsorbates'])} on {', '.join(r['surfaces'])}; {sites}"
+        f"{r['placement']['random']} random placements per pair; fmax {r['relax']['fmax']} "
+        f"eV/Å, optimizer {r['relax']['optimizer']}, lattice constants from the teacher). "
+        "Per pair: the teacher's lowest valid E_ads over its own relaxations of the "
+        "placements (eV, site), and for each campaign its lowest valid E_ads → the teacher's "
+        "E_ads at that structure (difference to the teacher's lowest); ✓: within "
+        f"{r['success_margin_eV']} eV of it or below (AdsorbML). The teacher's E_ads at a "
+        "student minimum is a single point (as AdsorbML's DFT single points); where the "
+        "teacher finished it, its own final energy; teacher references from the teacher's "
+        "run throughout.",
+        "",
+    ]
+    lines += _table(["pair", "placements", "teacher lowest", "student alone",
+                     "student + finish", "finished", "teacher calls: finish / teacher alone"],
+                    rows)  # fmt: skip
+    lines += ["", "Totals (anomalies: desorbed, dissociated, surface changed, intercalated; "
+              "teacher calls on placements + clean slabs and gases, lattice fits not "
+              "counted):", ""]  # fmt: skip
+    lines += _table(["run", "success", "valid", "anomalies", "unconverged", "teacher calls"],
+                    totals)  # fmt: skip
+    timing = r["student_wall_time"]
+    dask = timing["dask"]
+    if "skipped" in dask:
+        where = f"Dask not timed ({dask['skipped']})"
+    else:
+        where = "; ".join(
+            f"Dask, {key.split('_')[1]} worker(s): {_n(d['wall_s'])} s (cluster start "
+            f"{_n(d['cluster_start_s'])} s apart; lowest E_ads within "
+            f"{_n(d['max_abs_delta_e_ads_eV'], 4)} eV of this process's)"
+            for key, d in dask.items())  # fmt: skip
+    lines += ["", f"Wall time of the student campaign ({r['placements']['student']} "
+              f"placements, one thread per process, {r['cpu']}): in this process "
+              f"{_n(timing['in_process_s'])} s; {where}. Each includes loading the model "
+              "once per process."]  # fmt: skip
+    return lines, [rel]
+
+
 DISTILL_QUALITY = RESULTS / "distill_quality.json"
 DISTILL_QUALITY_COMMAND = "OMP_NUM_THREADS=1 nice python benchmarks/distill_quality.py"
 
@@ -807,6 +890,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "uncertainty": render_uncertainty,
     "finish-quality": render_finish_quality,
     "distill-quality": render_distill_quality,
+    "screening-quality": render_screening_quality,
     "physics": render_physics,
     "relax-throughput": render_relax_throughput,
 }

@@ -17,19 +17,29 @@ from tdn_calc.cli._run import run_command
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("spec_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--db", "db_path", help="ASE database: a file (SQLite) or a postgresql:// URL "
-              "[default: <spec stem>.db next to the spec].")
-@click.option("-o", "--outdir", type=click.Path(file_okay=False),
-              help="Folder of the CSV files and heat map [default: <spec stem>_results].")
+@click.option(
+    "--db",
+    "db_path",
+    help="ASE database: a file (SQLite) or a postgresql:// URL "
+    "[default: <spec stem>.db next to the spec].",
+)
+@click.option(
+    "-o",
+    "--outdir",
+    type=click.Path(file_okay=False),
+    help="Folder of the CSV files and heat map [default: <spec stem>_results].",
+)
 @click.option("--force", is_flag=True, help="Recompute every row (also of another spec).")
-@click.option("--dask-workers", type=click.IntRange(min=1),
-              help="Run the tasks on a local Dask cluster of N worker processes.")
+@click.option(
+    "--dask-workers",
+    type=click.IntRange(min=1),
+    help="Run the tasks on a local Dask cluster of N worker processes.",
+)
 @click.option("--scheduler", help="Run the tasks on the Dask scheduler at this address.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def screen(spec_file, db_path, outdir, force, dask_workers, scheduler, no_progress) -> None:
     """Run the screening campaign SPEC_FILE (YAML) and summarise it."""
-    run_command(_run, spec_file, db_path, outdir, force, dask_workers, scheduler,
-                not no_progress)
+    run_command(_run, spec_file, db_path, outdir, force, dask_workers, scheduler, not no_progress)
 
 
 def _run(spec_file, db_path, outdir, force, dask_workers, scheduler, progress) -> int:
@@ -45,13 +55,21 @@ def _run(spec_file, db_path, outdir, force, dask_workers, scheduler, progress) -
     out = Path(outdir or path.with_name(f"{path.stem}_results"))
     executor = make_executor(dask_workers, scheduler)
     try:
-        stats = campaigns.run_campaign(spec, db_path, force=force, executor=executor,
-                                       progress=progress,
-                                       log=lambda m: click.echo(m, err=True))
+        stats = campaigns.run_campaign(
+            spec,
+            db_path,
+            force=force,
+            executor=executor,
+            progress=progress,
+            log=lambda m: click.echo(m, err=True),
+        )
     finally:
         executor.close()
-    click.echo(f"{stats.written} rows written, {stats.skipped} already done ({db_path}, "
-               f"spec hash {spec.hash()}, engine {spec.engine})")
+    calls = f", {stats.teacher_calls} teacher calls" if stats.teacher_calls else ""
+    click.echo(
+        f"{stats.written} rows written, {stats.skipped} already done ({db_path}, "
+        f"spec hash {spec.hash()}, engine {spec.engine}{calls})"
+    )
     db = store.connect(db_path)
     summaries = campaigns.summarize(db)
     click.echo(campaigns.table(summaries))

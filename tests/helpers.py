@@ -35,3 +35,21 @@ def lj_teacher(sigma: float = 2.3, epsilon: float = 0.4, device: str = "cpu"):
     calc = LennardJones(sigma=sigma, epsilon=epsilon, rc=3 * sigma)
     calc.device = device
     return calc
+
+
+def catalysis_manifest(tmp_path, threshold: float) -> str:
+    """A copy of the shipped registry (written into ``tmp_path``) with the uncertainty
+    threshold of tdn-catalysis set to ``threshold``; returns its path (for ``TDN_MANIFEST``)."""
+    import json
+    from importlib import resources
+    from pathlib import Path
+
+    shipped = Path(str(resources.files("tdn_calc.models").joinpath("manifest.json")))
+    data = json.loads(shipped.read_text())
+    entry = data["models"]["tdn-catalysis"]
+    entry["file"] = str(shipped.parent / entry["file"])
+    entry["uncertainty"]["file"] = str(shipped.parent / entry["uncertainty"]["file"])
+    entry["uncertainty"]["threshold"] = threshold
+    path = tmp_path / f"manifest-{threshold:g}.json"
+    path.write_text(json.dumps(data))
+    return str(path)

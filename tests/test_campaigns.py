@@ -36,31 +36,40 @@ def _rows(path: Path) -> dict[str, dict]:
     out = {}
     for row in ase.db.connect(str(path)).select():
         kv = dict(row.key_value_pairs)
-        out[row.key] = {"energy": round(row.energy, 8), **{
-            k: round(v, 8) if isinstance(v, float) else v for k, v in kv.items()}}
+        out[row.key] = {
+            "energy": round(row.energy, 8),
+            **{k: round(v, 8) if isinstance(v, float) else v for k, v in kv.items()},
+        }
     return out
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"surfaces": [{"element": "Xx", "facet": "111"}]}, "surfaces[0].element"),
-    ({"surfaces": [{"element": "Pt", "facet": "0001"}]}, "surfaces[0].facet"),
-    ({"surfaces": [{"element": "Pt", "facet": 111, "size": "3by3"}]}, "surfaces[0].size"),
-    ({"surfaces": [{"element": "Pt", "facet": 111, "layers": 3, "fixed_layers": 3}]},
-     "surfaces[0].fixed_layers"),
-    ({"surfaces": [{"element": "Pt", "facet": 111, "lattice_constant": "guess"}]},
-     "surfaces[0].lattice_constant"),
-    ({"surfaces": [{"element": "Pt", "facet": 111, "colour": 1}]}, "surfaces[0].colour"),
-    ({"adsorbates": ["CO", "XYZ"]}, "adsorbates[1]"),
-    ({"adsorbates": [{"name": "M", "file": "missing.xyz"}]}, "adsorbates[0].file"),
-    ({"relax": {"fmax": -1}}, "relax.fmax"),
-    ({"relax": {"optimizer": "SD"}}, "relax.optimizer"),
-    ({"placement": {"random": "two"}}, "placement.random"),
-    ({"references": {"scheme": "mine"}}, "references.scheme"),
-    ({"teacher": {"policy": "verify"}}, "teacher.name"),
-    ({"surfaces": []}, "surfaces: required"),
-    ({"wrong": 1}, "wrong: unknown key"),
-    ({"model": "no-such-model"}, "model: 'no-such-model'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"surfaces": [{"element": "Xx", "facet": "111"}]}, "surfaces[0].element"),
+        ({"surfaces": [{"element": "Pt", "facet": "0001"}]}, "surfaces[0].facet"),
+        ({"surfaces": [{"element": "Pt", "facet": 111, "size": "3by3"}]}, "surfaces[0].size"),
+        (
+            {"surfaces": [{"element": "Pt", "facet": 111, "layers": 3, "fixed_layers": 3}]},
+            "surfaces[0].fixed_layers",
+        ),
+        (
+            {"surfaces": [{"element": "Pt", "facet": 111, "lattice_constant": "guess"}]},
+            "surfaces[0].lattice_constant",
+        ),
+        ({"surfaces": [{"element": "Pt", "facet": 111, "colour": 1}]}, "surfaces[0].colour"),
+        ({"adsorbates": ["CO", "XYZ"]}, "adsorbates[1]"),
+        ({"adsorbates": [{"name": "M", "file": "missing.xyz"}]}, "adsorbates[0].file"),
+        ({"relax": {"fmax": -1}}, "relax.fmax"),
+        ({"relax": {"optimizer": "SD"}}, "relax.optimizer"),
+        ({"placement": {"random": "two"}}, "placement.random"),
+        ({"references": {"scheme": "mine"}}, "references.scheme"),
+        ({"teacher": {"policy": "verify"}}, "teacher.name"),
+        ({"surfaces": []}, "surfaces: required"),
+        ({"wrong": 1}, "wrong: unknown key"),
+        ({"model": "no-such-model"}, "model: 'no-such-model'"),
+    ],
+)
 def test_spec_errors_name_the_key(change, message):
     with pytest.raises(SpecError) as err:
         parse_spec(tiny_spec(**change))
@@ -71,7 +80,7 @@ def test_spec_defaults_and_hash():
     spec = parse_spec(tiny_spec())
     assert spec.surfaces[0].label == "Pt(111)" and spec.surfaces[0].size == (2, 2)
     assert spec.hash() == parse_spec(tiny_spec(name="other", device="cpu")).hash()
-    assert spec.hash() != parse_spec(tiny_spec(model="emt{\"asap_cutoff\": true}")).hash()
+    assert spec.hash() != parse_spec(tiny_spec(model='emt{"asap_cutoff": true}')).hash()
 
 
 def test_distinct_sites_and_placement_counts():
@@ -81,10 +90,16 @@ def test_distinct_sites_and_placement_counts():
     placements = enumerate_placements(spec, spec.surfaces[0], slab)
     assert len(placements) == 2 * (4 + 2)
     assert {p.start_site for p in placements if p.placement.startswith("site-")} == {
-        "ontop", "bridge", "fcc", "hcp"}
+        "ontop",
+        "bridge",
+        "fcc",
+        "hcp",
+    }
     again = enumerate_placements(spec, spec.surfaces[0], slab)  # seeded: same structures
-    assert all((a.atoms.positions == b.atoms.positions).all()
-               for a, b in zip(placements, again, strict=True))
+    assert all(
+        (a.atoms.positions == b.atoms.positions).all()
+        for a, b in zip(placements, again, strict=True)
+    )
 
 
 def test_rows_resume_force_and_hash(tmp_path):
@@ -99,6 +114,9 @@ def test_rows_resume_force_and_hash(tmp_path):
     assert site.start_site == "fcc" and site.final_site == "fcc" and site.anomaly == "none"
     assert site.engine == "emt" and site.spec_hash == spec.hash() and site.converged
     assert -1.0 < site.e_ads < 0.0 and site.steps > 0 and len(site.toatoms()) == 13
+    assert site.relaxed_by == "student" and site.energy_source == "student"  # EMT, the model
+    assert site.student_calls == site.steps + 1 and site.teacher_calls == 0  # calls counted
+    assert site.e_ads == site.student_e_ads and "teacher" not in site
     assert run_campaign(spec, db, progress=False).written == 0  # resume: all skipped
     assert run_campaign(spec, db, force=True, progress=False).written == stats.written
     assert len(ase.db.connect(str(db))) == stats.written
@@ -115,8 +133,7 @@ def test_summary_csv_and_heatmap(tmp_path):
     run_campaign(spec, db_path, progress=False)
     db = ase.db.connect(str(db_path))
     summaries = summarize(db)
-    assert [(s.surface, s.adsorbate) for s in summaries] == [("Pt(111)", "H"),
-                                                              ("Pt(111)", "CO")]
+    assert [(s.surface, s.adsorbate) for s in summaries] == [("Pt(111)", "H"), ("Pt(111)", "CO")]
     for s in summaries:
         assert s.placements == 5 and s.valid >= 1 and s.e_ads < 0
         rows = [r for r in db.select(kind="placement", adsorbate=s.adsorbate) if r.valid]
@@ -162,8 +179,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     run_campaign(spec, tmp_path / "whole.db", progress=False)
     db = tmp_path / "killed.db"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, json.dumps(data), str(db)],
-                            env=env)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, json.dumps(data), str(db)], env=env)
     placed = 0
     deadline = time.monotonic() + 90
     while proc.poll() is None and time.monotonic() < deadline:
@@ -212,8 +228,12 @@ def test_verify_teacher_user_file_and_fitted_lattice(tmp_path):
 
     write(tmp_path / "co.xyz", molecule("CO"))
     surface = {**tiny_spec()["surfaces"][0], "lattice_constant": "model"}
-    data = tiny_spec(surfaces=[surface], adsorbates=[{"name": "myCO", "file": "co.xyz"}],
-                     placement={"random": 0}, teacher={"name": "emt", "policy": "verify"})
+    data = tiny_spec(
+        surfaces=[surface],
+        adsorbates=[{"name": "myCO", "file": "co.xyz"}],
+        placement={"random": 0},
+        teacher={"name": "emt", "policy": "verify"},
+    )
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
     from tdn_calc.campaigns import load_spec
 

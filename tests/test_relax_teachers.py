@@ -15,6 +15,7 @@ from ase.calculators.emt import EMT
 from ase.io import read, write
 from ase.optimize import BFGS
 from click.testing import CliRunner
+from helpers import catalysis_manifest
 from relax_testing import one_thread  # noqa: F401
 from tdn_calc.cli.relax import main
 
@@ -110,8 +111,10 @@ def test_finish_always_ends_at_the_teachers_fmax_and_resume_keeps_the_labels(wor
     frames = read("two_relaxed.extxyz", index=":")
     for row, frame in zip(rows(), frames, strict=True):
         assert row["engine"] == "student+teacher" and frame.info["engine"] == "student+teacher"
-        assert row["teacher_steps"] >= 0 and row["student_steps"] + row["teacher_steps"] == row[
-            "steps"]
+        assert (
+            row["teacher_steps"] >= 0
+            and row["student_steps"] + row["teacher_steps"] == row["steps"]
+        )
         assert row["teacher_calls"] >= row["teacher_steps"] and row["teacher_time"] >= 0
         assert emt_fmax(frame) <= FMAX  # the teacher's own check
         assert row["verified"] is True and row["teacher_fmax"] == pytest.approx(emt_fmax(frame))
@@ -119,32 +122,18 @@ def test_finish_always_ends_at_the_teachers_fmax_and_resume_keeps_the_labels(wor
     again = tdn_relax(*args, "--resume")
     assert again.exit_code == EXIT_OK, again.output
     assert [(r["status"], r["engine"], r["verified"]) for r in rows()] == [
-        ("resumed", "student+teacher", True)] * 2
-
-
-def _catalysis_manifest(tmp_path, threshold: float) -> str:
-    """A copy of the shipped registry with the uncertainty threshold of tdn-catalysis set."""
-    from importlib import resources
-    from pathlib import Path
-
-    shipped = Path(str(resources.files("tdn_calc.models").joinpath("manifest.json")))
-    data = json.loads(shipped.read_text())
-    entry = data["models"]["tdn-catalysis"]
-    entry["file"] = str(shipped.parent / entry["file"])
-    entry["uncertainty"]["file"] = str(shipped.parent / entry["uncertainty"]["file"])
-    entry["uncertainty"]["threshold"] = threshold
-    path = tmp_path / f"manifest-{threshold:g}.json"
-    path.write_text(json.dumps(data))
-    return str(path)
+        ("resumed", "student+teacher", True)
+    ] * 2
 
 
 @pytest.mark.parametrize("threshold, flagged", [(1e-6, True), (1e6, False)])
-def test_finish_when_uncertain_follows_the_models_threshold(workdir, monkeypatch, threshold,
-                                                            flagged):
+def test_finish_when_uncertain_follows_the_models_threshold(
+    workdir, monkeypatch, threshold, flagged
+):
     """The registry entry's uncertainty threshold decides the flag, and the flag alone
     decides the finish (tdn-catalysis, which has both summaries, on a 3x3x4 Cu(111) slab
     inside its training domain: the Mahalanobis score, cut at 1, stays below 0.2)."""
-    monkeypatch.setenv("TDN_MANIFEST", _catalysis_manifest(workdir, threshold))
+    monkeypatch.setenv("TDN_MANIFEST", catalysis_manifest(workdir, threshold))
     write("cu.xyz", in_domain_slab("Cu"), format="extxyz")
     result = tdn_relax("cu.xyz", "-m", "tdn-catalysis", "--steps", "100", "--finish", "emt",
                        "--report", "r.json")  # fmt: skip
@@ -161,11 +150,10 @@ def test_finish_when_uncertain_follows_the_models_threshold(workdir, monkeypatch
         assert row["teacher_calls"] == 0 and row["teacher_steps"] == 0
 
 
-def test_finish_when_uncertain_also_finishes_a_student_that_did_not_converge(workdir,
-                                                                           monkeypatch):
+def test_finish_when_uncertain_also_finishes_a_student_that_did_not_converge(workdir, monkeypatch):
     """No atom flagged (threshold 1e6), but --steps 0 leaves the student short of --fmax: its
     end is no minimum, so the teacher takes over (with the same budget of 0 steps)."""
-    monkeypatch.setenv("TDN_MANIFEST", _catalysis_manifest(workdir, 1e6))
+    monkeypatch.setenv("TDN_MANIFEST", catalysis_manifest(workdir, 1e6))
     write("cu.xyz", slab("Cu", 5), format="extxyz")
     tdn_relax("cu.xyz", "-m", "tdn-catalysis", "--steps", "0", "--fmax", "1e-4", "--finish",
               "emt", "--report", "r.json")  # fmt: skip

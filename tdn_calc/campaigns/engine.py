@@ -2,13 +2,21 @@
 worker). Energies in eV, forces in eV/Å.
 
 An :class:`Engine` is small and picklable; :func:`relax_items` relaxes a batch of
-``(key, Atoms)`` with it and returns plain :class:`Relaxed` records. A TDN model (registered
-name such as ``tdn-catalysis``, or a checkpoint path) relaxes the batch together
-(:func:`tdn_calc.relax.batch_relax`) and scores every final structure against the
-model's training set (``extrapolation_max``, > 1: extrapolating); a teacher
-(:func:`tdn_calc.teachers.get_teacher` name, e.g. ``emt``) relaxes each structure with ASE
-(:func:`tdn_calc.relax.relax`). With ``verify``, the teacher's single-point energy of
-each final structure is added. Loaded models and calculators are cached per process.
+``(key, Atoms)`` with it and returns plain :class:`Relaxed` records. The campaign's model is
+the *student*: a TDN model (registered name such as ``tdn-catalysis``, or a checkpoint
+path) relaxes the batch together (:func:`tdn_calc.relax.batch_relax`) and scores every
+final structure against its training set (``extrapolation_max``, > 1: extrapolating;
+``uncertain``: the model flags an atom, :func:`tdn_calc.uncertainty.uncertain_atoms`); a
+teacher used as the model (:func:`tdn_calc.teachers.get_teacher` name, e.g. ``emt``)
+relaxes each structure with ASE (:func:`tdn_calc.relax.relax`), its calls counted.
+
+Then the teachers of the relax package take over
+(:class:`~tdn_calc.relax.teacher.TeacherStage`,
+:func:`~tdn_calc.relax.single.finish_with_teacher`, as ``tdn-relax --verify/--finish``):
+``verify`` adds one teacher single point at each final structure; ``finish`` continues the
+structures its ``finish_when`` rule picks (:data:`~tdn_calc.relax.teacher.FINISH_WHEN`)
+with the teacher from the student's minimum to ``fmax``. Loaded models, calculators and
+teacher stages are cached per process.
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ def is_teacher(name: str) -> bool:
 class Engine:
     """How to relax: ``model`` (TDN model name/path, or a teacher name), ``device``,
     ``dtype`` (TDN), ``fmax`` eV/Å, ``steps``, ``optimizer``, ``batch_size`` (structures
-    per batched step) and ``verify`` (a teacher name for single points, or None)."""
+    per batched step), ``verify`` (a teacher name for single points, or None), ``finish``
+    (a teacher name that continues the student's minima, or None) and ``finish_when``
+    (which ones: :data:`~tdn_calc.relax.teacher.FINISH_WHEN`)."""
 
     model: str
     device: str = "auto"
@@ -50,13 +60,36 @@ class Engine:
     optimizer: str = "auto"
     batch_size: int = 16
     verify: str | None = None
+    finish: str | None = None
+    finish_when: str = "uncertain"
 
 
 @dataclass
 class Relaxed:
-    """One relaxed structure: ``atoms`` (energy and forces attached), ``energy`` eV,
-    ``converged``, ``steps``, ``fmax`` eV/Å, ``extrapolation_max`` (TDN models with a
-    training-set summary, else None), ``teacher_energy`` eV (with ``verify``)."""
+    """One relaxed structure.
+
+    Attributes:
+        key: the caller's key.
+        atoms: the final structure (energy and forces of the engine that relaxed it last
+            attached).
+        energy: its energy, eV (the teacher's when ``relaxed_by`` is ``student+teacher``).
+        converged: the last engine reached ``fmax``.
+        steps: optimizer steps of both engines.
+        fmax: final max force, eV/Å.
+        extrapolation_max: the TDN student's largest per-atom score at its own minimum
+            (None without a training-set summary or for a teacher as the model).
+        uncertain: the TDN student flags an atom at its minimum (None: no scores).
+        relaxed_by: ``student`` (the model alone) or ``student+teacher`` (finished).
+        student_energy: the student's energy at its minimum, eV.
+        student_steps / teacher_steps: optimizer steps of each engine.
+        student_converged: the student reached ``fmax`` before any finish.
+        student_calls: calculator calls of a teacher used as the model (None for TDN
+            models, which evaluate structures in batches).
+        teacher_calls: calls of the verify/finish teacher (single points and steps).
+        teacher_energy: the teacher's energy at ``atoms`` (verify single point or the end of
+            the finish), eV; teacher_fmax: its max force there, eV/Å (fixed atoms
+            excluded); verified: ``teacher_fmax`` <= the verify threshold.
+    """
 
     key: str
     atoms: Atoms
@@ -66,6 +99,21 @@ class Relaxed:
     fmax: float
     extrapolation_max: float | None = None
     teacher_energy: float | None = None
+    uncertain: bool | None = None
+    relaxed_by: str = "student"
+    student_energy: float | None = None
+    student_steps: int | None = None
+    teacher_steps: int = 0
+    student_converged: bool | None = None
+    student_calls: int | None = None
+    teacher_calls: int = 0
+    teacher_fmax: float | None = None
+    verified: bool | None = None
+
+    @property
+    def energy_source(self) -> str:
+        """Whose energy ``energy`` is: ``teacher`` (finished) or ``student``."""
+        return "student" if self.relaxed_by == "student" else "teacher"
 
 
 def calculator(name: str, device: str = "auto", dtype: str = "float32") -> Any:
@@ -92,48 +140,115 @@ def _tdn_model(engine: Engine, structures: Sequence[Atoms]) -> tuple[Any, Any]:
         from ..extrapolation import from_card
         from ..relax.inputs import load_job_model
 
-        model, _ = load_job_model(engine.model, structures, str(resolve_device(engine.device)),
-                                  engine.dtype)
+        model, _ = load_job_model(
+            engine.model, structures, str(resolve_device(engine.device)), engine.dtype
+        )
         _CACHE[key] = (model, from_card(getattr(model, "card", None)))
     return _CACHE[key]
 
 
+def teacher_stage(engine: Engine) -> Any:
+    """The :class:`~tdn_calc.relax.teacher.TeacherStage` of ``engine``'s ``verify`` and
+    ``finish`` teachers (cached per process, its ``finish_when`` set from ``engine``), or
+    None without either."""
+    if not (engine.verify or engine.finish):
+        return None
+    device = "cpu" if engine.device == "auto" else engine.device
+    key = ("stage", engine.verify, engine.finish, device, engine.fmax)
+    if key not in _CACHE:
+        from ..relax.teacher import teacher_stage as build
+
+        _CACHE[key] = build(
+            engine.verify, engine.finish, engine.finish_when, engine.fmax, device=device
+        )
+    stage = _CACHE[key]
+    stage.finish_when = engine.finish_when
+    return stage
+
+
+def _counted_model(engine: Engine) -> Any:
+    """A teacher used as the model, as a stage whose calculator counts its calls (cached per
+    process)."""
+    device = "cpu" if engine.device == "auto" else engine.device
+    key = ("model-stage", engine.model, device)
+    if key not in _CACHE:
+        from ..relax.teacher import TeacherStage
+
+        _CACHE[key] = TeacherStage(finish=engine.model, device=device)
+    return _CACHE[key]
+
+
+#: What a student relaxation returns, one entry per structure: RelaxResults,
+#: extrapolation_max, uncertain, calculator calls.
+_StudentRun = tuple[list[Any], list[float | None], list[bool | None], list[int | None]]
+
+
+def _teacher_as_model(engine: Engine, structures: Sequence[Atoms]) -> _StudentRun:
+    """A teacher named as the model relaxes each structure with ASE, its calls counted:
+    ``(results, scores (None), flags (None), calls)``."""
+    from ..relax.single import relax
+
+    model = _counted_model(engine)
+    calc = model.calculator(engine.model)
+    results, calls = [], []
+    for atoms in structures:
+        before = model.usage()[0]
+        results.append(relax(atoms, calc, fmax=engine.fmax, steps=engine.steps,
+                             optimizer=engine.optimizer, warn=False))  # fmt: skip
+        calls.append(model.usage()[0] - before)
+    none = [None] * len(structures)
+    return results, none, list(none), calls
+
+
+def _tdn_student(engine: Engine, structures: Sequence[Atoms]) -> _StudentRun:
+    """The TDN model relaxes the structures together and scores each minimum:
+    ``(results, extrapolation_max, uncertain, calls (None))``."""
+    from ..relax.job import annotate_extrapolation
+    from ..relax.queue import batch_relax
+    from ..uncertainty import for_loaded_model
+
+    model, dist = _tdn_model(engine, structures)
+    results = batch_relax(structures, model, fmax=engine.fmax, steps=engine.steps,
+                          batch_size=engine.batch_size, optimizer=engine.optimizer,
+                          warn=False)  # fmt: skip
+    scores: list[float | None] = [None] * len(structures)
+    flags: list[bool | None] = [None] * len(structures)
+    if dist is not None or for_loaded_model(model) is not None:
+        for k, r in enumerate(results):
+            annotate_extrapolation(r.atoms, model, dist)
+            x, u = r.atoms.info.get("extrapolation_max"), r.atoms.info.get("uncertain")
+            scores[k] = None if x is None else float(x)
+            flags[k] = None if u is None else bool(u)
+    return results, scores, flags, [None] * len(structures)
+
+
 def relax_items(engine: Engine, items: Sequence[tuple[str, Atoms]]) -> list[Relaxed]:
-    """Relax every ``(key, atoms)`` of ``items`` with ``engine``; one :class:`Relaxed` per
-    item, in order."""
-    from ..relax.single import ConvergenceWarning, relax
+    """Relax every ``(key, atoms)`` of ``items`` with ``engine``: the student, then its
+    verify/finish teachers (:func:`~tdn_calc.relax.single.finish_with_teacher`, which
+    decides by ``finish_when`` and the student's flags); one :class:`Relaxed` per item, in
+    order."""
+    from ..relax.single import ConvergenceWarning, finish_with_teacher
 
     structures = [a for _, a in items]
-    extrapolation: list[float | None] = [None] * len(items)
+    student = _teacher_as_model if is_teacher(engine.model) else _tdn_student
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if is_teacher(engine.model):
-            calc = calculator(engine.model, engine.device)
-            results = [relax(a, calc, fmax=engine.fmax, steps=engine.steps,
-                             optimizer=engine.optimizer, warn=False) for a in structures]
-        else:
-            from ..relax.job import annotate_extrapolation
-            from ..relax.queue import batch_relax
-
-            model, dist = _tdn_model(engine, structures)
-            results = batch_relax(structures, model, fmax=engine.fmax, steps=engine.steps,
-                                  batch_size=engine.batch_size, optimizer=engine.optimizer,
-                                  warn=False)
-            if dist is not None:
-                for k, r in enumerate(results):
-                    annotate_extrapolation(r.atoms, model, dist)
-                    extrapolation[k] = float(r.atoms.info["extrapolation_max"])
+        students, scores, flags, calls = student(engine, structures)
+        stage = teacher_stage(engine)
+        finals = students if stage is None else [
+            finish_with_teacher(r, stage, flag, engine.fmax, steps=engine.steps,
+                                optimizer=engine.optimizer)
+            for r, flag in zip(students, flags, strict=True)
+        ]  # fmt: skip
     out = []
-    for (key, _), r, x in zip(items, results, extrapolation, strict=True):
-        out.append(Relaxed(key, r.atoms, float(r.energy), bool(r.converged), int(r.n_steps),
-                           float(r.fmax), x, _single_point(engine, r.atoms)))
+    for (key, _), s, r, x, u, n in zip(items, students, finals, scores, flags, calls,
+                                       strict=True):  # fmt: skip
+        out.append(Relaxed(
+            key, r.atoms, float(r.energy), bool(r.converged), int(r.n_steps), float(r.fmax),
+            extrapolation_max=x, teacher_energy=r.teacher_energy, uncertain=u,
+            relaxed_by=r.engine, student_energy=float(s.energy), student_steps=int(s.n_steps),
+            teacher_steps=int(r.teacher_steps), student_converged=bool(s.converged),
+            student_calls=n, teacher_calls=int(r.teacher_calls), teacher_fmax=r.teacher_fmax,
+            verified=r.verified,
+        ))  # fmt: skip
     return out
-
-
-def _single_point(engine: Engine, atoms: Atoms) -> float | None:
-    """The ``verify`` teacher's energy (eV) of ``atoms``, or None without one."""
-    if not engine.verify:
-        return None
-    probe = atoms.copy()
-    probe.calc = calculator(engine.verify, engine.device)
-    return float(probe.get_potential_energy())

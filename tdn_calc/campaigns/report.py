@@ -24,7 +24,10 @@ class PairSummary:
     """One (surface, adsorbate): placements relaxed, valid ones, the lowest valid
     ``e_ads`` (eV, NaN when none is valid) with its ``site``, ``placement`` and
     ``extrapolation`` (max score of that structure; NaN without one), the largest score
-    over all its placements, and the count of each anomaly and of unconverged runs."""
+    over all its placements, the count of each anomaly and of unconverged runs, whose
+    energy the lowest ``e_ads`` is (``energy_source``: ``student``, or ``teacher`` where
+    ``policy: finish`` finished it; ``-`` when none is valid) and the verify/finish
+    ``teacher_calls`` spent on the pair's placements."""
 
     surface: str
     adsorbate: str
@@ -40,6 +43,8 @@ class PairSummary:
     surface_changed: int
     intercalated: int
     unconverged: int
+    energy_source: str = "-"
+    teacher_calls: int = 0
 
 
 def summarize(db: Any) -> list[PairSummary]:
@@ -56,31 +61,65 @@ def summarize(db: Any) -> list[PairSummary]:
         best = min(valid, key=lambda r: r.e_ads) if valid else None
         scores = [r.get("extrapolation_max") for r in rows]
         scores = [s for s in scores if s is not None]
-        out.append(PairSummary(
-            surface, adsorbate, len(rows), len(valid),
-            best.e_ads if best else math.nan, best.final_site if best else "-",
-            best.placement if best else "-",
-            float(best.get("extrapolation_max", math.nan)) if best else math.nan,
-            max(scores) if scores else math.nan,
-            *(counts[a] for a in ANOMALIES),
-            sum(1 for r in rows if not r.get("converged"))))
+        out.append(
+            PairSummary(
+                surface,
+                adsorbate,
+                len(rows),
+                len(valid),
+                best.e_ads if best else math.nan,
+                best.final_site if best else "-",
+                best.placement if best else "-",
+                float(best.get("extrapolation_max", math.nan)) if best else math.nan,
+                max(scores) if scores else math.nan,
+                *(counts[a] for a in ANOMALIES),
+                sum(1 for r in rows if not r.get("converged")),
+                best.get("energy_source", "student") if best else "-",
+                sum(int(r.get("teacher_calls", 0)) for r in rows),
+            )
+        )
     return out
 
 
 def table(summaries: list[PairSummary]) -> str:
     """Plain-text table of ``summaries`` (E_ads in eV; extrap.: score of the best structure,
-    > 1 means the model extrapolates there)."""
-    head = ("surface", "adsorbate", "E_ads/eV", "site", "valid", "desorb", "dissoc", "surf",
-            "interc", "unconv", "extrap.")
+    > 1 means the model extrapolates there). Where a teacher took part, two more columns:
+    ``E from`` (``student`` or ``teacher``, whose energy E_ads is) and ``teacher calls``."""
+    head = (
+        "surface",
+        "adsorbate",
+        "E_ads/eV",
+        "site",
+        "valid",
+        "desorb",
+        "dissoc",
+        "surf",
+        "interc",
+        "unconv",
+        "extrap.",
+    )
+    taught = any(s.teacher_calls for s in summaries)
+    head += ("E from", "teacher calls") if taught else ()
     lines = [head]
     for s in summaries:
-        lines.append((s.surface, s.adsorbate, _num(s.e_ads, "{:+.3f}"), s.site,
-                      f"{s.valid}/{s.placements}", str(s.desorbed), str(s.dissociated),
-                      str(s.surface_changed), str(s.intercalated), str(s.unconverged),
-                      _num(s.extrapolation, "{:.2f}")))
+        line = (
+            s.surface,
+            s.adsorbate,
+            _num(s.e_ads, "{:+.3f}"),
+            s.site,
+            f"{s.valid}/{s.placements}",
+            str(s.desorbed),
+            str(s.dissociated),
+            str(s.surface_changed),
+            str(s.intercalated),
+            str(s.unconverged),
+            _num(s.extrapolation, "{:.2f}"),
+        )
+        lines.append(line + ((s.energy_source, str(s.teacher_calls)) if taught else ()))
     widths = [max(len(line[k]) for line in lines) for k in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
 
 
 def _num(x: float, fmt: str) -> str:
@@ -98,9 +137,29 @@ def write_summary_csv(summaries: list[PairSummary], path: str | os.PathLike) -> 
         writer.writerows(asdict(s) for s in summaries)
 
 
-PLACEMENT_COLUMNS = ("surface", "adsorbate", "placement", "start_site", "final_site",
-                     "anomaly", "valid", "converged", "steps", "energy", "e_ads",
-                     "extrapolation_max", "teacher_e_ads", "engine")
+PLACEMENT_COLUMNS = (
+    "surface",
+    "adsorbate",
+    "placement",
+    "start_site",
+    "final_site",
+    "anomaly",
+    "valid",
+    "converged",
+    "steps",
+    "energy",
+    "e_ads",
+    "energy_source",
+    "student_e_ads",
+    "teacher_e_ads",
+    "extrapolation_max",
+    "uncertain",
+    "engine",
+    "relaxed_by",
+    "student_steps",
+    "teacher_steps",
+    "teacher_calls",
+)
 
 
 def write_placements_csv(db: Any, path: str | os.PathLike) -> None:
@@ -135,8 +194,14 @@ def heatmap(summaries: list[PairSummary], path: str | os.PathLike) -> None:
     for s in summaries:
         if math.isfinite(s.e_ads):
             mark = "*" if s.extrapolation > 1 else ""
-            ax.text(adsorbates.index(s.adsorbate), surfaces.index(s.surface),
-                    f"{s.e_ads:.2f}{mark}\n{s.site}", ha="center", va="center", fontsize=8)
+            ax.text(
+                adsorbates.index(s.adsorbate),
+                surfaces.index(s.surface),
+                f"{s.e_ads:.2f}{mark}\n{s.site}",
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(adsorbates)), adsorbates)
     ax.set_yticks(range(len(surfaces)), surfaces)
     fig.colorbar(image, ax=ax, label="lowest E_ads / eV")

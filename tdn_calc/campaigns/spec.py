@@ -19,14 +19,33 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..relax.teacher import FINISH_WHEN
 
 LATTICE_MODES = ("model", "teacher")
 TEACHER_POLICIES = ("none", "verify", "finish")
 OPTIMIZERS = ("auto", "BFGS", "FIRE")
-_TOP_KEYS = {"name", "model", "device", "dtype", "surfaces", "adsorbates", "placement",
-             "relax", "references", "teacher"}
-_SURFACE_KEYS = {"element", "facet", "size", "layers", "fixed_layers", "vacuum",
-                 "lattice_constant", "name"}
+_TOP_KEYS = {
+    "name",
+    "model",
+    "device",
+    "dtype",
+    "surfaces",
+    "adsorbates",
+    "placement",
+    "relax",
+    "references",
+    "teacher",
+}
+_SURFACE_KEYS = {
+    "element",
+    "facet",
+    "size",
+    "layers",
+    "fixed_layers",
+    "vacuum",
+    "lattice_constant",
+    "name",
+}
 
 
 class SpecError(InputError):
@@ -88,6 +107,7 @@ class CampaignSpec:
     scheme: str = "molecules-O2-N2"
     teacher: str | None = None
     policy: str = "none"
+    finish_when: str = "uncertain"
     base_dir: str = field(default=".", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,10 +118,13 @@ class CampaignSpec:
 
     def hash(self) -> str:
         """First 16 hex digits of the SHA-256 of the result-changing fields (device,
-        batch size and name left out), with user adsorbate files hashed by content."""
+        batch size and name left out; ``finish_when`` only with ``policy: finish``), with
+        user adsorbate files hashed by content."""
         data = self.to_dict()
         for key in ("device", "batch_size", "name"):
             data.pop(key)
+        if self.policy != "finish":
+            data.pop("finish_when")
         for ads in data["adsorbates"]:
             if ads["file"]:
                 ads["file"] = hashlib.sha256(self.resolve(ads["file"]).read_bytes()).hexdigest()
@@ -145,13 +168,16 @@ def parse_spec(data: Any, base_dir: str = ".") -> CampaignSpec:
     for key in ("surfaces", "adsorbates"):
         if not data.get(key):
             raise SpecError(f"{key}: required, a non-empty list")
-    surfaces = tuple(_surface(s, f"surfaces[{k}]")
-                     for k, s in enumerate(_list(data["surfaces"], "surfaces")))
+    surfaces = tuple(
+        _surface(s, f"surfaces[{k}]") for k, s in enumerate(_list(data["surfaces"], "surfaces"))
+    )
     labels = [s.label for s in surfaces]
     if len(set(labels)) != len(labels):
         raise SpecError(f"surfaces: duplicate surfaces {labels}; give each a distinct name")
-    adsorbates = tuple(_adsorbate(a, f"adsorbates[{k}]", base_dir)
-                       for k, a in enumerate(_list(data["adsorbates"], "adsorbates")))
+    adsorbates = tuple(
+        _adsorbate(a, f"adsorbates[{k}]", base_dir)
+        for k, a in enumerate(_list(data["adsorbates"], "adsorbates"))
+    )
     names = [a.name for a in adsorbates]
     if len(set(names)) != len(names):
         raise SpecError(f"adsorbates: duplicate names {names}")
@@ -162,11 +188,14 @@ def parse_spec(data: Any, base_dir: str = ".") -> CampaignSpec:
     refs = _mapping(data.get("references", {}), "references")
     _no_unknown(refs, {"scheme"}, "references.")
     teacher = data.get("teacher")
-    teacher = {"name": teacher} if isinstance(teacher, str) else _mapping(teacher or {},
-                                                                           "teacher")
-    _no_unknown(teacher, {"name", "policy"}, "teacher.")
+    teacher = {"name": teacher} if isinstance(teacher, str) else _mapping(teacher or {}, "teacher")
+    _no_unknown(teacher, {"name", "policy", "finish_when"}, "teacher.")
+    policy = _choice(teacher.get("policy", "none"), TEACHER_POLICIES, "teacher.policy")
+    if "finish_when" in teacher and policy != "finish":
+        raise SpecError(f"teacher.finish_when: only used with policy: finish (policy is {policy})")
     spec = CampaignSpec(
-        surfaces=surfaces, adsorbates=adsorbates,
+        surfaces=surfaces,
+        adsorbates=adsorbates,
         model=_model(data.get("model", "tdn-catalysis"), base_dir),
         device=_text(data.get("device", "auto"), "device"),
         dtype=_choice(data.get("dtype", "float32"), ("float32", "float64"), "dtype"),
@@ -180,13 +209,17 @@ def parse_spec(data: Any, base_dir: str = ".") -> CampaignSpec:
         batch_size=_int(relax.get("batch_size", 16), "relax.batch_size", 1),
         scheme=_scheme(refs.get("scheme", "molecules-O2-N2")),
         teacher=_text(teacher["name"], "teacher.name") if teacher.get("name") else None,
-        policy=_choice(teacher.get("policy", "none"), TEACHER_POLICIES, "teacher.policy"),
+        policy=policy,
+        finish_when=_choice(
+            teacher.get("finish_when", "uncertain"), FINISH_WHEN, "teacher.finish_when"
+        ),
         base_dir=base_dir,
     )
     if not spec.sites and spec.random == 0:
         raise SpecError("placement: sites is false and random is 0, nothing to place")
-    if spec.teacher is None and (spec.policy != "none" or any(
-            s.lattice_constant == "teacher" for s in spec.surfaces)):
+    if spec.teacher is None and (
+        spec.policy != "none" or any(s.lattice_constant == "teacher" for s in spec.surfaces)
+    ):
         raise SpecError("teacher.name: required by teacher.policy or lattice_constant: teacher")
     return spec
 
@@ -199,28 +232,40 @@ def _surface(data: Any, where: str) -> SurfaceSpec:
     _no_unknown(data, _SURFACE_KEYS, f"{where}.")
     element = data.get("element")
     if element not in METALS:
-        raise SpecError(f"{where}.element: {element!r} is not a bulk metal of the surface "
-                        f"library; use one of {', '.join(METALS)}")
+        raise SpecError(
+            f"{where}.element: {element!r} is not a bulk metal of the surface "
+            f"library; use one of {', '.join(METALS)}"
+        )
     facet = data.get("facet")
     if isinstance(facet, int) and not isinstance(facet, bool):
         facet = str(facet)
     facet = str(facet).strip("()") if facet is not None else None
     if facet not in surface_facets(element):
-        raise SpecError(f"{where}.facet: {data.get('facet')!r} is not a facet of {element}; use "
-                        f"one of {', '.join(surface_facets(element))} (quote it: '0001')")
+        raise SpecError(
+            f"{where}.facet: {data.get('facet')!r} is not a facet of {element}; use "
+            f"one of {', '.join(surface_facets(element))} (quote it: '0001')"
+        )
     size = _size(data.get("size", "3x3"), f"{where}.size")
     layers = _int(data.get("layers", 4), f"{where}.layers", 2)
     fixed = _int(data.get("fixed_layers", layers // 2), f"{where}.fixed_layers", 0)
     if fixed >= layers:
         raise SpecError(f"{where}.fixed_layers: {fixed} must be below layers ({layers})")
     if facet == "211" and size[0] != 3:
-        raise SpecError(f"{where}.size: (211) cells hold one step, size must be 3xN; got "
-                        f"{size[0]}x{size[1]}")
-    return SurfaceSpec(element, facet, size, layers, fixed,
-                       _float(data.get("vacuum", 10.0), f"{where}.vacuum", positive=True),
-                       _lattice(data.get("lattice_constant", "model"),
-                                f"{where}.lattice_constant", facet == "0001"),
-                       _text(data.get("name", ""), f"{where}.name", allow_empty=True))
+        raise SpecError(
+            f"{where}.size: (211) cells hold one step, size must be 3xN; got {size[0]}x{size[1]}"
+        )
+    return SurfaceSpec(
+        element,
+        facet,
+        size,
+        layers,
+        fixed,
+        _float(data.get("vacuum", 10.0), f"{where}.vacuum", positive=True),
+        _lattice(
+            data.get("lattice_constant", "model"), f"{where}.lattice_constant", facet == "0001"
+        ),
+        _text(data.get("name", ""), f"{where}.name", allow_empty=True),
+    )
 
 
 def _adsorbate(data: Any, where: str, base_dir: str) -> AdsorbateSpec:
@@ -234,14 +279,18 @@ def _adsorbate(data: Any, where: str, base_dir: str) -> AdsorbateSpec:
     file = data.get("file")
     if file is None:
         if name not in ADSORBATES:
-            raise SpecError(f"{where}: unknown adsorbate {name!r}; built in: "
-                            f"{', '.join(ADSORBATES)} (or give a file: path)")
+            raise SpecError(
+                f"{where}: unknown adsorbate {name!r}; built in: "
+                f"{', '.join(ADSORBATES)} (or give a file: path)"
+            )
         return AdsorbateSpec(name)
     if not Path(base_dir, str(file)).is_file():
-        raise SpecError(f"{where}.file: {file!r} is not a file (paths are relative to the "
-                        "spec's folder)")
-    return AdsorbateSpec(name, str(file),
-                         _float(data.get("bond", 2.0), f"{where}.bond", positive=True))
+        raise SpecError(
+            f"{where}.file: {file!r} is not a file (paths are relative to the spec's folder)"
+        )
+    return AdsorbateSpec(
+        name, str(file), _float(data.get("bond", 2.0), f"{where}.bond", positive=True)
+    )
 
 
 def _model(value: Any, base_dir: str) -> str:
@@ -252,8 +301,9 @@ def _model(value: Any, base_dir: str) -> str:
     return model_reference(value, base_dir, "model", is_teacher, "teacher")
 
 
-def model_reference(value: Any, base_dir: str, where: str, keep: Callable[[str], bool],
-                    kept: str) -> str:
+def model_reference(
+    value: Any, base_dir: str, where: str, keep: Callable[[str], bool], kept: str
+) -> str:
     """The model named by the spec key ``where``: a name ``keep`` accepts as it is (what it
     accepts described by ``kept``, for the error), a checkpoint file (relative to the working
     folder, else to the spec's folder ``base_dir``) or a registered model name."""
@@ -268,8 +318,9 @@ def model_reference(value: Any, base_dir: str, where: str, keep: Callable[[str],
     try:
         model_entry(name)
     except ModelNotFoundError as exc:
-        raise SpecError(f"{where}: {name!r} is no checkpoint file, registered model or {kept} "
-                        f"({exc})") from exc
+        raise SpecError(
+            f"{where}: {name!r} is no checkpoint file, registered model or {kept} ({exc})"
+        ) from exc
     return name
 
 
@@ -277,9 +328,11 @@ def _lattice(value: Any, where: str, hcp: bool) -> str | tuple[float, ...]:
     if value in LATTICE_MODES:
         return value
     values = value if isinstance(value, list) else [value]
-    if (not values or len(values) > (2 if hcp else 1)
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-                       for v in values)):
+    if (
+        not values
+        or len(values) > (2 if hcp else 1)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
+    ):
         shape = "a number (a), [a, c]" if hcp else "a number"
         raise SpecError(f"{where}: {value!r} must be {shape} in Å, 'model' or 'teacher'")
     return tuple(float(v) for v in values)
@@ -287,8 +340,7 @@ def _lattice(value: Any, where: str, hcp: bool) -> str | tuple[float, ...]:
 
 def _size(value: Any, where: str) -> tuple[int, int]:
     try:
-        parts = [int(x) for x in (value.lower().split("x") if isinstance(value, str)
-                                  else value)]
+        parts = [int(x) for x in (value.lower().split("x") if isinstance(value, str) else value)]
     except (TypeError, ValueError, AttributeError):
         parts = []
     if len(parts) != 2 or min(parts) < 1:
@@ -345,8 +397,8 @@ def _int(value: Any, where: str, minimum: int) -> int:
 
 
 def _float(value: Any, where: str, positive: bool = False) -> float:
-    if (not isinstance(value, int | float) or isinstance(value, bool)
-            or (positive and value <= 0)):
-        raise SpecError(f"{where}: must be a {'positive ' if positive else ''}number, "
-                        f"got {value!r}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or (positive and value <= 0):
+        raise SpecError(
+            f"{where}: must be a {'positive ' if positive else ''}number, got {value!r}"
+        )
     return float(value)

@@ -5,14 +5,20 @@ leaves only whole rows and a rerun skips them.
 
 Rows (key-value pairs; energies eV):
 
-* every row: ``kind`` (``slab``, ``gas``, ``placement``), ``key`` (unique), ``engine``,
-  ``spec_hash``, ``converged``, ``steps``, and the relaxed structure with its energy;
+* every row: ``kind`` (``slab``, ``gas``, ``placement``), ``key`` (unique), ``engine``
+  (the model), ``spec_hash``, the final structure with its energy (the teacher's where it
+  finished the relaxation), ``converged``, ``steps``, and who relaxed it
+  (:func:`~.run.relaxation_pairs`): ``relaxed_by`` (``student``, ``student+teacher``),
+  ``energy_source``, ``student_energy``, ``student_steps``, ``student_converged``,
+  ``teacher_steps``, ``teacher_calls``, optional ``student_calls`` (a teacher as the model),
+  ``teacher`` (name), ``teacher_energy``, ``teacher_fmax``, ``verified``,
+  ``extrapolation_max`` and ``uncertain``;
 * ``slab``: ``surface``, ``lattice_a`` and (hcp) ``lattice_c`` (Å);
 * ``gas``: ``gas`` (ASE g2 name);
 * ``placement``: ``surface``, ``adsorbate``, ``placement``, ``start_site``, ``final_site``,
   ``anomaly`` (``none`` or comma-separated :data:`tdn_calc.evaluation.ANOMALIES`),
-  ``valid`` (no anomaly and converged), ``e_ads``, optional ``extrapolation_max``,
-  ``teacher_energy`` and ``teacher_e_ads``.
+  ``valid`` (no anomaly and converged), ``e_ads`` (the ``energy_source``'s),
+  ``student_e_ads`` and optional ``teacher_e_ads``.
 
 The database's metadata hold the campaign's ``spec_hash`` and ``name``.
 """
@@ -44,8 +50,10 @@ def claim(db: Any, spec_hash: str, name: str, force: bool) -> None:
     if held is None and len(db) > 0:
         held = next(iter(db.select(limit=1))).get("spec_hash")
     if held is not None and held != spec_hash and not force:
-        raise SpecError(f"database holds results of another spec (hash {held}, this spec "
-                        f"{spec_hash}); use a new database or --force to recompute")
+        raise SpecError(
+            f"database holds results of another spec (hash {held}, this spec "
+            f"{spec_hash}); use a new database or --force to recompute"
+        )
     if force and len(db) > 0:
         ids = [row.id for row in db.select(columns=["id"], include_data=False)]
         db.delete(ids)
