@@ -56,6 +56,8 @@ def list_cmd() -> None:
     for m in entries:
         if m.get("deprecated"):
             where = f"deprecated -> {m['deprecated']}"
+        elif m.get("superseded_by"):
+            where = f"earlier version of {m['superseded_by']}"
         else:
             where = (
                 "local" if local_path(m["name"]) else ("download" if m.get("url") else "missing")

@@ -256,7 +256,8 @@ def select_model_for(
     elements: Iterable[int | str], manifest: str | os.PathLike | None = None
 ) -> str:
     """The registered model to use for a structure with these elements (symbols or atomic
-    numbers): the first non-deprecated model covering all of them, preferring entries marked
+    numbers): the first model covering all of them that is neither deprecated nor superseded
+    (an earlier version kept loadable under its dated name), preferring entries marked
     ``"default": true``.
 
     Raises:
@@ -264,7 +265,8 @@ def select_model_for(
             each model and its elements).
     """
     wanted = _as_numbers(elements)
-    models = [m for m in load_manifest(manifest).values() if not m.get("deprecated")]
+    models = [m for m in load_manifest(manifest).values()
+              if not m.get("deprecated") and not m.get("superseded_by")]  # fmt: skip
     covering = [m for m in models if set(wanted) <= set(_as_numbers(m["elements"]))]
     covering.sort(key=lambda m: not m.get("default", False))  # stable: manifest order
     if covering:

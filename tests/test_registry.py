@@ -222,6 +222,13 @@ def test_select_model_for(registry, tmp_path):
     manifest["models"]["tiny-local"]["default"] = True
     registry["manifest"].write_text(json.dumps(manifest))
     assert select_model_for(["H"]) == "tiny-local"
+    # an earlier version kept under its dated name is loadable but never chosen
+    manifest["models"]["tiny-local"]["superseded_by"] = "tiny-hco"
+    registry["manifest"].write_text(json.dumps(manifest))
+    assert select_model_for(["H"]) == "tiny-hco"
+    assert model_info("tiny-local")["name"] == "tiny-local"
+    listing = CliRunner().invoke(models_cli, ["list"]).output
+    assert "earlier version of tiny-hco" in listing
 
 
 def test_bad_manifest(tmp_path):

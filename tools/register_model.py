@@ -104,6 +104,29 @@ def new_model_path(name: str) -> Path:
                 if not (MODELS / f"{c}.safetensors").exists())
 
 
+def keep_previous(name: str) -> str | None:
+    """List the model now registered as ``name`` under its file's dated name as well (e.g.
+    ``tdn-catalysis-20261206-2``), so configs and scripts that named it keep loading the same
+    weights after ``name`` moves to a new file; its uncertainty sidecar moves to a dated name
+    too. Returns the dated name (None when ``name`` is not registered yet)."""
+    manifest = MODELS / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    old = data["models"].get(name)
+    if old is None:
+        return None
+    dated = Path(old["file"]).stem
+    old = {**old, "name": dated, "aliases": [], "default": False, "superseded_by": name}
+    sidecar = old.get("uncertainty")
+    if sidecar:
+        moved = f"{dated}-uncertainty.json"
+        shutil.copyfile(MODELS / sidecar["file"], MODELS / moved)
+        old["uncertainty"] = {**sidecar, "file": moved}
+    data["models"][dated] = old
+    with atomic_write(manifest, "w") as handle:
+        handle.write(json.dumps(data, indent=2) + "\n")
+    return dated
+
+
 def benchmark_summaries(specs: list[str]) -> dict[str, dict]:
     """``["relaxation=path.json", ...]`` -> ``{"relaxation": <the file's "summary">}``."""
     out = {}
@@ -124,11 +147,15 @@ def main() -> None:
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--license", default="MIT")
     parser.add_argument("--default", action="store_true", help="preferred by --model auto")
+    parser.add_argument("--keep-previous", action="store_true",
+                        help="keep the model now called NAME loadable under its dated name")
     parser.add_argument("--benchmark", action="append", default=[],
                         help="NAME=JSON: copy that benchmark result's summary into metrics")
     args = parser.parse_args()
 
     read_metadata(args.checkpoint)  # validates the file before anything is copied
+    if args.keep_previous:
+        print(f"previous {args.name} stays loadable as {keep_previous(args.name)}")
     target = new_model_path(args.name)
     with atomic_write(target) as out, open(args.checkpoint, "rb") as src:
         shutil.copyfileobj(src, out)
