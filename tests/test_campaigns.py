@@ -1,4 +1,5 @@
-"""Screening campaigns (tdn_calc.campaigns, `tdn screen`) on EMT and tiny Pt(111) slabs."""
+"""Screening campaigns (tdn_calc.campaigns, `tdn screen`) on EMT (and once the shipped
+tdn-catalysis, on a Dask cluster of another process) and tiny Pt(111) slabs."""
 
 from __future__ import annotations
 
@@ -220,6 +221,72 @@ def test_dask_local_cluster_survives_a_dead_worker(tmp_path):
     assert stats.written == 13
     run_campaign(reference, tmp_path / "here.db", progress=False)  # marker there: plain EMT
     assert _rows(tmp_path / "dask.db") == _rows(tmp_path / "here.db")
+
+
+_CLUSTER = """
+import json, sys
+from distributed import LocalCluster
+cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                       scheduler_port=0, dashboard_address=None)
+print(cluster.scheduler_address, flush=True)
+sys.stdin.read()  # until the test closes stdin
+prefix = cluster.scheduler.task_prefixes.get("relax_items")
+print(json.dumps(None if prefix is None else dict(prefix.state_counts)), flush=True)
+cluster.close()
+"""
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The first line ``proc`` prints, within ``timeout`` s (empty when none)."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        return proc.stdout.readline().strip() if sel.select(timeout) else ""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("one_torch_thread")
+def test_screen_joins_a_dask_scheduler_of_another_process(tmp_path):
+    """``tdn screen --scheduler ADDRESS`` with the shipped tdn-catalysis as the model, on a
+    one-worker cluster that another process started: the rows equal an in-process run's."""
+    pytest.importorskip("distributed")
+    from tdn_calc.cli.main import main
+
+    data = tiny_spec(model="tdn-catalysis", adsorbates=["H"], placement={"random": 0},
+                     relax={"fmax": 0.1, "steps": 40, "batch_size": 2})  # fmt: skip
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _CLUSTER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)  # fmt: skip
+    try:
+        address = _read_line(proc, 60)
+        assert address.startswith("tcp://"), f"no scheduler address from the cluster: {address!r}"
+        result = CliRunner().invoke(main, ["screen", str(spec_file), "--scheduler", address,
+                                           "--db", str(tmp_path / "dask.db"), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert "6 rows written" in result.output  # slab, H2, four sites
+    finally:
+        proc.stdin.close()  # the cluster reports its tasks and closes itself...
+        tasks = _read_line(proc, 30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # ...and whatever is left of its group (scheduler, nanny, worker) is killed
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+    # every batch ran on that cluster: the references (slab, H2), then four placements, two a batch
+    assert json.loads(tasks or "null") is not None, "the cluster ran no relax_items task"
+    assert json.loads(tasks)["memory"] == 3
+    run_campaign(parse_spec(data), tmp_path / "here.db", progress=False)
+    dask_rows, here = _rows(tmp_path / "dask.db"), _rows(tmp_path / "here.db")
+    assert {r["engine"] for r in here.values()} == {"tdn-catalysis"} and len(here) == 6
+    assert dask_rows == here
 
 
 def test_verify_teacher_user_file_and_fitted_lattice(tmp_path):
