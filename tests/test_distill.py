@@ -62,6 +62,7 @@ def spec_dict(**distill: Any) -> dict[str, Any]:
     ({"distill": {"train": {"max_steps": 5}}}, "distill.train"),
     ({"distill": {"agreement": {"energy": 0}}}, "distill.agreement.energy"),
     ({"distill": {"seed": {"rattle": -1}}}, "distill.seed.rattle"),
+    ({"adsorbates": ["H"], "surfaces": SPEC["surfaces"][:1]}, "needs at least two"),
 ])
 def test_spec_errors_name_the_key(change, message):
     data = {k: v for k, v in SPEC.items() if k != "distill"}

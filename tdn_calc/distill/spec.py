@@ -156,6 +156,11 @@ def parse_distill_spec(data: Any, base_dir: str = ".", teacher: str | None = Non
     holdout = _float(section.get("holdout", 0.25), "distill.holdout")
     if not 0 < holdout < 1:
         raise SpecError(f"distill.holdout: must be in (0, 1), got {holdout}")
+    pairs = len(campaign.surfaces) * len(campaign.adsorbates)
+    if pairs < 2:
+        raise SpecError("distill.holdout: the held-out check keeps whole (surface, adsorbate) "
+                        "pairs apart and needs at least two; the spec has one (add a surface "
+                        "or an adsorbate)")
     seed = _seed(_mapping(section.get("seed") or {}, "distill.seed"))
     loop = _loop(_mapping(section.get("loop") or {}, "distill.loop"))
     agreement = _mapping(section.get("agreement") or {}, "distill.agreement")
