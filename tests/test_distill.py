@@ -184,6 +184,22 @@ def test_kill_mid_loop_resumes_without_relabelling(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(30)
+def test_an_element_the_student_cannot_know_is_refused_before_any_teacher_call(tmp_path):
+    from tdn_calc.distill.label import check_elements, clean_slabs, split_placements
+
+    data = spec_dict()
+    data["surfaces"] = data["surfaces"][:1]  # Cu(111): H held out, O trained on
+    with pytest.raises(SpecError, match="would meet H in held-out placements"):
+        run_distill(parse_distill_spec(data, teacher="emt"), tmp_path / "out")
+    assert not (tmp_path / "out" / "data").exists()  # nothing labelled
+    data["distill"]["init_from"] = "tdn-catalysis"  # knows H: the same split is fine
+    del data["distill"]["model"]
+    spec = parse_distill_spec(data, teacher="emt")
+    slabs = clean_slabs(spec)
+    check_elements(spec, slabs, split_placements(spec, slabs))
+
+
+@pytest.mark.timeout(30)
 def test_cli_reports_spec_errors(tmp_path):
     import yaml
     from click.testing import CliRunner

@@ -103,6 +103,48 @@ def perturbed(minimum: Atoms, spec: DistillSpec, name: str) -> list[tuple[Atoms,
     return out
 
 
+def seed_placements(spec: DistillSpec, split: Split) -> list[Placement]:
+    """The ``seed.placements`` training placements the teacher relaxes in round 0 (a seeded
+    choice)."""
+    rng = seed_for(spec.campaign.seed, "seed-placements")
+    n = min(spec.seed.placements, len(split.train))
+    return [split.train[k] for k in sorted(rng.choice(len(split.train), n, replace=False))]
+
+
+def check_elements(spec: DistillSpec, slabs: dict[str, Atoms], split: Split) -> None:
+    """Refuse (:class:`~tdn_calc.campaigns.spec.SpecError`), before any teacher call, a loop
+    whose student would meet an element it cannot know: every element of the training and
+    held-out placements must be in the seed data (clean slabs and seed placements) or, with
+    ``init_from`` a model, in that model. A model from scratch has the seed data's elements
+    only, so a held-out pair's own element (or one only in unseeded training placements)
+    would stop the loop after its first training."""
+    from ase.data import chemical_symbols
+
+    from ..campaigns.spec import SpecError
+    from .spec import SCRATCH
+
+    def numbers(structures: Sequence[Atoms]) -> set[int]:
+        return {int(z) for atoms in structures for z in atoms.numbers}
+
+    known = numbers(list(slabs.values()) + [p.atoms for p in seed_placements(spec, split)])
+    start = "the seed data (clean slabs and seed placements)"
+    if spec.init_from != SCRATCH:
+        from ..checkpoint_format import read_metadata
+        from ..registry import model_path
+
+        known |= set(read_metadata(model_path(spec.init_from))[0].elements)
+        start += f" and {spec.init_from}"
+    for part, placements in (("held-out", split.holdout), ("training", split.train)):
+        missing = sorted(numbers([p.atoms for p in placements]) - known)
+        if missing:
+            names = ", ".join(chemical_symbols[z] for z in missing)
+            raise SpecError(
+                f"distill: the student would meet {names} in {part} placements, which "
+                f"{start} never hold; hold out other pairs (placement.seed, holdout), add "
+                f"a training pair with {names}, raise distill.seed.placements, or start "
+                f"from a model that covers {names} (distill.init_from)")
+
+
 def label_seed(spec: DistillSpec, slabs: dict[str, Atoms], split: Split,
                writer: ShardedWriter) -> tuple[int, int]:
     """Round 0: the teacher relaxes every clean slab and ``seed.placements`` training
@@ -111,11 +153,8 @@ def label_seed(spec: DistillSpec, slabs: dict[str, Atoms], split: Split,
     from ..relax.single import relax
 
     calc = teacher_calculator(spec)
-    rng = seed_for(spec.campaign.seed, "seed-placements")
-    n = min(spec.seed.placements, len(split.train))
-    chosen = [split.train[k] for k in sorted(rng.choice(len(split.train), n, replace=False))]
     starts = [(f"slab|{label}", slab) for label, slab in slabs.items()]
-    starts += [(p.key, p.atoms) for p in chosen]
+    starts += [(p.key, p.atoms) for p in seed_placements(spec, split)]
     frames = calls = 0
     for key, start in starts:
         ident = f"r000/seed/{key}"

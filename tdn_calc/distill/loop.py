@@ -27,6 +27,7 @@ from ..fileio import atomic_write
 from .label import (
     Split,
     agreement,
+    check_elements,
     check_minima,
     clean_slabs,
     label_seed,
@@ -58,6 +59,7 @@ def run_distill(spec: DistillSpec, out: str | Path,
         return state
     slabs = clean_slabs(spec)
     split = split_placements(spec, slabs)
+    check_elements(spec, slabs, split)
     say(f"{len(split.train)} training and {len(split.holdout)} held-out placements")
     while state.stage != "register":
         t0 = time.process_time()
