@@ -154,6 +154,18 @@ def test_two_rounds_register_and_rerun_resumes(tmp_path, monkeypatch):
     again = run_distill(spec, out)
     assert again.teacher_calls == saved.teacher_calls and len(trained) == 2
 
+    # a raised budget (one more round) continues the same run: one more round, re-registered
+    loop = {**SPEC["distill"]["loop"], "rounds": 3}
+    more = parse_distill_spec(spec_dict(loop=loop), teacher="emt")
+    assert more.hash() == spec.hash()  # budgets are not part of what a round does
+    longer = run_distill(more, out)
+    assert longer.stage == "done" and longer.stop_reason == "rounds" and len(trained) == 3
+    assert [r["round"] for r in longer.history] == [0, 1, 2]
+    assert longer.teacher_calls > saved.teacher_calls
+    card = json.loads((out / "model_card.json").read_text())
+    assert len(card["distill"]["history"]) == 3
+    assert run_distill(more, out).teacher_calls == longer.teacher_calls  # done again
+
 
 @pytest.mark.timeout(60)
 def test_kill_mid_loop_resumes_without_relabelling(tmp_path, monkeypatch):

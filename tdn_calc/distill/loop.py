@@ -35,7 +35,7 @@ from .label import (
     split_placements,
     write_round,
 )
-from .spec import SCRATCH, DistillSpec
+from .spec import BUDGET_KEYS, SCRATCH, DistillSpec
 from .state import DistillState, open_state
 
 log = logging.getLogger("tdn_calc.distill")
@@ -54,9 +54,13 @@ def run_distill(spec: DistillSpec, out: str | Path,
     if not (out / "spec.json").exists():
         with atomic_write(out / "spec.json", "w") as fh:
             json.dump({"hash": spec.hash(), **spec.to_dict()}, fh, indent=1, default=list)
-    if state.stage == "done":
+    if state.stage == "done" and not _budget_raised(spec, state):
         say(f"already done ({state.stop_reason}); model {state.model}")
         return state
+    if state.stage == "done":
+        say(f"the budget was raised: continuing after round {state.round} "
+            f"(stopped on {state.stop_reason})")  # fmt: skip
+        state.round, state.stage, state.stop_reason = _resume_round(state), "label", None
     slabs = clean_slabs(spec)
     split = split_placements(spec, slabs)
     check_elements(spec, slabs, split)
@@ -90,13 +94,30 @@ def run_distill(spec: DistillSpec, out: str | Path,
     return state
 
 
-def _out_of_budget(spec: DistillSpec, state: DistillState) -> bool:
-    """Set ``stop_reason`` and return True when a budget is spent."""
+def _out_of_budget(spec: DistillSpec, state: DistillState, probe: bool = False) -> bool:
+    """Whether a budget is spent; sets ``stop_reason`` unless ``probe``."""
+    reason = None
     if state.teacher_calls >= spec.loop.teacher_calls:
-        state.stop_reason = "teacher_calls"
+        reason = "teacher_calls"
     elif state.cpu_seconds >= 3600 * spec.loop.cpu_hours:
-        state.stop_reason = "cpu_hours"
-    return bool(state.stop_reason)
+        reason = "cpu_hours"
+    if reason and not probe:
+        state.stop_reason = reason
+    return reason is not None
+
+
+def _budget_raised(spec: DistillSpec, state: DistillState) -> bool:
+    """Whether a run that stopped on a budget (rounds, teacher calls, CPU hours) may go on
+    under ``spec``'s budgets (a run that met its target stays done)."""
+    if state.stop_reason not in BUDGET_KEYS:
+        return False
+    return _resume_round(state) < spec.loop.rounds and not _out_of_budget(spec, state, True)
+
+
+def _resume_round(state: DistillState) -> int:
+    """The round a budget-stopped run goes on with: the next one after the last round
+    (``rounds``), the one whose labelling the spent budget stopped (the others)."""
+    return state.round + 1 if state.stop_reason == "rounds" else state.round
 
 
 def _next(spec: DistillSpec, state: DistillState) -> None:

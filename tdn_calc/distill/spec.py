@@ -78,6 +78,10 @@ class LoopSpec:
     teacher_steps: int = 0
 
 
+#: the loop's budgets: when it stops, not what a round does (left out of the spec's hash)
+BUDGET_KEYS = ("rounds", "teacher_calls", "cpu_hours")
+
+
 @dataclass(frozen=True)
 class AgreementSpec:
     """The stopping target on the held-out placements: median |E_student - E_teacher| at
@@ -110,10 +114,14 @@ class DistillSpec:
         return out
 
     def hash(self) -> str:
-        """First 16 hex digits of the SHA-256 of everything that changes the result (the
-        campaign's own hash stands for the campaign)."""
+        """First 16 hex digits of the SHA-256 of everything that changes what a round does
+        (the campaign's own hash stands for the campaign). The budgets (``loop.rounds``,
+        ``loop.teacher_calls``, ``loop.cpu_hours``) only decide when the loop stops, so they
+        are left out: raising one continues a finished run instead of starting over."""
         data = self.to_dict()
         data["campaign"] = self.campaign.hash()
+        for key in BUDGET_KEYS:
+            data["loop"].pop(key)
         text = json.dumps(data, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
