@@ -149,7 +149,10 @@ def render_models() -> tuple[list[str], list[Path]]:
     manifest = _load(MANIFEST)["models"]
     sources = [MANIFEST]
     rows = []
+    earlier = [(n, c["superseded_by"]) for n, c in manifest.items() if c.get("superseded_by")]
     for name, card in manifest.items():
+        if card.get("superseded_by"):
+            continue  # an earlier version, loadable under its dated name (listed below)
         aliases = ", ".join(f"`{a}`" for a in card.get("aliases", []))
         title = f"`{name}` ({aliases}{', default' if card.get('default') else ''})"
         method = card["reference_method"]
@@ -189,10 +192,14 @@ def render_models() -> tuple[list[str], list[Path]]:
             sources.append(rel)
             report = _load(rel)
             s = report["summary"]
+            landed = (f"lands in SevenNet-0's minimum {_pct(s['landed_fraction'])} "
+                      f"({s['n_refused']} of {s['n_planned']} refused), "
+                      if "landed_fraction" in s else "")  # fmt: skip
             judged.append(
                 f"{s['n_evaluated']} starts of {_systems(report['rows'])} unseen {part} systems: "
-                f"adsorption energy at the TDN minimum {s['d_teacher']['median_abs']:.3f} eV "
-                f"from SevenNet-0's own (median), same site {_pct(s['site_fraction_same'])}"
+                f"{landed}adsorption energy at the TDN minimum "
+                f"{s['d_teacher']['median_abs']:.3f} eV from SevenNet-0's own (median), same "
+                f"site {_pct(s['site_fraction_same'])}"
             )
         rows.append([title, " ".join(card["elements"]), trained, errors, "; ".join(judged), limits])
     head = [
@@ -203,7 +210,12 @@ def render_models() -> tuple[list[str], list[Path]]:
         "relaxations judged by the reference",
         "known limits",
     ]
-    return _table(head, rows), sources
+    lines = _table(head, rows)
+    if earlier:
+        lines += ["", "Earlier versions, still loadable by their dated names (never chosen by "
+                  "`--model auto`): " + "; ".join(f"`{n}` (before `{new}`)" for n, new in earlier)
+                  + "."]  # fmt: skip
+    return lines, sources
 
 
 README_SPEED_CONTENDERS = ("(shipped)", "GFN2-xTB", "MACE fast-size", "SevenNet-0", "CHGNet")
