@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_train_utils import write_emt_dataset
+from test_train_utils import EMT_ATTRS, emt_structures, write_emt_dataset
 
 from tdn_calc.checkpoint import load_model
 from tdn_calc.data.split import load_split
@@ -40,7 +41,8 @@ def one_thread():
 
 def make_run(data, out, *, data_opts=None, **training):
     raw = {"output_dir": str(out), "seed": 0,
-           "data": {"path": str(data), "batch_size": 3, "split_fractions": [0.75, 0.25, 0.0],
+           "data": {"path": data if isinstance(data, list) else str(data), "batch_size": 3,
+                    "split_fractions": [0.75, 0.25, 0.0],
                     **(data_opts or {})},
            "model": dict(TINY_MODEL),
            "training": {"warmup_steps": 3, "log_every_steps": 2, "test_at_end": False,
@@ -405,3 +407,26 @@ def test_init_from_a_model_without_an_element_of_the_data_extends_it(emt_data, t
     embedding = mine["embedding.weight"]
     torch.testing.assert_close(embedding[2], embedding[1])  # N's row is C's
     assert tuned.run() == "finished"
+
+
+def test_data_path_lists_several_data_sets(emt_data, tmp_path):
+    """``data.path`` as a list trains on the union; shared identifiers are refused."""
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.data.shards import ShardedWriter
+    from tdn_calc.errors import InputError
+
+    other = tmp_path / "other"
+    with ShardedWriter(other, EMT_ATTRS, shard_size=4) as writer:
+        for name, frames in emt_structures(np.random.default_rng(5), 2).items():
+            writer.append_trajectory(f"second/{name}", frames)
+    both = H5Dataset([emt_data, other])
+    assert len(both) == len(H5Dataset(emt_data)) + len(H5Dataset(other))
+    run = make_run([str(emt_data), str(other)], tmp_path / "run", max_steps=2)
+    assert run.train.data_path == [str(Path(emt_data).resolve()), str(other.resolve())]
+    trainer = Trainer(run)
+    assert len(trainer.dataset) == len(both)
+    assert trainer.run() == "finished"
+    card = load_model(tmp_path / "run" / "best.safetensors", device="cpu").card
+    assert card["trained_on"]["dataset"] == f"{Path(emt_data).name} + other"
+    with pytest.raises(InputError, match="share trajectory identifiers"):
+        H5Dataset([emt_data, emt_data])

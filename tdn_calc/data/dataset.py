@@ -42,8 +42,8 @@ class H5Dataset(torch.utils.data.Dataset):
         reference_method: the label method named by the files (all must agree).
     """
 
-    def __init__(self, path: str | os.PathLike, *, complete_only: bool = False,
-                 in_memory: bool = False):
+    def __init__(self, path: str | os.PathLike | list[str | os.PathLike], *,
+                 complete_only: bool = False, in_memory: bool = False):
         self.path = path
         self.shards = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in (*_FRAME_FIELDS, "shard", "local")}
@@ -73,6 +73,11 @@ class H5Dataset(torch.utils.data.Dataset):
                 self.shards.append(shard)
         if not self.shards:
             raise InputError(f"no readable frame files in {path}")
+        if isinstance(path, (list, tuple)) and len(set(self.identifiers)) < len(self.identifiers):
+            seen: set[str] = set()
+            twice = sorted({x for x in self.identifiers if x in seen or seen.add(x)})
+            raise InputError(f"the data sets {list(map(str, path))} share trajectory identifiers "
+                             f"({', '.join(twice[:3])}, ...): they cannot be trained on together")
         if len(methods) > 1:
             raise InputError(f"{path} mixes reference methods {sorted(methods)}; use one")
         self.reference_method = methods.pop()

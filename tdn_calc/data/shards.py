@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 _SHARD_RE = re.compile(r"^part-(\d{5,})\.h5$")
 
 
-def list_shards(path: str | os.PathLike) -> list[Path]:
-    """The frame files of a data set: ``[path]`` for a file, the sorted ``*.h5`` of a directory."""
+def list_shards(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The frame files of a data set: ``[path]`` for a file, the sorted ``*.h5`` of a
+    directory; for a list of such paths (several data sets trained on together), theirs in
+    that order."""
+    if isinstance(path, (list, tuple)):
+        return [shard for one in path for shard in list_shards(one)]
     p = Path(path)
     if p.is_file():
         return [p]

@@ -19,9 +19,10 @@ def dataset_fingerprint(dataset: H5Dataset) -> dict[str, Any]:
     """
     files = {Path(s).name: sha256_file(s) for s in dataset.shards}
     listing = "".join(f"{digest}  {name}\n" for name, digest in files.items())
-    path = Path(dataset.path)
+    paths = dataset.path if isinstance(dataset.path, (list, tuple)) else [dataset.path]
+    names = [Path(p).name if Path(p).is_dir() else Path(p).stem for p in paths]
     return {
-        "dataset": path.name if path.is_dir() else path.stem,
+        "dataset": " + ".join(names),
         "reference_method": dataset.reference_method,
         "dataset_sha256": hashlib.sha256(listing.encode()).hexdigest(),
         "files": files,

@@ -49,7 +49,9 @@ class TrainConfig:
     """Everything but the model architecture.
 
     Attributes:
-        data_path: frame file or shard directory.
+        data_path: frame file or shard directory, or a list of them trained on together
+            (their trajectory identifiers must differ; a split then needs ``split_file``
+            or is made in ``output_dir``).
         output_dir: where checkpoints, logs, metrics and exported models go.
         seed: seeds model initialisation and the data order.
         split_fractions: (train, val, test) fractions of trajectories.
@@ -93,7 +95,7 @@ class TrainConfig:
             instead of a fresh initialisation: fine-tuning with a new schedule.
     """
 
-    data_path: str
+    data_path: str | list[str]
     output_dir: str
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -306,8 +308,13 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | os.PathLike = ".",
             raise ConfigError(f"the config needs {where}")
     base = Path(base_dir)
     for key in ("data_path", "output_dir", "split_file", "init_from"):
-        if kwargs.get(key):
-            kwargs[key] = str((base / Path(kwargs[key]).expanduser()).resolve())
+        value = kwargs.get(key)
+        if isinstance(value, (list, tuple)) and key == "data_path":  # several data sets
+            if not value or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"data.path must be a path or a list of paths, got {value!r}")
+            kwargs[key] = [str((base / Path(v).expanduser()).resolve()) for v in value]
+        elif value:
+            kwargs[key] = str((base / Path(value).expanduser()).resolve())
     try:
         train = TrainConfig(**kwargs)
     except TypeError as exc:

@@ -178,7 +178,8 @@ def select_frames(dataset: H5Dataset, split: str, split_file: str | None = None,
     if split == "all":
         return np.arange(len(dataset), dtype=np.int64), None
     candidates = [split_file] if split_file else [
-        (card or {}).get("trained_on", {}).get("split_file"), split_path(dataset.path, 42)]
+        (card or {}).get("trained_on", {}).get("split_file"),
+        None if isinstance(dataset.path, (list, tuple)) else split_path(dataset.path, 42)]
     for path in candidates:
         if path and Path(path).is_file():
             return load_split(path).indices(dataset)[split], str(path)
