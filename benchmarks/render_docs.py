@@ -65,6 +65,12 @@ MODEL_SCOPE = {
         "(111) facets only, 3–{max_slab_layers} layers (thicker slabs: interior forces off by "
         "several eV/Å, `tdn-relax` warns); no other metals, facets or adsorbates",
     ),
+    "tdn-catalysis2-preview": (
+        "(111), (100), (110), (211) slabs of Pt Pd Ni Cu Ag Au Rh Ir and hcp(0001) of Ru Co, "
+        "3–7 layers, A3B/AB and single-atom alloys, 25 C/H/N/O adsorbates and co-adsorbed "
+        "pairs, bulk and strained bulk, gas molecules (450 of the recipe's 3,252 trajectories)",
+        "{note}",
+    ),
 }
 
 

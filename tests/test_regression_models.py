@@ -27,6 +27,8 @@ _spec.loader.exec_module(slices)
 MEASURED = {
     "tdn-organic": {"energy_mae_meV_atom": 3.2171, "forces_mae_meV_A": 48.305},
     "tdn-catalysis": {"energy_mae_meV_atom": 7.8000, "forces_mae_meV_A": 41.386},
+    # 2026-12-06 (trainer test on the full split: 10.58 meV/atom, 70.0 meV/Å)
+    "tdn-catalysis2-preview": {"energy_mae_meV_atom": 10.9057, "forces_mae_meV_A": 69.965},
 }
 SLACK = {"energy_mae_meV_atom": 0.2, "forces_mae_meV_A": 1.0}  # absolute, on top of 10%
 

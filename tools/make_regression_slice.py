@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = {"tdn-organic": "datasets/organic-gfn2", "tdn-catalysis": "datasets/catalysis-sevennet0"}
+DATASETS = {
+    "tdn-organic": "datasets/organic-gfn2",
+    "tdn-catalysis": "datasets/catalysis-sevennet0",
+    # the first 450 trajectories of datasets/catalysis2-sevennet0 (configs/tdn-catalysis2-v1.yaml)
+    "tdn-catalysis2-preview": "datasets/catalysis2-sevennet0-snap450",
+}
 SEED = 20261206
 
 
