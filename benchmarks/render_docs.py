@@ -160,7 +160,8 @@ def render_models() -> tuple[list[str], list[Path]]:
         if card.get("superseded_by"):
             continue  # an earlier version, loadable under its dated name (listed below)
         aliases = ", ".join(f"`{a}`" for a in card.get("aliases", []))
-        title = f"`{name}` ({aliases}{', default' if card.get('default') else ''})"
+        extra = ", ".join(x for x in (aliases, "default" if card.get("default") else "") if x)
+        title = f"`{name}`" + (f" ({extra})" if extra else "")
         method = card["reference_method"]
         if "SevenNet" in method:
             trained = "distilled from **SevenNet-0** (a PBE-level universal potential, not DFT)"
