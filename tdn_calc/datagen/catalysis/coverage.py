@@ -33,6 +33,7 @@ from ase.geometry import get_distances
 from ...errors import ConfigError, InputError
 from .adsorbates import ADSORBATE_NAMES, GAS_SPECIES, get_adsorbate, oriented, place_adsorbate
 from .surfaces import (
+    ALLOYS,
     LAYERS,
     METALS,
     SITES,
@@ -41,12 +42,12 @@ from .surfaces import (
     build_bulk_cell,
     build_surface,
     load_lattices,
+    substitute_top_layer,
     surface_facets,
 )
 from .systems import system_rng
 
 RECIPES = ("coverage2",)
-ALLOYS = {"A3B": 25, "AB": 50, "SA": 1}  # top-layer share in %, or one atom
 COADSORBED = ("CO+O", "H+O", "H+OH", "CO+H", "H+H", "O+O", "CO+CO", "OH+H2O", "N+H",
               "NH2+H", "CH3+H", "NO+O", "N+N", "C+O", "CHO+H", "COOH+H", "OOH+H", "NNH+H")
 _LAYER_WEIGHT = {3: 1.0, 4: 3.0, 5: 2.0, 6: 1.0, 7: 1.0}
@@ -287,15 +288,9 @@ def _build_slab(spec: CoverageSpec, lattice: dict, config: CoverageConfig,
     surf = build_surface(spec.metal, spec.facet, spec.size, lattice[spec.metal],
                          fixed_layers=spec.fixed_layers, vacuum=config.vacuum)
     slab = surf.atoms
-    top = np.flatnonzero(surf.layer == 0)
-    if spec.alloy:
-        top = top[np.lexsort((slab.positions[top, 0], slab.positions[top, 1]))]
-        n = {"A3B": 1, "AB": len(top) // 2, "SA": 1}[spec.alloy]
-        symbols = slab.get_chemical_symbols()
-        for i in top[:n]:  # 2x2 cell: 1 of 4 = ordered p(2x2); 2 of 4 (one row) = AB rows
-            symbols[i] = spec.dopant
-        slab.set_chemical_symbols(symbols)
-        surf.sites["dopant"] = slab.positions[top[0], :2]
+    if spec.alloy:  # 2x2 cell: 1 of 4 = ordered p(2x2); 2 of 4 (one row) = AB rows
+        first = substitute_top_layer(surf, spec.dopant, spec.alloy)
+        surf.sites["dopant"] = slab.positions[first, :2]
     n_metal = len(slab)
     fixed = slab.constraints[0].get_indices()
     slab.set_constraint()

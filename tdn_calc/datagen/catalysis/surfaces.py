@@ -43,6 +43,8 @@ LAYERS = {"111": (3, 4, 5, 6, 7), "100": (3, 4, 5, 6, 7), "110": (4, 5, 6, 7),
           "211": (3, 4, 5), "0001": (3, 4, 5, 6, 7)}
 _BUILDERS = {"111": fcc111, "100": fcc100, "110": fcc110, "0001": hcp0001}
 _SITE_NAMES = {"ontop": "top"}
+# bimetallic top layers: top-layer share of the second metal in %, or (SA) one atom
+ALLOYS = {"A3B": 25, "AB": 50, "SA": 1}
 SITES = {"111": ("top", "bridge", "fcc", "hcp"), "0001": ("top", "bridge", "fcc", "hcp"),
          "100": ("top", "bridge", "hollow"),
          "110": ("top", "shortbridge", "longbridge", "hollow"),
@@ -101,6 +103,37 @@ def build_surface(metal: str, facet: str, size: tuple[int, int, int], lattice: S
     slab.set_constraint(FixAtoms(mask=layer >= nz - fixed_layers))
     slab.pbc = (True, True, False)
     return Surface(slab, layer, {k: sites[k] for k in SITES[facet]}, top_xy)
+
+
+def substitute_top_layer(surf: Surface, element: str, kind: str) -> int:
+    """Put ``element`` into the top layer of ``surf`` (in place) as the alloy ``kind`` of
+    :data:`ALLOYS` and return the index of the first substituted atom (the "dopant" site).
+
+    The top-layer atoms, sorted by y then x, form rows (equal y) of columns: ``SA``
+    substitutes the first atom, ``AB`` every other row (one row of a 2x2 cell: rows of
+    half the atoms), ``A3B`` every other atom of every other row (one of four: the ordered
+    p(2x2)). ``AB`` needs an even number of rows, ``A3B`` also even rows (:class:`InputError`
+    where the share would not be exact)."""
+    if kind not in ALLOYS:
+        raise InputError(f"unknown alloy kind {kind!r}; known: {', '.join(ALLOYS)}")
+    slab = surf.atoms
+    top = np.flatnonzero(surf.layer == 0)
+    top = top[np.lexsort((slab.positions[top, 0], slab.positions[top, 1]))]
+    row = np.unique(np.round(slab.positions[top, 1], 3), return_inverse=True)[1].ravel()
+    col = np.array([np.count_nonzero(row[:k] == row[k]) for k in range(len(top))])
+    pick = {"SA": np.arange(len(top)) == 0, "AB": row % 2 == 0,
+            "A3B": (row % 2 == 0) & (col % 2 == 0)}[kind]
+    if kind != "SA" and 100 * np.count_nonzero(pick) != ALLOYS[kind] * len(top):
+        rows, cols = row.max() + 1, np.bincount(row)
+        raise InputError(
+            f"alloy {kind} ({ALLOYS[kind]} %) needs an even number of top-layer rows"
+            f"{' of even length' if kind == 'A3B' else ''}; this cell has {rows} row(s) of "
+            f"{'/'.join(map(str, sorted(set(cols))))} atoms (use an even size, e.g. 2x2 or 4x4)")
+    symbols = slab.get_chemical_symbols()
+    for i in top[pick]:
+        symbols[i] = element
+    slab.set_chemical_symbols(symbols)
+    return int(top[0])
 
 
 def _nearest(point: np.ndarray, xy: np.ndarray, cell: np.ndarray, k: int) -> np.ndarray:
