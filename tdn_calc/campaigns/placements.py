@@ -81,12 +81,16 @@ def lattice_of(surface: SurfaceSpec, calc_for: Callable[[str], object]) -> tuple
 
 
 def build_slab(surface: SurfaceSpec, lattice: tuple[float, ...]) -> Atoms:
-    """The clean slab of ``surface`` (bottom ``fixed_layers`` fixed, pbc ``[T, T, F]``)."""
-    from ..datagen.catalysis.surfaces import build_surface
+    """The clean slab of ``surface`` (bottom ``fixed_layers`` fixed, pbc ``[T, T, F]``),
+    with an alloy's top layer substituted."""
+    from ..datagen.catalysis.surfaces import build_surface, substitute_top_layer
 
     size = (*surface.size, surface.layers)
-    slab = build_surface(surface.element, surface.facet, size, lattice,
-                         fixed_layers=surface.fixed_layers, vacuum=surface.vacuum).atoms
+    surf = build_surface(surface.element, surface.facet, size, lattice,
+                         fixed_layers=surface.fixed_layers, vacuum=surface.vacuum)
+    if surface.alloy:  # the host's lattice, its top layer substituted
+        substitute_top_layer(surf, *surface.alloy)
+    slab = surf.atoms
     slab.info.pop("adsorbate_info", None)
     return slab
 

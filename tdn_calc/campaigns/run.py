@@ -94,7 +94,7 @@ def check_teacher_elements(spec: CampaignSpec) -> None:
 
     if spec.teacher is None or spec.policy == "none":
         return
-    symbols = {s.element for s in spec.surfaces}
+    symbols = set().union(*(s.elements for s in spec.surfaces))
     for ads in spec.adsorbates:
         symbols.update(adsorbate_atoms(spec, ads).get_chemical_symbols())
     for gas in gas_names(spec):

@@ -45,6 +45,7 @@ _SURFACE_KEYS = {
     "vacuum",
     "lattice_constant",
     "name",
+    "alloy",
 }
 
 
@@ -58,7 +59,10 @@ class SurfaceSpec:
     ``100``, ``110``, ``211`` fcc; ``0001`` hcp), in-plane ``size`` repeats, ``layers``
     (``fixed_layers`` of them held at the bottom), ``vacuum`` Å each side, and the
     ``lattice_constant``: Å (a number; ``[a, c]`` for hcp), ``"model"`` (an E(V) fit with
-    the campaign's potential) or ``"teacher"`` (with the teacher)."""
+    the campaign's potential) or ``"teacher"`` (with the teacher). ``alloy``: ``(element,
+    kind)``, the host's top layer substituted by ``element`` as the catalysis data
+    generator does (kind ``A3B`` 25 %, ``AB`` 50 %, ``SA`` one atom; lattice constant of
+    the host), or None."""
 
     element: str
     facet: str
@@ -68,11 +72,27 @@ class SurfaceSpec:
     vacuum: float = 10.0
     lattice_constant: str | tuple[float, ...] = "model"
     name: str = ""
+    alloy: tuple[str, str] | None = None
 
     @property
     def label(self) -> str:
-        """``name``, else ``Pt(111)``."""
-        return self.name or f"{self.element}({self.facet})"
+        """``name``, else ``Pt(111)``, with an alloy ``Pt(111)-Ni25`` (the data generator's
+        suffix: dopant and top-layer share in %, ``-Ni1`` a single atom)."""
+        if self.name:
+            return self.name
+        return f"{self.element}({self.facet}){self.alloy_tag}"
+
+    @property
+    def alloy_tag(self) -> str:
+        """``-Ni25`` (A3B), ``-Ni50`` (AB), ``-Ni1`` (SA), or ``""``."""
+        from ..datagen.catalysis.surfaces import ALLOYS
+
+        return f"-{self.alloy[0]}{ALLOYS[self.alloy[1]]}" if self.alloy else ""
+
+    @property
+    def elements(self) -> set[str]:
+        """The slab's elements (host and alloying element)."""
+        return {self.element, *(self.alloy[:1] if self.alloy else ())}
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,9 @@ class CampaignSpec:
             data.pop(key)
         if self.policy != "finish":
             data.pop("finish_when")
+        for surface in data["surfaces"]:  # no alloy: the hash of specs before alloys
+            if surface["alloy"] is None:
+                surface.pop("alloy")
         for ads in data["adsorbates"]:
             if ads["file"]:
                 ads["file"] = hashlib.sha256(self.resolve(ads["file"]).read_bytes()).hexdigest()
@@ -265,7 +288,44 @@ def _surface(data: Any, where: str) -> SurfaceSpec:
             data.get("lattice_constant", "model"), f"{where}.lattice_constant", facet == "0001"
         ),
         _text(data.get("name", ""), f"{where}.name", allow_empty=True),
+        _alloy(data.get("alloy"), f"{where}.alloy", element, facet, size),
     )
+
+
+def _alloy(
+    value: Any, where: str, host: str, facet: str, size: tuple[int, int]
+) -> tuple[str, str] | None:
+    """``alloy: {element: Ni, kind: A3B}`` of a surface, checked against its host and cell."""
+    from ..datagen.catalysis.surfaces import ALLOYS, METALS
+
+    if value is None:
+        return None
+    value = _mapping(value, where)
+    _no_unknown(value, {"element", "kind"}, f"{where}.")
+    element = value.get("element")
+    if element not in METALS:
+        raise SpecError(
+            f"{where}.element: {element!r} is not a metal of the surface library; use one "
+            f"of {', '.join(METALS)}"
+        )
+    if element == host:
+        raise SpecError(f"{where}.element: {element!r} is the host metal; use another metal")
+    kind = value.get("kind")
+    if kind not in ALLOYS:
+        raise SpecError(
+            f"{where}.kind: {kind!r} is not one of {', '.join(ALLOYS)} (A3B: 25 % of the "
+            "top layer, AB: 50 %, SA: a single atom)"
+        )
+    cell = f"{size[0]}x{size[1]}"
+    if kind != "SA" and facet == "211":
+        raise SpecError(f"{where}.kind: {kind} on (211) is not built; use SA")
+    if kind == "A3B" and (size[0] % 2 or size[1] % 2):
+        raise SpecError(f"{where}.kind: A3B (ordered p(2x2)) needs an even size; got {cell}")
+    if kind == "AB" and size[1] % 2:
+        raise SpecError(
+            f"{where}.kind: AB (alternate rows) needs an even second size; got {cell}"
+        )
+    return element, kind
 
 
 def _adsorbate(data: Any, where: str, base_dir: str) -> AdsorbateSpec:
