@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -106,6 +107,17 @@ def docs_lock():
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_json(path: Path, data: object, indent: int = 2) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a killed run leaves the old file)."""
+    import json
+
+    from tdn_calc.fileio import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as handle:
+        handle.write(json.dumps(data, indent=indent, default=str) + "\n")
 
 
 def load_average() -> tuple[float, float, float]:

@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     speeds["teacher_over_distilled_cpu"] = cpu["teacher"] / cpu["distilled"]
     say(f"speed, CPU ms per call: {json.dumps(cpu)}")
 
-    from _common import cpu_model, git_commit
+    from _common import cpu_model, git_commit, write_json
 
     from tdn_calc.fileio import sha256_file
 
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_json(args.out, report, indent=1)
     say(f"wrote {args.out}")
     return 0
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import write_json
 from ase import Atoms
 
 from tdn_calc.evaluation import Landing, bond_changes, bonds, classify_site, landing
@@ -196,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
               "steps": args.steps, "quick": args.quick, "platform": platform.platform(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "summary": summarize(rows),
               "rows": rows, "starts": [asdict(s) for s in starts(args.quick, args.seeds)]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(args.out, report)
     print(json.dumps(report["summary"], indent=2))
     return 0
 

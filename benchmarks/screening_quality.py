@@ -54,7 +54,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model, git_commit
+from _common import cpu_model, git_commit, write_json
 
 from tdn_calc.campaigns import parse_spec, run_campaign, summarize
 from tdn_calc.campaigns.engine import calculator
@@ -315,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         report = run(args.spec, args.model, args.teacher, args.placements, not args.no_dask,
                      workdir)  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(args.out, report)
     print(json.dumps(report["overall"], indent=2))
     return 0
 
