@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,10 @@ from ..campaigns.spec import (
 
 SCRATCH = "scratch"
 _DISTILL_KEYS = {"name", "init_from", "model", "seed", "loop", "train", "holdout", "agreement"}
-_SEED_KEYS = {"placements", "rattle", "strain", "rattle_std", "strain_max", "fmax", "steps"}
-_LOOP_KEYS = {"rounds", "frames_per_round", "teacher_calls", "cpu_hours", "train_steps",
-              "teacher_steps"}
+#: the least value of each integer setting of :class:`SeedSpec` and :class:`LoopSpec` (their
+#: float settings must be positive)
+_MINIMUM = {"placements": 1, "rattle": 0, "strain": 0, "steps": 0, "rounds": 1,
+            "frames_per_round": 1, "teacher_calls": 1, "train_steps": 1, "teacher_steps": 0}
 
 
 @dataclass(frozen=True)
@@ -169,17 +170,12 @@ def parse_distill_spec(data: Any, base_dir: str = ".", teacher: str | None = Non
         raise SpecError("distill.holdout: the held-out check keeps whole (surface, adsorbate) "
                         "pairs apart and needs at least two; the spec has one (add a surface "
                         "or an adsorbate)")
-    seed = _seed(_mapping(section.get("seed") or {}, "distill.seed"))
-    loop = _loop(_mapping(section.get("loop") or {}, "distill.loop"))
-    agreement = _mapping(section.get("agreement") or {}, "distill.agreement")
-    _no_unknown(agreement, {"energy", "fmax"}, "distill.agreement.")
     return DistillSpec(
         campaign=campaign, teacher=teacher,
         name=_text(section.get("name", f"{campaign.name}-distilled"), "distill.name"),
-        init_from=init_from, model=model, seed=seed, loop=loop, train=train, holdout=holdout,
-        agreement=AgreementSpec(
-            _float(agreement.get("energy", 0.05), "distill.agreement.energy", positive=True),
-            _float(agreement.get("fmax", 0.10), "distill.agreement.fmax", positive=True)))
+        init_from=init_from, model=model, train=train, holdout=holdout,
+        seed=_settings(SeedSpec, section, "seed"), loop=_settings(LoopSpec, section, "loop"),
+        agreement=_settings(AgreementSpec, section, "agreement"))
 
 
 def _init_from(value: Any, base_dir: str) -> str:
@@ -190,8 +186,6 @@ def _init_from(value: Any, base_dir: str) -> str:
 
 
 def _check_model(model: dict[str, Any]) -> None:
-    from dataclasses import fields
-
     from ..nn.config import TDNConfig
 
     known = {f.name for f in fields(TDNConfig)} - {"elements", "atomic_energies"}
@@ -216,26 +210,16 @@ def _check_train(train: dict[str, Any]) -> None:
         raise SpecError(f"distill.train: {exc}") from exc
 
 
-def _seed(data: dict[str, Any]) -> SeedSpec:
-    _no_unknown(data, _SEED_KEYS, "distill.seed.")
-    w = "distill.seed."
-    return SeedSpec(
-        placements=_int(data.get("placements", 8), f"{w}placements", 1),
-        rattle=_int(data.get("rattle", 2), f"{w}rattle", 0),
-        strain=_int(data.get("strain", 1), f"{w}strain", 0),
-        rattle_std=_float(data.get("rattle_std", 0.05), f"{w}rattle_std", positive=True),
-        strain_max=_float(data.get("strain_max", 0.02), f"{w}strain_max", positive=True),
-        fmax=_float(data.get("fmax", 0.05), f"{w}fmax", positive=True),
-        steps=_int(data.get("steps", 200), f"{w}steps", 0))
-
-
-def _loop(data: dict[str, Any]) -> LoopSpec:
-    _no_unknown(data, _LOOP_KEYS, "distill.loop.")
-    w = "distill.loop."
-    return LoopSpec(
-        rounds=_int(data.get("rounds", 5), f"{w}rounds", 1),
-        frames_per_round=_int(data.get("frames_per_round", 32), f"{w}frames_per_round", 1),
-        teacher_calls=_int(data.get("teacher_calls", 2000), f"{w}teacher_calls", 1),
-        cpu_hours=_float(data.get("cpu_hours", 4.0), f"{w}cpu_hours", positive=True),
-        train_steps=_int(data.get("train_steps", 500), f"{w}train_steps", 1),
-        teacher_steps=_int(data.get("teacher_steps", 0), f"{w}teacher_steps", 0))
+def _settings(cls: type, section: dict[str, Any], key: str) -> Any:
+    """``cls`` (:class:`SeedSpec`, :class:`LoopSpec` or :class:`AgreementSpec`) from the
+    mapping ``distill.<key>``: unknown keys refused, absent ones at the dataclass' defaults,
+    integers at least :data:`_MINIMUM`, numbers positive."""
+    where = f"distill.{key}"
+    data = _mapping(section.get(key) or {}, where)
+    _no_unknown(data, {f.name for f in fields(cls)}, f"{where}.")
+    values = {}
+    for f in fields(cls):
+        value, name = data.get(f.name, f.default), f"{where}.{f.name}"
+        values[f.name] = (_int(value, name, _MINIMUM[f.name]) if f.type == "int"
+                          else _float(value, name, positive=True))  # fmt: skip
+    return cls(**values)
