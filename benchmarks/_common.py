@@ -109,15 +109,16 @@ def docs_lock():
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def write_json(path: Path, data: object, indent: int = 2) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (a killed run leaves the old file)."""
+def write_json(path: Path, data: object, indent: int = 2, default: Callable = str) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a killed run leaves the old file);
+    ``default`` converts what JSON does not know (NumPy scalars, paths)."""
     import json
 
     from tdn_calc.fileio import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as handle:
-        handle.write(json.dumps(data, indent=indent, default=str) + "\n")
+        handle.write(json.dumps(data, indent=indent, default=default) + "\n")
 
 
 def load_average() -> tuple[float, float, float]:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import write_json
 from peers.env import DEFAULT_VENV, ensure_peer_venv, peer_env
 
 from tdn_calc.evaluation.metrics import prediction_metrics
@@ -375,13 +376,6 @@ def replace_doc_section(text: str, title: str, body: str) -> str:
     return text.rstrip() + "\n\n" + section
 
 
-def write_json(path: Path, data: dict) -> None:
-    from tdn_calc.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1, default=float))
-
-
 def infer_ms(name: str | None) -> float | None:
     speed = ROOT / "benchmarks" / "results" / "model_speed.json"
     if name is None or not speed.exists():
@@ -397,7 +391,7 @@ def _cached(path: Path, reuse: bool, make) -> dict:
     if reuse and path.exists():
         return json.loads(path.read_text())
     data = make()
-    write_json(path, data)
+    write_json(path, data, indent=1, default=float)
     return data
 
 
@@ -545,7 +539,7 @@ def main() -> None:
         "mace_e0s_eV": {str(z): e for z, e in e0s.items()},
         "models": models, "table": rows, "wall_s": time.time() - started,
     }
-    write_json(results_path, results)
+    write_json(results_path, results, indent=1, default=float)
     plot(rows, plot_path)
     if not args.no_docs:
         from _common import docs_lock

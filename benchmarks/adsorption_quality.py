@@ -96,6 +96,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import write_json
 from ase import Atoms
 from ase.constraints import FixAtoms
 
@@ -915,13 +916,6 @@ def default_out(model: str) -> Path:
     return results / f"adsorption_quality_{model_tag(model)}.json"
 
 
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    from tdn_calc.fileio import atomic_write
-
-    with atomic_write(path, "w") as fh:
-        fh.write(json.dumps(report, indent=1, default=float) + "\n")
-
-
 def progress_line(row: dict[str, Any]) -> str:
     if "error" in row:
         return row["error"]
@@ -1072,7 +1066,8 @@ def main(argv: list[str] | None = None) -> int:
         report["references"] = {p: vars(r) for p, r in ev.references.items()}
         report["summary"] = summarize(report["rows"], len(labels))
         report["seconds"] = time.perf_counter() - t_start
-        write_json(out, report)  # after each system: a long run keeps what it did
+        # after each system: a long run keeps what it did
+        write_json(out, report, indent=1, default=float)
         print(f"[{k + 1}/{len(labels)}] {label}: {progress_line(row)}", flush=True)
     if not labels:
         print("no slab+adsorbate systems in this split", file=sys.stderr)
