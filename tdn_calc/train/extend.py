@@ -26,23 +26,14 @@ from .stats import composition_of, fit_atomic_energies
 
 log = logging.getLogger(__name__)
 
-_PERIOD_STARTS = (1, 3, 11, 19, 37, 55, 87)
-
 
 def _position(z: int) -> tuple[int, int]:
-    """``(period, group)`` of element ``z`` (lanthanides/actinides in group 3)."""
-    period = sum(z >= start for start in _PERIOD_STARTS)
-    k = z - _PERIOD_STARTS[period - 1]  # 0-based place in its period
-    if period == 1:
-        return period, 1 if z == 1 else 18
-    if period <= 3:
-        return period, k + 1 if k < 2 else k + 11
-    if period <= 5:
-        return period, k + 1
-    # periods 6 and 7: 2 s-block, 15 f-block (group 3), then groups 4..18
-    if k < 2:
-        return period, k + 1
-    return period, 3 if k < 17 else k - 13
+    """``(period, group)`` of element ``z`` (pymatgen's periodic table; lanthanides and
+    actinides in group 3)."""
+    from pymatgen.core.periodic_table import Element  # only when a model gains elements
+
+    element = Element.from_Z(z)
+    return element.row, element.group
 
 
 def nearest_known(z: int, known: Sequence[int]) -> int:
