@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import h5py
@@ -73,9 +74,9 @@ class H5Dataset(torch.utils.data.Dataset):
                 self.shards.append(shard)
         if not self.shards:
             raise InputError(f"no readable frame files in {path}")
-        if isinstance(path, (list, tuple)) and len(set(self.identifiers)) < len(self.identifiers):
-            seen: set[str] = set()
-            twice = sorted({x for x in self.identifiers if x in seen or seen.add(x)})
+        several = isinstance(path, (list, tuple))
+        twice = sorted(x for x, n in Counter(self.identifiers).items() if n > 1) if several else []
+        if twice:
             raise InputError(f"the data sets {list(map(str, path))} share trajectory identifiers "
                              f"({', '.join(twice[:3])}, ...): they cannot be trained on together")
         if len(methods) > 1:
