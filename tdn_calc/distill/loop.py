@@ -68,8 +68,8 @@ def run_distill(spec: DistillSpec, out: str | Path,
     while state.stage != "register":
         t0 = time.process_time()
         stage = state.stage
-        if stage == "label" and state.round > 0 and _out_of_budget(spec, state):
-            state.stage = "register"
+        if stage == "label" and state.round > 0 and (spent := _spent_budget(spec, state)):
+            state.stop_reason, state.stage = spent, "register"
         elif stage == "label":
             _label(spec, state, out, slabs, split, say)
             state.stage = "train"
@@ -94,16 +94,14 @@ def run_distill(spec: DistillSpec, out: str | Path,
     return state
 
 
-def _out_of_budget(spec: DistillSpec, state: DistillState, probe: bool = False) -> bool:
-    """Whether a budget is spent; sets ``stop_reason`` unless ``probe``."""
-    reason = None
+def _spent_budget(spec: DistillSpec, state: DistillState) -> str | None:
+    """The budget ``state`` has spent under ``spec`` (``teacher_calls``, ``cpu_hours``), or
+    None."""
     if state.teacher_calls >= spec.loop.teacher_calls:
-        reason = "teacher_calls"
-    elif state.cpu_seconds >= 3600 * spec.loop.cpu_hours:
-        reason = "cpu_hours"
-    if reason and not probe:
-        state.stop_reason = reason
-    return reason is not None
+        return "teacher_calls"
+    if state.cpu_seconds >= 3600 * spec.loop.cpu_hours:
+        return "cpu_hours"
+    return None
 
 
 def _budget_raised(spec: DistillSpec, state: DistillState) -> bool:
@@ -111,7 +109,7 @@ def _budget_raised(spec: DistillSpec, state: DistillState) -> bool:
     under ``spec``'s budgets (a run that met its target stays done)."""
     if state.stop_reason not in BUDGET_KEYS:
         return False
-    return _resume_round(state) < spec.loop.rounds and not _out_of_budget(spec, state, True)
+    return _resume_round(state) < spec.loop.rounds and _spent_budget(spec, state) is None
 
 
 def _resume_round(state: DistillState) -> int:
