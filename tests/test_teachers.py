@@ -233,3 +233,33 @@ def test_teacher_kwargs_option_joins_the_name(tmp_path):
     result = CliRunner().invoke(main, ["data", "build", "catalysis", "--out", str(tmp_path),
                                        "--teacher", "emt", "--teacher-kwargs", "{oops"])
     assert result.exit_code == 1 and "not JSON" in result.output
+
+
+@pytest.mark.slow
+def test_gpaw_pbe_forces_match_energy_and_finish_lands_on_the_pbe_bond():
+    """Real PBE (GPAW) on H2 in a box: force = -dE/dx by central differences, and a
+    tdn-organic relaxation finished by GPAW ends at PBE's bond length (0.75 Å)."""
+    pytest.importorskip("gpaw")
+    from tdn_calc import TDNCalculator, relax
+
+    h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.80]])
+    h2.center(vacuum=3.0)
+    teacher = with_teacher_kwargs("gpaw-pbe", {"cutoff": 300})
+    calc = get_teacher(teacher)
+
+    def energy(bond: float) -> float:
+        work = h2.copy()
+        work.positions[1, 2] = work.positions[0, 2] + bond
+        work.calc = calc
+        return work.get_potential_energy()
+
+    work = h2.copy()
+    work.calc = calc
+    force = work.get_forces()[1, 2]  # on the upper atom, along the bond
+    h = 0.01
+    assert force == pytest.approx(-(energy(0.80 + h) - energy(0.80 - h)) / (2 * h), abs=0.02)
+    assert force < -0.5  # stretched: pulled back
+    result = relax(h2, TDNCalculator("tdn-organic", device="cpu"), fmax=0.02, finish=teacher,
+                   finish_when="always", warn=False)
+    assert result.engine == "student+teacher" and result.converged
+    assert result.atoms.get_distance(0, 1) == pytest.approx(0.75, abs=0.01)

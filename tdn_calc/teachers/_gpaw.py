@@ -88,11 +88,24 @@ class GPAWPBE(Calculator):
                tuple(work.get_initial_magnetic_moments()))
         if self._gpaw is None or key != self._key:
             self._gpaw, self._key = self._build(work), key
+        try:
+            self.results = self._run(work)
+        except Exception as err:
+            if type(err).__name__ != "SymmetryBrokenError":
+                raise
+            # the first structure's point group no longer holds (a relaxation step broke
+            # it): rebuild without point-group symmetry, as GPAW advises for relaxations
+            self.gpaw_kwargs.setdefault("symmetry", {"point_group": False})
+            self._gpaw = self._build(work)
+            self.results = self._run(work)
+
+    def _run(self, work: Atoms) -> dict[str, Any]:
         work.calc = self._gpaw
-        self.results = {
+        results = {
             "energy": work.get_potential_energy(),
             "free_energy": work.get_potential_energy(force_consistent=True),
             "forces": work.get_forces(),
         }
         if work.pbc.all():
-            self.results["stress"] = work.get_stress()
+            results["stress"] = work.get_stress()
+        return results
