@@ -113,6 +113,7 @@ from tdn_calc.evaluation import (
     reference_terms,
 )
 from tdn_calc.evaluation.anomalies import ADSORBATE_SLAB_MULT, BOND_MULT, bond_set
+from tdn_calc.evaluation.flagging import auroc, calibrate, is_bad, rates, targets_met
 from tdn_calc.evaluation.sites import DESORBED, DESORBED_HEIGHT, LAYER_TOLERANCE
 
 TARGET_ADS_EV = 0.05  # eV, median |d_teacher| target and the per-system tolerance counted
@@ -525,6 +526,20 @@ class Evaluator:
             numbers |= set(molecule(g).numbers.tolist())
         return [chemical_symbols[z] for z in sorted(numbers - self.elements)]
 
+    def uncertainty_at(self, atoms: Atoms) -> dict[str, Any]:
+        """The calculator's uncertainty at the TDN minimum ``atoms``: ``uncertainty_max`` (the
+        largest per-atom chemistry-novelty score), ``n_uncertain_atoms`` and ``uncertain``
+        (any atom flagged, ``results["uncertain"]``); empty without a novelty summary."""
+        if getattr(self.calc, "novelty", None) is None:
+            return {}
+        work = atoms.copy()
+        work.calc = self.calc
+        work.get_potential_energy()  # the scores come with every call
+        scores = np.asarray(self.calc.results["uncertainty"])
+        flagged = np.asarray(self.calc.results.get("uncertain", scores > np.inf), dtype=bool)
+        return {"uncertainty_max": float(scores.max()),
+                "n_uncertain_atoms": int(flagged.sum()), "uncertain": bool(flagged.any())}
+
     def system(self, label: str) -> dict[str, Any]:
         """One row: energies (eV), errors, states, sites, ``landed``, timings; or a refused
         row (``refused``: True, ``missing_elements``) for elements the model lacks."""
@@ -557,6 +572,9 @@ class Evaluator:
         sp_s = time.perf_counter() - t0
         e_teacher = self._teacher_energy(teacher_min)
         d_teacher = e_teacher_at_tdn - e_teacher
+        flags = self.uncertainty_at(result.atoms)
+        if flags:
+            flags["bad"] = is_bad(teacher_fmax, d_teacher)
 
         # the adsorbates follow the slab, binding atom first, in the order of the label
         sizes = [len(t) for t in templates(rec)]
@@ -656,6 +674,7 @@ class Evaluator:
                 "terms": terms,
                 "scheme": SCHEME.name,
             },
+            **flags,
             "tdn_relax_s": result.wall_time,
             "teacher_sp_s": sp_s,
             "seconds": time.perf_counter() - t_row,  # with references relaxed the first time
@@ -736,6 +755,33 @@ def same_or_lower_site(row: dict[str, Any]) -> bool:
     return bool(row["same_site"]) or row["d_teacher"] <= -TARGET_ADS_EV
 
 
+def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How the uncertainty flag separates bad relaxations (teacher fmax at the TDN minimum
+    > 0.5 eV/Å or teacher energy > 0.2 eV above its own minimum) from landed ones (the trust
+    issue's targets, :mod:`tdn_calc.evaluation.flagging`): at the calculator's threshold
+    (``uncertain``), AUROC of the largest per-atom score, and the threshold this set would
+    calibrate (choose it on a validation split, report on test). None without scores."""
+    rows = [r for r in done if "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
+    if not rows:
+        return None
+    scores = np.array([r["uncertainty_max"] for r in rows])
+    bad = np.array([bool(r["bad"]) for r in rows])
+    flagged = np.array([bool(r["uncertain"]) for r in rows])
+    at_model = rates(flagged.astype(float), bad, 0.5)
+    calibrated = calibrate(scores, bad)
+    return {
+        "n_bad": int(bad.sum()),
+        "n_landed": int((~bad).sum()),
+        "n_neither": sum("uncertainty_max" in r for r in done) - len(rows),
+        "at_model_threshold": {**at_model, "targets_met": targets_met(at_model)},
+        "auroc": auroc(scores, bad),
+        "threshold_this_set": calibrated,
+        "at_threshold_this_set": rates(scores, bad, calibrated),
+        "missed_bad": [r["label"] for r in rows if r["bad"] and not r["uncertain"]],
+        "flagged_landed": [r["label"] for r in rows if not r["bad"] and r["uncertain"]],
+    }
+
+
 def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
     """Summary of evaluated ``rows`` (of ``total`` systems planned): errors, sites, landing
     overall and per facet, metal and family, refusals, misses, timings."""
@@ -785,6 +831,7 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
         ],
         "target_ads_met": bool(done) and teacher["median_abs"] <= TARGET_ADS_EV,
         "target_site_met": bool(done) and site_fraction >= TARGET_SITE_FRACTION,
+        "flagging": flagging_summary(done),
         "seconds_tdn_relax_mean": float(np.mean(relax_s)) if relax_s else math.nan,
         "seconds_teacher_sp_mean": float(np.mean(sp_s)) if sp_s else math.nan,
         "seconds_per_system_mean": float(np.mean(seconds)) if seconds else math.nan,
@@ -967,6 +1014,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="of the stratified sample")
     p.add_argument("--systems", default=None, help="comma-separated labels (default: all)")
+    p.add_argument(
+        "--uncertainty",
+        default=None,
+        help="chemistry-novelty summary (JSON) for a model file without a registered one; "
+        "rows then record the scores and the summary their flagging figures",
+    )
+    p.add_argument("--uncertainty-threshold", type=float, default=None,
+                   help="default: the summary's registered threshold, else 1.0")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -1015,7 +1070,8 @@ def main(argv: list[str] | None = None) -> int:
     ev = Evaluator(
         dataset,
         meta,
-        TDNCalculator(model),
+        TDNCalculator(model, uncertainty=args.uncertainty or True,
+                      uncertainty_threshold=args.uncertainty_threshold),
         get_teacher(teacher_name, "cpu"),
         relax_kwargs,
         elements=model.elements,

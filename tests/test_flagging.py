@@ -1,0 +1,50 @@
+"""Flag-quality figures of the trust issue (tdn_calc.evaluation.flagging)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tdn_calc.evaluation.flagging import auroc, calibrate, is_bad, rates, targets_met
+
+
+def test_bad_is_the_issue_definition():
+    assert not is_bad(0.5, 0.2)  # on the lines: not bad
+    assert is_bad(0.51, 0.0) and is_bad(0.0, 0.21)
+
+
+def test_auroc_orders_and_ties():
+    assert auroc([3, 4], [True, True]) is None
+    assert auroc([1, 2, 3, 4], [False, False, True, True]) == 1.0
+    assert auroc([1, 2, 3, 4], [True, True, False, False]) == 0.0
+    assert auroc([1, 1], [True, False]) == 0.5
+
+
+def test_calibrate_keeps_false_flags_under_the_cap_and_maximises_recall():
+    rng = np.random.default_rng(0)
+    good, bad = rng.normal(0, 1, 200), rng.normal(2, 1, 100)
+    scores = np.r_[good, bad]
+    is_bad_ = np.r_[np.zeros(200, bool), np.ones(100, bool)]
+    t = calibrate(scores, is_bad_, max_false_flag=0.15)
+    r = rates(scores, is_bad_, t)
+    assert r["false_flag_good"] <= 0.15 and r["n_bad"] == 100 and r["n_good"] == 200
+    for cut in np.linspace(-3, 5, 400):  # no threshold within the cap recalls more
+        other = rates(scores, is_bad_, cut)
+        assert other["false_flag_good"] > 0.15 or other["recall_bad"] <= r["recall_bad"]
+    # separable classes: everything bad flagged, nothing good
+    t = calibrate(np.r_[good - 10, bad + 10], is_bad_)
+    assert rates(np.r_[good - 10, bad + 10], is_bad_, t) == {
+        "n_bad": 100, "n_good": 200, "recall_bad": 1.0, "false_flag_good": 0.0}
+
+
+def test_calibrate_without_good_structures_flags_all_bad():
+    assert rates([2.0, 3.0], [True, True], calibrate([2.0, 3.0], [True, True]))[
+        "recall_bad"] == 1.0
+
+
+def test_targets_met_needs_both_classes():
+    assert targets_met({"recall_bad": 0.9, "false_flag_good": 0.15})
+    assert not targets_met({"recall_bad": 0.89, "false_flag_good": 0.0})
+    assert not targets_met({"recall_bad": 1.0, "false_flag_good": None})
+    with pytest.raises(KeyError):
+        targets_met({})
