@@ -898,6 +898,38 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
     return _table(head, rows), sources
 
 
+def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md and docs/model.md: benchmarks/teacher_vs_pbe.py, one row per pair."""
+    rel = RESULTS / "teacher_vs_pbe.json"
+    if not rel.exists():
+        return ["Not measured yet: run `python benchmarks/teacher_vs_pbe.py`."], []
+    r = _load(rel)
+    rows = [
+        [
+            f"{p['adsorbate']} on {p['metal']}({p['facet']}) {p['site']}",
+            f"{p['e_ads_teacher']:+.2f}",
+            f"{p['e_ads_pbe']:+.2f}",
+            f"{p['error']:+.2f}" + (" **wrong**" if p["wrong"] else ""),
+            _n(p["pbe_fmax_at_teacher_geometry"], 2),
+        ]
+        for p in r["pairs"]
+    ]
+    head = ["adsorbate on surface, site", "E_ads teacher eV", "E_ads PBE eV",
+            "teacher - PBE eV", "PBE fmax at teacher geometry eV/Å"]
+    pbe = r["pbe"]
+    wrong = [p for p in r["pairs"] if p["wrong"]]
+    names = ", ".join(f"{p['adsorbate']} on {p['metal']}" for p in wrong) or "none"
+    note = (
+        f"Teacher: {r['teacher_method']}. PBE: {pbe['code']} {pbe['version']}, plane waves "
+        f"{pbe['cutoff_eV']:g} eV, k-point density {pbe['kpt_density_per_inv_A']:g} per Å⁻¹, "
+        f"Fermi-Dirac {pbe['smearing_eV']:g} eV, spin {pbe['spin']}. Geometry: {r['geometry']}; "
+        f"both methods at the same geometries. References: {r['scheme_description']}. "
+        f"Wrong (|teacher - PBE| > {r['wrong_eV']:g} eV): {names} "
+        f"({len(wrong)} of {len(rows)} pairs measured)."
+    )
+    return [*_table(head, rows), "", note], [rel]
+
+
 RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "models": render_models,
     "speed": render_speed,
@@ -912,6 +944,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "screening-quality": render_screening_quality,
     "physics": render_physics,
     "relax-throughput": render_relax_throughput,
+    "teacher-vs-pbe": render_teacher_vs_pbe,
 }
 
 
