@@ -408,3 +408,49 @@ def test_tdn_relax_warns_about_a_six_layer_slab_for_tdn_catalysis(tmp_path, monk
     result = CliRunner().invoke(main, ["pt6.xyz", "-m", "tdn-catalysis", "--steps", "0",
                                              "--device", "cpu"])
     assert "6 metal layers, more than this model's 5" in result.output
+
+
+def test_limit_messages_name_elements_the_teacher_is_measured_wrong_for(tmp_path):
+    """A measured teacher error (O on Ni) warns for O bound to Ni, not for O far from Ni
+    or O on Pt; tools/record_teacher_errors.py writes the records from the benchmark."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from ase.build import add_adsorbate
+
+    from tdn_calc.relax.inputs import limit_messages
+    from tdn_calc.structure_io import StructureRecord
+
+    tool = Path(__file__).parents[1] / "tools" / "record_teacher_errors.py"
+    spec = importlib.util.spec_from_file_location("record_teacher_errors", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record_errors = module.main
+    result = {"teacher": "sevenn-0", "teacher_method": "SevenNet-0 (test)", "commit": "abc1234",
+              "pairs": [{"metal": "Ni", "adsorbate": "OH", "facet": "111", "site": "fcc",
+                         "e_ads_teacher": 6.0, "e_ads_pbe": 0.4, "error": 5.6, "wrong": True},
+                        {"metal": "Pt", "adsorbate": "O", "facet": "111", "site": "fcc",
+                         "e_ads_teacher": 1.0, "e_ads_pbe": 1.1, "error": -0.1,
+                         "wrong": False}]}  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format_version": 1, "models": {
+        "a": {"name": "a", "reference_method": "SevenNet-0 (test)"},
+        "b": {"name": "b", "reference_method": "GFN2-xTB"}}}))  # fmt: skip
+    assert record_errors([str(tmp_path / "r.json"), "--manifest", str(manifest)]) == 0
+    models = json.loads(manifest.read_text())["models"]
+    assert "limits" not in models["b"]
+    errors = models["a"]["limits"]["teacher_errors"]
+    assert [(e["metal"], e["element"], e["error_eV"]) for e in errors] == [("Ni", "O", 5.6)]
+
+    def record(metal, height):
+        slab = fcc111(metal, (2, 2, 3), vacuum=8.0)
+        add_adsorbate(slab, "O", height, "fcc")
+        return StructureRecord(atoms=slab, source="s.xyz", index=0, label=f"{metal}-{height}")
+
+    limits = models["a"]["limits"]
+    bound, far, other = record("Ni", 1.2), record("Ni", 4.0), record("Pt", 1.2)
+    messages = limit_messages([bound, far, other], limits)
+    assert len(messages) == 1 and messages[0].startswith("Ni-1.2: O bound to Ni")
+    assert "+5.60 eV from PBE" in messages[0] and "sevenn-0" in messages[0]

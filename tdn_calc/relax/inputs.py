@@ -71,14 +71,14 @@ def model_limits(info: dict[str, Any]) -> dict[str, Any]:
 def limit_messages(records: Sequence[StructureRecord], limits: dict[str, Any]) -> list[str]:
     """Warnings for structures outside a model's stated ``limits``: slabs (exactly two
     periodic directions) with more metal layers than ``max_slab_layers`` (layers of the
-    atoms that are not H, C, N or O, 0.5 Å apart along the surface normal)."""
+    atoms that are not H, C, N or O, 0.5 Å apart along the surface normal), and structures
+    where an element the model's teacher is measured wrong for binds to that metal
+    (``teacher_errors``, :func:`teacher_error_messages`)."""
     from ..slab import layer_indices, surface_heights
 
-    most = limits.get("max_slab_layers")
-    if not most:
-        return []
     messages = []
-    for r in records:
+    most = limits.get("max_slab_layers")
+    for r in records if most else ():
         a = r.atoms
         metal = ~np.isin(a.numbers, [1, 6, 7, 8])
         if int(a.pbc.sum()) != 2 or not metal.any():
@@ -87,7 +87,39 @@ def limit_messages(records: Sequence[StructureRecord], limits: dict[str, Any]) -
         if n_layers > most:
             messages.append(f"{r.label}: {n_layers} metal layers, more than this model's "
                             f"{most} ({limits.get('note', 'see its model card')})")
+    for r in records:
+        messages += teacher_error_messages(r, limits.get("teacher_errors") or [])
     return messages
+
+
+#: an element binds to a metal atom closer than the sum of their covalent radii plus this (Å)
+BOND_SLACK = 0.4
+
+
+def teacher_error_messages(record: StructureRecord, errors: Sequence[dict[str, Any]]
+                           ) -> list[str]:
+    """One warning per measured teacher error (``{"metal", "element", "adsorbate",
+    "error_eV", "teacher"}``, written by ``tools/record_teacher_errors.py`` from
+    ``benchmarks/teacher_vs_pbe.py``) whose ``element`` binds to its ``metal`` in
+    ``record``: the model learned the teacher's energies there, not DFT's."""
+    from ase.data import atomic_numbers, covalent_radii
+    from ase.geometry import get_distances
+
+    a = record.atoms
+    out = []
+    for e in errors:
+        zm, zx = atomic_numbers[e["metal"]], atomic_numbers[e["element"]]
+        metal, other = a.positions[a.numbers == zm], a.positions[a.numbers == zx]
+        if not len(metal) or not len(other):
+            continue
+        _, d = get_distances(other, metal, cell=a.cell, pbc=a.pbc)
+        if d.min() > covalent_radii[zm] + covalent_radii[zx] + BOND_SLACK:
+            continue
+        out.append(f"{record.label}: {e['element']} bound to {e['metal']}; this model's "
+                   f"teacher ({e['teacher']}) puts {e['adsorbate']} on {e['metal']} "
+                   f"{e['error_eV']:+.2f} eV from PBE (docs/benchmarks.md, teacher against "
+                   "PBE): energies here follow the teacher, not DFT")
+    return out
 
 
 def model_groups(spec: str, records: Sequence[StructureRecord]
