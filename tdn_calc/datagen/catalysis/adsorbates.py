@@ -132,9 +132,20 @@ def place_adsorbate(slab: Atoms, n_metal: int, name: str, xy: np.ndarray,
     """Append adsorbate ``name`` to ``slab`` with its anchor over ``xy``, ``bond`` Å from
     the nearest of the first ``n_metal`` atoms; lifted until no other adsorbate atom is
     closer than ``min_other`` Å to a metal atom. Returns the placed adsorbate."""
-    ads = oriented(name, rng, max_tilt)
+    return place_template(slab, n_metal, oriented(name, rng, max_tilt), xy,
+                          get_adsorbate(name).bond, min_other=min_other)
+
+
+def place_template(slab: Atoms, n_metal: int, ads: Atoms, xy: np.ndarray, bond: float, *,
+                   min_other: float = 1.4) -> Atoms:
+    """Append the oriented template ``ads`` (anchor at index 0, at the origin) to ``slab``
+    (in place) with its anchor over the in-plane point ``xy`` (Å), ``bond`` Å from the
+    nearest of the first ``n_metal`` atoms, lifted in 0.1 Å steps until no other atom of
+    ``ads`` is closer than ``min_other`` Å to a metal atom. Returns the placed copy; any
+    molecule can be placed this way, library adsorbate or not."""
+    ads = ads.copy()
     metal = slab[:n_metal]
-    z = anchor_height(np.asarray(xy, dtype=float), metal, get_adsorbate(name).bond)
+    z = anchor_height(np.asarray(xy, dtype=float), metal, bond)
     ads.translate([xy[0], xy[1], z])
     for _ in range(40):
         if len(ads) == 1:
