@@ -6,6 +6,7 @@ The model's own .safetensors file is not touched.
 
     OMP_NUM_THREADS=1 nice -n 10 python tools/make_uncertainty_sidecar.py tdn-catalysis \
         --data /work/main/datasets/catalysis-sevennet0 --threshold 1.0 --max-frames 12000
+    python tools/make_uncertainty_sidecar.py tdn-catalysis --threshold 1.6 --threshold-only
 """
 
 from __future__ import annotations
@@ -28,18 +29,25 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="registered model name")
-    p.add_argument("--data", required=True, help="the model's HDF5 data set (folder)")
+    p.add_argument("--data", nargs="+", default=None,
+                   help="the model's HDF5 data set folder(s), as its training config lists them")
     p.add_argument("--split-file", default=None, help="default: the model card's")
     p.add_argument("--threshold", type=float, required=True,
                    help="per-atom score above which an atom is uncertain (calibrated by "
                         "benchmarks/uncertainty_study.py)")
     p.add_argument("--max-frames", type=int, default=12000)
     p.add_argument("--bank-size", type=int, default=4000)
+    p.add_argument("--threshold-only", action="store_true",
+                   help="keep the fitted summary, record only the new --threshold")
     args = p.parse_args(argv)
+    if args.threshold_only:
+        return set_threshold(args.model, args.threshold)
+    if not args.data:
+        p.error("--data is required unless --threshold-only")
 
     entry = model_entry(args.model, MANIFEST)
     card = model_info(args.model, MANIFEST).get("card") or {}
-    dataset = H5Dataset(args.data)
+    dataset = H5Dataset(args.data[0] if len(args.data) == 1 else args.data)
     indices, used = select_frames(dataset, "train", args.split_file, card)
     summary = fit_chemistry_novelty(dataset, indices, _elements(entry["elements"]),
                                     float(card["cutoff"]), max_frames=args.max_frames,
@@ -51,6 +59,24 @@ def main(argv: list[str] | None = None) -> int:
               "sha256": sha256_file(MANIFEST.parent / name), "split_file": used,
               "n_frames": summary.n_frames}
     data["models"][entry["name"]]["uncertainty"] = record
+    with atomic_write(MANIFEST, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+def set_threshold(model: str, threshold: float) -> int:
+    """Record ``threshold`` in the manifest's ``uncertainty`` record of ``model`` (whose
+    summary file stays as fitted)."""
+    from tdn_calc.fileio import atomic_write
+    from tdn_calc.registry import model_entry
+
+    name = model_entry(model, MANIFEST)["name"]
+    data = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    record = data["models"][name].get("uncertainty")
+    if not record:
+        raise SystemExit(f"{name} has no uncertainty summary yet: fit one (--data ...)")
+    record["threshold"] = threshold
     with atomic_write(MANIFEST, "w") as fh:
         fh.write(json.dumps(data, indent=2) + "\n")
     print(json.dumps(record, indent=1))
