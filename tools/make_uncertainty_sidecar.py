@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     from tdn_calc.uncertainty import METHOD, fit_chemistry_novelty
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="registered model name")
+    p.add_argument("model", help="registered model name, or a .safetensors file (then only "
+                                 "the summary is written, to --out; nothing is registered)")
+    p.add_argument("--out", default=None, help="summary JSON of a model file")
     p.add_argument("--data", nargs="+", default=None,
                    help="the model's HDF5 data set folder(s), as its training config lists them")
     p.add_argument("--split-file", default=None, help="default: the model card's")
@@ -45,13 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data:
         p.error("--data is required unless --threshold-only")
 
-    entry = model_entry(args.model, MANIFEST)
-    card = model_info(args.model, MANIFEST).get("card") or {}
+    as_file = args.model.endswith(".safetensors")
+    if as_file:
+        from tdn_calc.checkpoint import load_checkpoint_file
+
+        if not args.out:
+            p.error("a model file needs --out (the summary JSON to write)")
+        card = load_checkpoint_file(args.model, device="cpu").card
+        elements = _elements(card["elements"])
+    else:
+        entry = model_entry(args.model, MANIFEST)
+        card = model_info(args.model, MANIFEST).get("card") or {}
+        elements = _elements(entry["elements"])
     dataset = H5Dataset(args.data[0] if len(args.data) == 1 else args.data)
     indices, used = select_frames(dataset, "train", args.split_file, card)
-    summary = fit_chemistry_novelty(dataset, indices, _elements(entry["elements"]),
-                                    float(card["cutoff"]), max_frames=args.max_frames,
-                                    bank_size=args.bank_size)
+    summary = fit_chemistry_novelty(dataset, indices, elements, float(card["cutoff"]),
+                                    max_frames=args.max_frames, bank_size=args.bank_size)
+    if as_file:
+        summary.save(Path(args.out))
+        print(f"wrote {args.out} ({summary.n_frames} training frames)")
+        return 0
     name = f"{entry['name']}-uncertainty.json"
     summary.save(MANIFEST.parent / name)
     data = json.loads(MANIFEST.read_text(encoding="utf-8"))
