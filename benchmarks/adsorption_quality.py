@@ -459,8 +459,10 @@ class Evaluator:
         relax_kwargs: dict,
         elements: Sequence[int] | None = None,
         recompute_teacher: bool = False,
+        second=None,
     ):
         self.dataset, self.meta, self.calc, self.teacher = dataset, meta, calc, teacher
+        self.second = second  # another model: a committee of two, evaluated at the minimum
         self.relax_kwargs = relax_kwargs
         self.elements = None if elements is None else {int(z) for z in elements}
         self.recompute_teacher = recompute_teacher
@@ -529,15 +531,23 @@ class Evaluator:
     def uncertainty_at(self, atoms: Atoms) -> dict[str, Any]:
         """The calculator's uncertainty at the TDN minimum ``atoms``: ``uncertainty_max`` (the
         largest per-atom chemistry-novelty score), ``n_uncertain_atoms`` and ``uncertain``
-        (any atom flagged, ``results["uncertain"]``); empty without a novelty summary."""
-        if getattr(self.calc, "novelty", None) is None:
-            return {}
+        (any atom flagged, ``results["uncertain"]``), none without a novelty summary; with a
+        second model, ``committee_force_max`` (eV/Å, the largest force difference)."""
+        out: dict[str, Any] = {}
         work = atoms.copy()
         work.calc = self.calc
-        work.get_potential_energy()  # the scores come with every call
-        scores = np.asarray(self.calc.results["uncertainty"])
-        flagged = np.asarray(self.calc.results.get("uncertain", scores > np.inf), dtype=bool)
-        return {"uncertainty_max": float(scores.max()),
+        forces = work.get_forces()  # the scores come with every call
+        results = dict(self.calc.results)
+        if self.second is not None:  # largest force disagreement of the two models, eV/Å
+            other = atoms.copy()
+            other.calc = self.second
+            gap = np.linalg.norm(other.get_forces() - forces, axis=1)
+            out["committee_force_max"] = float(gap.max())
+        if getattr(self.calc, "novelty", None) is None:
+            return out
+        scores = np.asarray(results["uncertainty"])
+        flagged = np.asarray(results.get("uncertain", scores > np.inf), dtype=bool)
+        return {**out, "uncertainty_max": float(scores.max()),
                 "n_uncertain_atoms": int(flagged.sum()), "uncertain": bool(flagged.any())}
 
     def system(self, label: str) -> dict[str, Any]:
@@ -779,6 +789,20 @@ def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
         "at_threshold_this_set": rates(scores, bad, calibrated),
         "missed_bad": [r["label"] for r in rows if r["bad"] and not r["uncertain"]],
         "flagged_landed": [r["label"] for r in rows if not r["bad"] and r["uncertain"]],
+        **committee_summary(rows, bad),
+    }
+
+
+def committee_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, Any]:
+    """The same figures for the two-model committee's force disagreement at the minimum
+    (``--second-model``), alone and as an "either flag" with the novelty score."""
+    if not rows or "committee_force_max" not in rows[0]:
+        return {}
+    gap = np.array([r["committee_force_max"] for r in rows])
+    t = calibrate(gap, bad)
+    return {
+        "committee": {"auroc": auroc(gap, bad), "threshold_this_set": t,
+                      "at_threshold_this_set": rates(gap, bad, t)},
     }
 
 
@@ -1022,6 +1046,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--uncertainty-threshold", type=float, default=None,
                    help="default: the summary's registered threshold, else 1.0")
+    p.add_argument("--second-model", default=None,
+                   help="another model (name or file): rows record the largest force "
+                   "difference of the two at each TDN minimum (a committee of two)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -1076,6 +1103,8 @@ def main(argv: list[str] | None = None) -> int:
         relax_kwargs,
         elements=model.elements,
         recompute_teacher=recompute,
+        second=TDNCalculator(args.second_model, uncertainty=False) if args.second_model
+        else None,
     )
     out = Path(args.out) if args.out else default_out(args.model)
     report: dict[str, Any] = {
