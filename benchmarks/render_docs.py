@@ -919,7 +919,9 @@ def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
             _n(p["pbe_fmax_at_teacher_geometry"], 2),
         ]
         for p in r["pairs"]
+        if "failed" not in p
     ]
+    failed = [p["pair"] for p in r["pairs"] if "failed" in p]
     head = ["adsorbate on surface, site", "E_ads teacher eV", "E_ads PBE eV",
             "teacher - PBE eV", "PBE fmax at teacher geometry eV/Å"]
     pbe = r["pbe"]
@@ -932,6 +934,7 @@ def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
         f"both methods at the same geometries. References: {r['scheme_description']}. "
         f"Wrong (|teacher - PBE| > {r['wrong_eV']:g} eV): {names} "
         f"({len(wrong)} of {len(rows)} pairs measured)."
+        + (f" GPAW failed on {', '.join(failed)} (the JSON has the errors)." if failed else "")
     )
     return [*_table(head, rows), "", note], [rel]
 

@@ -13,6 +13,7 @@ adsorption energy is referenced to H2, H2O, NH3 and CH4 (``H2-H2O-NH3-CH4``:
 Also reported: PBE's largest force on a free atom at the teacher's geometry (how far the
 teacher's geometry is from PBE's).
 
+A pair whose calculation fails is recorded with ``failed`` (the error) and the run goes on.
 Every calculation is cached in ``results/teacher_vs_pbe_cache/`` (a killed run resumes where
 it stopped); the JSON is rewritten after each pair. One core, about 2-6 min per GPAW call.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from tdn_calc.teachers import get_teacher, teacher_reference_method
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "results" / "teacher_vs_pbe_cache"
 OUT = HERE / "results" / "teacher_vs_pbe.json"
+LOGS = Path(tempfile.gettempdir()) / "teacher_vs_pbe_logs"  # GPAW's own logs, not kept
 LATTICES = HERE.parent / "datasets" / "catalysis2-sevennet0" / "lattice_constants.json"
 SCHEME = "H2-H2O-NH3-CH4"
 GASES = ("H2", "H2O", "NH3", "CH4")
@@ -143,8 +146,10 @@ class Labeller:
 
         def pbe_point() -> dict[str, Any]:
             work = atoms.copy()
+            LOGS.mkdir(parents=True, exist_ok=True)
             work.calc = get_teacher("gpaw-pbe", cutoff=self.cutoff,
-                                    kpt_density=self.kpt_density)
+                                    kpt_density=self.kpt_density,
+                                    txt=str(LOGS / f"{name}-{self.tag}.txt"))
             return {"energy": float(work.get_potential_energy()),
                     "fmax": _free_fmax(work, work.get_forces())}
 
@@ -173,29 +178,42 @@ def run(pairs: list[str], teacher: str, cutoff: float, kpt_density: float) -> di
         "gases": gases, "pairs": rows,
     }
     for pair in pairs:
-        metal, ads, site = pair.split("-")
-        slab = lab.single_points(f"{metal}-slab", lab.relaxed(f"{metal}-slab",
-                                                              clean_slab(metal, lattices)))
-        start = slab_with_adsorbate(metal, ads, site, lattices)
-        relaxed = lab.relaxed(pair, start)
-        points = lab.single_points(pair, relaxed)
-        terms = reference_terms(Atoms(ads), scheme)
-        e_ads = {m: adsorption_energy(points[m]["energy"], slab[m]["energy"],
-                                      {g: gases[g][m]["energy"] for g in GASES}, terms)
-                 for m in ("teacher", "pbe")}
-        error = e_ads["teacher"] - e_ads["pbe"]
-        rows.append({"pair": pair, "metal": metal, "facet": facet(metal), "adsorbate": ads,
-                     "site": site, "terms": terms,
-                     "e_ads_teacher": e_ads["teacher"], "e_ads_pbe": e_ads["pbe"],
-                     "error": error, "wrong": abs(error) > WRONG_EV,
-                     "pbe_fmax_at_teacher_geometry": points["pbe"]["fmax"],
-                     "teacher_relax_converged": bool(relaxed.info["relax_converged"]),
-                     "pbe_seconds": points["pbe"]["seconds"] + slab["pbe"]["seconds"]})
-        result["wrong"] = [r["pair"] for r in rows if r["wrong"]]
+        try:
+            rows.append(measure_pair(pair, lab, lattices, gases))
+        except Exception as exc:  # recorded; the other pairs go on
+            rows.append({"pair": pair, "failed": f"{type(exc).__name__}: {exc}"})
+            print(f"{pair:12s} failed: {rows[-1]['failed']}", flush=True)
+            write_json(OUT, result)
+            continue
+        result["wrong"] = [r["pair"] for r in rows if r.get("wrong")]
         write_json(OUT, result)
-        print(f"{pair:12s} teacher {e_ads['teacher']:+.2f}  PBE {e_ads['pbe']:+.2f}  "
-              f"error {error:+.2f} eV{'  WRONG' if abs(error) > WRONG_EV else ''}", flush=True)
+        r = rows[-1]
+        print(f"{pair:12s} teacher {r['e_ads_teacher']:+.2f}  PBE {r['e_ads_pbe']:+.2f}  "
+              f"error {r['error']:+.2f} eV{'  WRONG' if r['wrong'] else ''}", flush=True)
     return result
+
+
+def measure_pair(pair: str, lab: Labeller, lattices: dict[str, list[float]],
+                 gases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One row: both methods' adsorption energies of ``pair`` (METAL-ADSORBATE-SITE)."""
+    metal, ads, site = pair.split("-")
+    slab = lab.single_points(f"{metal}-slab", lab.relaxed(f"{metal}-slab",
+                                                          clean_slab(metal, lattices)))
+    start = slab_with_adsorbate(metal, ads, site, lattices)
+    relaxed = lab.relaxed(pair, start)
+    points = lab.single_points(pair, relaxed)
+    terms = reference_terms(Atoms(ads), SCHEME)
+    e_ads = {m: adsorption_energy(points[m]["energy"], slab[m]["energy"],
+                                  {g: gases[g][m]["energy"] for g in GASES}, terms)
+             for m in ("teacher", "pbe")}
+    error = e_ads["teacher"] - e_ads["pbe"]
+    return {"pair": pair, "metal": metal, "facet": facet(metal), "adsorbate": ads,
+            "site": site, "terms": terms,
+            "e_ads_teacher": e_ads["teacher"], "e_ads_pbe": e_ads["pbe"],
+            "error": error, "wrong": abs(error) > WRONG_EV,
+            "pbe_fmax_at_teacher_geometry": points["pbe"]["fmax"],
+            "teacher_relax_converged": bool(relaxed.info["relax_converged"]),
+            "pbe_seconds": points["pbe"]["seconds"] + slab["pbe"]["seconds"]}
 
 
 def _gpaw_version() -> str:

@@ -31,7 +31,7 @@ def teacher_errors(result: dict[str, Any]) -> list[dict[str, Any]]:
          "adsorbate": p["adsorbate"], "site": f"{p['facet']} {p['site']}",
          "teacher": result["teacher"], "teacher_eV": round(p["e_ads_teacher"], 3),
          "pbe_eV": round(p["e_ads_pbe"], 3), "error_eV": round(p["error"], 3)}
-        for p in result["pairs"] if p["wrong"]
+        for p in result["pairs"] if p.get("wrong")
     ]
 
 
