@@ -528,16 +528,18 @@ class Evaluator:
             numbers |= set(molecule(g).numbers.tolist())
         return [chemical_symbols[z] for z in sorted(numbers - self.elements)]
 
-    def uncertainty_at(self, atoms: Atoms) -> dict[str, Any]:
-        """The calculator's uncertainty at the TDN minimum ``atoms``: ``uncertainty_max`` (the
-        largest per-atom chemistry-novelty score), ``n_uncertain_atoms`` and ``uncertain``
-        (any atom flagged, ``results["uncertain"]``), none without a novelty summary; with a
-        second model, ``committee_force_max`` (eV/Å, the largest force difference)."""
-        out: dict[str, Any] = {}
+    def checks_at_minimum(self, atoms: Atoms, teacher_forces: np.ndarray) -> dict[str, Any]:
+        """At the TDN minimum ``atoms``: ``interior_layers`` and ``interior_force_error_max``
+        (eV/Å, the largest |F_TDN - F_teacher| on free metal atoms below the top layer); the
+        calculator's uncertainty: ``uncertainty_max`` (the largest per-atom chemistry-novelty
+        score), ``n_uncertain_atoms`` and ``uncertain`` (any atom flagged,
+        ``results["uncertain"]``), none without a novelty summary; with a second model,
+        ``committee_force_max`` (eV/Å, the largest force difference of the two)."""
         work = atoms.copy()
         work.calc = self.calc
         forces = work.get_forces()  # the scores come with every call
         results = dict(self.calc.results)
+        out: dict[str, Any] = interior_force_error(atoms, forces, teacher_forces)
         if self.second is not None:  # largest force disagreement of the two models, eV/Å
             other = atoms.copy()
             other.calc = self.second
@@ -578,12 +580,13 @@ class Evaluator:
         at_tdn = result.atoms.copy()
         at_tdn.calc = self.teacher
         e_teacher_at_tdn = float(at_tdn.get_potential_energy())
-        teacher_fmax = float(np.linalg.norm(at_tdn.get_forces(), axis=1).max())
+        teacher_forces = at_tdn.get_forces()
+        teacher_fmax = float(np.linalg.norm(teacher_forces, axis=1).max())
         sp_s = time.perf_counter() - t0
         e_teacher = self._teacher_energy(teacher_min)
         d_teacher = e_teacher_at_tdn - e_teacher
-        flags = self.uncertainty_at(result.atoms)
-        if flags:
+        flags = self.checks_at_minimum(result.atoms, teacher_forces)
+        if "uncertainty_max" in flags:
             flags["bad"] = is_bad(teacher_fmax, d_teacher)
 
         # the adsorbates follow the slab, binding atom first, in the order of the label
@@ -765,6 +768,40 @@ def same_or_lower_site(row: dict[str, Any]) -> bool:
     return bool(row["same_site"]) or row["d_teacher"] <= -TARGET_ADS_EV
 
 
+def interior_force_error(atoms: Atoms, forces: np.ndarray, teacher_forces: np.ndarray
+                         ) -> dict[str, Any]:
+    """``{"n_layers", "interior_force_error_max"}``: metal layers of the slab and the largest
+    force error (eV/Å) on its free metal atoms below the top layer (None when it has none)."""
+    from tdn_calc.slab import layer_indices, surface_heights
+
+    metal = ~np.isin(atoms.numbers, [1, 6, 7, 8])
+    fixed = np.zeros(len(atoms), bool)
+    for c in atoms.constraints:
+        if isinstance(c, FixAtoms):
+            fixed[c.index] = True
+    layer = np.full(len(atoms), -1)
+    layer[metal] = layer_indices(surface_heights(atoms)[metal])
+    inner = metal & ~fixed & (layer < layer.max())
+    err = np.linalg.norm(np.asarray(forces) - teacher_forces, axis=1)
+    return {"n_layers": int(layer.max()) + 1,
+            "interior_force_error_max": float(err[inner].max()) if inner.any() else None}
+
+
+def by_layers(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per slab thickness: the median and largest interior force error (eV/Å); not (211),
+    whose atoms do not stack in flat layers."""
+    out = {}
+    done = [r for r in done if r.get("facet") != "211"]
+    for n in sorted({r["n_layers"] for r in done if r.get("n_layers")}):
+        errs = [r["interior_force_error_max"] for r in done
+                if r.get("n_layers") == n and r.get("interior_force_error_max") is not None]
+        if errs:
+            out[str(n)] = {"n": len(errs), "median": float(np.median(errs)),
+                           "max": float(np.max(errs)),
+                           "within_0.1": float(np.mean(np.array(errs) <= 0.1))}
+    return out
+
+
 def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
     """How the uncertainty flag separates bad relaxations (teacher fmax at the TDN minimum
     > 0.5 eV/Å or teacher energy > 0.2 eV above its own minimum) from landed ones (the trust
@@ -856,6 +893,7 @@ def summarize(rows: list[dict[str, Any]], total: int) -> dict[str, Any]:
         "target_ads_met": bool(done) and teacher["median_abs"] <= TARGET_ADS_EV,
         "target_site_met": bool(done) and site_fraction >= TARGET_SITE_FRACTION,
         "flagging": flagging_summary(done),
+        "interior_forces_by_layers": by_layers(done),
         "seconds_tdn_relax_mean": float(np.mean(relax_s)) if relax_s else math.nan,
         "seconds_teacher_sp_mean": float(np.mean(sp_s)) if sp_s else math.nan,
         "seconds_per_system_mean": float(np.mean(seconds)) if seconds else math.nan,
