@@ -1158,6 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_systems_in_split": n_split,
         "sample": {"max_systems": args.max_systems, "seed": args.seed, "strata": "facet x family"},
         "settings": relax_kwargs,
+        "uncertainty_threshold": None,  # the calculator's, once its model has loaded
         "versions": versions(),
         "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
         "sum_g c_g E(g), tdn_calc.evaluation.reference_terms",
@@ -1188,6 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
         report["rows"].append(row)
         report["references"] = {p: vars(r) for p, r in ev.references.items()}
         report["summary"] = summarize(report["rows"], len(labels))
+        report["uncertainty_threshold"] = getattr(ev.calc, "uncertainty_threshold", None)
         report["seconds"] = time.perf_counter() - t_start
         # after each system: a long run keeps what it did
         write_json(out, report, indent=1, default=float)

@@ -61,14 +61,10 @@ MODEL_SCOPE = {
         "not for charged or open-shell species, metals or condensed phases",
     ),
     "tdn-catalysis": (
-        "(111) slabs of six fcc metals with H C N O OH CO CH3 H2O, their bulk, gas molecules",
-        "(111) facets only, 3–{max_slab_layers} layers (thicker slabs: interior forces off by "
-        "several eV/Å, `tdn-relax` warns); no other metals, facets or adsorbates",
-    ),
-    "tdn-catalysis2-preview": (
         "(111), (100), (110), (211) slabs of Pt Pd Ni Cu Ag Au Rh Ir and hcp(0001) of Ru Co, "
         "3–7 layers, A3B/AB and single-atom alloys, 25 C/H/N/O adsorbates and co-adsorbed "
-        "pairs, bulk and strained bulk, gas molecules (450 of the recipe's 3,252 trajectories)",
+        "pairs, bulk and strained bulk, gas molecules (659 of the coverage2 recipe's 3,252 "
+        "trajectories), with the first set's (111) slabs of six fcc metals and eight adsorbates",
         "{note}",
     ),
 }
@@ -904,6 +900,34 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
     return _table(head, rows), sources
 
 
+#: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
+FLAGGING_FILES = (("adsorption_quality_c2_v2-val.json", "coverage2 validation"),
+                  ("adsorption_quality_c2_v2-oldval.json", "first-set (111) validation"),
+                  ("adsorption_quality_c2_v2-test.json", "coverage2 test"),
+                  ("adsorption_quality_c2_v2-oldtest.json", "first-set (111) test"))
+
+
+def render_flagging() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: how tdn-catalysis' uncertainty flag separates bad relaxations from
+    landed ones on its validation and test systems (``summary.flagging`` of each JSON)."""
+    sources, rows = [], []
+    for name, what in FLAGGING_FILES:
+        rel = RESULTS / name
+        f = _load(rel)["summary"].get("flagging") if rel.exists() else None
+        if not f:
+            continue
+        sources.append(rel)
+        at = f["at_model_threshold"]
+        com = f.get("committee") or {}
+        threshold = _load(rel).get("uncertainty_threshold")
+        rows.append([what, _n(threshold, 4), str(f["n_bad"]), str(f["n_landed"]),
+                     _pct(at["recall_bad"]), _pct(at["false_flag_good"]), _n(f["auroc"], 2),
+                     _n(com.get("auroc"), 2)])
+    head = ["systems", "novelty threshold", "bad", "landed", "bad flagged", "landed flagged",
+            "AUROC novelty", "AUROC committee of two"]
+    return _table(head, rows), sources
+
+
 def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md and docs/model.md: benchmarks/teacher_vs_pbe.py, one row per pair."""
     rel = RESULTS / "teacher_vs_pbe.json"
@@ -954,6 +978,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "physics": render_physics,
     "relax-throughput": render_relax_throughput,
     "teacher-vs-pbe": render_teacher_vs_pbe,
+    "flagging": render_flagging,
 }
 
 

@@ -137,7 +137,7 @@ def download_cmd(name: str, force: bool) -> None:
 
 @models.command("summarize")
 @click.argument("checkpoint")
-@click.argument("data", type=click.Path(exists=True))
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="New checkpoint with the training-set summary in its card.")
 @click.option("--split", default="train", show_default=True,
@@ -148,11 +148,12 @@ def download_cmd(name: str, force: bool) -> None:
               help="Summarise a seeded random subset of at most this many frames (0: all).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-def summarize_cmd(checkpoint: str, data: str, output: str, split: str, split_file: str | None,
-                  max_frames: int, device: str, force: bool) -> None:
+def summarize_cmd(checkpoint: str, data: tuple[str, ...], output: str, split: str,
+                  split_file: str | None, max_frames: int, device: str, force: bool) -> None:
     """Attach the training-set summary behind the per-atom extrapolation scores to CHECKPOINT
-    (a file or registered name), fitted on the SPLIT frames of the data set DATA, and write
-    the result to OUTPUT (the input is never changed; register OUTPUT's new sha256)."""
+    (a file or registered name), fitted on the SPLIT frames of the data set DATA (several: the
+    data sets the model was trained on together, as its config lists them), and write the
+    result to OUTPUT (the input is never changed; register OUTPUT's new sha256)."""
     from pathlib import Path
 
     from ase.data import chemical_symbols
@@ -160,15 +161,16 @@ def summarize_cmd(checkpoint: str, data: str, output: str, split: str, split_fil
     from tdn_calc.extrapolation import attach_to_checkpoint
     from tdn_calc.fileio import sha256_file
 
-    if Path(output).resolve() == Path(data).resolve():
-        raise click.BadParameter(f"{output} is the data set", param_hint="-o/--output")
+    if any(Path(output).resolve() == Path(d).resolve() for d in data):
+        raise click.BadParameter(f"{output} is a data set", param_hint="-o/--output")
     if Path(output).exists() and not force:
         raise click.BadParameter(f"{output} exists; pass --force to replace it",
                                  param_hint="-o/--output")  # fmt: skip
     if max_frames < 0:
         raise click.BadParameter(f"must be >= 0, got {max_frames}", param_hint="--max-frames")
     try:
-        dist = attach_to_checkpoint(checkpoint, data, output, split=split, split_file=split_file,
+        dist = attach_to_checkpoint(checkpoint, data[0] if len(data) == 1 else list(data),
+                                    output, split=split, split_file=split_file,
                                     device=device, max_frames=max_frames or None)  # fmt: skip
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -396,18 +396,20 @@ def test_limit_messages_name_slabs_thicker_than_a_model_knows():
                           limits) == []
 
 
-def test_tdn_relax_warns_about_a_six_layer_slab_for_tdn_catalysis(tmp_path, monkeypatch):
-    """The registered tdn-catalysis states max_slab_layers 5 in the manifest."""
+def test_tdn_relax_warns_about_a_thick_slab_for_tdn_catalysis(tmp_path, monkeypatch):
+    """The registered tdn-catalysis states max_slab_layers in the manifest; one layer more
+    is warned about."""
     from tdn_calc.registry import list_models
 
     entry = {m["name"]: m for m in list_models()}.get("tdn-catalysis")
     if not entry or not entry.get("limits"):
         pytest.skip("tdn-catalysis with limits is not registered")
     monkeypatch.chdir(tmp_path)
-    write(tmp_path / "pt6.xyz", fcc111("Pt", (2, 2, 6), a=3.98, vacuum=8.0))
-    result = CliRunner().invoke(main, ["pt6.xyz", "-m", "tdn-catalysis", "--steps", "0",
-                                             "--device", "cpu"])
-    assert "6 metal layers, more than this model's 5" in result.output
+    most = entry["limits"]["max_slab_layers"]
+    write(tmp_path / "pt.xyz", fcc111("Pt", (2, 2, most + 1), a=3.98, vacuum=8.0))
+    result = CliRunner().invoke(main, ["pt.xyz", "-m", "tdn-catalysis", "--steps", "0",
+                                       "--device", "cpu"])  # fmt: skip
+    assert f"{most + 1} metal layers, more than this model's {most}" in result.output
 
 
 def test_limit_messages_name_elements_the_teacher_is_measured_wrong_for(tmp_path):

@@ -25,7 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {
     "tdn-organic": "datasets/organic-gfn2",
-    "tdn-catalysis": "datasets/catalysis-sevennet0",
+    # tdn-catalysis 2 (configs/tdn-catalysis2-v2.yaml): its coverage2 test systems, from the
+    # first 659 trajectories of datasets/catalysis2-sevennet0
+    "tdn-catalysis": "datasets/catalysis2-sevennet0-snap659",
+    "tdn-catalysis-20261206-2": "datasets/catalysis-sevennet0",
     # the first 450 trajectories of datasets/catalysis2-sevennet0 (configs/tdn-catalysis2-v1.yaml)
     "tdn-catalysis2-preview": "datasets/catalysis2-sevennet0-snap450",
 }
@@ -61,10 +64,11 @@ def build(model: str, n_frames: int) -> Path:
 
     from tdn_calc.data.dataset import H5Dataset, sample_atoms
     from tdn_calc.data.split import load_split
-    from tdn_calc.registry import list_models
+    from tdn_calc.registry import list_models, model_info
 
     entry = {m["name"]: m for m in list_models()}[model]
-    split_file = ROOT / entry["metrics"]["test"]["split_file"]
+    split_file = ROOT / (entry["metrics"]["test"].get("split_file")  # else the training split
+                         or model_info(model)["card"]["trained_on"]["split_file"])
     dataset = H5Dataset(ROOT / DATASETS[model])
     test = load_split(split_file).indices(dataset)["test"]
     frames = []

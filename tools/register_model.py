@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,11 +98,14 @@ def measure_cpu_speed(checkpoint: Path, calls: int = 20) -> dict[str, float]:
 def new_model_path(name: str) -> Path:
     """``models/<name>-<YYYYMMDD>.safetensors``, or ``...-<YYYYMMDD>-2`` etc. when a model of
     that name was already shipped today (a shipped file is never replaced: configs and
-    caches may name it)."""
+    caches may name it). The number follows the highest one of that day in models/, so a
+    newer file never gets a lower number than an older one (nor a withdrawn file's name)."""
     stamp = datetime.date.today().strftime("%Y%m%d")
-    candidates = (f"{name}-{stamp}" + (f"-{k}" if k > 1 else "") for k in itertools.count(1))
-    return next(MODELS / f"{c}.safetensors" for c in candidates
-                if not (MODELS / f"{c}.safetensors").exists())
+    taken = [1 if m.group(1) is None else int(m.group(1))
+             for p in MODELS.glob(f"{name}-{stamp}*.safetensors")
+             if (m := re.fullmatch(rf"{re.escape(name)}-{stamp}(?:-(\d+))?", p.stem))]
+    k = max(taken, default=0) + 1
+    return MODELS / (f"{name}-{stamp}" + (f"-{k}" if k > 1 else "") + ".safetensors")
 
 
 def keep_previous(name: str) -> str | None:
@@ -128,15 +132,24 @@ def keep_previous(name: str) -> str | None:
 
 
 def benchmark_summaries(specs: list[str]) -> dict[str, dict]:
-    """``["relaxation=path.json", ...]`` -> ``{"relaxation": <the file's "summary">}``."""
+    """``["relaxation=path.json", ...]`` -> ``{"relaxation": <the file's "summary">}``
+    (:func:`compact`)."""
     out = {}
     for spec in specs:
         name, _, path = spec.partition("=")
         if not path:
             raise SystemExit(f"--benchmark wants NAME=JSON, got {spec!r}")
         data = json.loads(Path(path).read_text())
-        out[name] = {"summary": data["summary"], "file": str(Path(path).name)}
+        out[name] = {"summary": compact(data["summary"]), "file": str(Path(path).name)}
     return out
+
+
+def compact(summary: Any) -> Any:
+    """``summary`` without its lists (misses, mismatches, labels): the figures only, so the
+    manifest shipped in the wheel stays small; the lists stay in the benchmark's JSON."""
+    if isinstance(summary, dict):
+        return {k: compact(v) for k, v in summary.items() if not isinstance(v, list)}
+    return summary
 
 
 def main() -> None:
