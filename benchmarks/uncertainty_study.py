@@ -41,7 +41,7 @@ numbers on new adsorbates, facets, thick slabs and strained cells), for any cata
    15 %, :func:`calibrate`) and reported on the odd-numbered ones too; AUROC per structure
    and per free atom; the ms each adds to a call.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/uncertainty_study.py   # tdn-catalysis, old
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/uncertainty_study.py  # first tdn-catalysis
     python benchmarks/uncertainty_study.py --starts coverage2 --model runs/X/best.safetensors \\
         --uncertainty runs/X/uncertainty.json --data datasets/catalysis2-sevennet0 \\
         --split-file runs/X/split.json
@@ -98,7 +98,7 @@ from tdn_calc.fileio import atomic_write
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "results" / "uncertainty_cache"
 OUT = HERE / "results" / "uncertainty_study.json"
-DEFAULT_MODEL = "tdn-catalysis"
+DEFAULT_MODEL = "tdn-catalysis-20261206-2"  # the first tdn-catalysis: the old set and its cache
 LATTICE = {"Ag": 4.16608, "Au": 4.17110, "Cu": 3.61181, "Ni": 3.50424, "Pd": 3.95399,
            "Pt": 3.97769}  # SevenNet-0's own fcc lattice constants, Å (data set's table)
 LATTICE2 = HERE.parent / "datasets" / "catalysis2-sevennet0" / "lattice_constants.json"

@@ -30,9 +30,9 @@ def test_old_starts_keep_their_cached_labels():
     starts = START_SETS["old"]()
     assert check_starts(starts, NOVEL_GROUPS["old"]) == {
         "in_domain": 20, "new_adsorbate": 10, "facet": 8, "six_layer": 4, "strained": 4}
-    assert all(cache_path(s["label"], cache_dir("tdn-catalysis", "old")).exists()
+    assert all(cache_path(s["label"], cache_dir("tdn-catalysis-20261206-2", "old")).exists()
                for s in starts)
-    assert default_out("tdn-catalysis", "old") == OUT
+    assert default_out("tdn-catalysis-20261206-2", "old") == OUT
 
 
 def test_coverage2_starts_cover_the_recipe_and_leave_it_where_meant():
