@@ -367,13 +367,16 @@ def check_starts(starts: list[dict[str, Any]], novel_groups: Sequence[str] = ("n
 
 # ---------------------------------------------------------------- labels
 def model_key(model: str) -> str:
-    """The registered name of ``model`` (a name, alias or file), else ``sha256-`` and the
-    first 12 hex digits of its file's sha256."""
+    """The dated file name of the registered model ``model`` (a name, alias or file, e.g.
+    ``tdn-catalysis-20261206-3``: unique per weights, so labels cached under it never belong
+    to a later model of the same name), else ``sha256-`` and the first 12 hex digits of its
+    file's sha256."""
     from tdn_calc.fileio import sha256_file
     from tdn_calc.registry import model_path, name_for_sha256
 
-    sha = sha256_file(model_path(model))
-    return name_for_sha256(sha) or f"sha256-{sha[:12]}"
+    path = Path(model_path(model))
+    sha = sha256_file(path)
+    return path.stem if name_for_sha256(sha) else f"sha256-{sha[:12]}"
 
 
 def cache_dir(key: str, start_set: str) -> Path:

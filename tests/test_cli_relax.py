@@ -455,4 +455,5 @@ def test_limit_messages_name_elements_the_teacher_is_measured_wrong_for(tmp_path
     bound, far, other = record("Ni", 1.2), record("Ni", 4.0), record("Pt", 1.2)
     messages = limit_messages([bound, far, other], limits)
     assert len(messages) == 1 and messages[0].startswith("Ni-1.2: O bound to Ni")
-    assert "+5.60 eV from PBE" in messages[0] and "sevenn-0" in messages[0]
+    assert "binds OH on Ni 5.60 eV too weakly against PBE" in messages[0]
+    assert "sevenn-0" in messages[0]

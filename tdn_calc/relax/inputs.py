@@ -115,10 +115,11 @@ def teacher_error_messages(record: StructureRecord, errors: Sequence[dict[str, A
         _, d = get_distances(other, metal, cell=a.cell, pbc=a.pbc)
         if d.min() > covalent_radii[zm] + covalent_radii[zx] + BOND_SLACK:
             continue
+        how = "strongly" if e["error_eV"] < 0 else "weakly"
         out.append(f"{record.label}: {e['element']} bound to {e['metal']}; this model's "
-                   f"teacher ({e['teacher']}) puts {e['adsorbate']} on {e['metal']} "
-                   f"{e['error_eV']:+.2f} eV from PBE (docs/benchmarks.md, teacher against "
-                   "PBE): energies here follow the teacher, not DFT")
+                   f"teacher ({e['teacher']}) binds {e['adsorbate']} on {e['metal']} "
+                   f"{abs(e['error_eV']):.2f} eV too {how} against PBE (docs/benchmarks.md, "
+                   "teacher against PBE): energies here follow the teacher, not DFT")
     return out
 
 
