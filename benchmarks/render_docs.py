@@ -928,6 +928,24 @@ def render_flagging() -> tuple[list[str], list[Path]]:
     return _table(head, rows), sources
 
 
+def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: the shipped flag of tdn-catalysis 2 on the coverage2 start set of
+    benchmarks/uncertainty_study.py, one row per group."""
+    sources = sorted(RESULTS.glob("uncertainty_study-*-coverage2.json"))
+    if not sources:
+        return ["Not measured yet: run `python benchmarks/uncertainty_study.py --starts "
+                "coverage2 --model tdn-catalysis`."], []
+    rel = sources[-1]
+    r = _load(rel)
+    s = r["shipped"]
+    rows = [[group, f"{g['bad_flagged']} of {g['bad']}", f"{g['good_flagged']} of {g['good']}"]
+            for group, g in s["by_group"].items()]
+    rows.append(["all", _pct(s["all"]["recall_bad"]), _pct(s["all"]["false_flag_good"])])
+    note = (f"Model: {r['model']} (threshold {s['threshold']:g}); starts relaxed by the model "
+            "(BFGS, fmax 0.03 eV/Å), judged by SevenNet-0.")
+    return [note, "", *_table(["group", "bad flagged", "good flagged"], rows)], [rel]
+
+
 def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md and docs/model.md: benchmarks/teacher_vs_pbe.py, one row per pair."""
     rel = RESULTS / "teacher_vs_pbe.json"
@@ -979,6 +997,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "relax-throughput": render_relax_throughput,
     "teacher-vs-pbe": render_teacher_vs_pbe,
     "flagging": render_flagging,
+    "uncertainty-coverage2": render_uncertainty_coverage2,
 }
 
 

@@ -749,7 +749,8 @@ def novelty_summary(model: str, path: str | None, threshold: float | None
     """``(summary, threshold, record)`` of the shipped chemistry-novelty score: the JSON file
     ``path`` (threshold: ``threshold``, else 1.0) or ``model``'s registered sidecar (its
     threshold unless ``threshold`` is given); None when neither exists."""
-    from tdn_calc.registry import model_entry
+    from tdn_calc.fileio import sha256_file
+    from tdn_calc.registry import model_entry, model_path, name_for_sha256
     from tdn_calc.uncertainty import ChemistryNovelty, for_model
 
     if path:
@@ -758,7 +759,7 @@ def novelty_summary(model: str, path: str | None, threshold: float | None
     found = for_model(model)  # None unless registered (by name or by the file's sha256)
     if found is None:
         return None
-    record = model_entry(model_key(model))["uncertainty"]
+    record = model_entry(name_for_sha256(sha256_file(model_path(model))))["uncertainty"]
     return found[0], found[1] if threshold is None else threshold, record
 
 
