@@ -231,7 +231,8 @@ _SEVENNET_WEAKNESS = (
     "Trained on bulk PBE(+U) Materials Project relaxations: surfaces, adsorbates and "
     "molecules are extrapolation; binds O-containing adsorbates on Ni far too weakly; "
     "against real PBE at the same geometries (benchmarks/teacher_vs_pbe.py, docs/benchmarks.md) "
-    "it binds N on Au(111) 0.8 eV too strongly, N on Ag(111) 0.5 eV and O on Rh(111) 0.6 eV "
+    "it binds N on Au(111) 0.8 eV and H on Pd(111) 0.6 eV too strongly, N on Ag(111) 0.5 eV "
+    "and O on Rh(111) 0.6 eV "
     "too weakly, while O and CO on Pt(111) and O on Cu(111) agree within 0.25 eV; inherits "
     "PBE's errors (CO on Pt(111) in a hollow site instead of on top)."
 )
