@@ -81,6 +81,7 @@ from tdn_calc.datagen.catalysis.surfaces import (
     substitute_top_layer,
     surface_facets,
 )
+from tdn_calc.datagen.catalysis.systems import fixed_mask
 from tdn_calc.errors import InputError
 from tdn_calc.evaluation.flagging import (
     BAD_DE,
@@ -390,14 +391,6 @@ def default_out(key: str, start_set: str) -> Path:
         OUT.with_name(f"uncertainty_study-{key}-{start_set}.json")
 
 
-def _free(atoms: Atoms) -> np.ndarray:
-    fixed = np.zeros(len(atoms), bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            fixed[c.index] = True
-    return ~fixed
-
-
 def cache_path(label: str, cache: Path = CACHE) -> Path:
     return cache / (label.replace("/", "_").replace("%", "pc").replace("+", "p") + ".json")
 
@@ -412,7 +405,7 @@ def label_start(start: dict[str, Any], calc, teacher, cache: Path = CACHE) -> di
         return json.loads(path.read_text())
     cache.mkdir(parents=True, exist_ok=True)
     atoms = start["atoms"]
-    free = _free(atoms)
+    free = ~fixed_mask(atoms)
     t0 = time.perf_counter()
     try:
         res = relax(atoms, calc, fmax=FMAX, steps=300, optimizer="BFGS", warn=False)
@@ -511,7 +504,7 @@ def split_frames(model, data: Sequence[str], split_file: str | None, split: str
     from tdn_calc.data.dataset import H5Dataset
     from tdn_calc.train.evaluate import select_frames
 
-    dataset = H5Dataset(data[0] if len(data) == 1 else list(data))
+    dataset = H5Dataset(list(data))
     card = None if split_file else getattr(model, "card", None)
     return dataset, select_frames(dataset, split, split_file, card)[0]
 

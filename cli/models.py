@@ -169,9 +169,9 @@ def summarize_cmd(checkpoint: str, data: tuple[str, ...], output: str, split: st
     if max_frames < 0:
         raise click.BadParameter(f"must be >= 0, got {max_frames}", param_hint="--max-frames")
     try:
-        dist = attach_to_checkpoint(checkpoint, data[0] if len(data) == 1 else list(data),
-                                    output, split=split, split_file=split_file,
-                                    device=device, max_frames=max_frames or None)  # fmt: skip
+        dist = attach_to_checkpoint(checkpoint, list(data), output, split=split,
+                                    split_file=split_file, device=device,
+                                    max_frames=max_frames or None)  # fmt: skip
     except TDNError as exc:
         raise click.ClickException(str(exc)) from exc
     counts = sorted(dist.elements.items())

@@ -336,7 +336,7 @@ def score_atoms(model: torch.nn.Module, dist: TrainingDistribution, atoms) -> St
 
 def attach_to_checkpoint(
     checkpoint: str,
-    data: str,
+    data: str | list[str],
     output: str,
     *,
     split: str = "train",
@@ -344,7 +344,8 @@ def attach_to_checkpoint(
     device: str = "cpu",
     **fit_kwargs,
 ) -> TrainingDistribution:
-    """Fit the summary of ``split`` of the HDF5 data set ``data`` for the model in
+    """Fit the summary of ``split`` of the HDF5 data set ``data`` (or of several trained on
+    together, a list) for the model in
     ``checkpoint`` and write the model with the summary in its card to ``output`` (a new
     file: the input is never overwritten; its sha256 changes, so update a registry entry).
 

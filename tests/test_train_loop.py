@@ -421,6 +421,7 @@ def test_data_path_lists_several_data_sets(emt_data, tmp_path):
             writer.append_trajectory(f"second/{name}", frames)
     both = H5Dataset([emt_data, other])
     assert len(both) == len(H5Dataset(emt_data)) + len(H5Dataset(other))
+    assert H5Dataset([emt_data]).path == emt_data  # a list of one is that data set
     run = make_run([str(emt_data), str(other)], tmp_path / "run", max_steps=2)
     assert run.train.data_path == [str(Path(emt_data).resolve()), str(other.resolve())]
     trainer = Trainer(run)

@@ -22,8 +22,8 @@ MANIFEST = ROOT / "models" / "manifest.json"
 
 def main(argv: list[str] | None = None) -> int:
     from tdn_calc.data.dataset import H5Dataset
-    from tdn_calc.fileio import atomic_write, sha256_file
-    from tdn_calc.registry import model_entry, model_info
+    from tdn_calc.fileio import sha256_file
+    from tdn_calc.registry import add_to_manifest, model_entry, model_info
     from tdn_calc.train.evaluate import select_frames
     from tdn_calc.uncertainty import METHOD, fit_chemistry_novelty
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = model_entry(args.model, MANIFEST)
         card = model_info(args.model, MANIFEST).get("card") or {}
         elements = _elements(entry["elements"])
-    dataset = H5Dataset(args.data[0] if len(args.data) == 1 else args.data)
+    dataset = H5Dataset(args.data)
     indices, used = select_frames(dataset, "train", args.split_file, card)
     summary = fit_chemistry_novelty(dataset, indices, elements, float(card["cutoff"]),
                                     max_frames=args.max_frames, bank_size=args.bank_size)
@@ -69,13 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = f"{entry['name']}-uncertainty.json"
     summary.save(MANIFEST.parent / name)
-    data = json.loads(MANIFEST.read_text(encoding="utf-8"))
     record = {"method": METHOD, "threshold": args.threshold, "file": name,
               "sha256": sha256_file(MANIFEST.parent / name), "split_file": used,
               "n_frames": summary.n_frames}
-    data["models"][entry["name"]]["uncertainty"] = record
-    with atomic_write(MANIFEST, "w") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
+    add_to_manifest(MANIFEST, {**_stored_entry(entry["name"]), "uncertainty": record})
     print(json.dumps(record, indent=1))
     return 0
 
@@ -83,19 +80,21 @@ def main(argv: list[str] | None = None) -> int:
 def set_threshold(model: str, threshold: float) -> int:
     """Record ``threshold`` in the manifest's ``uncertainty`` record of ``model`` (whose
     summary file stays as fitted)."""
-    from tdn_calc.fileio import atomic_write
-    from tdn_calc.registry import model_entry
+    from tdn_calc.registry import add_to_manifest, model_entry
 
-    name = model_entry(model, MANIFEST)["name"]
-    data = json.loads(MANIFEST.read_text(encoding="utf-8"))
-    record = data["models"][name].get("uncertainty")
+    entry = _stored_entry(model_entry(model, MANIFEST)["name"])
+    record = entry.get("uncertainty")
     if not record:
-        raise SystemExit(f"{name} has no uncertainty summary yet: fit one (--data ...)")
+        raise SystemExit(f"{entry['name']} has no uncertainty summary yet: fit one (--data ...)")
     record["threshold"] = threshold
-    with atomic_write(MANIFEST, "w") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
+    add_to_manifest(MANIFEST, entry)
     print(json.dumps(record, indent=1))
     return 0
+
+
+def _stored_entry(name: str) -> dict:
+    """The manifest's own entry of the registered model ``name``, as stored."""
+    return json.loads(MANIFEST.read_text(encoding="utf-8"))["models"][name]
 
 
 def _elements(symbols: list[str]) -> list[int]:

@@ -45,6 +45,8 @@ class H5Dataset(torch.utils.data.Dataset):
 
     def __init__(self, path: str | os.PathLike | list[str | os.PathLike], *,
                  complete_only: bool = False, in_memory: bool = False):
+        if isinstance(path, (list, tuple)) and len(path) == 1:
+            path = path[0]  # one data set, however it was given
         self.path = path
         self.shards = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in (*_FRAME_FIELDS, "shard", "local")}
