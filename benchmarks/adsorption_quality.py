@@ -101,6 +101,7 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 
 from tdn_calc.data.split import load_split, system_of
+from tdn_calc.datagen.catalysis.systems import fixed_mask
 from tdn_calc.errors import InputError
 from tdn_calc.evaluation import (
     MOLECULES_O2_N2,
@@ -529,7 +530,7 @@ class Evaluator:
         return [chemical_symbols[z] for z in sorted(numbers - self.elements)]
 
     def checks_at_minimum(self, atoms: Atoms, teacher_forces: np.ndarray) -> dict[str, Any]:
-        """At the TDN minimum ``atoms``: ``interior_layers`` and ``interior_force_error_max``
+        """At the TDN minimum ``atoms``: ``n_layers`` and ``interior_force_error_max``
         (eV/Å, the largest |F_TDN - F_teacher| on free metal atoms below the top layer); the
         calculator's uncertainty: ``uncertainty_max`` (the largest per-atom chemistry-novelty
         score), ``n_uncertain_atoms`` and ``uncertain`` (any atom flagged,
@@ -775,13 +776,9 @@ def interior_force_error(atoms: Atoms, forces: np.ndarray, teacher_forces: np.nd
     from tdn_calc.slab import layer_indices, surface_heights
 
     metal = ~np.isin(atoms.numbers, [1, 6, 7, 8])
-    fixed = np.zeros(len(atoms), bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            fixed[c.index] = True
     layer = np.full(len(atoms), -1)
     layer[metal] = layer_indices(surface_heights(atoms)[metal])
-    inner = metal & ~fixed & (layer < layer.max())
+    inner = metal & ~fixed_mask(atoms) & (layer < layer.max())
     err = np.linalg.norm(np.asarray(forces) - teacher_forces, axis=1)
     return {"n_layers": int(layer.max()) + 1,
             "interior_force_error_max": float(err[inner].max()) if inner.any() else None}
@@ -831,8 +828,8 @@ def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def committee_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, Any]:
-    """The same figures for the two-model committee's force disagreement at the minimum
-    (``--second-model``), alone and as an "either flag" with the novelty score."""
+    """AUROC and the threshold this set would calibrate for the two-model committee's force
+    disagreement at the minimum (``--second-model``); empty without it."""
     if not rows or "committee_force_max" not in rows[0]:
         return {}
     gap = np.array([r["committee_force_max"] for r in rows])

@@ -913,16 +913,16 @@ def render_flagging() -> tuple[list[str], list[Path]]:
     sources, rows = [], []
     for name, what in FLAGGING_FILES:
         rel = RESULTS / name
-        f = _load(rel)["summary"].get("flagging") if rel.exists() else None
+        report = _load(rel) if rel.exists() else {}
+        f = report.get("summary", {}).get("flagging")
         if not f:
             continue
         sources.append(rel)
         at = f["at_model_threshold"]
         com = f.get("committee") or {}
-        threshold = _load(rel).get("uncertainty_threshold")
-        rows.append([what, _n(threshold, 4), str(f["n_bad"]), str(f["n_landed"]),
-                     _pct(at["recall_bad"]), _pct(at["false_flag_good"]), _n(f["auroc"], 2),
-                     _n(com.get("auroc"), 2)])
+        rows.append([what, _n(report.get("uncertainty_threshold"), 4), str(f["n_bad"]),
+                     str(f["n_landed"]), _pct(at["recall_bad"]), _pct(at["false_flag_good"]),
+                     _n(f["auroc"], 2), _n(com.get("auroc"), 2)])
     head = ["systems", "novelty threshold", "bad", "landed", "bad flagged", "landed flagged",
             "AUROC novelty", "AUROC committee of two"]
     return _table(head, rows), sources
@@ -947,7 +947,7 @@ def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
 
 
 def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
-    """docs/benchmarks.md and docs/model.md: benchmarks/teacher_vs_pbe.py, one row per pair."""
+    """docs/benchmarks.md: benchmarks/teacher_vs_pbe.py, one row per measured pair."""
     rel = RESULTS / "teacher_vs_pbe.json"
     if not rel.exists():
         return ["Not measured yet: run `python benchmarks/teacher_vs_pbe.py`."], []
@@ -967,7 +967,7 @@ def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
     head = ["adsorbate on surface, site", "E_ads teacher eV", "E_ads PBE eV",
             "teacher - PBE eV", "PBE fmax at teacher geometry eV/Å"]
     pbe = r["pbe"]
-    wrong = [p for p in r["pairs"] if p["wrong"]]
+    wrong = [p for p in r["pairs"] if p.get("wrong")]  # a failed pair has no verdict
     names = ", ".join(f"{p['adsorbate']} on {p['metal']}" for p in wrong) or "none"
     note = (
         f"Teacher: {r['teacher_method']}. PBE: {pbe['code']} {pbe['version']}, plane waves "

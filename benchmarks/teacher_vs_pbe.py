@@ -35,11 +35,11 @@ import numpy as np
 from _common import git_commit, write_json
 from ase import Atoms
 from ase.build import molecule
-from ase.constraints import FixAtoms
 from ase.optimize import BFGS
 
 from tdn_calc.datagen.catalysis.adsorbates import place_adsorbate
-from tdn_calc.datagen.catalysis.surfaces import STRUCTURE, build_surface
+from tdn_calc.datagen.catalysis.surfaces import STRUCTURE, Surface, build_surface
+from tdn_calc.datagen.catalysis.systems import fixed_mask
 from tdn_calc.evaluation.references import adsorption_energy, get_scheme, reference_terms
 from tdn_calc.teachers import get_teacher, teacher_reference_method
 
@@ -64,17 +64,15 @@ def facet(metal: str) -> str:
     return "0001" if STRUCTURE[metal] == "hcp" else "111"
 
 
-def clean_slab(metal: str, lattices: dict[str, list[float]]) -> Atoms:
-    """2x2x3 close-packed slab, bottom layer fixed, pbc [T, T, F]."""
-    surf = build_surface(metal, facet(metal), (2, 2, 3), lattices[metal], fixed_layers=1,
+def surface(metal: str, lattices: dict[str, list[float]]) -> Surface:
+    """2x2x3 close-packed slab, bottom layer fixed, pbc [T, T, F], with its named sites."""
+    return build_surface(metal, facet(metal), (2, 2, 3), lattices[metal], fixed_layers=1,
                          vacuum=VACUUM)
-    return surf.atoms
 
 
 def slab_with_adsorbate(metal: str, ads: str, site: str,
                         lattices: dict[str, list[float]]) -> Atoms:
-    surf = build_surface(metal, facet(metal), (2, 2, 3), lattices[metal], fixed_layers=1,
-                         vacuum=VACUUM)
+    surf = surface(metal, lattices)
     atoms = surf.atoms
     n_metal = len(atoms)
     place_adsorbate(atoms, n_metal, ads, surf.sites[site], np.random.default_rng(0),
@@ -90,12 +88,14 @@ def gas(name: str) -> Atoms:
     return atoms
 
 
-def _free_fmax(atoms: Atoms, forces: np.ndarray) -> float:
-    free = np.ones(len(atoms), dtype=bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            free[c.index] = False
-    return float(np.linalg.norm(forces[free], axis=1).max()) if free.any() else 0.0
+def single_point(atoms: Atoms, calc) -> dict[str, Any]:
+    """``{"energy" (eV), "fmax" (eV/Å, largest force on a free atom)}`` of ``calc`` at a copy
+    of ``atoms``."""
+    work = atoms.copy()
+    work.calc = calc
+    forces, free = work.get_forces(), ~fixed_mask(work)
+    return {"energy": float(work.get_potential_energy()),
+            "fmax": float(np.linalg.norm(forces[free], axis=1).max()) if free.any() else 0.0}
 
 
 def _cached(key: str, compute) -> dict[str, Any]:
@@ -138,22 +138,14 @@ class Labeller:
         return out
 
     def single_points(self, name: str, atoms: Atoms) -> dict[str, Any]:
-        def teacher_point() -> dict[str, Any]:
-            work = atoms.copy()
-            work.calc = self.teacher
-            return {"energy": float(work.get_potential_energy()),
-                    "fmax": _free_fmax(work, work.get_forces())}
-
         def pbe_point() -> dict[str, Any]:
-            work = atoms.copy()
             LOGS.mkdir(parents=True, exist_ok=True)
-            work.calc = get_teacher("gpaw-pbe", cutoff=self.cutoff,
-                                    kpt_density=self.kpt_density,
-                                    txt=str(LOGS / f"{name}-{self.tag}.txt"))
-            return {"energy": float(work.get_potential_energy()),
-                    "fmax": _free_fmax(work, work.get_forces())}
+            return single_point(atoms, get_teacher("gpaw-pbe", cutoff=self.cutoff,
+                                                   kpt_density=self.kpt_density,
+                                                   txt=str(LOGS / f"{name}-{self.tag}.txt")))
 
-        return {"teacher": _cached(f"{name}-{self.teacher_name}-sp", teacher_point),
+        return {"teacher": _cached(f"{name}-{self.teacher_name}-sp",
+                                   lambda: single_point(atoms, self.teacher)),
                 "pbe": _cached(f"{name}-gpaw-{self.tag}-sp", pbe_point)}
 
 
@@ -198,7 +190,7 @@ def measure_pair(pair: str, lab: Labeller, lattices: dict[str, list[float]],
     """One row: both methods' adsorption energies of ``pair`` (METAL-ADSORBATE-SITE)."""
     metal, ads, site = pair.split("-")
     slab = lab.single_points(f"{metal}-slab", lab.relaxed(f"{metal}-slab",
-                                                          clean_slab(metal, lattices)))
+                                                          surface(metal, lattices).atoms))
     start = slab_with_adsorbate(metal, ads, site, lattices)
     relaxed = lab.relaxed(pair, start)
     points = lab.single_points(pair, relaxed)

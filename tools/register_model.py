@@ -125,9 +125,7 @@ def keep_previous(name: str) -> str | None:
         moved = f"{dated}-uncertainty.json"
         shutil.copyfile(MODELS / sidecar["file"], MODELS / moved)
         old["uncertainty"] = {**sidecar, "file": moved}
-    data["models"][dated] = old
-    with atomic_write(manifest, "w") as handle:
-        handle.write(json.dumps(data, indent=2) + "\n")
+    add_to_manifest(manifest, old)
     return dated
 
 
