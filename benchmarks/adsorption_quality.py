@@ -114,7 +114,15 @@ from tdn_calc.evaluation import (
     reference_terms,
 )
 from tdn_calc.evaluation.anomalies import ADSORBATE_SLAB_MULT, BOND_MULT, bond_set
-from tdn_calc.evaluation.flagging import auroc, calibrate, is_bad, rates, targets_met
+from tdn_calc.evaluation.flagging import (
+    auroc,
+    calibrate,
+    calibrate_pair,
+    is_bad,
+    rates,
+    rates_pair,
+    targets_met,
+)
 from tdn_calc.evaluation.sites import DESORBED, DESORBED_HEIGHT, LAYER_TOLERANCE
 
 TARGET_ADS_EV = 0.05  # eV, median |d_teacher| target and the per-system tolerance counted
@@ -532,25 +540,30 @@ class Evaluator:
     def checks_at_minimum(self, atoms: Atoms, teacher_forces: np.ndarray) -> dict[str, Any]:
         """At the TDN minimum ``atoms``: ``n_layers`` and ``interior_force_error_max``
         (eV/Å, the largest |F_TDN - F_teacher| on free metal atoms below the top layer); the
-        calculator's uncertainty: ``uncertainty_max`` (the largest per-atom chemistry-novelty
-        score), ``n_uncertain_atoms`` and ``uncertain`` (any atom flagged,
-        ``results["uncertain"]``), none without a novelty summary; with a second model,
-        ``committee_force_max`` (eV/Å, the largest force difference of the two)."""
+        uncertainty as ``tdn-relax`` computes it at a minimum: ``uncertainty_max`` (the
+        largest per-atom chemistry-novelty score), with a committee partner
+        (:mod:`tdn_calc.committee`: the model card's, or ``--second-model``)
+        ``committee_force_max`` (eV/Å, the largest force difference of the two), and
+        ``n_uncertain_atoms`` and ``uncertain`` (any atom flagged,
+        :func:`~tdn_calc.uncertainty.uncertain_atoms`); none without a novelty summary."""
+        from tdn_calc.uncertainty import uncertain_atoms
+
         work = atoms.copy()
         work.calc = self.calc
         forces = work.get_forces()  # the scores come with every call
-        results = dict(self.calc.results)
+        scores = dict(self.calc.results)
         out: dict[str, Any] = interior_force_error(atoms, forces, teacher_forces)
-        if self.second is not None:  # largest force disagreement of the two models, eV/Å
-            other = atoms.copy()
-            other.calc = self.second
-            gap = np.linalg.norm(other.get_forces() - forces, axis=1)
-            out["committee_force_max"] = float(gap.max())
+        committee_threshold = None
+        if self.second is not None:
+            gap = self.second.disagreement(atoms, forces)
+            if gap is not None:
+                scores["committee_force"] = gap
+                out["committee_force_max"] = float(gap.max())
+                committee_threshold = self.second.force_threshold
         if getattr(self.calc, "novelty", None) is None:
             return out
-        scores = np.asarray(results["uncertainty"])
-        flagged = np.asarray(results.get("uncertain", scores > np.inf), dtype=bool)
-        return {**out, "uncertainty_max": float(scores.max()),
+        flagged = uncertain_atoms(scores, self.calc.uncertainty_threshold, committee_threshold)
+        return {**out, "uncertainty_max": float(np.max(scores["uncertainty"])),
                 "n_uncertain_atoms": int(flagged.sum()), "uncertain": bool(flagged.any())}
 
     def system(self, label: str) -> dict[str, Any]:
@@ -799,6 +812,23 @@ def by_layers(done: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def committee_partner(model, name: str | None, threshold: float | None):
+    """The committee partner of the run (:class:`tdn_calc.committee.CommitteePartner`):
+    ``name`` (``--second-model``) with ``threshold`` (eV/Å; ``None``: the card's when the
+    card names the same partner, else infinite: recorded, never flags), else the model
+    card's partner (its threshold unless ``threshold``), else ``None``."""
+    from tdn_calc.committee import CommitteePartner, partner_for_loaded_model
+
+    card = partner_for_loaded_model(model)
+    if name is None:
+        if card is not None and threshold is not None:
+            card.force_threshold = threshold
+        return card
+    if threshold is None:
+        threshold = card.force_threshold if card is not None and card.name == name else math.inf
+    return CommitteePartner(name, threshold)
+
+
 def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
     """How the uncertainty flag separates bad relaxations (teacher fmax at the TDN minimum
     > 0.5 eV/Å or teacher energy > 0.2 eV above its own minimum) from landed ones (the trust
@@ -828,15 +858,21 @@ def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def committee_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, Any]:
-    """AUROC and the threshold this set would calibrate for the two-model committee's force
-    disagreement at the minimum (``--second-model``); empty without it."""
+    """For the committee partner's force disagreement at the minimum: its AUROC and the
+    threshold this set would calibrate alone, and the pair of thresholds this set would
+    calibrate for the product's rule (novelty score or disagreement above its threshold,
+    :func:`~tdn_calc.evaluation.flagging.calibrate_pair`); empty without a partner."""
     if not rows or "committee_force_max" not in rows[0]:
         return {}
     gap = np.array([r["committee_force_max"] for r in rows])
+    novelty = np.array([r["uncertainty_max"] for r in rows])
     t = calibrate(gap, bad)
+    pair = calibrate_pair(novelty, gap, bad)
     return {
         "committee": {"auroc": auroc(gap, bad), "threshold_this_set": t,
-                      "at_threshold_this_set": rates(gap, bad, t)},
+                      "at_threshold_this_set": rates(gap, bad, t),
+                      "pair_thresholds_this_set": list(pair),
+                      "at_pair_thresholds_this_set": rates_pair(novelty, gap, bad, pair)},
     }
 
 
@@ -1082,8 +1118,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uncertainty-threshold", type=float, default=None,
                    help="default: the summary's registered threshold, else 1.0")
     p.add_argument("--second-model", default=None,
-                   help="another model (name or file): rows record the largest force "
-                   "difference of the two at each TDN minimum (a committee of two)")
+                   help="committee partner (name or file) instead of the model card's: rows "
+                   "record the largest force difference of the two at each TDN minimum")
+    p.add_argument("--committee-threshold", type=float, default=None,
+                   help="eV/Å; default: the card's, else none (recorded, never flags)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -1138,8 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
         relax_kwargs,
         elements=model.elements,
         recompute_teacher=recompute,
-        second=TDNCalculator(args.second_model, uncertainty=False) if args.second_model
-        else None,
+        second=committee_partner(model, args.second_model, args.committee_threshold),
     )
     out = Path(args.out) if args.out else default_out(args.model)
     report: dict[str, Any] = {

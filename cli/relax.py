@@ -180,8 +180,8 @@ def _run(job, quiet: bool) -> int:
                 "it with a teacher (--verify/--finish)")
             say(f"warning: {r['structure']} uncertain: {r['extrapolating_atoms']} atom(s) "
                 "outside the model's training data (extrapolation score above 1, chemistry "
-                f"novelty above the model's threshold, or closer than any training pair)"
-                f"{finished}")
+                "novelty above the model's threshold, closer than any training pair, or a "
+                f"committee partner disagreeing on its force){finished}")
     limit = default_verify_fmax(settings.fmax, settings.verify_fmax)
     for r in rows:
         if r.get("verified") is False:

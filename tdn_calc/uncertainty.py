@@ -325,16 +325,22 @@ def for_loaded_model(model: Any, manifest: str | os.PathLike | None = None
     return cached[1]
 
 
-def uncertain_atoms(scores: dict[str, np.ndarray], threshold: float | None) -> np.ndarray | None:
+def uncertain_atoms(scores: dict[str, np.ndarray], threshold: float | None,
+                    committee_threshold: float | None = None) -> np.ndarray | None:
     """``[n_atoms]`` bool: the atoms to distrust, from the per-atom scores in ``scores`` (a
-    calculator's ``results``): the chemistry-novelty ``"uncertainty"`` above ``threshold``
-    (the model's), the Mahalanobis ``"extrapolation"`` above 1 (99.9 % of training atoms
-    below) or a distance violation (``"extrapolation_too_close"``). ``None`` without scores.
-    The one rule behind ``results["uncertain"]`` and the relaxed frames' ``uncertain``."""
+    calculator's ``results`` or a relaxed frame's ``arrays``): the chemistry-novelty
+    ``"uncertainty"`` above ``threshold`` (the model's), the Mahalanobis ``"extrapolation"``
+    above 1 (99.9 % of training atoms below) or a distance violation
+    (``"extrapolation_too_close"``), and at a relaxed minimum the committee partner's force
+    disagreement ``"committee_force"`` (eV/Å, :mod:`tdn_calc.committee`) above
+    ``committee_threshold``. ``None`` without scores. The one rule behind
+    ``results["uncertain"]`` and the relaxed frames' ``uncertain``."""
     parts = []
     if "uncertainty" in scores and threshold is not None:
         parts.append(np.asarray(scores["uncertainty"]) > threshold)
     if "extrapolation" in scores:
         parts += [np.asarray(scores["extrapolation"]) > 1.0,
                   np.asarray(scores["extrapolation_too_close"], dtype=bool)]  # fmt: skip
+    if "committee_force" in scores and committee_threshold is not None:
+        parts.append(np.asarray(scores["committee_force"]) > committee_threshold)
     return np.logical_or.reduce(parts) if parts else None

@@ -37,19 +37,28 @@ def lj_teacher(sigma: float = 2.3, epsilon: float = 0.4, device: str = "cpu"):
     return calc
 
 
-def catalysis_manifest(tmp_path, threshold: float) -> str:
+def catalysis_manifest(tmp_path, threshold: float,
+                       committee: tuple[str, float] | None = None) -> str:
     """A copy of the shipped registry (written into ``tmp_path``) with the uncertainty
-    threshold of tdn-catalysis set to ``threshold``; returns its path (for ``TDN_MANIFEST``)."""
+    threshold of tdn-catalysis set to ``threshold`` and, when given, its committee partner
+    ``(name, force threshold eV/Å)``; returns its path (for ``TDN_MANIFEST``)."""
     import json
     from importlib import resources
     from pathlib import Path
 
     shipped = Path(str(resources.files("tdn_calc.models").joinpath("manifest.json")))
     data = json.loads(shipped.read_text())
+    for other in data["models"].values():  # files stay where they are shipped
+        other["file"] = str(shipped.parent / other["file"])
+        if other.get("uncertainty"):
+            other["uncertainty"]["file"] = str(shipped.parent / other["uncertainty"]["file"])
     entry = data["models"]["tdn-catalysis"]
-    entry["file"] = str(shipped.parent / entry["file"])
-    entry["uncertainty"]["file"] = str(shipped.parent / entry["uncertainty"]["file"])
     entry["uncertainty"]["threshold"] = threshold
-    path = tmp_path / f"manifest-{threshold:g}.json"
+    entry["uncertainty"].pop("committee", None)
+    if committee is not None:
+        entry["uncertainty"]["committee"] = {"model": committee[0],
+                                             "force_threshold": committee[1]}
+    tag = f"{threshold:g}" + (f"-{committee[0]}-{committee[1]:g}" if committee else "")
+    path = tmp_path / f"manifest-{tag}.json"
     path.write_text(json.dumps(data))
     return str(path)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tdn_calc.evaluation.flagging import auroc, calibrate, is_bad, rates, targets_met
+from tdn_calc.evaluation.flagging import (
+    auroc,
+    calibrate,
+    calibrate_pair,
+    is_bad,
+    rates,
+    rates_pair,
+    targets_met,
+)
 
 
 def test_bad_is_the_issue_definition():
@@ -48,3 +56,27 @@ def test_targets_met_needs_both_classes():
     assert not targets_met({"recall_bad": 1.0, "false_flag_good": None})
     with pytest.raises(KeyError):
         targets_met({})
+
+
+def test_calibrate_pair_never_recalls_less_than_either_score_alone():
+    """The "either score above its threshold" rule contains each single-score rule (the
+    other threshold above all its scores), so its calibrated recall is at least theirs, with
+    false flags under the cap; a bad class that only the second score separates is found."""
+    rng = np.random.default_rng(1)
+    n_good, n_bad = 120, 60
+    is_bad_ = np.r_[np.zeros(n_good, bool), np.ones(n_bad, bool)]
+    first = np.r_[rng.normal(0, 1, n_good), rng.normal(1.5, 1, n_bad)]
+    second = np.r_[rng.normal(0, 1, n_good), rng.normal(0, 1, n_bad // 2),
+                   rng.normal(4, 0.5, n_bad // 2)]
+    pair = calibrate_pair(first, second, is_bad_)
+    both = rates_pair(first, second, is_bad_, pair)
+    assert both["false_flag_good"] <= 0.15
+    for alone in (first, second):
+        r = rates(alone, is_bad_, calibrate(alone, is_bad_))
+        assert both["recall_bad"] >= r["recall_bad"]
+    assert both["recall_bad"] > rates(first, is_bad_, calibrate(first, is_bad_))["recall_bad"]
+    # exhaustive check of the optimum on a coarse grid
+    for c1 in np.linspace(-3, 6, 40):
+        for c2 in np.linspace(-3, 6, 40):
+            other = rates_pair(first, second, is_bad_, (c1, c2))
+            assert other["false_flag_good"] > 0.15 or other["recall_bad"] <= both["recall_bad"]

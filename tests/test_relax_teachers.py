@@ -281,3 +281,62 @@ def test_gfn2_xtb_finishes_a_molecule(tmp_path):
     assert res.engine == "student+teacher" and res.converged
     assert res.verified is True and res.teacher_fmax <= FMAX
     assert res.teacher_calls == res.teacher_steps + 1  # the finish's own last point is reused
+
+
+@pytest.mark.parametrize("committee_threshold, flagged", [(1e-4, True), (1e6, False)])
+def test_committee_partner_flags_at_the_minimum_by_its_own_threshold(
+    workdir, monkeypatch, committee_threshold, flagged
+):
+    """The card's committee partner (the previous tdn-catalysis) recomputes the forces at the
+    minimum: with the novelty score never flagging (threshold 1e6), the partner's threshold
+    alone decides ``uncertain``; the recorded disagreement is the two models' force
+    difference there, and the flagged atoms are those above the threshold."""
+    from tdn_calc.calculator import TDNCalculator
+
+    partner = "tdn-catalysis-20261206-2"
+    monkeypatch.setenv("TDN_MANIFEST", catalysis_manifest(workdir, 1e6,
+                                                          (partner, committee_threshold)))
+    write("cu.xyz", in_domain_slab("Cu"), format="extxyz")
+    tdn_relax("cu.xyz", "-m", "tdn-catalysis", "--steps", "30", "--report", "r.json")
+    (row,) = rows()
+    frame = read("cu_relaxed.extxyz")
+    gap = frame.arrays["committee_force"]
+    assert frame.info["committee_force_max"] == pytest.approx(gap.max())
+    assert row["uncertain"] is flagged and bool(frame.info["uncertain"]) is flagged
+    assert frame.info["extrapolating_atoms"] == int((gap > committee_threshold).sum())
+    probe = frame.copy()
+    fixed = probe.constraints[0].get_indices()
+    forces = {}
+    for name in ("tdn-catalysis", partner):
+        probe.calc = TDNCalculator(name, device="cpu")
+        forces[name] = probe.get_forces(apply_constraint=False)
+    expected = np.linalg.norm(forces["tdn-catalysis"] - forces[partner], axis=1)
+    expected[fixed] = 0.0
+    assert gap == pytest.approx(expected, abs=2e-4)
+    assert gap.max() > 1e-4  # two different models disagree somewhere
+
+
+def test_committee_partner_that_is_the_model_itself_never_disagrees(workdir, monkeypatch):
+    monkeypatch.setenv("TDN_MANIFEST", catalysis_manifest(workdir, 1e6,
+                                                          ("tdn-catalysis", 1e-3)))
+    write("cu.xyz", in_domain_slab("Cu"), format="extxyz")
+    tdn_relax("cu.xyz", "-m", "tdn-catalysis", "--steps", "5", "--report", "r.json")
+    (row,) = rows()
+    frame = read("cu_relaxed.extxyz")
+    assert frame.info["committee_force_max"] < 1e-3 and row["uncertain"] is False
+
+
+@pytest.mark.parametrize("committee_threshold, flagged", [(1e-4, True), (1e6, False)])
+def test_python_api_finish_asks_the_committee_partner_too(workdir, monkeypatch,
+                                                          committee_threshold, flagged):
+    """``relax(..., finish=...)`` decides "uncertain" by the same rule as tdn-relax: the
+    novelty score (never flagging here) or the card's committee partner at the minimum."""
+    from tdn_calc.calculator import TDNCalculator
+    from tdn_calc.relax.single import student_uncertain
+
+    monkeypatch.setenv("TDN_MANIFEST", catalysis_manifest(
+        workdir, 1e6, ("tdn-catalysis-20261206-2", committee_threshold)))
+    atoms = in_domain_slab("Cu")
+    calc = TDNCalculator("tdn-catalysis", device="cpu")
+    assert student_uncertain(calc, atoms) is flagged
+    assert not np.any(calc.results["uncertain"])  # per call: the novelty score alone

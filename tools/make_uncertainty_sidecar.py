@@ -7,6 +7,12 @@ The model's own .safetensors file is not touched.
     OMP_NUM_THREADS=1 nice -n 10 python tools/make_uncertainty_sidecar.py tdn-catalysis \
         --data /work/main/datasets/catalysis-sevennet0 --threshold 1.0 --max-frames 12000
     python tools/make_uncertainty_sidecar.py tdn-catalysis --threshold 1.6 --threshold-only
+    python tools/make_uncertainty_sidecar.py tdn-catalysis --threshold 0.28 --threshold-only \
+        --committee tdn-catalysis-20261206-3 --committee-threshold 0.54
+
+``--committee NAME --committee-threshold X`` names a committee partner
+(:mod:`tdn_calc.committee`): at a relaxed minimum an atom whose force differs by more than X
+eV/Å between the two models is uncertain too; ``--committee none`` removes it.
 """
 
 from __future__ import annotations
@@ -41,9 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bank-size", type=int, default=4000)
     p.add_argument("--threshold-only", action="store_true",
                    help="keep the fitted summary, record only the new --threshold")
+    p.add_argument("--committee", default=None,
+                   help="registered committee partner to record ('none' removes it)")
+    p.add_argument("--committee-threshold", type=float, default=None,
+                   help="eV/Å, the partner's force disagreement above which an atom is "
+                        "uncertain (calibrated with the novelty threshold on validation)")
     args = p.parse_args(argv)
+    if (args.committee not in (None, "none")) != (args.committee_threshold is not None):
+        p.error("--committee NAME needs --committee-threshold (and only it)")
     if args.threshold_only:
-        return set_threshold(args.model, args.threshold)
+        return set_threshold(args.model, args.threshold, args.committee,
+                             args.committee_threshold)
     if not args.data:
         p.error("--data is required unless --threshold-only")
 
@@ -77,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def set_threshold(model: str, threshold: float) -> int:
+def set_threshold(model: str, threshold: float, committee: str | None = None,
+                  committee_threshold: float | None = None) -> int:
     """Record ``threshold`` in the manifest's ``uncertainty`` record of ``model`` (whose
-    summary file stays as fitted)."""
+    summary file stays as fitted), and the committee partner ``committee`` with its force
+    threshold (eV/Å) when given (``"none"``: remove the partner)."""
     from tdn_calc.registry import add_to_manifest, model_entry
 
     entry = _stored_entry(model_entry(model, MANIFEST)["name"])
@@ -87,6 +103,11 @@ def set_threshold(model: str, threshold: float) -> int:
     if not record:
         raise SystemExit(f"{entry['name']} has no uncertainty summary yet: fit one (--data ...)")
     record["threshold"] = threshold
+    if committee == "none":
+        record.pop("committee", None)
+    elif committee is not None:
+        partner = model_entry(committee, MANIFEST)["name"]  # its own name, not an alias
+        record["committee"] = {"model": partner, "force_threshold": committee_threshold}
     add_to_manifest(MANIFEST, entry)
     print(json.dumps(record, indent=1))
     return 0

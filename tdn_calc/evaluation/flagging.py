@@ -45,12 +45,47 @@ def calibrate(scores: np.ndarray, bad: np.ndarray, max_false_flag: float = MAX_F
     midway between neighbouring scores and just outside both ends; the highest of equal
     recalls wins."""
     scores, bad = np.asarray(scores, float), np.asarray(bad, bool)
-    s = np.unique(scores)
-    cuts = np.r_[s[0] - 1e-9, (s[:-1] + s[1:]) / 2, s[-1] + 1e-9]
+    cuts = _cuts(scores)
     ok = [c for c in cuts if (scores[~bad] > c).mean() <= max_false_flag] if (~bad).any() \
         else list(cuts)
     recall = [(scores[bad] > c).mean() if bad.any() else 0.0 for c in ok]
     return float(ok[np.flatnonzero(np.isclose(recall, max(recall)))[-1]])
+
+
+def _cuts(scores: np.ndarray) -> np.ndarray:
+    """Thresholds midway between neighbouring distinct ``scores`` and just outside both ends."""
+    s = np.unique(scores)
+    return np.r_[s[0] - 1e-9, (s[:-1] + s[1:]) / 2, s[-1] + 1e-9]
+
+
+def calibrate_pair(first: np.ndarray, second: np.ndarray, bad: np.ndarray,
+                   max_false_flag: float = MAX_FALSE_FLAG) -> tuple[float, float]:
+    """Two thresholds for the rule "flagged when ``first`` or ``second`` is above its
+    threshold" (e.g. the chemistry-novelty score and the committee force disagreement,
+    ``[n]`` each): the pair with the highest recall of ``bad`` structures among those that
+    flag at most ``max_false_flag`` of the good ones; of equal recalls, the fewest good ones
+    flagged, then the highest thresholds."""
+    first, second = np.asarray(first, float), np.asarray(second, float)
+    bad = np.asarray(bad, bool)
+    c1, c2 = _cuts(first), _cuts(second)
+    above1 = first[None, :] > c1[:, None]  # [n_cuts1, n]
+    above2 = second[None, :] > c2[:, None]  # [n_cuts2, n]
+    flagged = above1[:, None, :] | above2[None, :, :]  # [n_cuts1, n_cuts2, n]
+    ff = flagged[..., ~bad].mean(-1) if (~bad).any() else np.zeros(flagged.shape[:2])
+    recall = flagged[..., bad].mean(-1) if bad.any() else np.zeros(flagged.shape[:2])
+    key = np.where(ff <= max_false_flag + 1e-12, recall, -1.0)
+    best = np.flatnonzero(np.isclose(key, key.max()))
+    i, j = np.unravel_index(best, key.shape)
+    k = np.lexsort((-c2[j], -c1[i], ff[i, j]))[0]  # fewest false flags, then highest cuts
+    return float(c1[i[k]]), float(c2[j[k]])
+
+
+def rates_pair(first: np.ndarray, second: np.ndarray, bad: np.ndarray,
+               thresholds: tuple[float, float]) -> dict[str, Any]:
+    """:func:`rates` of the rule "``first`` or ``second`` above its threshold"."""
+    flagged = (np.asarray(first, float) > thresholds[0]) | (
+        np.asarray(second, float) > thresholds[1])
+    return rates(flagged.astype(float), bad, 0.5)
 
 
 def rates(scores: np.ndarray, bad: np.ndarray, threshold: float) -> dict[str, Any]:

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from ase import Atoms
 
+from ..committee import ARRAY_KEY as COMMITTEE_ARRAY
+from ..committee import INFO_KEY as COMMITTEE_INFO
+from ..committee import annotate_committee, partner_for_loaded_model
 from ..errors import InputError
 from ..structure_io import StructureRecord
 from ..uncertainty import for_loaded_model, uncertain_atoms
@@ -54,8 +57,8 @@ EXIT_OK, EXIT_NOT_CONVERGED, EXIT_INTERRUPTED = 0, 3, 130
 EXIT_NOT_VERIFIED = EXIT_NOT_CONVERGED
 #: ``info`` and ``arrays`` keys of the student's extrapolation scores at its minimum, kept on
 #: the output frame when a teacher finishes the structure.
-_SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain")
-_SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close", "uncertainty")
+_SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain", COMMITTEE_INFO)
+_SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close", "uncertainty", COMMITTEE_ARRAY)
 #: Finished structures are written at least this often during a run, s.
 SAVE_EVERY_S = 300.0
 
@@ -128,9 +131,11 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     """Score the atoms of ``frame`` as the calculator does: per-atom
     ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]`` against the
     training-set summary ``dist`` (when not ``None``), ``arrays["uncertainty"]`` (chemistry
-    novelty, when the registered model has a summary), and in ``info`` ``extrapolation_max``,
-    ``extrapolating_atoms`` (atoms to distrust, :func:`~tdn_calc.uncertainty.uncertain_atoms`)
-    and ``uncertain`` (any such atom)."""
+    novelty, when the registered model has a summary), ``arrays["committee_force"]`` (the
+    force disagreement of the card's committee partner, :mod:`tdn_calc.committee`), and in
+    ``info`` ``extrapolation_max``, ``committee_force_max``, ``extrapolating_atoms`` (atoms to
+    distrust, :func:`~tdn_calc.uncertainty.uncertain_atoms`) and ``uncertain`` (any such
+    atom)."""
     from ..extrapolation import score_atoms
 
     if dist is not None:
@@ -138,15 +143,32 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
         frame.arrays["extrapolation"] = scores.scores
         frame.arrays["extrapolation_too_close"] = scores.too_close
         frame.info["extrapolation_max"] = scores.max_score
-    threshold = None
+    threshold = committee_threshold = None
     novelty = for_loaded_model(model)
     if novelty is not None:
         summary, threshold = novelty
         frame.arrays["uncertainty"] = summary.score_atoms(frame)
-    flags = uncertain_atoms(frame.arrays, threshold)
+    partner = partner_for_loaded_model(model)
+    if partner is not None:
+        annotate_committee(frame, _model_forces(frame, model), partner)
+        committee_threshold = partner.force_threshold
+    flags = uncertain_atoms(frame.arrays, threshold, committee_threshold)
     if flags is not None:
         frame.info["extrapolating_atoms"] = int(flags.sum())
         frame.info["uncertain"] = bool(flags.any())
+
+
+def _model_forces(frame: Atoms, model: torch.nn.Module) -> Any:
+    """``[n_atoms, 3]`` raw forces (eV/Å) of ``model`` at ``frame``: the ones the relaxation
+    stored on it, else computed."""
+    stored = getattr(frame.calc, "results", {}).get("forces")
+    if stored is not None:
+        return stored
+    from ..calculator import TDNCalculator
+
+    probe = frame.copy()
+    probe.calc = TDNCalculator(model, extrapolation=False, uncertainty=False)
+    return probe.get_forces(apply_constraint=False)
 
 
 def _with_teachers(outcome: Outcome, settings: RelaxSettings, teachers: TeacherStage,

@@ -332,12 +332,22 @@ def polish_relaxation(
 
 def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
     """Whether ``calculator`` (a TDN calculator with extrapolation scores) flags any atom of
-    ``atoms`` (``results["uncertain"]``); ``None`` when it computes no scores. Reuses the
-    calculator's results when it last saw ``atoms``."""
+    ``atoms`` (``results["uncertain"]``), or, at this minimum, its model card's committee
+    partner disagrees on a force by more than its threshold (:mod:`tdn_calc.committee`);
+    ``None`` when it computes no scores. Reuses the calculator's results when it last saw
+    ``atoms``."""
+    from ..committee import partner_for_loaded_model
+
     probe = atoms.copy()
     probe.calc = calculator
     probe.get_potential_energy()
-    flags = getattr(calculator, "results", {}).get("uncertain")
+    results = getattr(calculator, "results", {})
+    flags = results.get("uncertain")
+    partner = partner_for_loaded_model(getattr(calculator, "model", None))
+    if partner is not None and "forces" in results:
+        gap = partner.disagreement(atoms, results["forces"])
+        if gap is not None:
+            flags = (gap > partner.force_threshold) | (False if flags is None else flags)
     return None if flags is None else bool(np.any(flags))
 
 

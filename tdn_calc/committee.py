@@ -1,0 +1,126 @@
+"""Committee check at a relaxed minimum: does a second model agree on the forces there?
+
+The chemistry-novelty score (:mod:`tdn_calc.uncertainty`) says whether an atom's neighbour
+chemistry was in training; it cannot see a model that is wrong on chemistry it *has* seen.
+A model card may therefore name a **committee partner**: a second registered model trained
+on overlapping data from another start (manifest entry
+``"uncertainty": {..., "committee": {"model": NAME, "force_threshold": X}}``). At a relaxed
+minimum, and only there (one extra force call per structure, not per step), the partner
+recomputes the forces; an atom whose force differs by more than ``X`` eV/Å between the two
+models is uncertain, like an atom above the novelty threshold. The two thresholds are
+calibrated together on validation relaxations (:func:`tdn_calc.evaluation.flagging.calibrate_pair`).
+
+Per structure the relaxed frame gets ``arrays["committee_force"]`` (``[n_atoms]``, eV/Å,
+``|F_partner - F_model|`` per atom, 0 on fixed atoms) and ``info["committee_force_max"]``.
+A structure the partner cannot compute (an element it does not know) gets neither.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.constraints import FixAtoms
+
+from .errors import InputError
+
+#: per-atom key of the force disagreement in ``frame.arrays`` / the scores of
+#: :func:`~tdn_calc.uncertainty.uncertain_atoms`
+ARRAY_KEY = "committee_force"
+INFO_KEY = "committee_force_max"
+
+
+@dataclass
+class CommitteePartner:
+    """A second model whose forces are compared with the model's at a minimum.
+
+    Attributes:
+        name: the partner's registered name.
+        force_threshold: per-atom force disagreement (eV/Å) above which an atom is uncertain.
+    """
+
+    name: str
+    force_threshold: float
+    manifest: str | os.PathLike | None = None
+    device: Any = "cpu"
+    _calculator: Any = field(default=None, repr=False)
+
+    @property
+    def calculator(self):
+        """The partner's calculator (no scores of its own), built on first use."""
+        if self._calculator is None:
+            from .calculator import TDNCalculator
+
+            self._calculator = TDNCalculator(self.name, device=self.device,
+                                              manifest=self.manifest, extrapolation=False,
+                                              uncertainty=False)  # fmt: skip
+        return self._calculator
+
+    def disagreement(self, atoms: Atoms, forces: np.ndarray) -> np.ndarray | None:
+        """``[n_atoms]`` ``|F_partner - forces|`` (eV/Å) per atom at ``atoms``, 0 on atoms held
+        by ``FixAtoms``; ``None`` when the partner does not cover the elements of ``atoms``.
+
+        Args:
+            atoms: the relaxed structure.
+            forces: ``[n_atoms, 3]`` the model's forces there (eV/Å).
+        """
+        if not set(atoms.numbers) <= set(int(z) for z in self.calculator.model.elements):
+            return None
+        probe = atoms.copy()
+        probe.calc = self.calculator
+        try:
+            other = probe.get_forces(apply_constraint=False)
+        except InputError:
+            return None
+        gap = np.linalg.norm(other - np.asarray(forces, dtype=float), axis=1)
+        for c in atoms.constraints:
+            if isinstance(c, FixAtoms):
+                gap[c.get_indices()] = 0.0
+        return gap
+
+
+def partner_record(name: str, manifest: str | os.PathLike | None = None
+                   ) -> dict[str, Any] | None:
+    """The ``"committee"`` record of registered model ``name``'s uncertainty entry, or None."""
+    from .registry import model_entry
+
+    record = (model_entry(name, manifest).get("uncertainty") or {}).get("committee")
+    return dict(record) if record else None
+
+
+def partner_for_loaded_model(model: Any, manifest: str | os.PathLike | None = None
+                             ) -> CommitteePartner | None:
+    """The committee partner named by the card of a loaded registered model (found by its
+    file's sha256, ``model.sha256``), or ``None``. Kept on the model, so the partner is
+    loaded once per model."""
+    from .registry import manifest_path, name_for_sha256
+
+    sha = getattr(model, "sha256", None)
+    if not sha:
+        return None
+    path = manifest_path(manifest).resolve()
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
+    cached = getattr(model, "_tdn_committee", None)
+    if cached is None or cached[0] != key:
+        name = name_for_sha256(sha, manifest)
+        record = partner_record(name, manifest) if name else None
+        partner = None
+        if record:
+            device = next(model.parameters()).device
+            partner = CommitteePartner(record["model"], float(record["force_threshold"]),
+                                       manifest=manifest, device=device)  # fmt: skip
+        cached = (key, partner)
+        model._tdn_committee = cached
+    return cached[1]
+
+
+def annotate_committee(frame: Atoms, forces: np.ndarray, partner: CommitteePartner) -> None:
+    """Put the partner's force disagreement on ``frame`` (``arrays[ARRAY_KEY]``,
+    ``info[INFO_KEY]``); nothing when the partner cannot compute it."""
+    gap = partner.disagreement(frame, forces)
+    if gap is not None:
+        frame.arrays[ARRAY_KEY] = gap
+        frame.info[INFO_KEY] = float(gap.max()) if len(gap) else 0.0
