@@ -23,7 +23,8 @@ layers, 25 adsorbates, one or two per cell) or the first, (111)-only one
    O = 1/2 O2, N = 1/2 N2, C = CH4 - 2 H2, so OH = 1/2 O2 + 1/2 H2, CH3 = CH4 - 1/2 H2;
    two co-adsorbed species: the sum of both). The references are the data set's own
    trajectories: the clean slab of the same surface (metal, facet, in-plane repeats x layers,
-   alloy and dopant must match; the same number of fixed layers preferred, else the nearest:
+   alloy, dopant and lateral strain must match; the same number of fixed layers preferred,
+   else the nearest:
    ``slab_fixed_layers_match``) and each gas molecule, the lowest converged replica; the
    teacher's energy is its stored minimum, TDN's its own relaxation from the same start.
    Without a matching clean slab or gas molecule in the data the row has no adsorption
@@ -54,7 +55,8 @@ Did the model land in the teacher's minimum (``landed``)? All three of:
 * ``|d_teacher| <= 0.05 eV``.
 
 Figures per facet, metal, adsorbate family (``family`` of ``trajectories.jsonl``: H, O, C,
-CO, CO2, N, NO, ``coads`` for two adsorbates, ``alloy`` for bimetallic surfaces) and overall:
+CO, CO2, N, NO, ``coads`` for two adsorbates, ``alloy`` for bimetallic surfaces, ``strained``
+for laterally strained slabs) and overall:
 landed fraction (of all systems planned: refused and failed ones count as not landed, and
 of the evaluated ones), same-site and same-state fractions, median |d_teacher|, and the
 misses with their start sites (as labelled in the data and as classified); also apart for the
@@ -246,11 +248,20 @@ def stratified_sample(
 _SURFACE_KEYS = ("metal", "facet", "size", "alloy", "dopant")
 
 
+def slab_strain(rec: dict[str, Any]) -> float:
+    """The lateral strain of a slab record (``strain``: the coverage2 recipe's strained
+    slabs, ``Pt111-3x3x4f2-s-1.5/...``); 0 for the others and records without one."""
+    return float(rec.get("strain") or 0.0)
+
+
 def clean_slab_label(meta: dict[str, dict], rec: dict[str, Any]) -> tuple[str | None, bool]:
     """The clean slab of ``rec``'s surface: converged, no adsorbate, the same metal, facet,
-    size, alloy and dopant (fields a record lacks, as in the first recipe, match when both
-    lack them); of those with the same number of fixed layers, else the nearest, the lowest
-    teacher energy. ``(label or None, fixed layers match)``."""
+    size, alloy, dopant (fields a record lacks, as in the first recipe, match when both
+    lack them) and lateral strain (a missing one is 0: a strained slab's reference is the
+    clean slab at the same strain, never the unstrained one); of those with the same number
+    of fixed layers, else the nearest, the lowest teacher energy. ``(label or None, fixed
+    layers match)``."""
+    strain = slab_strain(rec)
     found = [
         r
         for r in meta.values()
@@ -258,6 +269,7 @@ def clean_slab_label(meta: dict[str, dict], rec: dict[str, Any]) -> tuple[str | 
         and not r.get("adsorbate")
         and r.get("converged")
         and all(r.get(k) == rec.get(k) for k in _SURFACE_KEYS)
+        and abs(slab_strain(r) - strain) < 1e-9
     ]
     if not found:
         return None, False

@@ -61,7 +61,8 @@ def _slab_size(value: str) -> tuple[int, int, int]:
 @click.option("--recipe", default="fcc111", show_default=True,
               type=click.Choice(["fcc111", "coverage2"]),
               help="fcc111: the first recipe (options above). coverage2: 10 metals, 5 facets, "
-                   "alloys, 25 adsorbates, co-adsorption, bulk, gas, in an interleaved order; "
+                   "alloys, strained slabs, 25 adsorbates, co-adsorption, bulk, gas, in an "
+                   "interleaved order; "
                    "its own defaults (3 rounds, --max-steps 60, all metals/adsorbates/gas), "
                    "of which --replicas, --metals, --adsorbates, --gas, --max-steps, --fmax, "
                    "--n-rattle, --optimizer, --subsample and --seed may be overridden.")

@@ -182,6 +182,17 @@ def test_references_match_the_surface_and_the_gas():
     assert clean_slab_label(meta, {**alloy, "dopant": "Cu"}) == (None, False)
     assert clean_slab_label(meta, {**ads, "facet": "100"}) == (None, False)
     assert gas_label(meta, "CO") == "molecule/CO/r1" and gas_label(meta, "O2") is None
+    # a strained slab's reference is the clean slab at its strain, never the unstrained one
+    # (lower in energy here), and an unstrained system never takes a strained clean slab
+    strained = {**meta, **{r["label"]: r for r in (
+        _rec("Pt111-3x3x4f2-s-1.5/clean/r0", energy=-1, fixed_layers=2, strain=-0.015, **pt),
+        _rec("Pt111-3x3x4f2-s+2/clean/r0", energy=-99, fixed_layers=2, strain=0.02, **pt),
+    )}}  # fmt: skip
+    s_ads = {**ads, "label": "Pt111-3x3x4f2-s-1.5/CO/top/r0", "strain": -0.015}
+    assert clean_slab_label(strained, s_ads) == ("Pt111-3x3x4f2-s-1.5/clean/r0", True)
+    assert clean_slab_label(strained, {**s_ads, "strain": -0.03}) == (None, False)
+    assert clean_slab_label(strained, ads) == ("Pt111-3x3x4f2/clean/r1", True)
+    assert clean_slab_label(strained, {**ads, "strain": 0.0}) == ("Pt111-3x3x4f2/clean/r1", True)
     old = {
         "Pt111/clean/r0": _rec("Pt111/clean/r0", metal="Pt"),  # the first recipe's
         "gas/CO/r0": _rec("gas/CO/r0", "gas", adsorbate="CO"),

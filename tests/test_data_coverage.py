@@ -4,6 +4,8 @@ enumeration and a tiny EMT build that resumes."""
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,11 +18,13 @@ from tdn_calc.datagen.catalysis.adsorbates import (
     get_adsorbate,
     min_metal_distance,
 )
-from tdn_calc.datagen.catalysis.build import build_catalysis, read_metadata
+from tdn_calc.datagen.catalysis.build import _check_recipe, build_catalysis, read_metadata
 from tdn_calc.datagen.catalysis.coverage import (
+    STRAINED_ADSORBATES,
     CoverageConfig,
     CoverageSpec,
     build_coverage_system,
+    coverage_counts,
     enumerate_coverage,
     stratum,
 )
@@ -127,7 +131,9 @@ def test_enumeration_is_deterministic_interleaved_and_unique():
     adsorbates = {s.adsorbate for s in specs[:len(strata)] if s.kind == "slab"}
     assert set(ADSORBATES) <= adsorbates  # the first pass holds every adsorbate
     facets = [stratum(s)[1] for s in specs[:60]]
-    assert set(facets) == {*ALL_FACETS, "alloy", "bulk", "gas"}
+    assert {f.split("-")[0] for f in facets} == {*ALL_FACETS, "alloy", "bulk", "gas"}
+    assert {f for f in facets if "-" in f} == {f"{facet}-s{x}" for facet in ("111", "0001")
+                                               for x in ("-3", "-1.5", "+2")}
     # round 0 of every stratum comes before any round 1 of it
     first_r1 = {}
     for i, s in enumerate(specs):
@@ -143,6 +149,74 @@ def test_enumeration_is_deterministic_interleaved_and_unique():
         CoverageConfig(metals=("Fe",))
 
 
+def test_strained_slabs_scale_the_cell_and_have_their_clean_slab():
+    config = CoverageConfig(metals=("Pt", "Ru"), replicas=2)
+    specs = enumerate_coverage(config)
+    labels = [s.label for s in specs]
+    assert len(set(labels)) == len(labels)
+    strained = [s for s in specs if s.family == "strained"]
+    n_per = 1 + config.strained_adsorbates
+    assert len(strained) == 2 * 2 * len(config.slab_strains) * n_per
+    assert {(s.metal, s.facet) for s in strained} == {("Pt", "111"), ("Ru", "0001")}
+    assert {s.strain for s in strained} == set(config.slab_strains)
+    assert {s.adsorbate for s in strained} - {""} <= set(STRAINED_ADSORBATES)
+    assert coverage_counts(specs)["slab_strain"] == {"s-3": 16, "s-1.5": 16, "s+2": 16}
+    tag = re.compile(r"^[A-Z][a-z]?(111|0001)-\d+x\d+x\d+f\d+-s[+-]\d+(\.\d+)?/")
+    for s in strained:
+        assert tag.match(s.label) and re.search(r"/r[01]$", s.label), s.label
+        assert system_of(s.label) == s.label.rsplit("/", 1)[0]
+        assert re.search("^[A-Z][a-z]?(111|100|110|211|0001)-", s.label)  # configs' pattern
+        assert ("/clean/" in s.label) == (not s.adsorbate)
+        if s.adsorbate:  # the clean slab of the same surface, strain and round
+            clean = [c for c in strained if not c.adsorbate and c.replica == s.replica
+                     and (c.metal, c.facet, c.size, c.fixed_layers, c.strain)
+                     == (s.metal, s.facet, s.size, s.fixed_layers, s.strain)]
+            assert len(clean) == 1, s.label
+    assert all(f"-s{round(s.strain * 100, 4):+g}/" in s.label for s in strained)
+    unstrained = {s.label for s in specs if s.family != "strained"}
+    assert unstrained == {s.label for s in enumerate_coverage(replace(config, slab_strains=()))}
+    for spec in [s for s in strained if s.replica == 0 and not s.adsorbate]:
+        atoms = build_coverage_system(spec, LATTICE, config)
+        flat = build_coverage_system(replace(spec, strain=0.0), LATTICE, config)
+        assert len(atoms) == len(flat)
+        np.testing.assert_allclose(atoms.cell.array[:2, :2],
+                                   (1 + spec.strain) * flat.cell.array[:2, :2], atol=1e-9)
+        if spec.fixed_layers >= 2:  # fixed atoms are not perturbed: layer spacing scales too
+            fixed = fixed_mask(atoms)
+            z, z0 = (np.unique(a.positions[fixed, 2].round(6)) for a in (atoms, flat))
+            np.testing.assert_allclose(np.diff(z), (1 + spec.strain) * np.diff(z0), atol=1e-6)
+    pt = next(s for s in strained if s.adsorbate and s.metal == "Pt")
+    atoms = build_coverage_system(pt, LATTICE, config)
+    assert atoms.get_chemical_symbols()[-len(get_adsorbate(pt.adsorbate).template()):] == \
+        get_adsorbate(pt.adsorbate).template().get_chemical_symbols()
+    with pytest.raises(ConfigError):
+        CoverageConfig(slab_strains=(0.02, 0.020000001))
+    with pytest.raises(ConfigError):
+        CoverageConfig(slab_strains=(0.5,))
+
+
+def test_strained_slabs_only_add_systems_and_keep_the_old_order(tmp_path):
+    """A data set built before the strained slabs resumes: its labels are all still planned,
+    in the same order among themselves, and its stored settings still match."""
+    config = CoverageConfig()
+    old = [s.label for s in replace(config, slab_strains=()).enumerate()]
+    new = [s.label for s in config.enumerate()]
+    assert len(set(new)) == len(new) and set(old) <= set(new)
+    assert [x for x in new if x in set(old)] == old
+    added = [s for s in config.enumerate() if s.label not in set(old)]
+    assert added and all(s.family == "strained" for s in added)
+    assert len(added) == config.replicas * len(config.metals) * len(config.slab_strains) * (
+        1 + config.strained_adsorbates)
+    # every stratum, the strained ones too, once before any twice
+    strata = {stratum(s) for s in config.enumerate()}
+    assert {stratum(s) for s in config.enumerate()[:len(strata)]} == strata
+    path = tmp_path / "build_config.json"
+    _check_recipe(path, "emt", replace(config, slab_strains=()))
+    assert "slab_strains" not in json.loads(path.read_text())  # scope, not recipe
+    _check_recipe(path, "emt", config)
+    _check_recipe(path, "emt", replace(config, slab_strains=(0.01,), strained_adsorbates=1))
+
+
 def test_hcp_lattice_fit_finds_the_minimum():
     a, c = fit_hcp_lattice("Cu", EMT())
     assert 2.45 < a < 2.65 and 1.5 < c / a < 1.75
@@ -151,7 +225,7 @@ def test_hcp_lattice_fit_finds_the_minimum():
 def test_tiny_build_runs_and_resumes(tmp_path):
     config = CoverageConfig(metals=("Cu", "Pt"), adsorbates=("H", "CO", "OOH"),
                             gas_molecules=("H2", "CO"), replicas=1, max_steps=4, n_rattle=1,
-                            bulk_strains=(0.02,))
+                            bulk_strains=(0.02,), slab_strains=(-0.02,), strained_adsorbates=1)
     n = len(config.enumerate())
     first = build_catalysis(tmp_path, teacher="emt", config=config, limit=5, progress=False)
     assert first.written == 5 and not first.failures
@@ -160,6 +234,8 @@ def test_tiny_build_runs_and_resumes(tmp_path):
     meta = read_metadata(tmp_path)
     assert len(meta) == n
     assert json.loads((tmp_path / "build_config.json").read_text())["recipe"] == "coverage2"
+    strained = [m for m in meta.values() if m["family"] == "strained"]
+    assert len(strained) == 2 * 2 and {m["strain"] for m in strained} == {-0.02}
     gas = next(m for m in meta.values() if m["kind"] == "gas" and m["adsorbate"] == "H2")
     assert gas["spin"] == 0 and gas["n_atoms"] == 2
     with pytest.raises(InputError):  # another recipe into the same directory

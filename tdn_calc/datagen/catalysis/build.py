@@ -10,7 +10,7 @@ Output directory layout:
 - ``lattice_constants.json``: teacher-relaxed fcc lattice constants (Å), per teacher;
 - ``build_config.json``: teacher and settings of the first run; a later run into the same
   directory must use the same ones (only the scope — replicas, metals, adsorbates, sites,
-  gas molecules, strains — may change), so frames never mix two recipes;
+  gas molecules, strains, strained slabs — may change), so frames never mix two recipes;
 - ``summary.json``: the last run's counts, failures and timings.
 """
 
@@ -40,7 +40,11 @@ from .coverage import CoverageConfig
 from .systems import CatalysisConfig, SystemSpec, fixed_mask, system_rng
 
 _OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
-_SCOPE_FIELDS = ("replicas", "metals", "adsorbates", "sites", "gas_molecules", "bulk_strains")
+# which systems are built, not how (each label fixes its system): may change between runs;
+# the coverage recipe's slab_strains and strained_adsorbates came later, so a
+# build_config.json written before them has neither and still matches
+_SCOPE_FIELDS = ("replicas", "metals", "adsorbates", "sites", "gas_molecules", "bulk_strains",
+                 "slab_strains", "strained_adsorbates")
 
 
 @dataclass

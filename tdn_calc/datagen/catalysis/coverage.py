@@ -1,6 +1,7 @@
 """The ``coverage2`` recipe of the catalysis builder: ten metals, five facets, bimetallic
-top layers, 25 adsorbates (one or two per cell), bulk and gas-phase references, in an
-order that spans metals, facets and adsorbate families evenly from its very start.
+top layers, laterally strained slabs, 25 adsorbates (one or two per cell), bulk and
+gas-phase references, in an order that spans metals, facets and adsorbate families evenly
+from its very start.
 
 Labels (all distinct from the first recipe's ``Pt111/CO/fcc/r0``, ``bulk/Pt/...``,
 ``gas/CO/r0``; the trailing ``/rN`` is the round, so splits by system work):
@@ -10,14 +11,21 @@ Labels (all distinct from the first recipe's ``Pt111/CO/fcc/r0``, ``bulk/Pt/...`
 - ``Pt111-3x3x5f2/CO+H/top+fcc/r1``: two adsorbates (co-adsorption);
 - ``Pt111-2x2x4f2-Ni25/O/fcc/r0``: top layer 25 % Ni (ordered p(2x2), "A3B"), ``-Ni50``
   half (rows, "AB"), ``-Ni1`` a single Ni atom (3x3 cell); site ``dopant`` = over it;
+- ``Pt111-3x3x4f2-s-1.5/CO/fcc/r0``: the close-packed facet built at the teacher's lattice
+  constant(s) scaled by 1 - 1.5 % (``-s+2``: +2 %), clean (``/clean/``) or with one
+  adsorbate;
 - ``bulk/Ru-hcp/strain+2%/r0``, ``molecule/OOH/r0``.
 
 A round (``replicas``) holds one system per metal × facet × adsorbate (the site and slab
-thickness turn with the round), a clean slab and co-adsorbed pairs per surface, three
-alloys per metal, strained bulk per metal and every gas species. The build order
-(:func:`interleave`) draws from strata (metal, facet, family) in turn, each time from the
-stratum whose metal, facet and family have been drawn least, so any prefix of the order
-is a balanced sample; a stratum gives its round-0 systems before later rounds.
+thickness turn with the round), a clean slab and co-adsorbed pairs per surface, three alloys
+per metal, strained slabs per metal (:func:`_strained_round`), strained bulk per metal and
+every gas species. The build order (:func:`interleave`) draws from strata (metal, facet,
+family) in turn, each time from the stratum whose metal, facet and family have been drawn
+least, so any prefix of the order is a balanced sample; a stratum gives its round-0 systems
+before later rounds. The strained slabs came after the first data set
+(``datasets/catalysis2-sevennet0``) was started: they only add labels, and the order of the
+other systems among themselves is the one without them, so that set resumes where it stopped
+with the strained slabs mixed in.
 """
 
 from __future__ import annotations
@@ -51,6 +59,11 @@ RECIPES = ("coverage2",)
 COADSORBED = ("CO+O", "H+O", "H+OH", "CO+H", "H+H", "O+O", "CO+CO", "OH+H2O", "N+H",
               "NH2+H", "CH3+H", "NO+O", "N+N", "C+O", "CHO+H", "COOH+H", "OOH+H", "NNH+H")
 _LAYER_WEIGHT = {3: 1.0, 4: 3.0, 5: 2.0, 6: 1.0, 7: 1.0}
+# adsorbates of the strained slabs (the atoms and small fragments whose binding follows
+# the d-band shift of strain most directly), taken in turn over rounds and strains
+STRAINED_ADSORBATES = ("H", "O", "OH", "CO", "N", "C", "CH3", "NH2")
+# families of strata added after the first data set: kept out of the others' order
+_LATER_FAMILIES = ("strained",)
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class CoverageSpec:
     alloy: str = ""
     adsorbate: str = ""  # "CO" or "CO+H"
     site: str = ""  # "top" or "top+fcc"
-    strain: float = 0.0
+    strain: float = 0.0  # bulk: of the cell; slab (family "strained"): of the lattice
     replica: int = 0
     family: str = ""
     spin: int = 0
@@ -82,6 +95,10 @@ class CoverageConfig:
     adsorbates: tuple[str, ...] = ADSORBATE_NAMES
     gas_molecules: tuple[str, ...] = GAS_SPECIES
     bulk_strains: tuple[float, ...] = (-0.04, -0.02, 0.0, 0.02, 0.04)
+    # lateral strains of the close-packed slabs (ASE's experimental lattice constants are
+    # 0.9-2.2 % below SevenNet-0's for Au Ag Pd Pt Rh Ru Ir); () for none
+    slab_strains: tuple[float, ...] = (-0.03, -0.015, 0.02)
+    strained_adsorbates: int = 3  # per strained slab and round, besides the clean one
     replicas: int = 3  # rounds
     seed: int = 0
     coadsorbed_per_surface: int = 2
@@ -110,10 +127,17 @@ class CoverageConfig:
                 raise ConfigError(f"unknown {name} {bad}; allowed: {', '.join(allowed)}")
         if self.replicas < 1 or self.max_steps < 0 or self.n_rattle < 0 or self.fmax <= 0:
             raise ConfigError("need replicas >= 1, max_steps >= 0, n_rattle >= 0, fmax > 0")
+        tags = [_strain_tag(x) for x in self.slab_strains]
+        if len(set(tags)) != len(tags) or any(not -0.2 < x < 0.2 for x in self.slab_strains):
+            raise ConfigError(f"slab_strains must be distinct (as {', '.join(tags)}) and "
+                              f"within ±20 %; got {self.slab_strains}")
+        if self.strained_adsorbates < 0:
+            raise ConfigError(f"strained_adsorbates must be >= 0; got "
+                              f"{self.strained_adsorbates}")
 
     # the recipe interface of catalysis_build.build_catalysis
     source = "tdn-calc catalysis builder, recipe coverage2: 10 metals, 5 facets, alloys, " \
-             "25 adsorbates, bulk, gas"
+             "strained slabs, 25 adsorbates, bulk, gas"
 
     def enumerate(self) -> list[CoverageSpec]:
         return interleave(enumerate_coverage(self), self.seed)
@@ -129,10 +153,16 @@ class CoverageConfig:
 
 
 # ---------------------------------------------------------------- enumeration
-def _slab_tag(metal: str, facet: str, size, fixed: int, dopant: str = "", share: int = 0
-              ) -> str:
+def _slab_tag(metal: str, facet: str, size, fixed: int, dopant: str = "", share: int = 0,
+              strain: float | None = None) -> str:
     tag = f"{metal}{facet}-{size[0]}x{size[1]}x{size[2]}f{fixed}"
-    return tag + (f"-{dopant}{share}" if dopant else "")
+    tag += f"-{dopant}{share}" if dopant else ""
+    return tag + (f"-{_strain_tag(strain)}" if strain is not None else "")
+
+
+def _strain_tag(strain: float) -> str:
+    """``-0.015`` -> ``"s-1.5"``, ``0.02`` -> ``"s+2"`` (percent, sign always given)."""
+    return f"s{round(strain * 100, 4):+g}"
 
 
 def _geometry(rng: np.random.Generator, facet: str, free_fraction: float,
@@ -152,6 +182,7 @@ def enumerate_coverage(config: CoverageConfig) -> list[CoverageSpec]:
             for fi, facet in enumerate(surface_facets(metal)):
                 specs += _surface_round(config, r, metal, facet, mi + fi)
             specs += _alloy_round(config, r, metal, mi)
+            specs += _strained_round(config, r, metal, mi)
             for strain in config.bulk_strains:
                 specs.append(CoverageSpec(
                     f"bulk/{metal}-{STRUCTURE[metal]}/strain{strain * 100:+.0f}%/r{r}", "bulk",
@@ -215,12 +246,49 @@ def _alloy_round(config: CoverageConfig, r: int, metal: str, mi: int) -> list[Co
     return out
 
 
+def _strained_round(config: CoverageConfig, r: int, metal: str, mi: int
+                    ) -> list[CoverageSpec]:
+    """Laterally strained slabs of ``metal``'s close-packed facet ((111) or (0001)), one
+    per strain of ``config.slab_strains``: the slab at the teacher's lattice constants
+    scaled by ``1 + strain`` (isotropically, a and for hcp c, so the layer spacing too: as
+    in a slab built with ASE's default, experimental lattice constants; the relaxation
+    moves the free atoms, the cell and the fixed bottom layers stay), clean and with
+    ``config.strained_adsorbates`` adsorbates of :data:`STRAINED_ADSORBATES` (those in
+    ``config.adsorbates``), which turn over with the metal, strain and round; their sites
+    turn over the facet's sites and "random" like :func:`_surface_round`'s. The systems of
+    one strain and round share the slab (size and fixed layers), so each adsorbate system
+    has its clean reference."""
+    facet = surface_facets(metal)[0]  # (111) or (0001), as _alloy_round's
+    pool = [a for a in STRAINED_ADSORBATES if a in config.adsorbates]
+    n = min(config.strained_adsorbates, len(pool))
+    cycle = (*SITES[facet], "random")
+    out = []
+    for si, strain in enumerate(config.slab_strains):
+        stag = _strain_tag(strain)
+        rng = system_rng(config.seed, f"{metal}{facet}-{stag}/r{r}")
+        size, fixed = _geometry(rng, facet, config.free_fraction)
+        tag = _slab_tag(metal, facet, size, fixed, strain=strain)
+        common = dict(metal=metal, facet=facet, size=size, fixed_layers=fixed, strain=strain,
+                      replica=r, family="strained")
+        out.append(CoverageSpec(f"{tag}/clean/r{r}", "slab", **common))
+        for j in range(n):
+            ads = pool[(mi + (r * len(config.slab_strains) + si) * n + j) % len(pool)]
+            site = cycle[(mi + r + si + j) % len(cycle)]
+            out.append(CoverageSpec(f"{tag}/{ads}/{site}/r{r}", "slab", adsorbate=ads,
+                                    site=site, **common))
+    return out
+
+
 def stratum(spec: CoverageSpec) -> tuple[str, str, str]:
-    """(metal, facet, family) of a system: the unit of the interleaved order."""
+    """(metal, facet, family) of a system: the unit of the interleaved order. Strained
+    slabs are a stratum per metal and strain, facet ``"111-s-1.5"``, family ``"strained"``
+    (as large as the adsorbate families' strata, so they are spread as evenly)."""
     if spec.kind == "gas":  # one stratum per species: the cheap references come early
         return "gas", "gas", f"gas-{spec.adsorbate}"
     if spec.kind == "bulk":
         return spec.metal, "bulk", "bulk"
+    if spec.family == "strained":
+        return spec.metal, f"{spec.facet}-{_strain_tag(spec.strain)}", "strained"
     return spec.metal, "alloy" if spec.alloy else spec.facet, spec.family
 
 
@@ -228,21 +296,29 @@ def interleave(specs: list[CoverageSpec], seed: int) -> list[CoverageSpec]:
     """Deterministic balanced order: repeatedly take the next system of the stratum with
     the fewest draws, ties broken by the fewest draws of its metal + facet + family, then
     by a seeded random key. Within a stratum, rounds in order; within a round the
-    adsorbates of a family start at a different one in each stratum."""
+    adsorbates of a family start at a different one in each stratum.
+
+    Strata of the families added later (:data:`_LATER_FAMILIES`: the strained slabs) take
+    their turns like the others, but their shuffles and random keys come from a generator
+    of their own and their draws do not count in the others' margins, so the other
+    systems keep, among themselves, the order they had without them."""
     queues: dict[tuple, list[CoverageSpec]] = defaultdict(list)
     for s in specs:
         queues[stratum(s)].append(s)
-    rng = np.random.default_rng([seed, 2])
-    keys = sorted(queues)
+    main = sorted(k for k in queues if k[2] not in _LATER_FAMILIES)
+    keys = main + sorted(k for k in queues if k[2] in _LATER_FAMILIES)
+    later = np.arange(len(keys)) >= len(main)
+    rng, rng_later = np.random.default_rng([seed, 2]), np.random.default_rng([seed, 3])
     shift = rng.integers(0, 1 << 16)
     names = {f: sorted({s.adsorbate for k in keys if k[2] == f for s in queues[k]})
              for f in {k[2] for k in keys}}
     for j, k in enumerate(keys):  # adsorbates turn over the strata of a family
-        q = [queues[k][i] for i in rng.permutation(len(queues[k]))]
+        g = rng_later if later[j] else rng
+        q = [queues[k][i] for i in g.permutation(len(queues[k]))]
         fam = names[k[2]]
         queues[k] = sorted(q, key=lambda s, j=j, fam=fam: (
             s.replica, (fam.index(s.adsorbate) - j - shift) % len(fam)))
-    tie = rng.random(len(keys))
+    tie = np.r_[rng.random(len(main)), rng_later.random(len(keys) - len(main))]
     axes = [np.unique([k[d] for k in keys], return_inverse=True)[1] for d in range(3)]
     drawn = [np.zeros(ax.max() + 1) for ax in axes]
     taken = np.zeros(len(keys), dtype=int)
@@ -254,8 +330,9 @@ def interleave(specs: list[CoverageSpec], seed: int) -> list[CoverageSpec]:
         out.append(queues[keys[i]][taken[i]])
         taken[i] += 1
         left[i] -= 1
-        for d in range(3):
-            drawn[d][axes[d][i]] += 1
+        if not later[i]:
+            for d in range(3):
+                drawn[d][axes[d][i]] += 1
     return out
 
 
@@ -285,7 +362,9 @@ def build_coverage_system(spec: CoverageSpec, lattice: dict, config: CoverageCon
 
 def _build_slab(spec: CoverageSpec, lattice: dict, config: CoverageConfig,
                 rng: np.random.Generator) -> Atoms:
-    surf = build_surface(spec.metal, spec.facet, spec.size, lattice[spec.metal],
+    # a strained slab: every lattice constant (a; c too for hcp) times 1 + strain
+    constants = tuple(x * (1.0 + spec.strain) for x in lattice[spec.metal])
+    surf = build_surface(spec.metal, spec.facet, spec.size, constants,
                          fixed_layers=spec.fixed_layers, vacuum=config.vacuum)
     slab = surf.atoms
     if spec.alloy:  # 2x2 cell: 1 of 4 = ordered p(2x2); 2 of 4 (one row) = AB rows
@@ -327,10 +406,13 @@ def _farthest(xy: np.ndarray, top_xy: np.ndarray, other: np.ndarray, cell) -> np
 
 
 def coverage_counts(specs: list[CoverageSpec]) -> dict[str, Counter]:
-    """Systems per metal, facet (alloys, bulk, gas apart) and adsorbate family."""
+    """Systems per metal, facet (alloys, strained slabs per strain, bulk, gas apart), family
+    and adsorbate (slabs), and strained slabs per strain (``"s-1.5"``)."""
     st = [stratum(s) for s in specs]
     return {"metal": Counter(k[0] for k in st), "facet": Counter(k[1] for k in st),
             "family": Counter(k[2] for k in st),
             "adsorbate": Counter(a for s in specs if s.kind == "slab"
-                                 for a in (s.adsorbate or "clean").split("+"))}
+                                 for a in (s.adsorbate or "clean").split("+")),
+            "slab_strain": Counter(_strain_tag(s.strain) for s in specs
+                                   if s.family == "strained")}
 
