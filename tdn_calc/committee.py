@@ -96,25 +96,16 @@ def partner_for_loaded_model(model: Any, manifest: str | os.PathLike | None = No
     """The committee partner named by the card of a loaded registered model (found by its
     file's sha256, ``model.sha256``), or ``None``. Kept on the model, so the partner is
     loaded once per model."""
-    from .registry import manifest_path, name_for_sha256
+    from .registry import per_registered_model
 
-    sha = getattr(model, "sha256", None)
-    if not sha:
-        return None
-    path = manifest_path(manifest).resolve()
-    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
-    cached = getattr(model, "_tdn_committee", None)
-    if cached is None or cached[0] != key:
-        name = name_for_sha256(sha, manifest)
-        record = partner_record(name, manifest) if name else None
-        partner = None
-        if record:
-            device = next(model.parameters()).device
-            partner = CommitteePartner(record["model"], float(record["force_threshold"]),
-                                       manifest=manifest, device=device)  # fmt: skip
-        cached = (key, partner)
-        model._tdn_committee = cached
-    return cached[1]
+    def partner(name: str) -> CommitteePartner | None:
+        record = partner_record(name, manifest)
+        if not record:
+            return None
+        return CommitteePartner(record["model"], float(record["force_threshold"]),
+                                manifest=manifest, device=next(model.parameters()).device)
+
+    return per_registered_model(model, "_tdn_committee", manifest, partner)
 
 
 def annotate_committee(frame: Atoms, forces: np.ndarray, partner: CommitteePartner) -> None:

@@ -23,7 +23,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,25 @@ def uncertainty_sidecar(
             f"says {record['sha256']}; reinstall tdn-calc"
         )
     return path, record
+
+
+def per_registered_model(model: Any, attr: str, manifest: str | os.PathLike | None,
+                         compute: Callable[[str], Any]) -> Any:
+    """``compute(name)`` for the registered name of a loaded model (found by its file's
+    sha256, ``model.sha256``), ``None`` when it has none. Kept on the model under ``attr``,
+    keyed by the manifest file and its mtime: computed once per model, again when the
+    manifest changes."""
+    sha = getattr(model, "sha256", None)
+    if not sha:
+        return None
+    path = manifest_path(manifest).resolve()
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
+    cached = getattr(model, attr, None)
+    if cached is None or cached[0] != key:
+        name = name_for_sha256(sha, manifest)
+        cached = (key, compute(name) if name else None)
+        setattr(model, attr, cached)
+    return cached[1]
 
 
 def manifest_entry(path: str | os.PathLike, name: str, description: str, *,

@@ -308,21 +308,10 @@ def for_loaded_model(model: Any, manifest: str | os.PathLike | None = None
     set by :func:`~tdn_calc.checkpoint.load_model`): the one lookup the calculator and the
     relaxation job share. Kept on the model, keyed by the manifest file and its mtime, so it
     is parsed once per model and re-read when the manifest changes."""
-    from .registry import manifest_path
+    from .registry import per_registered_model
 
-    sha = getattr(model, "sha256", None)
-    if not sha:
-        return None
-    path = manifest_path(manifest).resolve()
-    key = (str(path), path.stat().st_mtime_ns if path.is_file() else None)
-    cached = getattr(model, "_tdn_novelty", None)
-    if cached is None or cached[0] != key:
-        from .registry import name_for_sha256
-
-        name = name_for_sha256(sha, manifest)
-        cached = (key, for_model(name, manifest) if name else None)
-        model._tdn_novelty = cached
-    return cached[1]
+    return per_registered_model(model, "_tdn_novelty", manifest,
+                                lambda name: for_model(name, manifest))
 
 
 def uncertain_atoms(scores: dict[str, np.ndarray], threshold: float | None,
