@@ -1205,6 +1205,8 @@ def main(argv: list[str] | None = None) -> int:
         "sample": {"max_systems": args.max_systems, "seed": args.seed, "strata": "facet x family"},
         "settings": relax_kwargs,
         "uncertainty_threshold": None,  # the calculator's, once its model has loaded
+        "committee": None if ev.second is None else {
+            "model": ev.second.name, "force_threshold": ev.second.force_threshold},
         "versions": versions(),
         "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
         "sum_g c_g E(g), tdn_calc.evaluation.reference_terms",

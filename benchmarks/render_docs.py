@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -920,11 +921,15 @@ def render_flagging() -> tuple[list[str], list[Path]]:
         sources.append(rel)
         at = f["at_model_threshold"]
         com = f.get("committee") or {}
-        rows.append([what, _n(report.get("uncertainty_threshold"), 4), str(f["n_bad"]),
-                     str(f["n_landed"]), _pct(at["recall_bad"]), _pct(at["false_flag_good"]),
-                     _n(f["auroc"], 2), _n(com.get("auroc"), 2)])
-    head = ["systems", "novelty threshold", "bad", "landed", "bad flagged", "landed flagged",
-            "AUROC novelty", "AUROC committee of two"]
+        partner = report.get("committee") or {}
+        limit = partner.get("force_threshold")
+        rows.append([what, _n(report.get("uncertainty_threshold"), 4),
+                     f"{partner['model']}, {limit:g} eV/Å" if limit is not None
+                     and math.isfinite(limit) else "none",
+                     str(f["n_bad"]), str(f["n_landed"]), _pct(at["recall_bad"]),
+                     _pct(at["false_flag_good"]), _n(f["auroc"], 2), _n(com.get("auroc"), 2)])
+    head = ["systems", "novelty threshold", "committee partner, threshold", "bad", "landed",
+            "bad flagged", "landed flagged", "AUROC novelty", "AUROC committee"]
     return _table(head, rows), sources
 
 
