@@ -153,7 +153,7 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
     for mode in ("uncertain", "always"):
         stage.finish_when = mode
         t0 = time.perf_counter()
-        res = finish_with_teacher(first, stage, uncertain, fmax, steps=steps)
+        res = finish_with_teacher(first, stage, uncertain, fmax, steps=steps, student=student)
         results[mode] = (res, student_time + time.perf_counter() - t0)
     rows = []
     for mode, (res, seconds) in results.items():

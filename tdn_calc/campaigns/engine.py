@@ -235,9 +235,12 @@ def relax_items(engine: Engine, items: Sequence[tuple[str, Atoms]]) -> list[Rela
         warnings.simplefilter("ignore", ConvergenceWarning)
         students, scores, flags, calls = student(engine, structures)
         stage = teacher_stage(engine)
+        hessian_source = None  # the student's calculator seeds a finishing BFGS
+        if stage is not None and stage.finish:
+            hessian_source = calculator(engine.model, engine.device, engine.dtype)
         finals = students if stage is None else [
             finish_with_teacher(r, stage, flag, engine.fmax, steps=engine.steps,
-                                optimizer=engine.optimizer)
+                                optimizer=engine.optimizer, student=hessian_source)
             for r, flag in zip(students, flags, strict=True)
         ]  # fmt: skip
     out = []

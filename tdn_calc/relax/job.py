@@ -93,12 +93,16 @@ def run(
     novelty = for_loaded_model(model)  # resolved (and its sidecar checked) before relaxing
     if dist is not None or novelty is not None or teachers is not None:
         report = on_done
+        student: list[Any] = []  # the student's calculator for a finish, built once
 
         def on_done(outcome: Outcome) -> None:
             if dist is not None or novelty is not None:
                 annotate_extrapolation(outcome.frame, model, dist)
             if teachers is not None:
-                outcome = _with_teachers(outcome, settings, teachers, log)
+                if teachers.finish and not student:
+                    student.append(calculator_factory())
+                outcome = _with_teachers(outcome, settings, teachers, log,
+                                         student[0] if student else None)
             report(outcome)
 
     with warnings.catch_warnings():
@@ -172,18 +176,21 @@ def _model_forces(frame: Atoms, model: torch.nn.Module) -> Any:
 
 
 def _with_teachers(outcome: Outcome, settings: RelaxSettings, teachers: TeacherStage,
-                   log: Callable[[str], None] | None) -> Outcome:  # fmt: skip
-    """``outcome`` after the teacher stage (finish when wanted, verify); the student's
-    extrapolation scores at its minimum stay on the output frame."""
-    student = outcome.frame
-    result = finish_with_teacher(outcome.result, teachers, student.info.get("uncertain"),
+                   log: Callable[[str], None] | None, student: Any = None) -> Outcome:
+    """``outcome`` after the teacher stage (finish when wanted, verify; a finishing BFGS
+    starts from the ``student`` calculator's Hessian); the student's extrapolation scores at
+    its minimum stay on the output frame."""
+    student_frame = outcome.frame
+    result = finish_with_teacher(outcome.result, teachers, student_frame.info.get("uncertain"),
                                  settings.fmax, steps=settings.steps,
                                  optimizer=settings.optimizer, cell_filter=settings.cell_filter,
-                                 logfile="-" if log else None)  # fmt: skip
+                                 logfile="-" if log else None, student=student)  # fmt: skip
     frame = output_frame(outcome.record, result)
-    if frame is not student:
-        frame.info.update({k: student.info[k] for k in _SCORE_INFO if k in student.info})
-        frame.arrays.update({k: student.arrays[k] for k in _SCORE_ARRAYS if k in student.arrays})
+    if frame is not student_frame:
+        frame.info.update({k: student_frame.info[k] for k in _SCORE_INFO
+                           if k in student_frame.info})
+        frame.arrays.update({k: student_frame.arrays[k] for k in _SCORE_ARRAYS
+                             if k in student_frame.arrays})
     return Outcome(outcome.record, frame, outcome.status, result)
 
 

@@ -21,6 +21,7 @@ from ase.optimize.optimize import Optimizer
 
 from ..errors import InputError, UnsupportedElementError
 from .guard import DEFAULT_GUARD, DivergenceGuard, min_pair_distance
+from .hessian import seed_hessian, student_hessian
 from .options import (
     ASE_OPTIMIZERS,
     POLISH_OPTIMIZER,
@@ -106,6 +107,7 @@ def relax(
     finish_when: str = "uncertain",
     verify_fmax: float | None = None,
     teacher_device: str = "cpu",
+    initial_hessian: np.ndarray | None = None,
 ) -> RelaxResult:
     """Relax the positions (and, with ``cell_filter``, the cell) of a copy of ``atoms``.
 
@@ -152,6 +154,9 @@ def relax(
         verify_fmax: threshold of ``verified`` and ``"unverified"``, eV/Å (default 3 x
             ``fmax``).
         teacher_device: device of neural-network teachers (``"cpu"``, ``"cuda"``).
+        initial_hessian: ``[3 n_atoms, 3 n_atoms]`` starting Hessian (eV/Å²) of a BFGS
+            optimizer without cell filter (ignored otherwise); a finish seeds the teacher's
+            BFGS with the student's (:mod:`tdn_calc.relax.hessian`).
 
     Raises:
         InputError: bad options, an unknown teacher or one whose package is missing, a
@@ -179,7 +184,7 @@ def relax(
             result = teacher_relax(atoms, stage, fmax, fix_symmetry=fix_symmetry, **kwargs)
         else:
             result = finish_with_teacher(first, stage, student_uncertain(calculator, first.atoms),
-                                         fmax, **kwargs)  # fmt: skip
+                                         fmax, student=calculator, **kwargs)  # fmt: skip
         if warn and not result.converged:
             warnings.warn(not_converged_message(result, fmax), ConvergenceWarning, stacklevel=2)
         return result
@@ -216,6 +221,8 @@ def relax(
     target = _make_filter(work, kind, filter_kwargs or {}) if kind != "none" else work
     start = time.perf_counter()
     opt = opt_class(target, logfile=logfile, **(optimizer_kwargs or {}))
+    if initial_hessian is not None and target is work:
+        seed_hessian(opt, initial_hessian)
     frames: list[Atoms] = []
     energies: list[float] = []
     fmaxs: list[float] = []
@@ -362,12 +369,15 @@ def finish_with_teacher(
     cell_filter: str | None = None,
     logfile: str | os.PathLike | None = None,
     guard: DivergenceGuard | None = DEFAULT_GUARD,
+    student: Calculator | None = None,
 ) -> RelaxResult:
     """The teacher stage after a student relaxation ``first``: continue it with
     ``stage.finish`` from its final structure (constraints included) to ``fmax`` eV/Å when
     :meth:`~tdn_calc.relax.teacher.TeacherStage.wants_finish` says so (``uncertain``: the
     student's flag at its minimum, or a student that did not converge), then verify the
-    final structure with ``stage.verify``.
+    final structure with ``stage.verify``. With the ``student`` calculator, a teacher BFGS
+    without cell filter starts from the student's Hessian at its minimum
+    (:func:`~tdn_calc.relax.hessian.student_hessian`) instead of a diagonal guess.
 
     Returns:
         ``first`` or both stages merged, with ``engine``, ``student_steps``,
@@ -379,9 +389,13 @@ def finish_with_teacher(
     if stage.finish and stage.finish_when == "unverified":
         known = (stage.finish, *stage.single_point(stage.finish, first.atoms))
     if stage.wants_finish(uncertain, known[2] if known else None, first.converged):
+        hessian = None
+        if student is not None and resolve_cell_filter(cell_filter) == "none" and \
+                resolve_optimizer(optimizer, len(first.atoms)) is BFGS:
+            hessian = student_hessian(first.atoms, student)
         second = relax(first.atoms, stage.calculator(stage.finish), fmax, steps=steps,
                        optimizer=optimizer, cell_filter=cell_filter, logfile=logfile,
-                       guard=guard, warn=False)  # fmt: skip
+                       guard=guard, warn=False, initial_hessian=hessian)  # fmt: skip
         result = dataclasses.replace(merge_results(first, second, "teacher"),
                                      engine="student+teacher", student_steps=first.n_steps,
                                      teacher_steps=second.n_steps, uncertain=uncertain)  # fmt: skip
