@@ -160,7 +160,7 @@ def run(pairs: list[str], teacher: str, cutoff: float, kpt_density: float) -> di
         "teacher_method": teacher_reference_method(teacher),
         "pbe": {"code": "GPAW", "version": _gpaw_version(), "cutoff_eV": cutoff,
                 "kpt_density_per_inv_A": kpt_density, "smearing_eV": 0.1,
-                "spin": "polarised on Ni, Co"},
+                "spin": "polarised on Ni, Co (mixer MixerDif(0.02, 5, 100))"},
         "geometry": f"2x2x3 slab, bottom layer fixed, {VACUUM} Å vacuum each side, "
                     f"relaxed by the teacher to fmax {RELAX_FMAX} eV/Å",
         "scheme": scheme.name, "scheme_description": scheme.description,

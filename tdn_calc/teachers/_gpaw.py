@@ -25,7 +25,10 @@ class GPAWPBE(Calculator):
       (1 along the others), Γ-centred;
     - Fermi–Dirac smearing of ``smearing`` eV; energies are extrapolated to zero width;
     - spin-polarised from :data:`SPIN_START` when Fe, Co or Ni are present and the
-      structure carries no initial magnetic moments of its own.
+      structure carries no initial magnetic moments of its own; a spin-polarised cell mixes
+      density and magnetisation apart with a gentle step (``MixerDif(0.02, 5, 100)``): with
+      GPAW's default mixer O on a 2x2x3 Ni(111) slab was still swinging by 0.2 eV after 30
+      iterations.
 
     Extra keyword arguments go to ``gpaw.GPAW`` and override these (``txt`` is None, so
     GPAW writes no log, unless given). Molecules need a cell with vacuum around them.
@@ -73,7 +76,12 @@ class GPAWPBE(Calculator):
                 '"tdn-calc[gpaw]" (GPAW builds from source: apt-get install g++ libxc-dev '
                 "libopenblas-dev, then CC=g++ pip install gpaw gpaw-data)"
             ) from err
-        return GPAW(mode=PW(self.cutoff), **self.gpaw_parameters(atoms))
+        parameters = self.gpaw_parameters(atoms)
+        if atoms.get_initial_magnetic_moments().any() and "mixer" not in self.gpaw_kwargs:
+            from gpaw.mixer import MixerDif
+
+            parameters["mixer"] = MixerDif(beta=0.02, nmaxold=5, weight=100.0)
+        return GPAW(mode=PW(self.cutoff), **parameters)
 
     def calculate(self, atoms: Atoms | None = None, properties: Any = ("energy",),
                   system_changes: Any = all_changes) -> None:
