@@ -64,7 +64,7 @@ MODEL_SCOPE = {
     "tdn-catalysis": (
         "(111), (100), (110), (211) slabs of Pt Pd Ni Cu Ag Au Rh Ir and hcp(0001) of Ru Co, "
         "3–7 layers, A3B/AB and single-atom alloys, 25 C/H/N/O adsorbates and co-adsorbed "
-        "pairs, bulk and strained bulk, gas molecules (659 of the coverage2 recipe's 3,252 "
+        "pairs, bulk and strained bulk, gas molecules (825 of the coverage2 recipe's 3,252 "
         "trajectories), with the first set's (111) slabs of six fcc metals and eight adsorbates",
         "{note}",
     ),
@@ -902,16 +902,17 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 
 
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
-FLAGGING_FILES = (("adsorption_quality_c2_v2-val.json", "coverage2 validation"),
-                  ("adsorption_quality_c2_v2-oldval.json", "first-set (111) validation"),
-                  ("adsorption_quality_c2_v2-test.json", "coverage2 test"),
-                  ("adsorption_quality_c2_v2-oldtest.json", "first-set (111) test"))
+FLAGGING_FILES = (("adsorption_quality_c2_v3-val.json", "coverage2 validation"),
+                  ("adsorption_quality_c2_v3-oldval.json", "first-set (111) validation"),
+                  ("adsorption_quality_c2_v3-test.json", "coverage2 test"),
+                  ("adsorption_quality_c2_v3-oldtest.json", "first-set (111) test"))
 
 
 def render_flagging() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: how tdn-catalysis' uncertainty flag separates bad relaxations from
     landed ones on its validation and test systems (``summary.flagging`` of each JSON)."""
     sources, rows = [], []
+    pooled: dict[str, list[int]] = {}  # part -> [bad, bad flagged, landed, landed flagged]
     for name, what in FLAGGING_FILES:
         rel = RESULTS / name
         report = _load(rel) if rel.exists() else {}
@@ -928,6 +929,15 @@ def render_flagging() -> tuple[list[str], list[Path]]:
                      and math.isfinite(limit) else "none",
                      str(f["n_bad"]), str(f["n_landed"]), _pct(at["recall_bad"]),
                      _pct(at["false_flag_good"]), _n(f["auroc"], 2), _n(com.get("auroc"), 2)])
+        counts = pooled.setdefault(what.split()[-1], [0, 0, 0, 0])
+        for k, (n, rate) in enumerate(((f["n_bad"], at["recall_bad"]),
+                                       (f["n_landed"], at["false_flag_good"]))):
+            counts[2 * k] += n
+            counts[2 * k + 1] += round(n * (rate or 0.0))
+    for part, (bad, bad_flagged, landed, landed_flagged) in pooled.items():
+        rows.append([f"**both {part} sets**", "", "", str(bad), str(landed),
+                     _pct(bad_flagged / bad if bad else None),
+                     _pct(landed_flagged / landed if landed else None), "", ""])
     head = ["systems", "novelty threshold", "committee partner, threshold", "bad", "landed",
             "bad flagged", "landed flagged", "AUROC novelty", "AUROC committee"]
     return _table(head, rows), sources

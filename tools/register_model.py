@@ -3,6 +3,8 @@
     python tools/register_model.py runs/x/best.safetensors --name tdn-organic \
         --description "..." [--alias organic] [--license MIT] [--default] \
         [--benchmark relaxation=benchmarks/results/relax_quality_organic_x.json ...]
+    python tools/register_model.py --name tdn-organic --benchmark relaxation=RESULT.json
+(the second form adds summaries measured after registration to the entry's metrics)
 
 The file is copied to ``models/<name>-<YYYYMMDD>.safetensors`` (``-2``, ``-3`` ... when that
 name is taken; the replaced model's file is left for the maintainer to delete); its sha256,
@@ -150,11 +152,22 @@ def compact(summary: Any) -> Any:
     return summary
 
 
+def add_benchmarks(name: str, specs: list[str]) -> dict[str, Any]:
+    """Copy the summaries of the benchmark results ``specs`` (``NAME=JSON``) into the
+    ``metrics`` of the registered model ``name`` (measured after it was registered, with
+    its registered name); returns the updated metrics."""
+    manifest = MODELS / "manifest.json"
+    entry = json.loads(manifest.read_text(encoding="utf-8"))["models"][name]
+    entry.setdefault("metrics", {}).update(benchmark_summaries(specs))
+    add_to_manifest(manifest, entry)
+    return entry["metrics"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, nargs="?")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--description", required=True)
+    parser.add_argument("--description", default=None, help="required with a checkpoint")
     parser.add_argument("--alias", action="append", default=[])
     parser.add_argument("--license", default="MIT")
     parser.add_argument("--default", action="store_true", help="preferred by --model auto")
@@ -163,6 +176,13 @@ def main() -> None:
     parser.add_argument("--benchmark", action="append", default=[],
                         help="NAME=JSON: copy that benchmark result's summary into metrics")
     args = parser.parse_args()
+    if args.checkpoint is None:  # add benchmark summaries to the registered NAME
+        if not args.benchmark:
+            parser.error("without a checkpoint, give --benchmark NAME=JSON to add to NAME")
+        print(json.dumps(add_benchmarks(args.name, args.benchmark), indent=2))
+        return
+    if not args.description:
+        parser.error("--description is required with a checkpoint")
 
     read_metadata(args.checkpoint)  # validates the file before anything is copied
     if args.keep_previous:
