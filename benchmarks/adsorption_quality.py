@@ -60,9 +60,11 @@ for laterally strained slabs) and overall:
 landed fraction (of all systems planned: refused and failed ones count as not landed, and
 of the evaluated ones), same-site and same-state fractions, median |d_teacher|, and the
 misses with their start sites (as labelled in the data and as classified); also apart for the
-systems whose teacher relaxation converged and the others (the coverage2 builder stops at 60
-steps: an unconverged teacher "minimum" is no minimum, and a model that goes on below it by
-more than 0.05 eV counts as a miss there). A model that does
+systems whose stored teacher relaxation converged and the others. The coverage2 builder stops
+the teacher at 60 steps, and an unconverged end is no minimum to land in: the teacher
+continues such a relaxation to ``--fmax`` first (same optimizer, up to 300 more steps, once
+per system, clean-slab references too; ``teacher_continued_steps`` in each row), unless
+``--stored-teacher-ends`` asks for the stored ends as they are. A model that does
 not cover a system's elements (the shipped tdn-catalysis has no Ru, Co, Rh, Ir) is not run on
 it: the row is ``refused``, counted per metal. ``--max-systems N`` evaluates a stratified
 sample (facet x family strata taken in turn, each time the stratum whose facet and family
@@ -135,6 +137,8 @@ SITE_TOLERANCE = 0.5  # Å, the generic rule: anchors this close laterally match
 MAP_TOLERANCE = 0.6  # Å, a translation maps a start-slab atom onto another this close
 CONTACT_WINDOW = 1.3  # x the nearest slab atom: contact candidates of a site description
 GROUPINGS = ("facet", "metal", "family")
+#: how many more teacher steps an unconverged stored teacher relaxation may take here
+TEACHER_CONTINUE_STEPS = 300
 MISS_FIELDS = (
     "label",
     "start_site",
@@ -481,12 +485,15 @@ class Evaluator:
         elements: Sequence[int] | None = None,
         recompute_teacher: bool = False,
         second=None,
+        continue_teacher: bool = True,
     ):
         self.dataset, self.meta, self.calc, self.teacher = dataset, meta, calc, teacher
         self.second = second  # another model: a committee of two, evaluated at the minimum
         self.relax_kwargs = relax_kwargs
         self.elements = None if elements is None else {int(z) for z in elements}
         self.recompute_teacher = recompute_teacher
+        self.continue_teacher = continue_teacher
+        self._continued: dict[str, Atoms] = {}
         self.references: dict[str, Reference] = {}
 
     def _relax(self, label: str) -> tuple[Any, Atoms, Atoms]:
@@ -505,7 +512,28 @@ class Evaluator:
             frame_atoms(self.dataset, last, fixed),
         )
         teacher_min.info["stored_energy"] = float(self.dataset.energy[last])
+        if self.continue_teacher and not self.meta[label].get("converged", True):
+            teacher_min = self._continued_minimum(label, teacher_min)
         return start, teacher_min
+
+    def _continued_minimum(self, label: str, stopped: Atoms) -> Atoms:
+        """The teacher's own relaxation of ``label``, which the data builder stopped at its
+        step cap short of ``fmax``, continued by the teacher to ``fmax`` (same optimizer, at
+        most :data:`TEACHER_CONTINUE_STEPS` more steps; once per label): an unconverged end
+        is no minimum to land in. ``info``: ``stored_energy`` (the teacher's energy there)
+        and ``teacher_continued_steps``."""
+        if label not in self._continued:
+            from tdn_calc.relax import relax
+
+            result = relax(stopped, self.teacher, fmax=self.relax_kwargs["fmax"],
+                           steps=TEACHER_CONTINUE_STEPS,
+                           optimizer=self.relax_kwargs["optimizer"], warn=False)
+            done = result.atoms.copy()
+            done.info.update(stored_energy=float(result.energy),
+                             teacher_continued_steps=int(result.n_steps),
+                             teacher_continued_converged=bool(result.converged))
+            self._continued[label] = done
+        return self._continued[label].copy()
 
     def _teacher_energy(self, atoms: Atoms) -> float:
         """The teacher's energy at its own minimum ``atoms``: stored, or computed again."""
@@ -675,6 +703,7 @@ class Evaluator:
             "start_site_found": sites["start"],
             "teacher_converged": bool(rec["converged"]),
             "teacher_n_steps": rec["n_steps"],
+            "teacher_continued_steps": teacher_min.info.get("teacher_continued_steps", 0),
             "tdn_converged": result.converged,
             "tdn_n_steps": result.n_steps,
             "tdn_fmax": result.fmax,
@@ -1132,6 +1161,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--second-model", default=None,
                    help="committee partner (name or file) instead of the model card's: rows "
                    "record the largest force difference of the two at each TDN minimum")
+    p.add_argument("--stored-teacher-ends", action="store_true",
+                   help="judge against the stored teacher relaxations as they are, also those "
+                   "the data builder stopped at its step cap (default: the teacher continues "
+                   "those to --fmax first)")
     p.add_argument("--committee-threshold", type=float, default=None,
                    help="eV/Å; default: the card's, else none (recorded, never flags)")
     p.add_argument("--out", default=None)
@@ -1188,6 +1221,7 @@ def main(argv: list[str] | None = None) -> int:
         relax_kwargs,
         elements=model.elements,
         recompute_teacher=recompute,
+        continue_teacher=not args.stored_teacher_ends,
         second=committee_partner(model, args.second_model, args.committee_threshold),
     )
     out = Path(args.out) if args.out else default_out(args.model)
@@ -1204,6 +1238,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_systems_in_split": n_split,
         "sample": {"max_systems": args.max_systems, "seed": args.seed, "strata": "facet x family"},
         "settings": relax_kwargs,
+        "teacher_minima": "stored" if args.stored_teacher_ends else
+        f"stored; unconverged ones continued by the teacher (up to {TEACHER_CONTINUE_STEPS} steps)",
         "uncertainty_threshold": None,  # the calculator's, once its model has loaded
         "committee": None if ev.second is None else {
             "model": ev.second.name, "force_threshold": ev.second.force_threshold},

@@ -382,3 +382,38 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
     assert sorted(r["family"] for r in report["rows"]) == ["CO", "O"]
     assert all("error" not in r and r["tdn_n_steps"] <= 2 for r in report["rows"])
     assert report["summary"]["n_evaluated"] == 2 and report["summary"]["d_teacher"]["n"] == 2
+
+
+@pytest.fixture(scope="module")
+def capped_emt_data(tmp_path_factory) -> Path:
+    """The same tiny set with the teacher stopped after 3 steps: unconverged ends."""
+    from tdn_calc.datagen.catalysis.build import build_catalysis
+
+    out = tmp_path_factory.mktemp("capped")
+    config = CatalysisConfig(**{**TINY, "max_steps": 3, "adsorbates": ("O",),
+                                "sites": ("fcc",)})
+    summary = build_catalysis(out, teacher="emt", config=config, progress=False)
+    assert not summary.failures
+    return out
+
+
+def test_unconverged_teacher_ends_are_continued_to_a_minimum(capped_emt_data):
+    """EMT judging EMT: against the stored 3-step end the student "misses" by going lower;
+    once the teacher continues its own relaxation to fmax the student lands in it."""
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.datagen.catalysis.build import read_metadata
+
+    ds, meta = H5Dataset(capped_emt_data), read_metadata(capped_emt_data)
+    label = "Pt111/O/fcc/r0"
+    assert not meta[label]["converged"]
+    kwargs = {"fmax": 0.05, "steps": 150, "optimizer": "BFGS"}
+    stored = Evaluator(ds, meta, EMT(), EMT(), kwargs, continue_teacher=False).system(label)
+    assert stored["teacher_continued_steps"] == 0 and stored["d_teacher"] < -0.01
+    ev = Evaluator(ds, meta, EMT(), EMT(), kwargs)
+    row = ev.system(label)
+    assert row["teacher_continued_steps"] > 0 and not row["teacher_converged"]  # the data's
+    minimum = ev._continued[label].copy()
+    minimum.calc = EMT()
+    assert np.linalg.norm(minimum.get_forces(), axis=1).max() <= 0.05
+    assert row["teacher_energy"] == pytest.approx(minimum.get_potential_energy(), abs=1e-6)
+    assert abs(row["d_teacher"]) < 0.01 and row["landed"]
