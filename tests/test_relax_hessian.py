@@ -70,10 +70,18 @@ def test_hessian_is_symmetric_and_positive_definite_on_a_real_surface():
     assert np.linalg.eigvalsh(hessian).min() >= 0.5 - 1e-9
 
 
-def test_other_constraints_give_no_seed():
+def test_other_constraints_and_large_systems_give_no_seed(monkeypatch):
     atoms, x0, stiffness = _problem()
+    calc = Quadratic(x0, stiffness)
     atoms.set_constraint(FixBondLength(0, 1))
-    assert student_hessian(atoms, Quadratic(x0, stiffness)) is None
+    assert student_hessian(atoms, calc) is None
+    atoms.set_constraint()
+    import tdn_calc.relax.hessian as module  # (tdn_calc.relax is also the function's name)
+
+    monkeypatch.setattr(module, "MAX_FREE_ATOMS", 3)
+    assert student_hessian(atoms, calc) is None and calc.calls == 0  # 4 free atoms
+    atoms.set_constraint(FixAtoms(indices=[0]))
+    assert student_hessian(atoms, calc) is not None
 
 
 def test_a_seeded_bfgs_takes_the_newton_step():

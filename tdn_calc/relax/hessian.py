@@ -30,6 +30,8 @@ DIAGONAL_GUESS = 70.0
 DELTA = 0.01
 #: smallest curvature kept, eV/Å²
 MIN_CURVATURE = 1.0
+#: most free atoms a Hessian is computed for (6 student calls each); above it, no seed
+MAX_FREE_ATOMS = 200
 
 
 def student_hessian(atoms: Atoms, calculator: Calculator, delta: float = DELTA,
@@ -37,10 +39,13 @@ def student_hessian(atoms: Atoms, calculator: Calculator, delta: float = DELTA,
     """``[3 n_atoms, 3 n_atoms]`` Hessian (eV/Å²) of ``calculator`` at ``atoms`` by central
     differences of its forces over the free atoms' coordinates (``delta`` Å), symmetrised,
     eigenvalues raised to ``min_curvature``; fixed atoms keep :data:`DIAGONAL_GUESS`.
-    ``None`` when ``atoms`` has constraints other than ``FixAtoms``."""
+    ``None`` (no seed) when ``atoms`` has constraints other than ``FixAtoms`` or more than
+    :data:`MAX_FREE_ATOMS` free atoms."""
     try:
         free = np.flatnonzero(~fixed_mask(atoms))
     except InputError:
+        return None
+    if len(free) > MAX_FREE_ATOMS:
         return None
     hessian = np.eye(3 * len(atoms)) * DIAGONAL_GUESS
     if not len(free):
