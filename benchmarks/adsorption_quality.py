@@ -87,6 +87,7 @@ the training part ("unseen") and the others ("seen"). Exit status 0 when the med
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -504,7 +505,7 @@ class Evaluator:
         result = relax(start, self.calc, warn=False, **self.relax_kwargs)
         return result, start, teacher_min
 
-    def _ends(self, label: str) -> tuple[Atoms, Atoms]:
+    def _ends(self, label: str, continued: bool = True) -> tuple[Atoms, Atoms]:
         first, last = relax_ends(self.dataset, label)
         fixed = self.meta[label]["fixed_atoms"]
         start, teacher_min = (
@@ -512,7 +513,7 @@ class Evaluator:
             frame_atoms(self.dataset, last, fixed),
         )
         teacher_min.info["stored_energy"] = float(self.dataset.energy[last])
-        if self.continue_teacher and not self.meta[label].get("converged", True):
+        if continued and self.continue_teacher and not self.meta[label].get("converged", True):
             teacher_min = self._continued_minimum(label, teacher_min)
         return start, teacher_min
 
@@ -558,7 +559,7 @@ class Evaluator:
     def teacher_check(self, label: str) -> dict[str, Any]:
         """The teacher's energy of the stored teacher minimum of ``label`` against the stored
         one (eV): a different teacher version or precision shows up here."""
-        teacher_min = self._ends(label)[1]
+        teacher_min = self._ends(label, continued=False)[1]  # the data as stored
         teacher_min.calc = self.teacher
         stored = float(teacher_min.info["stored_energy"])
         energy = float(teacher_min.get_potential_energy())
@@ -704,6 +705,7 @@ class Evaluator:
             "teacher_converged": bool(rec["converged"]),
             "teacher_n_steps": rec["n_steps"],
             "teacher_continued_steps": teacher_min.info.get("teacher_continued_steps", 0),
+            "teacher_continued_converged": teacher_min.info.get("teacher_continued_converged"),
             "tdn_converged": result.converged,
             "tdn_n_steps": result.n_steps,
             "tdn_fmax": result.fmax,
@@ -862,8 +864,8 @@ def committee_partner(model, name: str | None, threshold: float | None):
 
     card = partner_for_loaded_model(model)
     if name is None:
-        if card is not None and threshold is not None:
-            card.force_threshold = threshold
+        if card is not None and threshold is not None:  # a copy: the card's stays as it is
+            card = dataclasses.replace(card, force_threshold=threshold)
         return card
     if threshold is None:
         threshold = card.force_threshold if card is not None and card.name == name else math.inf
@@ -903,14 +905,17 @@ def committee_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, 
     threshold this set would calibrate alone, and the pair of thresholds this set would
     calibrate for the product's rule (novelty score or disagreement above its threshold,
     :func:`~tdn_calc.evaluation.flagging.calibrate_pair`); empty without a partner."""
-    if not rows or "committee_force_max" not in rows[0]:
+    has = np.array(["committee_force_max" in r for r in rows], dtype=bool)
+    if not has.any():
         return {}
+    rows, bad = [r for r in rows if "committee_force_max" in r], np.asarray(bad)[has]
     gap = np.array([r["committee_force_max"] for r in rows])
     novelty = np.array([r["uncertainty_max"] for r in rows])
     t = calibrate(gap, bad)
     pair = calibrate_pair(novelty, gap, bad)
     return {
-        "committee": {"auroc": auroc(gap, bad), "threshold_this_set": t,
+        "committee": {"n_without": int((~has).sum()),  # the partner lacks their elements
+                      "auroc": auroc(gap, bad), "threshold_this_set": t,
                       "at_threshold_this_set": rates(gap, bad, t),
                       "pair_thresholds_this_set": list(pair),
                       "at_pair_thresholds_this_set": rates_pair(novelty, gap, bad, pair)},
@@ -1242,7 +1247,8 @@ def main(argv: list[str] | None = None) -> int:
         f"stored; unconverged ones continued by the teacher (up to {TEACHER_CONTINUE_STEPS} steps)",
         "uncertainty_threshold": None,  # the calculator's, once its model has loaded
         "committee": None if ev.second is None else {
-            "model": ev.second.name, "force_threshold": ev.second.force_threshold},
+            "model": ev.second.name, "force_threshold": ev.second.force_threshold
+            if math.isfinite(ev.second.force_threshold) else None},
         "versions": versions(),
         "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
         "sum_g c_g E(g), tdn_calc.evaluation.reference_terms",

@@ -25,7 +25,7 @@ import numpy as np
 from ase import Atoms
 from ase.constraints import FixAtoms
 
-from .errors import InputError
+from .errors import CheckpointError, InputError, TDNError
 
 #: per-atom key of the force disagreement in ``frame.arrays`` / the scores of
 #: :func:`~tdn_calc.uncertainty.uncertain_atoms`
@@ -54,9 +54,15 @@ class CommitteePartner:
         if self._calculator is None:
             from .calculator import TDNCalculator
 
-            self._calculator = TDNCalculator(self.name, device=self.device,
-                                              manifest=self.manifest, extrapolation=False,
-                                              uncertainty=False)  # fmt: skip
+            try:
+                self._calculator = TDNCalculator(self.name, device=self.device,
+                                                  manifest=self.manifest, extrapolation=False,
+                                                  uncertainty=False)  # fmt: skip
+            except TDNError as err:
+                raise CheckpointError(
+                    f"the committee partner {self.name!r} named in the model card cannot be "
+                    f"loaded ({err}); fix the manifest entry's uncertainty.committee record "
+                    "or reinstall tdn-calc") from err
         return self._calculator
 
     def disagreement(self, atoms: Atoms, forces: np.ndarray) -> np.ndarray | None:
@@ -102,8 +108,15 @@ def partner_for_loaded_model(model: Any, manifest: str | os.PathLike | None = No
         record = partner_record(name, manifest)
         if not record:
             return None
-        return CommitteePartner(record["model"], float(record["force_threshold"]),
-                                manifest=manifest, device=next(model.parameters()).device)
+        threshold = record.get("force_threshold")
+        if not record.get("model") or not isinstance(threshold, (int, float)) or threshold <= 0:
+            raise CheckpointError(
+                f"model {name!r}: the manifest's uncertainty.committee record needs 'model' (a "
+                f"registered name) and a positive 'force_threshold' (eV/Å), got {record}")
+        found = CommitteePartner(record["model"], float(threshold), manifest=manifest,
+                                 device=next(model.parameters()).device)
+        found.calculator  # noqa: B018 - loaded now: a bad partner fails before any relaxation
+        return found
 
     return per_registered_model(model, "_tdn_committee", manifest, partner)
 

@@ -340,3 +340,15 @@ def test_python_api_finish_asks_the_committee_partner_too(workdir, monkeypatch,
     calc = TDNCalculator("tdn-catalysis", device="cpu")
     assert student_uncertain(calc, atoms) is flagged
     assert not np.any(calc.results["uncertain"])  # per call: the novelty score alone
+
+
+@pytest.mark.parametrize("committee, message", [
+    (("no-such-model", 0.1), "committee partner 'no-such-model' named in the model card"),
+    (("tdn-catalysis-20261206-2", -1.0), "positive 'force_threshold'"),
+])
+def test_a_bad_committee_record_fails_before_relaxing(workdir, monkeypatch, committee, message):
+    monkeypatch.setenv("TDN_MANIFEST", catalysis_manifest(workdir, 1e6, committee))
+    write("cu.xyz", in_domain_slab("Cu"), format="extxyz")
+    result = CliRunner().invoke(main, ["cu.xyz", "-m", "tdn-catalysis", "--report", "r.json"])
+    assert result.exit_code not in (0, 2) and message in result.output
+    assert "Traceback" not in result.output and not (workdir / "cu_relaxed.extxyz").exists()

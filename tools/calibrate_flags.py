@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", default=None, metavar="MODEL",
                    help="record the chosen thresholds in MODEL's manifest entry")
     args = p.parse_args(argv)
+    partners = {(json.loads(Path(r).read_text(encoding="utf-8")).get("committee") or {})
+                .get("model") for r in args.reports}
+    if args.committee and partners != {args.committee}:
+        p.error(f"the reports were run with committee partner(s) {sorted(map(str, partners))}, "
+                f"not {args.committee!r}")
     result = calibrate_rows(pooled_rows(args.reports))
     print(json.dumps(result, indent=1))
     if args.write:
@@ -78,11 +83,14 @@ def main(argv: list[str] | None = None) -> int:
             "make_uncertainty_sidecar", ROOT / "tools" / "make_uncertainty_sidecar.py")
         tool = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(tool)
-        if args.committee and "pair" in result:
+        if args.committee:
+            if "pair" not in result:
+                p.error("--committee needs reports with the partner's committee_force_max")
             novelty, force = result["pair"]["thresholds"]
             return tool.set_threshold(args.write, round(novelty, 4), args.committee,
                                       round(force, 4))
-        return tool.set_threshold(args.write, round(result["novelty"]["threshold"], 4))
+        # the novelty threshold alone: a partner recorded before would no longer match it
+        return tool.set_threshold(args.write, round(result["novelty"]["threshold"], 4), "none")
     return 0
 
 

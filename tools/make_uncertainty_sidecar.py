@@ -12,7 +12,9 @@ The model's own .safetensors file is not touched.
 
 ``--committee NAME --committee-threshold X`` names a committee partner
 (:mod:`tdn_calc.committee`): at a relaxed minimum an atom whose force differs by more than X
-eV/Å between the two models is uncertain too; ``--committee none`` removes it.
+eV/Å between the two models is uncertain too; ``--committee none`` removes it. A refit (with
+``--data``) keeps no partner unless ``--committee`` is given again: the new scores need both
+thresholds chosen anew (``tools/calibrate_flags.py``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     record = {"method": METHOD, "threshold": args.threshold, "file": name,
               "sha256": sha256_file(MANIFEST.parent / name), "split_file": used,
               "n_frames": summary.n_frames}
+    if args.committee not in (None, "none"):
+        record["committee"] = {"model": model_entry(args.committee, MANIFEST)["name"],
+                               "force_threshold": args.committee_threshold}
     add_to_manifest(MANIFEST, {**_stored_entry(entry["name"]), "uncertainty": record})
     print(json.dumps(record, indent=1))
     return 0

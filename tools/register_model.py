@@ -156,7 +156,10 @@ def add_benchmarks(name: str, specs: list[str]) -> dict[str, Any]:
     """Copy the summaries of the benchmark results ``specs`` (``NAME=JSON``) into the
     ``metrics`` of the registered model ``name`` (measured after it was registered, with
     its registered name); returns the updated metrics."""
+    from tdn_calc.registry import model_entry
+
     manifest = MODELS / "manifest.json"
+    name = model_entry(name, manifest)["name"]  # an alias names the model too
     entry = json.loads(manifest.read_text(encoding="utf-8"))["models"][name]
     entry.setdefault("metrics", {}).update(benchmark_summaries(specs))
     add_to_manifest(manifest, entry)

@@ -203,11 +203,13 @@ def _teacher_as_model(engine: Engine, structures: Sequence[Atoms]) -> _StudentRu
 def _tdn_student(engine: Engine, structures: Sequence[Atoms]) -> _StudentRun:
     """The TDN model relaxes the structures together and scores each minimum:
     ``(results, extrapolation_max, uncertain, calls (None))``."""
+    from ..committee import partner_for_loaded_model
     from ..relax.job import annotate_extrapolation
     from ..relax.queue import batch_relax
     from ..uncertainty import for_loaded_model
 
     model, dist = _tdn_model(engine, structures)
+    partner_for_loaded_model(model)  # a bad committee partner fails before relaxing
     results = batch_relax(structures, model, fmax=engine.fmax, steps=engine.steps,
                           batch_size=engine.batch_size, optimizer=engine.optimizer,
                           warn=False)  # fmt: skip

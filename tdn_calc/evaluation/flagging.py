@@ -68,11 +68,15 @@ def calibrate_pair(first: np.ndarray, second: np.ndarray, bad: np.ndarray,
     first, second = np.asarray(first, float), np.asarray(second, float)
     bad = np.asarray(bad, bool)
     c1, c2 = _cuts(first), _cuts(second)
-    above1 = first[None, :] > c1[:, None]  # [n_cuts1, n]
     above2 = second[None, :] > c2[:, None]  # [n_cuts2, n]
-    flagged = above1[:, None, :] | above2[None, :, :]  # [n_cuts1, n_cuts2, n]
-    ff = flagged[..., ~bad].mean(-1) if (~bad).any() else np.zeros(flagged.shape[:2])
-    recall = flagged[..., bad].mean(-1) if bad.any() else np.zeros(flagged.shape[:2])
+    ff = np.zeros((len(c1), len(c2)))
+    recall = np.zeros((len(c1), len(c2)))
+    for i, cut in enumerate(c1):  # one row of the grid at a time: memory n_cuts2 x n
+        flagged = above2 | (first > cut)[None, :]
+        if (~bad).any():
+            ff[i] = flagged[:, ~bad].mean(-1)
+        if bad.any():
+            recall[i] = flagged[:, bad].mean(-1)
     key = np.where(ff <= max_false_flag + 1e-12, recall, -1.0)
     best = np.flatnonzero(np.isclose(key, key.max()))
     i, j = np.unravel_index(best, key.shape)

@@ -91,6 +91,7 @@ def run(
         return
     dist = from_card(getattr(model, "card", None))
     novelty = for_loaded_model(model)  # resolved (and its sidecar checked) before relaxing
+    partner_for_loaded_model(model)  # so is the committee partner (loaded once, cached)
     if dist is not None or novelty is not None or teachers is not None:
         report = on_done
         student: list[Any] = []  # the student's calculator for a finish, built once
@@ -99,8 +100,9 @@ def run(
             if dist is not None or novelty is not None:
                 annotate_extrapolation(outcome.frame, model, dist)
             if teachers is not None:
-                if teachers.finish and not student:
-                    student.append(calculator_factory())
+                if teachers.finish and not student:  # plain forces for the Hessian seed
+                    student.append(calculator_on_model_device(model, extrapolation=False,
+                                                              uncertainty=False))
                 outcome = _with_teachers(outcome, settings, teachers, log,
                                          student[0] if student else None)
             report(outcome)
@@ -142,6 +144,10 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     atom)."""
     from ..extrapolation import score_atoms
 
+    for key in _SCORE_ARRAYS:  # scores an input frame carried from an earlier run
+        frame.arrays.pop(key, None)
+    for key in _SCORE_INFO:
+        frame.info.pop(key, None)
     if dist is not None:
         scores = score_atoms(model, dist, frame)
         frame.arrays["extrapolation"] = scores.scores
@@ -168,11 +174,18 @@ def _model_forces(frame: Atoms, model: torch.nn.Module) -> Any:
     stored = getattr(frame.calc, "results", {}).get("forces")
     if stored is not None:
         return stored
+    probe = frame.copy()
+    probe.calc = calculator_on_model_device(model, extrapolation=False, uncertainty=False)
+    return probe.get_forces(apply_constraint=False)
+
+
+def calculator_on_model_device(model: torch.nn.Module, **kwargs: Any) -> Any:
+    """A :class:`~tdn_calc.TDNCalculator` of ``model`` on the device the model already
+    sits on (the calculator's ``"auto"`` would move the shared model in place, e.g. to the
+    GPU under a job that asked for the CPU); ``kwargs`` go to the calculator."""
     from ..calculator import TDNCalculator
 
-    probe = frame.copy()
-    probe.calc = TDNCalculator(model, extrapolation=False, uncertainty=False)
-    return probe.get_forces(apply_constraint=False)
+    return TDNCalculator(model, device=next(model.parameters()).device, **kwargs)
 
 
 def _with_teachers(outcome: Outcome, settings: RelaxSettings, teachers: TeacherStage,
@@ -442,7 +455,6 @@ class RelaxJob:
         every :data:`SAVE_EVERY_S` (single process)."""
         from tqdm import tqdm
 
-        from ..calculator import TDNCalculator
         from ..interrupts import raise_if_interrupted, sigterm_as_interrupt
 
         n_mine = sum(len(group[rank::size]) for _, _, group in jobs)
@@ -464,7 +476,8 @@ class RelaxJob:
             with sigterm_as_interrupt():
                 for model, _, group in jobs:
                     run(group[rank::size], self.settings, model,
-                        lambda model=model: TDNCalculator(model), on_done, log=self.log,
+                        lambda model=model: calculator_on_model_device(model), on_done,
+                        log=self.log,
                         teachers=teachers)  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True

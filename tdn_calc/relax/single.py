@@ -344,17 +344,20 @@ def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
     ``None`` when it computes no scores. Reuses the calculator's results when it last saw
     ``atoms``."""
     from ..committee import partner_for_loaded_model
+    from ..uncertainty import uncertain_atoms
 
     probe = atoms.copy()
     probe.calc = calculator
     probe.get_potential_energy()
-    results = getattr(calculator, "results", {})
-    flags = results.get("uncertain")
+    scores = dict(getattr(calculator, "results", {}))
+    committee_threshold = None
     partner = partner_for_loaded_model(getattr(calculator, "model", None))
-    if partner is not None and "forces" in results:
-        gap = partner.disagreement(atoms, results["forces"])
+    if partner is not None and "forces" in scores:
+        gap = partner.disagreement(atoms, scores["forces"])
         if gap is not None:
-            flags = (gap > partner.force_threshold) | (False if flags is None else flags)
+            scores["committee_force"], committee_threshold = gap, partner.force_threshold
+    flags = uncertain_atoms(scores, getattr(calculator, "uncertainty_threshold", None),
+                            committee_threshold)
     return None if flags is None else bool(np.any(flags))
 
 
