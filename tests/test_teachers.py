@@ -188,12 +188,14 @@ def test_gpaw_teacher_defaults(fake_gpaw):
     assert len(fake_gpaw) == 1  # positions only: the GPAW object is reused
     spun = atoms.calc.with_spin(atoms)
     assert spun.get_initial_magnetic_moments().tolist() == [1.0, 1.0]
+    assert made["mixer"]["method"] == "difference"  # spin-polarised: the gentle mixer
     cu = atoms.calc.with_spin(bulk("Cu"))
     assert not cu.get_initial_magnetic_moments().any()
     own = bulk("Ni", "fcc", a=3.52)  # moments given by the user are kept
     assert atoms.calc.with_spin(own).get_initial_magnetic_moments().tolist() == [0.6]
     get_teacher('gpaw{"cutoff": 400, "kpts": [2, 2, 2]}').get_potential_energy(bulk("Cu"))
     assert fake_gpaw[-1]["mode"] == ("pw", 400) and fake_gpaw[-1]["kpts"] == [2, 2, 2]
+    assert "mixer" not in fake_gpaw[-1]  # Cu: not spin-polarised, GPAW's own mixer
     with pytest.raises(InputError, match="vacuum"):
         get_teacher("gpaw").get_potential_energy(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
 

@@ -15,6 +15,10 @@ from ..errors import InputError
 #: Initial magnetic moments (μB) that make GPAW spin-polarise cells with these elements;
 #: near the PBE moments of the bcc/hcp/fcc metals (2.2, 1.6, 0.6 μB), from above.
 SPIN_START = {"Fe": 3.0, "Co": 2.0, "Ni": 1.0}
+#: density mixing of spin-polarised cells: what ``gpaw.mixer.MixerDif(0.02, 5, 100)`` returns
+#: (Pulay, density and magnetisation mixed apart, a gentle step, a long-wavelength metric)
+SPIN_MIXER = {"method": "difference", "backend": "pulay", "beta": 0.02, "nmaxold": 5,
+              "weight": 100.0}
 
 
 class GPAWPBE(Calculator):
@@ -78,9 +82,7 @@ class GPAWPBE(Calculator):
             ) from err
         parameters = self.gpaw_parameters(atoms)
         if atoms.get_initial_magnetic_moments().any() and "mixer" not in self.gpaw_kwargs:
-            from gpaw.mixer import MixerDif
-
-            parameters["mixer"] = MixerDif(beta=0.02, nmaxold=5, weight=100.0)
+            parameters["mixer"] = SPIN_MIXER
         return GPAW(mode=PW(self.cutoff), **parameters)
 
     def calculate(self, atoms: Atoms | None = None, properties: Any = ("energy",),
