@@ -972,6 +972,9 @@ def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
             f"{p['adsorbate']} on {p['metal']}({p['facet']}) {p['site']}",
             f"{p['e_ads_teacher']:+.2f}",
             f"{p['e_ads_pbe']:+.2f}",
+            "teacher desorbs it (anchor "
+            f"{p['anchor_height']:.1f} Å up; {p['error']:+.2f} there) **wrong**"
+            if p.get("teacher_desorbs") else
             f"{p['error']:+.2f}" + (" **wrong**" if p["wrong"] else ""),
             _n(p["pbe_fmax_at_teacher_geometry"], 2),
         ]

@@ -12,7 +12,10 @@ of 3.5e-3 for 30 iterations and its eigenstates converged slower still, with the
 settled to 15 meV). The
 adsorption energy is referenced to H2, H2O, NH3 and CH4 (``H2-H2O-NH3-CH4``:
 ``E_ads = E(slab+ads) - E(slab) - sum_g c_g E(g)``), so both methods see the same formula;
-``error = E_ads(teacher) - E_ads(PBE)``. A pair is **wrong** when ``|error| > 0.3`` eV.
+``error = E_ads(teacher) - E_ads(PBE)``. A pair is **wrong** when ``|error| > 0.3`` eV, or
+when the teacher's relaxation pushes the adsorbate's anchor atom more than 2.5 Å above the top
+layer (``teacher_desorbs``: the teacher does not bind it at all; single points at that
+geometry then compare an unbound adsorbate). ``anchor_height`` (Å) is recorded per pair.
 Also reported: PBE's largest force on a free atom at the teacher's geometry (how far the
 teacher's geometry is from PBE's).
 
@@ -58,6 +61,7 @@ LATTICES = HERE.parent / "datasets" / "catalysis2-sevennet0" / "lattice_constant
 SCHEME = "H2-H2O-NH3-CH4"
 GASES = ("H2", "H2O", "NH3", "CH4")
 WRONG_EV = 0.3  # eV: |E_ads(teacher) - E_ads(PBE)| above this is listed as wrong
+DESORBED_HEIGHT = 2.5  # Å: an anchor atom this far above the top layer has left the surface
 RELAX_FMAX = 0.05  # eV/Å, the teacher's relaxations of the geometries
 VACUUM = 6.0  # Å on each side of slabs and molecules
 #: in order of priority: the issue's suspects (O-containing on Ni/Co, N on Au/Ag), with
@@ -204,6 +208,8 @@ def measure_pair(pair: str, lab: Labeller, lattices: dict[str, list[float]],
                                                           surface(metal, lattices).atoms))
     start = slab_with_adsorbate(metal, ads, site, lattices)
     relaxed = lab.relaxed(pair, start)
+    n_metal = len(surface(metal, lattices).atoms)
+    height = float(relaxed.positions[n_metal, 2] - relaxed.positions[:n_metal, 2].max())
     points = lab.single_points(pair, relaxed)
     terms = reference_terms(Atoms(ads), SCHEME)
     e_ads = {m: adsorption_energy(points[m]["energy"], slab[m]["energy"],
@@ -213,7 +219,11 @@ def measure_pair(pair: str, lab: Labeller, lattices: dict[str, list[float]],
     return {"pair": pair, "metal": metal, "facet": facet(metal), "adsorbate": ads,
             "site": site, "terms": terms,
             "e_ads_teacher": e_ads["teacher"], "e_ads_pbe": e_ads["pbe"],
-            "error": error, "wrong": abs(error) > WRONG_EV,
+            "error": error, "wrong": abs(error) > WRONG_EV or height > DESORBED_HEIGHT,
+            "anchor_height": height,
+            # the teacher's relaxation pushed the adsorbate off the surface: the teacher does
+            # not bind it there, whatever the single points at that geometry say
+            "teacher_desorbs": height > DESORBED_HEIGHT,
             "pbe_fmax_at_teacher_geometry": points["pbe"]["fmax"],
             "teacher_relax_converged": bool(relaxed.info["relax_converged"]),
             "pbe_seconds": points["pbe"]["seconds"] + slab["pbe"]["seconds"]}

@@ -457,3 +457,37 @@ def test_limit_messages_name_elements_the_teacher_is_measured_wrong_for(tmp_path
     assert len(messages) == 1 and messages[0].startswith("Ni-1.2: O bound to Ni")
     assert "binds OH on Ni 5.60 eV too weakly against PBE" in messages[0]
     assert "sevenn-0" in messages[0]
+
+
+def test_a_teacher_that_desorbs_the_adsorbate_is_named_as_not_binding_it(tmp_path):
+    """A pair whose teacher relaxation left the surface (``teacher_desorbs``) warns that the
+    teacher does not bind it, not a signed binding error measured at an unbound geometry."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from ase.build import add_adsorbate
+
+    from tdn_calc.relax.inputs import limit_messages
+    from tdn_calc.structure_io import StructureRecord
+
+    tool = Path(__file__).parents[1] / "tools" / "record_teacher_errors.py"
+    spec = importlib.util.spec_from_file_location("record_teacher_errors", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = {"teacher": "sevenn-0", "teacher_method": "SevenNet-0 (test)", "commit": "abc1234",
+              "pairs": [{"metal": "Ni", "adsorbate": "O", "facet": "111", "site": "fcc",
+                         "e_ads_teacher": 5.4, "e_ads_pbe": 6.0, "error": -0.6, "wrong": True,
+                         "teacher_desorbs": True}]}  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format_version": 1, "models": {
+        "a": {"name": "a", "reference_method": "SevenNet-0 (test)"}}}))  # fmt: skip
+    assert module.main([str(tmp_path / "r.json"), "--manifest", str(manifest)]) == 0
+    limits = json.loads(manifest.read_text())["models"]["a"]["limits"]
+    assert limits["teacher_errors"][0]["desorbs"] is True
+    slab = fcc111("Ni", (2, 2, 3), vacuum=8.0)
+    add_adsorbate(slab, "O", 1.2, "fcc")
+    (message,) = limit_messages([StructureRecord(atoms=slab, source="s.xyz", index=0,
+                                                 label="ni")], limits)  # fmt: skip
+    assert "does not bind O on Ni at all" in message and "too strongly" not in message

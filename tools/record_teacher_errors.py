@@ -30,7 +30,8 @@ def teacher_errors(result: dict[str, Any]) -> list[dict[str, Any]]:
         {"metal": p["metal"], "element": Atoms(p["adsorbate"]).get_chemical_symbols()[0],
          "adsorbate": p["adsorbate"], "site": f"{p['facet']} {p['site']}",
          "teacher": result["teacher"], "teacher_eV": round(p["e_ads_teacher"], 3),
-         "pbe_eV": round(p["e_ads_pbe"], 3), "error_eV": round(p["error"], 3)}
+         "pbe_eV": round(p["e_ads_pbe"], 3), "error_eV": round(p["error"], 3),
+         **({"desorbs": True} if p.get("teacher_desorbs") else {})}
         for p in result["pairs"] if p.get("wrong")
     ]
 

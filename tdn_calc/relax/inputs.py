@@ -115,11 +115,16 @@ def teacher_error_messages(record: StructureRecord, errors: Sequence[dict[str, A
         _, d = get_distances(other, metal, cell=a.cell, pbc=a.pbc)
         if d.min() > covalent_radii[zm] + covalent_radii[zx] + BOND_SLACK:
             continue
-        how = "strongly" if e["error_eV"] < 0 else "weakly"
+        if e.get("desorbs"):
+            what = (f"does not bind {e['adsorbate']} on {e['metal']} at all (its relaxation "
+                    "pushes it off the surface), unlike PBE")
+        else:
+            how = "strongly" if e["error_eV"] < 0 else "weakly"
+            what = (f"binds {e['adsorbate']} on {e['metal']} {abs(e['error_eV']):.2f} eV too "
+                    f"{how} against PBE")
         out.append(f"{record.label}: {e['element']} bound to {e['metal']}; this model's "
-                   f"teacher ({e['teacher']}) binds {e['adsorbate']} on {e['metal']} "
-                   f"{abs(e['error_eV']):.2f} eV too {how} against PBE (docs/benchmarks.md, "
-                   "teacher against PBE): energies here follow the teacher, not DFT")
+                   f"teacher ({e['teacher']}) {what} (docs/benchmarks.md, teacher against "
+                   "PBE): energies here follow the teacher, not DFT")
     return out
 
 

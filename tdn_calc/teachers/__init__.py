@@ -229,12 +229,12 @@ def _emt(device: str, **kwargs: Any) -> Calculator:
 
 _SEVENNET_WEAKNESS = (
     "Trained on bulk PBE(+U) Materials Project relaxations: surfaces, adsorbates and "
-    "molecules are extrapolation; binds O-containing adsorbates on Ni far too weakly; "
-    "against real PBE at the same geometries (benchmarks/teacher_vs_pbe.py, docs/benchmarks.md) "
-    "it binds N on Au(111) 0.8 eV and H on Pd(111) 0.6 eV too strongly, N on Ag(111) 0.5 eV "
-    "and O on Rh(111) 0.6 eV "
-    "too weakly, while O and CO on Pt(111) and O on Cu(111) agree within 0.25 eV; inherits "
-    "PBE's errors (CO on Pt(111) in a hollow site instead of on top)."
+    "molecules are extrapolation; does not bind O on Ni(111) at all (its relaxation pushes "
+    "O 3 Å off the surface); against real PBE at the same geometries "
+    "(benchmarks/teacher_vs_pbe.py, docs/benchmarks.md) it binds O on Ir(111) 1.8 eV, N on "
+    "Au(111) 0.8 eV and H on Pd(111) 0.6 eV too strongly, N on Ag(111) 0.5 eV and O on "
+    "Rh(111) 0.6 eV too weakly, while O and CO on Pt(111) and O on Cu(111) agree within "
+    "0.25 eV; inherits PBE's errors (CO on Pt(111) in a hollow site instead of on top)."
 )
 _SEVENNET_MF_WEAKNESS = (
     "Same bulk-crystal training domain as SevenNet-0 (surfaces and adsorbates are "
