@@ -587,6 +587,8 @@ class Evaluator:
         ``committee_force_max`` (eV/Å, the largest force difference of the two), and
         ``n_uncertain_atoms`` and ``uncertain`` (any atom flagged,
         :func:`~tdn_calc.uncertainty.uncertain_atoms`); none without a novelty summary."""
+        from tdn_calc.committee import ARRAY_KEY as COMMITTEE_ARRAY
+        from tdn_calc.committee import add_committee_scores
         from tdn_calc.uncertainty import uncertain_atoms
 
         work = atoms.copy()
@@ -594,13 +596,9 @@ class Evaluator:
         forces = work.get_forces()  # the scores come with every call
         scores = dict(self.calc.results)
         out: dict[str, Any] = interior_force_error(atoms, forces, teacher_forces)
-        committee_threshold = None
-        if self.second is not None:
-            gap = self.second.disagreement(atoms, forces)
-            if gap is not None:
-                scores["committee_force"] = gap
-                out["committee_force_max"] = float(gap.max())
-                committee_threshold = self.second.force_threshold
+        committee_threshold = add_committee_scores(scores, atoms, forces, self.second)
+        if committee_threshold is not None:
+            out["committee_force_max"] = float(scores[COMMITTEE_ARRAY].max())
         if getattr(self.calc, "novelty", None) is None:
             return out
         flagged = uncertain_atoms(scores, self.calc.uncertainty_threshold, committee_threshold)

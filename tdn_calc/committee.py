@@ -121,10 +121,25 @@ def partner_for_loaded_model(model: Any, manifest: str | os.PathLike | None = No
     return per_registered_model(model, "_tdn_committee", manifest, partner)
 
 
-def annotate_committee(frame: Atoms, forces: np.ndarray, partner: CommitteePartner) -> None:
-    """Put the partner's force disagreement on ``frame`` (``arrays[ARRAY_KEY]``,
-    ``info[INFO_KEY]``); nothing when the partner cannot compute it."""
-    gap = partner.disagreement(frame, forces)
-    if gap is not None:
-        frame.arrays[ARRAY_KEY] = gap
+def add_committee_scores(scores: dict[str, Any], atoms: Atoms, forces: np.ndarray,
+                         partner: CommitteePartner | None) -> float | None:
+    """Put the partner's per-atom force disagreement at ``atoms`` into ``scores`` (a
+    calculator's ``results`` or a frame's ``arrays``, under :data:`ARRAY_KEY`) and return the
+    partner's threshold for :func:`~tdn_calc.uncertainty.uncertain_atoms`; ``None`` and
+    nothing added without a partner or when it cannot compute it."""
+    gap = None if partner is None else partner.disagreement(atoms, forces)
+    if gap is None:
+        return None
+    scores[ARRAY_KEY] = gap
+    return partner.force_threshold
+
+
+def annotate_committee(frame: Atoms, forces: np.ndarray, partner: CommitteePartner | None
+                       ) -> float | None:
+    """:func:`add_committee_scores` on ``frame.arrays``, with ``info[INFO_KEY]`` (the largest
+    disagreement, eV/Å); returns the threshold to apply, or ``None``."""
+    threshold = add_committee_scores(frame.arrays, frame, forces, partner)
+    if threshold is not None:
+        gap = frame.arrays[ARRAY_KEY]
         frame.info[INFO_KEY] = float(gap.max()) if len(gap) else 0.0
+    return threshold

@@ -160,8 +160,7 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
         frame.arrays["uncertainty"] = summary.score_atoms(frame)
     partner = partner_for_loaded_model(model)
     if partner is not None:
-        annotate_committee(frame, _model_forces(frame, model), partner)
-        committee_threshold = partner.force_threshold
+        committee_threshold = annotate_committee(frame, _model_forces(frame, model), partner)
     flags = uncertain_atoms(frame.arrays, threshold, committee_threshold)
     if flags is not None:
         frame.info["extrapolating_atoms"] = int(flags.sum())

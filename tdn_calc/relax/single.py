@@ -343,7 +343,7 @@ def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
     partner disagrees on a force by more than its threshold (:mod:`tdn_calc.committee`);
     ``None`` when it computes no scores. Reuses the calculator's results when it last saw
     ``atoms``."""
-    from ..committee import partner_for_loaded_model
+    from ..committee import add_committee_scores, partner_for_loaded_model
     from ..uncertainty import uncertain_atoms
 
     probe = atoms.copy()
@@ -351,11 +351,9 @@ def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
     probe.get_potential_energy()
     scores = dict(getattr(calculator, "results", {}))
     committee_threshold = None
-    partner = partner_for_loaded_model(getattr(calculator, "model", None))
-    if partner is not None and "forces" in scores:
-        gap = partner.disagreement(atoms, scores["forces"])
-        if gap is not None:
-            scores["committee_force"], committee_threshold = gap, partner.force_threshold
+    if "forces" in scores:
+        partner = partner_for_loaded_model(getattr(calculator, "model", None))
+        committee_threshold = add_committee_scores(scores, atoms, scores["forces"], partner)
     flags = uncertain_atoms(scores, getattr(calculator, "uncertainty_threshold", None),
                             committee_threshold)
     return None if flags is None else bool(np.any(flags))
