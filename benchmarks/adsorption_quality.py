@@ -122,10 +122,10 @@ from tdn_calc.evaluation.anomalies import ADSORBATE_SLAB_MULT, BOND_MULT, bond_s
 from tdn_calc.evaluation.flagging import (
     auroc,
     calibrate,
-    calibrate_pair,
+    calibrate_rule,
     is_bad,
     rates,
-    rates_pair,
+    rates_rule,
     targets_met,
 )
 from tdn_calc.evaluation.sites import DESORBED, DESORBED_HEIGHT, LAYER_TOLERANCE
@@ -487,9 +487,19 @@ class Evaluator:
         recompute_teacher: bool = False,
         second=None,
         continue_teacher: bool = True,
+        curvature_threshold: float | None = None,
     ):
         self.dataset, self.meta, self.calc, self.teacher = dataset, meta, calc, teacher
         self.second = second  # another model: a committee of two, evaluated at the minimum
+        # the adsorbate's softest mode at the minimum, by a plain calculator of the model
+        from tdn_calc.calculator import calculator_on_model_device
+        from tdn_calc.soft_modes import threshold_for_loaded_model
+
+        model = getattr(calc, "model", None)
+        self.plain = None if model is None else calculator_on_model_device(
+            model, extrapolation=False, uncertainty=False)
+        self.curvature_threshold = curvature_threshold if curvature_threshold is not None \
+            else None if model is None else threshold_for_loaded_model(model)
         self.relax_kwargs = relax_kwargs
         self.elements = None if elements is None else {int(z) for z in elements}
         self.recompute_teacher = recompute_teacher
@@ -584,11 +594,15 @@ class Evaluator:
         uncertainty as ``tdn-relax`` computes it at a minimum: ``uncertainty_max`` (the
         largest per-atom chemistry-novelty score), with a committee partner
         (:mod:`tdn_calc.committee`: the model card's, or ``--second-model``)
-        ``committee_force_max`` (eV/Å, the largest force difference of the two), and
-        ``n_uncertain_atoms`` and ``uncertain`` (any atom flagged,
-        :func:`~tdn_calc.uncertainty.uncertain_atoms`); none without a novelty summary."""
+        ``committee_force_max`` (eV/Å, the largest force difference of the two),
+        ``adsorbate_curvature`` (eV/Å², the adsorbate's softest mode, :mod:`tdn_calc.soft_modes`;
+        recorded also without a threshold, then it never flags), and ``n_uncertain_atoms``
+        and ``uncertain`` (any atom flagged, :func:`~tdn_calc.uncertainty.uncertain_atoms`);
+        none without a novelty summary."""
         from tdn_calc.committee import ARRAY_KEY as COMMITTEE_ARRAY
         from tdn_calc.committee import add_committee_scores
+        from tdn_calc.soft_modes import ARRAY_KEY as CURVATURE_ARRAY
+        from tdn_calc.soft_modes import add_curvature_scores
         from tdn_calc.uncertainty import uncertain_atoms
 
         work = atoms.copy()
@@ -599,9 +613,15 @@ class Evaluator:
         committee_threshold = add_committee_scores(scores, atoms, forces, self.second)
         if committee_threshold is not None:
             out["committee_force_max"] = float(scores[COMMITTEE_ARRAY].max())
+        curvature_threshold = None if self.plain is None else add_curvature_scores(
+            scores, atoms, self.plain,
+            -math.inf if self.curvature_threshold is None else self.curvature_threshold)
+        if curvature_threshold is not None:
+            out["adsorbate_curvature"] = float(np.nanmin(scores[CURVATURE_ARRAY]))
         if getattr(self.calc, "novelty", None) is None:
             return out
-        flagged = uncertain_atoms(scores, self.calc.uncertainty_threshold, committee_threshold)
+        flagged = uncertain_atoms(scores, self.calc.uncertainty_threshold, committee_threshold,
+                                  curvature_threshold)
         return {**out, "uncertainty_max": float(np.max(scores["uncertainty"])),
                 "n_uncertain_atoms": int(flagged.sum()), "uncertain": bool(flagged.any())}
 
@@ -902,7 +922,7 @@ def committee_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, 
     """For the committee partner's force disagreement at the minimum: its AUROC and the
     threshold this set would calibrate alone, and the pair of thresholds this set would
     calibrate for the product's rule (novelty score or disagreement above its threshold,
-    :func:`~tdn_calc.evaluation.flagging.calibrate_pair`); empty without a partner."""
+    :func:`~tdn_calc.evaluation.flagging.calibrate_rule`); empty without a partner."""
     has = np.array(["committee_force_max" in r for r in rows], dtype=bool)
     if not has.any():
         return {}
@@ -910,13 +930,13 @@ def committee_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, 
     gap = np.array([r["committee_force_max"] for r in rows])
     novelty = np.array([r["uncertainty_max"] for r in rows])
     t = calibrate(gap, bad)
-    pair = calibrate_pair(novelty, gap, bad)
+    pair = calibrate_rule([novelty, gap], bad)
     return {
         "committee": {"n_without": int((~has).sum()),  # the partner lacks their elements
                       "auroc": auroc(gap, bad), "threshold_this_set": t,
                       "at_threshold_this_set": rates(gap, bad, t),
                       "pair_thresholds_this_set": list(pair),
-                      "at_pair_thresholds_this_set": rates_pair(novelty, gap, bad, pair)},
+                      "at_pair_thresholds_this_set": rates_rule([novelty, gap], bad, pair)},
     }
 
 
@@ -1170,6 +1190,9 @@ def main(argv: list[str] | None = None) -> int:
                    "those to --fmax first)")
     p.add_argument("--committee-threshold", type=float, default=None,
                    help="eV/Å; default: the card's, else none (recorded, never flags)")
+    p.add_argument("--curvature-threshold", type=float, default=None,
+                   help="eV/Å², the adsorbate's softest mode below it flags (tdn_calc."
+                   "soft_modes); default: the card's, else none (recorded, never flags)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -1226,6 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
         recompute_teacher=recompute,
         continue_teacher=not args.stored_teacher_ends,
         second=committee_partner(model, args.second_model, args.committee_threshold),
+        curvature_threshold=args.curvature_threshold,
     )
     out = Path(args.out) if args.out else default_out(args.model)
     report: dict[str, Any] = {
@@ -1247,6 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
         "committee": None if ev.second is None else {
             "model": ev.second.name, "force_threshold": ev.second.force_threshold
             if math.isfinite(ev.second.force_threshold) else None},
+        "curvature_threshold": ev.curvature_threshold,
         "versions": versions(),
         "scheme": "E_ads = E(slab+ads) - E(clean slab) - "
         "sum_g c_g E(g), tdn_calc.evaluation.reference_terms",

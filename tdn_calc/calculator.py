@@ -313,3 +313,10 @@ def _local_positions(atoms: Atoms) -> np.ndarray:
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def calculator_on_model_device(model: torch.nn.Module, **kwargs) -> TDNCalculator:
+    """A :class:`TDNCalculator` of ``model`` on the device the model already sits on (the
+    calculator's ``"auto"`` would move a shared model in place, e.g. to the GPU under a job
+    that asked for the CPU); ``kwargs`` go to the calculator."""
+    return TDNCalculator(model, device=next(model.parameters()).device, **kwargs)

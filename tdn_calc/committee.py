@@ -8,7 +8,7 @@ on overlapping data from another start (manifest entry
 minimum, and only there (one extra force call per structure, not per step), the partner
 recomputes the forces; an atom whose force differs by more than ``X`` eV/Å between the two
 models is uncertain, like an atom above the novelty threshold. The two thresholds are
-calibrated together on validation relaxations (:func:`tdn_calc.evaluation.flagging.calibrate_pair`).
+calibrated together on validation relaxations (:func:`tdn_calc.evaluation.flagging.calibrate_rule`).
 
 Per structure the relaxed frame gets ``arrays["committee_force"]`` (``[n_atoms]``, eV/Å,
 ``|F_partner - F_model|`` per atom, 0 on fixed atoms) and ``info["committee_force_max"]``.

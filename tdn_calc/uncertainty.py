@@ -315,14 +315,17 @@ def for_loaded_model(model: Any, manifest: str | os.PathLike | None = None
 
 
 def uncertain_atoms(scores: dict[str, np.ndarray], threshold: float | None,
-                    committee_threshold: float | None = None) -> np.ndarray | None:
+                    committee_threshold: float | None = None,
+                    curvature_threshold: float | None = None) -> np.ndarray | None:
     """``[n_atoms]`` bool: the atoms to distrust, from the per-atom scores in ``scores`` (a
     calculator's ``results`` or a relaxed frame's ``arrays``): the chemistry-novelty
     ``"uncertainty"`` above ``threshold`` (the model's), the Mahalanobis ``"extrapolation"``
     above 1 (99.9 % of training atoms below) or a distance violation
     (``"extrapolation_too_close"``), and at a relaxed minimum the committee partner's force
     disagreement ``"committee_force"`` (eV/Å, :mod:`tdn_calc.committee`) above
-    ``committee_threshold``. ``None`` without scores. The one rule behind
+    ``committee_threshold``, and the adsorbate's softest curvature ``"adsorbate_curvature"``
+    (eV/Å², NaN on other atoms, :mod:`tdn_calc.soft_modes`) below ``curvature_threshold``.
+    ``None`` without scores. The one rule behind
     ``results["uncertain"]`` and the relaxed frames' ``uncertain``."""
     parts = []
     if "uncertainty" in scores and threshold is not None:
@@ -332,4 +335,7 @@ def uncertain_atoms(scores: dict[str, np.ndarray], threshold: float | None,
                   np.asarray(scores["extrapolation_too_close"], dtype=bool)]  # fmt: skip
     if "committee_force" in scores and committee_threshold is not None:
         parts.append(np.asarray(scores["committee_force"]) > committee_threshold)
+    if "adsorbate_curvature" in scores and curvature_threshold is not None:
+        with np.errstate(invalid="ignore"):
+            parts.append(np.asarray(scores["adsorbate_curvature"], float) < curvature_threshold)
     return np.logical_or.reduce(parts) if parts else None

@@ -38,10 +38,12 @@ def lj_teacher(sigma: float = 2.3, epsilon: float = 0.4, device: str = "cpu"):
 
 
 def catalysis_manifest(tmp_path, threshold: float,
-                       committee: tuple[str, float] | None = None) -> str:
+                       committee: tuple[str, float] | None = None,
+                       curvature: float | None = None) -> str:
     """A copy of the shipped registry (written into ``tmp_path``) with the uncertainty
     threshold of tdn-catalysis set to ``threshold`` and, when given, its committee partner
-    ``(name, force threshold eV/Å)``; returns its path (for ``TDN_MANIFEST``)."""
+    ``(name, force threshold eV/Å)`` and its adsorbate-curvature threshold (eV/Å²); returns
+    its path (for ``TDN_MANIFEST``)."""
     import json
     from importlib import resources
     from pathlib import Path
@@ -55,10 +57,14 @@ def catalysis_manifest(tmp_path, threshold: float,
     entry = data["models"]["tdn-catalysis"]
     entry["uncertainty"]["threshold"] = threshold
     entry["uncertainty"].pop("committee", None)
+    entry["uncertainty"].pop("curvature_threshold", None)
+    if curvature is not None:
+        entry["uncertainty"]["curvature_threshold"] = curvature
     if committee is not None:
         entry["uncertainty"]["committee"] = {"model": committee[0],
                                              "force_threshold": committee[1]}
-    tag = f"{threshold:g}" + (f"-{committee[0]}-{committee[1]:g}" if committee else "")
+    tag = f"{threshold:g}" + (f"-{committee[0]}-{committee[1]:g}" if committee else "") + (
+        f"-c{curvature:g}" if curvature is not None else "")
     path = tmp_path / f"manifest-{tag}.json"
     path.write_text(json.dumps(data))
     return str(path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import catalysis_manifest
 
-from tdn_calc.evaluation.flagging import calibrate_pair, rates_pair
+from tdn_calc.evaluation.flagging import calibrate_rule, rates_rule
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
@@ -22,7 +22,8 @@ def _tool(name: str):
     return module
 
 
-def _report(path: Path, rng, n: int, with_committee: bool) -> None:
+def _report(path: Path, rng, n: int, with_committee: bool, with_curvature: bool = False
+            ) -> None:
     rows = []
     for i in range(n):
         bad = bool(i % 3 == 0)
@@ -30,12 +31,15 @@ def _report(path: Path, rng, n: int, with_committee: bool) -> None:
                "uncertainty_max": float(rng.normal(1.0 if bad else 0.0, 1.0))}
         if with_committee:
             row["committee_force_max"] = float(abs(rng.normal(0.8 if bad else 0.1, 0.3)))
+        if with_curvature:  # half the bad ones sit on a saddle of the model
+            row["adsorbate_curvature"] = float(rng.normal(-0.2, 0.05) if bad and i % 2
+                                               else rng.normal(1.0, 0.3))
         rows.append(row)
     rows.append({"status": "failed"})
     path.write_text(json.dumps({"rows": rows}))
 
 
-def test_pooled_reports_give_the_pair_calibrate_pair_gives(tmp_path):
+def test_pooled_reports_give_the_rule_calibrate_rule_gives(tmp_path):
     tool = _tool("calibrate_flags")
     rng = np.random.default_rng(3)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
@@ -43,16 +47,32 @@ def test_pooled_reports_give_the_pair_calibrate_pair_gives(tmp_path):
     _report(b, rng, 45, True)
     rows = tool.pooled_rows([str(a), str(b)])
     assert len(rows) == 20 + 20 + 15 + 15  # bad or landed only, failed rows left out
-    result = tool.calibrate_rows(rows)
+    result = tool.calibrate_rows(rows, committee=True)
     bad = np.array([r["bad"] for r in rows])
     novelty = np.array([r["uncertainty_max"] for r in rows])
     gap = np.array([r["committee_force_max"] for r in rows])
-    pair = calibrate_pair(novelty, gap, bad)
-    assert result["pair"]["thresholds"] == list(pair)
-    assert result["pair"]["recall_bad"] == rates_pair(novelty, gap, bad, pair)["recall_bad"]
-    assert result["pair"]["recall_bad"] >= result["novelty"]["recall_bad"]
+    pair = calibrate_rule([novelty, gap], bad)
+    assert list(result["rule"]["thresholds"].values()) == list(pair)
+    assert result["rule"]["recall_bad"] == rates_rule([novelty, gap], bad, pair)["recall_bad"]
+    assert result["rule"]["recall_bad"] >= result["novelty"]["recall_bad"]
     _report(a, rng, 30, False)
-    assert "pair" not in tool.calibrate_rows(tool.pooled_rows([str(a)]))
+    assert "rule" not in tool.calibrate_rows(tool.pooled_rows([str(a)]))
+
+
+def test_curvature_joins_the_rule_flagged_below_its_threshold(tmp_path):
+    tool = _tool("calibrate_flags")
+    rng = np.random.default_rng(4)
+    a = tmp_path / "a.json"
+    _report(a, rng, 90, True, with_curvature=True)
+    rows = tool.pooled_rows([str(a)])
+    pair = tool.calibrate_rows(rows, committee=True)
+    three = tool.calibrate_rows(rows, committee=True, curvature=True)
+    t = three["rule"]["thresholds"]
+    assert set(t) == {"novelty", "committee", "curvature"}
+    assert -0.2 < t["curvature"] < 1.0  # between the saddles and the true minima
+    assert three["rule"]["recall_bad"] > pair["rule"]["recall_bad"]
+    assert three["rule"]["false_flag_good"] <= 0.15
+    assert three["curvature_auroc"] > 0.5
 
 
 def test_committee_is_recorded_under_its_own_name_and_removed(tmp_path, monkeypatch):
@@ -70,3 +90,12 @@ def test_committee_is_recorded_under_its_own_name_and_removed(tmp_path, monkeypa
     tool.set_threshold("tdn-catalysis", 0.4, "none")
     record = json.loads(manifest.read_text())["models"]["tdn-catalysis"]["uncertainty"]
     assert "committee" not in record and record["threshold"] == 0.4
+    tool.set_threshold("tdn-catalysis", 0.4, "none", curvature_threshold=0.05)
+    record = json.loads(manifest.read_text())["models"]["tdn-catalysis"]["uncertainty"]
+    assert record["curvature_threshold"] == 0.05
+    tool.set_threshold("tdn-catalysis", 0.4)  # kept when not named
+    record = json.loads(manifest.read_text())["models"]["tdn-catalysis"]["uncertainty"]
+    assert record["curvature_threshold"] == 0.05
+    tool.set_threshold("tdn-catalysis", 0.4, curvature_threshold="none")
+    record = json.loads(manifest.read_text())["models"]["tdn-catalysis"]["uncertainty"]
+    assert "curvature_threshold" not in record

@@ -8,10 +8,10 @@ import pytest
 from tdn_calc.evaluation.flagging import (
     auroc,
     calibrate,
-    calibrate_pair,
+    calibrate_rule,
     is_bad,
     rates,
-    rates_pair,
+    rates_rule,
     targets_met,
 )
 
@@ -58,7 +58,7 @@ def test_targets_met_needs_both_classes():
         targets_met({})
 
 
-def test_calibrate_pair_never_recalls_less_than_either_score_alone():
+def test_calibrate_rule_never_recalls_less_than_either_score_alone():
     """The "either score above its threshold" rule contains each single-score rule (the
     other threshold above all its scores), so its calibrated recall is at least theirs, with
     false flags under the cap; a bad class that only the second score separates is found."""
@@ -68,8 +68,8 @@ def test_calibrate_pair_never_recalls_less_than_either_score_alone():
     first = np.r_[rng.normal(0, 1, n_good), rng.normal(1.5, 1, n_bad)]
     second = np.r_[rng.normal(0, 1, n_good), rng.normal(0, 1, n_bad // 2),
                    rng.normal(4, 0.5, n_bad // 2)]
-    pair = calibrate_pair(first, second, is_bad_)
-    both = rates_pair(first, second, is_bad_, pair)
+    pair = calibrate_rule([first, second], is_bad_)
+    both = rates_rule([first, second], is_bad_, pair)
     assert both["false_flag_good"] <= 0.15
     for alone in (first, second):
         r = rates(alone, is_bad_, calibrate(alone, is_bad_))
@@ -78,5 +78,28 @@ def test_calibrate_pair_never_recalls_less_than_either_score_alone():
     # exhaustive check of the optimum on a coarse grid
     for c1 in np.linspace(-3, 6, 40):
         for c2 in np.linspace(-3, 6, 40):
-            other = rates_pair(first, second, is_bad_, (c1, c2))
+            other = rates_rule([first, second], is_bad_, (c1, c2))
             assert other["false_flag_good"] > 0.15 or other["recall_bad"] <= both["recall_bad"]
+
+
+def test_calibrate_rule_three_scores_finds_a_class_only_the_third_separates():
+    """A third score that alone separates a third of the bad structures (and is NaN, never
+    flagging, on a quarter of all rows) raises the calibrated recall over the best pair."""
+    rng = np.random.default_rng(2)
+    n_good, n_bad = 90, 45
+    is_bad_ = np.r_[np.zeros(n_good, bool), np.ones(n_bad, bool)]
+    first = np.r_[rng.normal(0, 1, n_good), rng.normal(2, 1, n_bad // 3),
+                  rng.normal(0, 1, 2 * n_bad // 3)]
+    second = np.r_[rng.normal(0, 1, n_good), rng.normal(0, 1, n_bad // 3),
+                   rng.normal(3, 0.5, n_bad // 3), rng.normal(0, 1, n_bad // 3)]
+    third = np.r_[rng.normal(0, 1, n_good), rng.normal(0, 1, 2 * n_bad // 3),
+                  rng.normal(3, 0.5, n_bad // 3)]
+    third[rng.permutation(len(third))[: len(third) // 4]] = np.nan
+    cuts = calibrate_rule([first, second, third], is_bad_)
+    three = rates_rule([first, second, third], is_bad_, cuts)
+    two = rates_rule([first, second], is_bad_, calibrate_rule([first, second], is_bad_))
+    assert three["false_flag_good"] <= 0.15 and len(cuts) == 3
+    assert three["recall_bad"] > two["recall_bad"]
+    # NaN never flags: at thresholds below every finite score, the NaN rows stay unflagged
+    flags = rates_rule([third], np.isnan(third), (-1e9,))
+    assert flags["recall_bad"] == 0.0 and flags["false_flag_good"] == 1.0

@@ -5,14 +5,17 @@ pooled: e.g. the coverage2 and the first-set validation splits), takes the relax
 are bad or landed (:mod:`tdn_calc.evaluation.flagging`), and prints the threshold of the
 chemistry-novelty score alone and, when the reports carry a committee partner's force
 disagreement (``committee_force_max``), the pair of thresholds of the rule "novelty or
-disagreement above its threshold" (:func:`~tdn_calc.evaluation.flagging.calibrate_pair`):
-the highest recall of bad relaxations with at most 15 % of landed ones flagged.
+disagreement above its threshold" (:func:`~tdn_calc.evaluation.flagging.calibrate_rule`):
+the highest recall of bad relaxations with at most 15 % of landed ones flagged; with
+``--curvature`` the adsorbate's softest curvature at the minimum (``adsorbate_curvature``,
+:mod:`tdn_calc.soft_modes`, flagged below its threshold) joins the rule
+(:func:`~tdn_calc.evaluation.flagging.calibrate_rule`, one threshold per score).
 ``--write MODEL`` records them in the manifest (``tools/make_uncertainty_sidecar.py
 --threshold-only``), the partner named by ``--committee``.
 
     python tools/calibrate_flags.py benchmarks/results/adsorption_quality_X-val.json \\
         benchmarks/results/adsorption_quality_X-oldval.json --committee tdn-catalysis-20261206-3 \\
-        --write tdn-catalysis
+        --curvature --write tdn-catalysis
 """
 
 from __future__ import annotations
@@ -38,16 +41,13 @@ def pooled_rows(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def calibrate_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Thresholds and rates on ``rows``: ``novelty`` alone, and ``pair`` (novelty, committee
-    eV/Å) when every row has ``committee_force_max``."""
-    from tdn_calc.evaluation.flagging import (
-        auroc,
-        calibrate,
-        calibrate_pair,
-        rates,
-        rates_pair,
-    )
+def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
+                   curvature: bool = False) -> dict[str, Any]:
+    """Thresholds and rates on ``rows``: ``novelty`` alone, and ``rule`` for the rule
+    "novelty, or (``committee``) the partner's force disagreement, or (``curvature``) the
+    negated adsorbate curvature above its threshold", with ``thresholds`` named
+    ``novelty`` (score), ``committee`` (eV/Å) and ``curvature`` (eV/Å², flagged *below*)."""
+    from tdn_calc.evaluation.flagging import auroc, calibrate, calibrate_rule, rates, rates_rule
 
     bad = np.array([bool(r["bad"]) for r in rows])
     novelty = np.array([r["uncertainty_max"] for r in rows])
@@ -55,11 +55,23 @@ def calibrate_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n_bad": int(bad.sum()), "n_landed": int((~bad).sum()),
                            "novelty": {"threshold": t, "auroc": auroc(novelty, bad),
                                        **rates(novelty, bad, t)}}
-    if rows and all(r.get("committee_force_max") is not None for r in rows):
-        gap = np.array([r["committee_force_max"] for r in rows])
-        pair = calibrate_pair(novelty, gap, bad)
-        out["pair"] = {"thresholds": list(pair), "auroc_committee": auroc(gap, bad),
-                       **rates_pair(novelty, gap, bad, pair)}
+    names, scores = ["novelty"], [novelty]
+    if committee:
+        names.append("committee")
+        scores.append(np.array([r["committee_force_max"] for r in rows], float))
+    if curvature:
+        names.append("curvature")
+        softness = -np.array([np.nan if r.get("adsorbate_curvature") is None
+                              else r["adsorbate_curvature"] for r in rows])
+        scores.append(softness)
+        finite = np.isfinite(softness)
+        out["curvature_auroc"] = auroc(softness[finite], bad[finite])
+    if len(scores) > 1:
+        cuts = calibrate_rule(scores, bad)
+        thresholds = dict(zip(names, cuts, strict=True))
+        if curvature:
+            thresholds["curvature"] = -thresholds["curvature"]
+        out["rule"] = {"thresholds": thresholds, **rates_rule(scores, bad, cuts)}
     return out
 
 
@@ -67,30 +79,41 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("reports", nargs="+", help="adsorption_quality JSONs of validation systems")
     p.add_argument("--committee", default=None,
-                   help="the partner the reports were run with (recorded with --write)")
+                   help="the partner the reports were run with: its disagreement joins the "
+                   "rule (recorded with --write)")
+    p.add_argument("--curvature", action="store_true",
+                   help="the adsorbate's softest curvature joins the rule (recorded with "
+                   "--write)")
     p.add_argument("--write", default=None, metavar="MODEL",
                    help="record the chosen thresholds in MODEL's manifest entry")
     args = p.parse_args(argv)
-    partners = {(json.loads(Path(r).read_text(encoding="utf-8")).get("committee") or {})
-                .get("model") for r in args.reports}
+    reports = [json.loads(Path(r).read_text(encoding="utf-8")) for r in args.reports]
+    partners = {(r.get("committee") or {}).get("model") for r in reports}
     if args.committee and partners != {args.committee}:
         p.error(f"the reports were run with committee partner(s) {sorted(map(str, partners))}, "
                 f"not {args.committee!r}")
-    result = calibrate_rows(pooled_rows(args.reports))
+    rows = pooled_rows(args.reports)
+    if args.committee and any(r.get("committee_force_max") is None for r in rows):
+        p.error("--committee needs reports with the partner's committee_force_max in every row")
+    if args.curvature and not any(r.get("adsorbate_curvature") is not None for r in rows):
+        p.error("--curvature needs reports with adsorbate_curvature (adsorption_quality.py "
+                "records it)")
+    result = calibrate_rows(rows, bool(args.committee), args.curvature)
     print(json.dumps(result, indent=1))
     if args.write:
         spec = importlib.util.spec_from_file_location(
             "make_uncertainty_sidecar", ROOT / "tools" / "make_uncertainty_sidecar.py")
         tool = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(tool)
-        if args.committee:
-            if "pair" not in result:
-                p.error("--committee needs reports with the partner's committee_force_max")
-            novelty, force = result["pair"]["thresholds"]
-            return tool.set_threshold(args.write, round(novelty, 4), args.committee,
-                                      round(force, 4))
-        # the novelty threshold alone: a partner recorded before would no longer match it
-        return tool.set_threshold(args.write, round(result["novelty"]["threshold"], 4), "none")
+        chosen = result.get("rule", {}).get("thresholds") or {
+            "novelty": result["novelty"]["threshold"]}
+        # a partner or curvature recorded before, not in this rule, is removed: the novelty
+        # threshold was chosen without it
+        return tool.set_threshold(
+            args.write, round(chosen["novelty"], 4), args.committee or "none",
+            None if "committee" not in chosen else round(chosen["committee"], 4),
+            curvature_threshold="none" if "curvature" not in chosen
+            else round(chosen["curvature"], 4))
     return 0
 
 

@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def set_threshold(model: str, threshold: float, committee: str | None = None,
-                  committee_threshold: float | None = None) -> int:
+                  committee_threshold: float | None = None, *,
+                  curvature_threshold: float | str | None = None) -> int:
     """Record ``threshold`` in the manifest's ``uncertainty`` record of ``model`` (whose
-    summary file stays as fitted), and the committee partner ``committee`` with its force
-    threshold (eV/Å) when given (``"none"``: remove the partner)."""
+    summary file stays as fitted), the committee partner ``committee`` with its force
+    threshold (eV/Å) when given (``"none"``: remove the partner), and the adsorbate-curvature
+    threshold (eV/Å², :mod:`tdn_calc.soft_modes`) when given (``"none"``: remove it)."""
     from tdn_calc.registry import add_to_manifest, model_entry
 
     entry = _stored_entry(model_entry(model, MANIFEST)["name"])
@@ -113,6 +115,10 @@ def set_threshold(model: str, threshold: float, committee: str | None = None,
     elif committee is not None:
         partner = model_entry(committee, MANIFEST)["name"]  # its own name, not an alias
         record["committee"] = {"model": partner, "force_threshold": committee_threshold}
+    if curvature_threshold == "none":
+        record.pop("curvature_threshold", None)
+    elif curvature_threshold is not None:
+        record["curvature_threshold"] = float(curvature_threshold)
     add_to_manifest(MANIFEST, entry)
     print(json.dumps(record, indent=1))
     return 0

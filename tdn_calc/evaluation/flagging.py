@@ -10,6 +10,8 @@ structures flagged, at most :data:`MAX_FALSE_FLAG` of good ones.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -58,37 +60,47 @@ def _cuts(scores: np.ndarray) -> np.ndarray:
     return np.r_[s[0] - 1e-9, (s[:-1] + s[1:]) / 2, s[-1] + 1e-9]
 
 
-def calibrate_pair(first: np.ndarray, second: np.ndarray, bad: np.ndarray,
-                   max_false_flag: float = MAX_FALSE_FLAG) -> tuple[float, float]:
-    """Two thresholds for the rule "flagged when ``first`` or ``second`` is above its
-    threshold" (e.g. the chemistry-novelty score and the committee force disagreement,
-    ``[n]`` each): the pair with the highest recall of ``bad`` structures among those that
-    flag at most ``max_false_flag`` of the good ones; of equal recalls, the fewest good ones
-    flagged, then the highest thresholds."""
-    first, second = np.asarray(first, float), np.asarray(second, float)
+def calibrate_rule(scores: Sequence[np.ndarray], bad: np.ndarray,
+                   max_false_flag: float = MAX_FALSE_FLAG) -> tuple[float, ...]:
+    """One threshold per score for the rule "flagged when any score is above its threshold"
+    (e.g. the chemistry-novelty score, the committee force disagreement and the negated
+    adsorbate curvature, ``[n]`` each; NaN never flags): the thresholds with the highest
+    recall of ``bad`` structures among those that flag at most ``max_false_flag`` of the
+    good ones; of equal recalls, the fewest good ones flagged, then the highest thresholds
+    (the first score's first). Exhaustive over the cuts of every score (:func:`_cuts`)."""
+    scores = [np.asarray(x, float) for x in scores]
     bad = np.asarray(bad, bool)
-    c1, c2 = _cuts(first), _cuts(second)
-    above2 = second[None, :] > c2[:, None]  # [n_cuts2, n]
-    ff = np.zeros((len(c1), len(c2)))
-    recall = np.zeros((len(c1), len(c2)))
-    for i, cut in enumerate(c1):  # one row of the grid at a time: memory n_cuts2 x n
-        flagged = above2 | (first > cut)[None, :]
-        if (~bad).any():
-            ff[i] = flagged[:, ~bad].mean(-1)
-        if bad.any():
-            recall[i] = flagged[:, bad].mean(-1)
-    key = np.where(ff <= max_false_flag + 1e-12, recall, -1.0)
-    best = np.flatnonzero(np.isclose(key, key.max()))
-    i, j = np.unravel_index(best, key.shape)
-    k = np.lexsort((-c2[j], -c1[i], ff[i, j]))[0]  # fewest false flags, then highest cuts
-    return float(c1[i[k]]), float(c2[j[k]])
+    cuts = [_cuts(x[np.isfinite(x)]) if np.isfinite(x).any() else np.array([np.inf])
+            for x in scores]
+    with np.errstate(invalid="ignore"):
+        above_last = scores[-1][None, :] > cuts[-1][:, None]  # [n_cuts_last, n]
+        above = [x[None, :] > c[:, None] for x, c in zip(scores[:-1], cuts[:-1], strict=True)]
+    best_key, best = None, None
+    for combo in itertools.product(*(range(len(c)) for c in cuts[:-1])):
+        flagged = above_last.copy()
+        for d, i in enumerate(combo):  # one line of the grid at a time: memory n_cuts x n
+            flagged |= above[d][i][None, :]
+        ff = flagged[:, ~bad].mean(-1) if (~bad).any() else np.zeros(len(flagged))
+        recall = flagged[:, bad].mean(-1) if bad.any() else np.zeros(len(flagged))
+        ok = np.flatnonzero(ff <= max_false_flag + 1e-12)
+        if not len(ok):
+            continue
+        j = ok[np.lexsort((cuts[-1][ok], -ff[ok], recall[ok]))[-1]]
+        key = (recall[j], -ff[j], *(cuts[d][i] for d, i in enumerate(combo)), cuts[-1][j])
+        if best_key is None or key > best_key:
+            best_key = key
+            best = tuple(float(c) for c in key[2:])
+    if best is None:  # nothing flags few enough: flag nothing
+        return tuple(float(c[-1]) for c in cuts)
+    return best
 
 
-def rates_pair(first: np.ndarray, second: np.ndarray, bad: np.ndarray,
-               thresholds: tuple[float, float]) -> dict[str, Any]:
-    """:func:`rates` of the rule "``first`` or ``second`` above its threshold"."""
-    flagged = (np.asarray(first, float) > thresholds[0]) | (
-        np.asarray(second, float) > thresholds[1])
+def rates_rule(scores: Sequence[np.ndarray], bad: np.ndarray,
+               thresholds: Sequence[float]) -> dict[str, Any]:
+    """:func:`rates` of the rule "any score above its threshold" (NaN never flags)."""
+    with np.errstate(invalid="ignore"):
+        flagged = np.logical_or.reduce([np.asarray(x, float) > t
+                                        for x, t in zip(scores, thresholds, strict=True)])
     return rates(flagged.astype(float), bad, 0.5)
 
 

@@ -22,6 +22,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from ..errors import InputError
+from ..soft_modes import force_constants
 from .state import fixed_mask
 
 #: ASE BFGS's own diagonal guess, eV/Å²
@@ -50,21 +51,8 @@ def student_hessian(atoms: Atoms, calculator: Calculator, delta: float = DELTA,
     hessian = np.eye(3 * len(atoms)) * DIAGONAL_GUESS
     if not len(free):
         return hessian
-    work = atoms.copy()
-    work.set_constraint()
-    work.calc = calculator
-    start = work.positions.copy()
+    block = force_constants(atoms, calculator, free, delta)
     coords = (3 * free[:, None] + np.arange(3)).ravel()
-    columns = np.empty((len(coords), len(coords)))
-    for k, c in enumerate(coords):
-        forces = []
-        for sign in (1.0, -1.0):
-            moved = start.copy()
-            moved[c // 3, c % 3] += sign * delta
-            work.positions = moved
-            forces.append(work.get_forces().ravel()[coords])
-        columns[:, k] = -(forces[0] - forces[1]) / (2 * delta)
-    block = (columns + columns.T) / 2
     values, vectors = np.linalg.eigh(block)
     hessian[np.ix_(coords, coords)] = (vectors * np.maximum(values, min_curvature)) @ vectors.T
     return hessian

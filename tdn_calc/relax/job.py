@@ -15,10 +15,13 @@ from typing import Any
 import torch
 from ase import Atoms
 
+from ..calculator import calculator_on_model_device
 from ..committee import ARRAY_KEY as COMMITTEE_ARRAY
 from ..committee import INFO_KEY as COMMITTEE_INFO
 from ..committee import annotate_committee, partner_for_loaded_model
 from ..errors import InputError
+from ..soft_modes import ARRAY_KEY as CURVATURE_KEY
+from ..soft_modes import annotate_curvature, threshold_for_loaded_model
 from ..structure_io import StructureRecord
 from ..uncertainty import for_loaded_model, uncertain_atoms
 from .inputs import (
@@ -57,8 +60,10 @@ EXIT_OK, EXIT_NOT_CONVERGED, EXIT_INTERRUPTED = 0, 3, 130
 EXIT_NOT_VERIFIED = EXIT_NOT_CONVERGED
 #: ``info`` and ``arrays`` keys of the student's extrapolation scores at its minimum, kept on
 #: the output frame when a teacher finishes the structure.
-_SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain", COMMITTEE_INFO)
-_SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close", "uncertainty", COMMITTEE_ARRAY)
+_SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain", COMMITTEE_INFO,
+               CURVATURE_KEY)
+_SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close", "uncertainty", COMMITTEE_ARRAY,
+                 CURVATURE_KEY)
 #: Finished structures are written at least this often during a run, s.
 SAVE_EVERY_S = 300.0
 
@@ -92,6 +97,7 @@ def run(
     dist = from_card(getattr(model, "card", None))
     novelty = for_loaded_model(model)  # resolved (and its sidecar checked) before relaxing
     partner_for_loaded_model(model)  # so is the committee partner (loaded once, cached)
+    threshold_for_loaded_model(model)  # and the soft-mode threshold (a bad entry fails now)
     if dist is not None or novelty is not None or teachers is not None:
         report = on_done
         student: list[Any] = []  # the student's calculator for a finish, built once
@@ -138,8 +144,11 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]`` against the
     training-set summary ``dist`` (when not ``None``), ``arrays["uncertainty"]`` (chemistry
     novelty, when the registered model has a summary), ``arrays["committee_force"]`` (the
-    force disagreement of the card's committee partner, :mod:`tdn_calc.committee`), and in
-    ``info`` ``extrapolation_max``, ``committee_force_max``, ``extrapolating_atoms`` (atoms to
+    force disagreement of the card's committee partner, :mod:`tdn_calc.committee`),
+    ``arrays["adsorbate_curvature"]`` (the adsorbate's softest mode, eV/Å², when the card has
+    a curvature threshold, :mod:`tdn_calc.soft_modes`), and in ``info``
+    ``extrapolation_max``, ``committee_force_max``, ``adsorbate_curvature``,
+    ``extrapolating_atoms`` (atoms to
     distrust, :func:`~tdn_calc.uncertainty.uncertain_atoms`) and ``uncertain`` (any such
     atom)."""
     from ..extrapolation import score_atoms
@@ -161,7 +170,10 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     partner = partner_for_loaded_model(model)
     if partner is not None:
         committee_threshold = annotate_committee(frame, _model_forces(frame, model), partner)
-    flags = uncertain_atoms(frame.arrays, threshold, committee_threshold)
+    curvature_threshold = annotate_curvature(
+        frame, calculator_on_model_device(model, extrapolation=False, uncertainty=False),
+        threshold_for_loaded_model(model))
+    flags = uncertain_atoms(frame.arrays, threshold, committee_threshold, curvature_threshold)
     if flags is not None:
         frame.info["extrapolating_atoms"] = int(flags.sum())
         frame.info["uncertain"] = bool(flags.any())
@@ -176,15 +188,6 @@ def _model_forces(frame: Atoms, model: torch.nn.Module) -> Any:
     probe = frame.copy()
     probe.calc = calculator_on_model_device(model, extrapolation=False, uncertainty=False)
     return probe.get_forces(apply_constraint=False)
-
-
-def calculator_on_model_device(model: torch.nn.Module, **kwargs: Any) -> Any:
-    """A :class:`~tdn_calc.TDNCalculator` of ``model`` on the device the model already
-    sits on (the calculator's ``"auto"`` would move the shared model in place, e.g. to the
-    GPU under a job that asked for the CPU); ``kwargs`` go to the calculator."""
-    from ..calculator import TDNCalculator
-
-    return TDNCalculator(model, device=next(model.parameters()).device, **kwargs)
 
 
 def _with_teachers(outcome: Outcome, settings: RelaxSettings, teachers: TeacherStage,

@@ -62,6 +62,7 @@ class Outcome:
             "extrapolation_max": _float(info.get("extrapolation_max")),
             "extrapolating_atoms": _int(info.get("extrapolating_atoms")),
             "committee_force_max": _float(info.get("committee_force_max")),
+            "adsorbate_curvature": _float(info.get("adsorbate_curvature")),
             "uncertain": _bool(info.get("uncertain")),
             "engine": info.get("engine", "student"),
             "student_steps": int(info.get("student_steps", info.get("n_steps", -1))),

@@ -340,22 +340,30 @@ def polish_relaxation(
 def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
     """Whether ``calculator`` (a TDN calculator with extrapolation scores) flags any atom of
     ``atoms`` (``results["uncertain"]``), or, at this minimum, its model card's committee
-    partner disagrees on a force by more than its threshold (:mod:`tdn_calc.committee`);
-    ``None`` when it computes no scores. Reuses the calculator's results when it last saw
-    ``atoms``."""
+    partner disagrees on a force by more than its threshold (:mod:`tdn_calc.committee`) or
+    the adsorbate's softest mode is softer than the card's curvature threshold
+    (:mod:`tdn_calc.soft_modes`); ``None`` when it computes no scores. Reuses the
+    calculator's results when it last saw ``atoms``."""
+    from ..calculator import calculator_on_model_device
     from ..committee import add_committee_scores, partner_for_loaded_model
+    from ..soft_modes import add_curvature_scores, threshold_for_loaded_model
     from ..uncertainty import uncertain_atoms
 
     probe = atoms.copy()
     probe.calc = calculator
     probe.get_potential_energy()
     scores = dict(getattr(calculator, "results", {}))
-    committee_threshold = None
+    committee_threshold = curvature_threshold = None
+    model = getattr(calculator, "model", None)
     if "forces" in scores:
-        partner = partner_for_loaded_model(getattr(calculator, "model", None))
+        partner = partner_for_loaded_model(model)
         committee_threshold = add_committee_scores(scores, atoms, scores["forces"], partner)
+    if model is not None:
+        plain = calculator_on_model_device(model, extrapolation=False, uncertainty=False)
+        curvature_threshold = add_curvature_scores(scores, atoms, plain,
+                                                   threshold_for_loaded_model(model))
     flags = uncertain_atoms(scores, getattr(calculator, "uncertainty_threshold", None),
-                            committee_threshold)
+                            committee_threshold, curvature_threshold)
     return None if flags is None else bool(np.any(flags))
 
 
