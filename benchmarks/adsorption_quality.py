@@ -915,7 +915,24 @@ def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
         "missed_bad": [r["label"] for r in rows if r["bad"] and not r["uncertain"]],
         "flagged_landed": [r["label"] for r in rows if not r["bad"] and r["uncertain"]],
         **committee_summary(rows, bad),
+        **curvature_summary(rows, bad),
     }
+
+
+def curvature_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, Any]:
+    """For the adsorbate's softest curvature at the minimum (:mod:`tdn_calc.soft_modes`,
+    flagged *below* its threshold): its AUROC (softer = more suspect) and the threshold this
+    set would calibrate alone (eV/Å²); empty when no row records it."""
+    has = np.array([r.get("adsorbate_curvature") is not None for r in rows], dtype=bool)
+    if not has.any():
+        return {}
+    softness = -np.array([r["adsorbate_curvature"] for r in rows if
+                          r.get("adsorbate_curvature") is not None])
+    bad = np.asarray(bad)[has]
+    t = calibrate(softness, bad)
+    return {"curvature": {"n_without": int((~has).sum()), "auroc": auroc(softness, bad),
+                          "threshold_this_set": -t,
+                          "at_threshold_this_set": rates(softness, bad, t)}}
 
 
 def committee_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, Any]:

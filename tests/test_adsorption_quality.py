@@ -8,6 +8,7 @@ schemes themselves are tested in tests/test_evaluation.py."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -382,6 +383,21 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
     assert sorted(r["family"] for r in report["rows"]) == ["CO", "O"]
     assert all("error" not in r and r["tdn_n_steps"] <= 2 for r in report["rows"])
     assert report["summary"]["n_evaluated"] == 2 and report["summary"]["d_teacher"]["n"] == 2
+    # the adsorbate's softest mode at the minimum is recorded, also without a threshold
+    assert report["curvature_threshold"] is None
+    assert all(math.isfinite(r["adsorbate_curvature"]) for r in report["rows"])
+
+
+def test_curvature_summary_ranks_softer_minima_as_more_suspect():
+    from adsorption_quality import curvature_summary
+
+    rows = [{"adsorbate_curvature": c} for c in (-0.3, -0.1, 0.5, 0.8, 1.2)] + [{}]
+    bad = np.array([True, True, False, False, False, True])
+    out = curvature_summary(rows, bad)["curvature"]
+    assert out["auroc"] == 1.0 and out["n_without"] == 1
+    assert -0.1 < out["threshold_this_set"] < 0.5  # flags the two saddles, not the minima
+    assert out["at_threshold_this_set"]["recall_bad"] == 1.0
+    assert curvature_summary([{}], np.array([True])) == {}
 
 
 @pytest.fixture(scope="module")
