@@ -618,6 +618,8 @@ class Evaluator:
             -math.inf if self.curvature_threshold is None else self.curvature_threshold)
         if curvature_threshold is not None:
             out["adsorbate_curvature"] = float(np.nanmin(scores[CURVATURE_ARRAY]))
+            # its cost: 6 model calls per adsorbate atom
+            out["curvature_calls"] = 6 * int(np.isfinite(scores[CURVATURE_ARRAY]).sum())
         if getattr(self.calc, "novelty", None) is None:
             return out
         flagged = uncertain_atoms(scores, self.calc.uncertainty_threshold, committee_threshold,
@@ -930,7 +932,13 @@ def curvature_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, 
                           r.get("adsorbate_curvature") is not None])
     bad = np.asarray(bad)[has]
     t = calibrate(softness, bad)
-    return {"curvature": {"n_without": int((~has).sum()), "auroc": auroc(softness, bad),
+    calls = [(r["curvature_calls"], r["tdn_n_steps"] + 1) for r in rows
+             if "curvature_calls" in r and "tdn_n_steps" in r]
+    cost = {} if not calls else {  # extra model calls against the relaxation's own
+        "calls_mean": float(np.mean([c for c, _ in calls])),
+        "relaxation_calls_mean": float(np.mean([n for _, n in calls])),
+        "extra_fraction": float(sum(c for c, _ in calls) / sum(n for _, n in calls))}
+    return {"curvature": {"n_without": int((~has).sum()), **cost, "auroc": auroc(softness, bad),
                           "threshold_this_set": -t,
                           "at_threshold_this_set": rates(softness, bad, t)}}
 

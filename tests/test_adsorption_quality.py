@@ -391,10 +391,12 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
 def test_curvature_summary_ranks_softer_minima_as_more_suspect():
     from adsorption_quality import curvature_summary
 
-    rows = [{"adsorbate_curvature": c} for c in (-0.3, -0.1, 0.5, 0.8, 1.2)] + [{}]
+    rows = [{"adsorbate_curvature": c, "curvature_calls": 6, "tdn_n_steps": 29}
+            for c in (-0.3, -0.1, 0.5, 0.8, 1.2)] + [{}]
     bad = np.array([True, True, False, False, False, True])
     out = curvature_summary(rows, bad)["curvature"]
     assert out["auroc"] == 1.0 and out["n_without"] == 1
+    assert out["extra_fraction"] == pytest.approx(0.2)  # 6 calls on top of 30
     assert -0.1 < out["threshold_this_set"] < 0.5  # flags the two saddles, not the minima
     assert out["at_threshold_this_set"]["recall_bad"] == 1.0
     assert curvature_summary([{}], np.array([True])) == {}
