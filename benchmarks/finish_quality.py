@@ -147,7 +147,7 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
     ref_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     first = relax(atoms, student, fmax, steps=steps, warn=False)
-    uncertain = student_uncertain(student, first.atoms)
+    uncertain = student_uncertain(student, first.atoms, first.converged)
     student_time = time.perf_counter() - t0
     results = {"teacher": (ref, ref_time)}
     for mode in ("uncertain", "always"):

@@ -924,22 +924,26 @@ def render_flagging() -> tuple[list[str], list[Path]]:
         com = f.get("committee") or {}
         partner = report.get("committee") or {}
         limit = partner.get("force_threshold")
+        curvature = report.get("curvature_threshold")
         rows.append([what, _n(report.get("uncertainty_threshold"), 4),
                      f"{partner['model']}, {limit:g} eV/Å" if limit is not None
                      and math.isfinite(limit) else "none",
+                     "none" if curvature is None else f"{curvature:g} eV/Å²",
                      str(f["n_bad"]), str(f["n_landed"]), _pct(at["recall_bad"]),
-                     _pct(at["false_flag_good"]), _n(f["auroc"], 2), _n(com.get("auroc"), 2)])
+                     _pct(at["false_flag_good"]), _n(f["auroc"], 2), _n(com.get("auroc"), 2),
+                     _n((f.get("curvature") or {}).get("auroc"), 2)])
         counts = pooled.setdefault(what.split()[-1], [0, 0, 0, 0])
         for k, (n, rate) in enumerate(((f["n_bad"], at["recall_bad"]),
                                        (f["n_landed"], at["false_flag_good"]))):
             counts[2 * k] += n
             counts[2 * k + 1] += round(n * (rate or 0.0))
     for part, (bad, bad_flagged, landed, landed_flagged) in pooled.items():
-        rows.append([f"**both {part} sets**", "", "", str(bad), str(landed),
+        rows.append([f"**both {part} sets**", "", "", "", str(bad), str(landed),
                      _pct(bad_flagged / bad if bad else None),
-                     _pct(landed_flagged / landed if landed else None), "", ""])
-    head = ["systems", "novelty threshold", "committee partner, threshold", "bad", "landed",
-            "bad flagged", "landed flagged", "AUROC novelty", "AUROC committee"]
+                     _pct(landed_flagged / landed if landed else None), "", "", ""])
+    head = ["systems", "novelty threshold", "committee partner, threshold",
+            "curvature threshold", "bad", "landed", "bad flagged", "landed flagged",
+            "AUROC novelty", "AUROC committee", "AUROC curvature"]
     return _table(head, rows), sources
 
 

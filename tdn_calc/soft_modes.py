@@ -15,8 +15,9 @@ atoms uncertain, like a novelty score above its threshold
 relaxations together with the other two (:func:`tdn_calc.evaluation.flagging.calibrate_rule`).
 
 The adsorbate: the free atoms of non-metal elements of a structure that also has metal atoms
-(a slab or a bulk with adsorbates); none (no check) in a metal-free structure (a molecule) or
-with more than :data:`MAX_ADSORBATE_ATOMS` of them.
+(a slab or a bulk with adsorbates); no check in a metal-free structure (a molecule) or with
+more than :data:`MAX_ADSORBATE_ATOMS` of them. Meant for metal surfaces (the coverage of the
+catalysis models): on an oxide or carbide the lattice's own anions would count as adsorbate.
 
 Per structure the relaxed frame gets ``arrays["adsorbate_curvature"]`` (``[n_atoms]``, eV/Å²:
 the softest curvature on the adsorbate's atoms, NaN on the others) and
@@ -92,7 +93,10 @@ def softest_curvature(atoms: Atoms, calculator: Calculator,
     indices = adsorbate_indices(atoms) if indices is None else indices
     if indices is None:
         return None
-    return float(np.linalg.eigvalsh(force_constants(atoms, calculator, indices))[0])
+    block = force_constants(atoms, calculator, indices)
+    if not np.isfinite(block).all():  # non-finite forces: no minimum to trust
+        return -np.inf
+    return float(np.linalg.eigvalsh(block)[0])
 
 
 def add_curvature_scores(scores: dict[str, Any], atoms: Atoms, calculator: Calculator,

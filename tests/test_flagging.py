@@ -103,3 +103,21 @@ def test_calibrate_rule_three_scores_finds_a_class_only_the_third_separates():
     # NaN never flags: at thresholds below every finite score, the NaN rows stay unflagged
     flags = rates_rule([third], np.isnan(third), (-1e9,))
     assert flags["recall_bad"] == 0.0 and flags["false_flag_good"] == 1.0
+
+
+def test_calibrate_rule_is_the_exhaustive_optimum_over_every_cut():
+    """The pruned search finds the best feasible recall of the brute-force search over all
+    cut combinations (three scores, few rows)."""
+    import itertools
+
+    rng = np.random.default_rng(5)
+    n_good, n_bad = 14, 10
+    is_bad_ = np.r_[np.zeros(n_good, bool), np.ones(n_bad, bool)]
+    scores = [np.r_[rng.normal(0, 1, n_good), rng.normal(m, 1, n_bad)] for m in (1, 0.5, 0)]
+    best = max(
+        (r["recall_bad"], -r["false_flag_good"])
+        for cuts in itertools.product(*(np.unique(np.r_[x, x.max() + 1]) - 1e-9 for x in scores))
+        if (r := rates_rule(scores, is_bad_, cuts))["false_flag_good"] <= 0.15
+    )
+    got = rates_rule(scores, is_bad_, calibrate_rule(scores, is_bad_))
+    assert (got["recall_bad"], -got["false_flag_good"]) == best

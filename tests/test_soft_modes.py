@@ -132,3 +132,21 @@ def test_tdn_relax_records_the_curvature_and_flags_by_the_cards_threshold(
     per_atom = frame.arrays["adsorbate_curvature"]
     assert np.isnan(per_atom[:-1]).all() and per_atom[-1] == pytest.approx(expected, abs=1e-3)
     assert row["uncertain"] is flagged and bool(frame.info["uncertain"]) is flagged
+
+
+@pytest.mark.parametrize("converged, curvature, flagged", [
+    (True, 1e6, True), (True, -1e6, False), (False, 1e6, False)])
+def test_python_api_finish_decides_by_the_curvature_at_a_minimum(tmp_path, monkeypatch,
+                                                                 converged, curvature, flagged):
+    """``relax(..., finish=...)`` asks the same soft-mode check as tdn-relax, and only at a
+    minimum the student reached (an unconverged student is finished anyway)."""
+    from tdn_calc.calculator import TDNCalculator
+    from tdn_calc.relax.single import student_uncertain
+
+    monkeypatch.setenv("TDN_MANIFEST", catalysis_manifest(tmp_path, 1e6, curvature=curvature))
+    atoms = fcc111("Cu", size=(3, 3, 4), vacuum=8.0)
+    add_adsorbate(atoms, "H", 1.0, "fcc")
+    atoms.set_constraint(FixAtoms(indices=[a.index for a in atoms if a.tag >= 3]))
+    calc = TDNCalculator("tdn-catalysis", device="cpu")
+    assert student_uncertain(calc, atoms, converged) is flagged
+

@@ -3,8 +3,8 @@
 Reads ``benchmarks/adsorption_quality.py`` reports of **validation** systems (several are
 pooled: e.g. the coverage2 and the first-set validation splits), takes the relaxations that
 are bad or landed (:mod:`tdn_calc.evaluation.flagging`), and prints the threshold of the
-chemistry-novelty score alone and, when the reports carry a committee partner's force
-disagreement (``committee_force_max``), the pair of thresholds of the rule "novelty or
+chemistry-novelty score alone and, with ``--committee`` (reports that carry the partner's
+force disagreement, ``committee_force_max``), the pair of thresholds of the rule "novelty or
 disagreement above its threshold" (:func:`~tdn_calc.evaluation.flagging.calibrate_rule`):
 the highest recall of bad relaxations with at most 15 % of landed ones flagged; with
 ``--curvature`` the adsorbate's softest curvature at the minimum (``adsorbate_curvature``,
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         spec.loader.exec_module(tool)
         chosen = result.get("rule", {}).get("thresholds") or {
             "novelty": result["novelty"]["threshold"]}
-        # a partner or curvature recorded before, not in this rule, is removed: the novelty
-        # threshold was chosen without it
+        curvatures = [r["adsorbate_curvature"] for r in rows
+                      if r.get("adsorbate_curvature") is not None]
+        if "curvature" in chosen and not any(c < chosen["curvature"] for c in curvatures):
+            del chosen["curvature"]  # its cut flags nothing here: no threshold to record
+        # rounded to 4 decimals towards flagging less; a partner or curvature recorded
+        # before, not in this rule, is removed: the novelty threshold was chosen without it
+        up, down = (lambda x: math.ceil(x * 1e4) / 1e4), (lambda x: math.floor(x * 1e4) / 1e4)
         return tool.set_threshold(
-            args.write, round(chosen["novelty"], 4), args.committee or "none",
-            None if "committee" not in chosen else round(chosen["committee"], 4),
+            args.write, up(chosen["novelty"]), args.committee or "none",
+            None if "committee" not in chosen else up(chosen["committee"]),
             curvature_threshold="none" if "curvature" not in chosen
-            else round(chosen["curvature"], 4))
+            else down(chosen["curvature"]))
     return 0
 
 

@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.committee not in (None, "none"):
         record["committee"] = {"model": model_entry(args.committee, MANIFEST)["name"],
                                "force_threshold": args.committee_threshold}
-    add_to_manifest(MANIFEST, {**_stored_entry(entry["name"]), "uncertainty": record})
+    old = _stored_entry(entry["name"])
+    if "curvature_threshold" in (old.get("uncertainty") or {}):
+        print("the curvature threshold was chosen with the old summary and is removed: "
+              "calibrate again (tools/calibrate_flags.py --curvature --write)", file=sys.stderr)
+    add_to_manifest(MANIFEST, {**old, "uncertainty": record})
     print(json.dumps(record, indent=1))
     return 0
 

@@ -206,17 +206,21 @@ def _tdn_student(engine: Engine, structures: Sequence[Atoms]) -> _StudentRun:
     from ..committee import partner_for_loaded_model
     from ..relax.job import annotate_extrapolation
     from ..relax.queue import batch_relax
+    from ..soft_modes import threshold_for_loaded_model
     from ..uncertainty import for_loaded_model
 
     model, dist = _tdn_model(engine, structures)
-    partner_for_loaded_model(model)  # a bad committee partner fails before relaxing
+    signals = (dist, for_loaded_model(model),
+               partner_for_loaded_model(model),  # a bad committee partner fails before relaxing
+               threshold_for_loaded_model(model))  # so does a bad curvature threshold
     results = batch_relax(structures, model, fmax=engine.fmax, steps=engine.steps,
                           batch_size=engine.batch_size, optimizer=engine.optimizer,
                           warn=False)  # fmt: skip
     scores: list[float | None] = [None] * len(structures)
     flags: list[bool | None] = [None] * len(structures)
-    if dist is not None or for_loaded_model(model) is not None:
+    if any(x is not None for x in signals):
         for k, r in enumerate(results):
+            r.atoms.info["converged"] = r.converged  # the soft-mode check: minima only
             annotate_extrapolation(r.atoms, model, dist)
             x, u = r.atoms.info.get("extrapolation_max"), r.atoms.info.get("uncertain")
             scores[k] = None if x is None else float(x)

@@ -67,11 +67,17 @@ def calibrate_rule(scores: Sequence[np.ndarray], bad: np.ndarray,
     adsorbate curvature, ``[n]`` each; NaN never flags): the thresholds with the highest
     recall of ``bad`` structures among those that flag at most ``max_false_flag`` of the
     good ones; of equal recalls, the fewest good ones flagged, then the highest thresholds
-    (the first score's first). Exhaustive over the cuts of every score (:func:`_cuts`)."""
+    (the first score's first). Exhaustive over the cuts of every score (:func:`_cuts`) that
+    alone flag few enough good ones (the others can never be part of a feasible rule); the
+    top cut of a score (above all its values) means it flags nothing."""
     scores = [np.asarray(x, float) for x in scores]
     bad = np.asarray(bad, bool)
     cuts = [_cuts(x[np.isfinite(x)]) if np.isfinite(x).any() else np.array([np.inf])
             for x in scores]
+    if (~bad).any():  # a cut that alone flags too many good ones is never feasible: pruned
+        with np.errstate(invalid="ignore"):
+            cuts = [c[(x[~bad][None, :] > c[:, None]).mean(-1) <= max_false_flag + 1e-12]
+                    for x, c in zip(scores, cuts, strict=True)]
     with np.errstate(invalid="ignore"):
         above_last = scores[-1][None, :] > cuts[-1][:, None]  # [n_cuts_last, n]
         above = [x[None, :] > c[:, None] for x, c in zip(scores[:-1], cuts[:-1], strict=True)]

@@ -96,14 +96,15 @@ def run(
         return
     dist = from_card(getattr(model, "card", None))
     novelty = for_loaded_model(model)  # resolved (and its sidecar checked) before relaxing
-    partner_for_loaded_model(model)  # so is the committee partner (loaded once, cached)
-    threshold_for_loaded_model(model)  # and the soft-mode threshold (a bad entry fails now)
-    if dist is not None or novelty is not None or teachers is not None:
+    partner = partner_for_loaded_model(model)  # so is the committee partner (loaded once)
+    curvature = threshold_for_loaded_model(model)  # and the soft-mode threshold (checked now)
+    scored = any(x is not None for x in (dist, novelty, partner, curvature))
+    if scored or teachers is not None:
         report = on_done
         student: list[Any] = []  # the student's calculator for a finish, built once
 
         def on_done(outcome: Outcome) -> None:
-            if dist is not None or novelty is not None:
+            if scored:
                 annotate_extrapolation(outcome.frame, model, dist)
             if teachers is not None:
                 if teachers.finish and not student:  # plain forces for the Hessian seed
@@ -170,9 +171,11 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     partner = partner_for_loaded_model(model)
     if partner is not None:
         committee_threshold = annotate_committee(frame, _model_forces(frame, model), partner)
-    curvature_threshold = annotate_curvature(
-        frame, calculator_on_model_device(model, extrapolation=False, uncertainty=False),
-        threshold_for_loaded_model(model))
+    curvature_threshold = threshold_for_loaded_model(model)
+    if curvature_threshold is not None and frame.info.get("converged", True):  # minima only
+        curvature_threshold = annotate_curvature(
+            frame, calculator_on_model_device(model, extrapolation=False, uncertainty=False),
+            curvature_threshold)
     flags = uncertain_atoms(frame.arrays, threshold, committee_threshold, curvature_threshold)
     if flags is not None:
         frame.info["extrapolating_atoms"] = int(flags.sum())

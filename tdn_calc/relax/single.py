@@ -183,8 +183,9 @@ def relax(
                 raise
             result = teacher_relax(atoms, stage, fmax, fix_symmetry=fix_symmetry, **kwargs)
         else:
-            result = finish_with_teacher(first, stage, student_uncertain(calculator, first.atoms),
-                                         fmax, student=calculator, **kwargs)  # fmt: skip
+            uncertain = student_uncertain(calculator, first.atoms, first.converged)
+            result = finish_with_teacher(first, stage, uncertain, fmax, student=calculator,
+                                         **kwargs)
         if warn and not result.converged:
             warnings.warn(not_converged_message(result, fmax), ConvergenceWarning, stacklevel=2)
         return result
@@ -337,13 +338,14 @@ def polish_relaxation(
     return merge_results(first, second)
 
 
-def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
+def student_uncertain(calculator: Calculator, atoms: Atoms, converged: bool = True
+                      ) -> bool | None:
     """Whether ``calculator`` (a TDN calculator with extrapolation scores) flags any atom of
     ``atoms`` (``results["uncertain"]``), or, at this minimum, its model card's committee
     partner disagrees on a force by more than its threshold (:mod:`tdn_calc.committee`) or
     the adsorbate's softest mode is softer than the card's curvature threshold
-    (:mod:`tdn_calc.soft_modes`); ``None`` when it computes no scores. Reuses the
-    calculator's results when it last saw ``atoms``."""
+    (:mod:`tdn_calc.soft_modes`; only where the student ``converged``); ``None`` when no
+    signal applies. Reuses the calculator's results when it last saw ``atoms``."""
     from ..calculator import calculator_on_model_device
     from ..committee import add_committee_scores, partner_for_loaded_model
     from ..soft_modes import add_curvature_scores, threshold_for_loaded_model
@@ -358,10 +360,10 @@ def student_uncertain(calculator: Calculator, atoms: Atoms) -> bool | None:
     if "forces" in scores:
         partner = partner_for_loaded_model(model)
         committee_threshold = add_committee_scores(scores, atoms, scores["forces"], partner)
-    if model is not None:
+    threshold = None if model is None else threshold_for_loaded_model(model)
+    if threshold is not None and converged:  # a minimum's check; not one: finished anyway
         plain = calculator_on_model_device(model, extrapolation=False, uncertainty=False)
-        curvature_threshold = add_curvature_scores(scores, atoms, plain,
-                                                   threshold_for_loaded_model(model))
+        curvature_threshold = add_curvature_scores(scores, atoms, plain, threshold)
     flags = uncertain_atoms(scores, getattr(calculator, "uncertainty_threshold", None),
                             committee_threshold, curvature_threshold)
     return None if flags is None else bool(np.any(flags))
