@@ -902,49 +902,61 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 
 
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
-FLAGGING_FILES = (("adsorption_quality_c2_v3-val.json", "coverage2 validation"),
-                  ("adsorption_quality_c2_v3-oldval.json", "first-set (111) validation"),
-                  ("adsorption_quality_c2_v3-test.json", "coverage2 test"),
-                  ("adsorption_quality_c2_v3-oldtest.json", "first-set (111) test"))
+FLAGGING_FILES = (("adsorption_quality_c2_v3-val992.json", "coverage2 validation"),
+                  ("adsorption_quality_c2_v3-oldval-curv.json", "first-set (111) validation"),
+                  ("adsorption_quality_c2_v3-test992.json", "coverage2 test"),
+                  ("adsorption_quality_c2_v3-oldtest-curv.json", "first-set (111) test"))
 
 
 def render_flagging() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: how tdn-catalysis' uncertainty flag separates bad relaxations from
-    landed ones on its validation and test systems (``summary.flagging`` of each JSON)."""
-    sources, rows = [], []
+    landed ones on its validation and test systems, at the thresholds its card ships
+    (models/manifest.json), recomputed from the scores each JSON recorded per relaxation:
+    flagged when the novelty score or the committee disagreement is above its threshold or
+    the adsorbate curvature below its own."""
+    import numpy as np
+
+    from tdn_calc.evaluation.flagging import auroc, rates_rule
+
+    record = _load(MANIFEST)["models"]["tdn-catalysis"].get("uncertainty") or {}
+    partner = record.get("committee") or {}
+    cuts = (record.get("threshold", math.inf), partner.get("force_threshold", math.inf),
+            -record.get("curvature_threshold", -math.inf))
+    sources, rows = [MANIFEST], []
     pooled: dict[str, list[int]] = {}  # part -> [bad, bad flagged, landed, landed flagged]
     for name, what in FLAGGING_FILES:
         rel = RESULTS / name
         report = _load(rel) if rel.exists() else {}
-        f = report.get("summary", {}).get("flagging")
-        if not f:
+        done = [r for r in report.get("rows", []) if r.get("status") == "evaluated"
+                and "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
+        if not done:
             continue
+        if (report.get("committee") or {}).get("model") != partner.get("model"):
+            raise SystemExit(f"{rel}: recorded with another committee partner than the card's")
         sources.append(rel)
-        at = f["at_model_threshold"]
-        com = f.get("committee") or {}
-        partner = report.get("committee") or {}
-        limit = partner.get("force_threshold")
-        curvature = report.get("curvature_threshold")
-        rows.append([what, _n(report.get("uncertainty_threshold"), 4),
-                     f"{partner['model']}, {limit:g} eV/Å" if limit is not None
-                     and math.isfinite(limit) else "none",
-                     "none" if curvature is None else f"{curvature:g} eV/Å²",
-                     str(f["n_bad"]), str(f["n_landed"]), _pct(at["recall_bad"]),
-                     _pct(at["false_flag_good"]), _n(f["auroc"], 2), _n(com.get("auroc"), 2),
-                     _n((f.get("curvature") or {}).get("auroc"), 2)])
+        bad = np.array([bool(r["bad"]) for r in done])
+        scores = [np.array([r[k] if r.get(k) is not None else np.nan for r in done], float)
+                  for k in ("uncertainty_max", "committee_force_max", "adsorbate_curvature")]
+        scores[2] = -scores[2]  # softer = more suspect
+        at = rates_rule(scores, bad, cuts)
+        rows.append([what, str(at["n_bad"]), str(at["n_good"]), _pct(at["recall_bad"]),
+                     _pct(at["false_flag_good"])]
+                    + [_n(auroc(x[np.isfinite(x)], bad[np.isfinite(x)]), 2) for x in scores])
         counts = pooled.setdefault(what.split()[-1], [0, 0, 0, 0])
-        for k, (n, rate) in enumerate(((f["n_bad"], at["recall_bad"]),
-                                       (f["n_landed"], at["false_flag_good"]))):
+        for k, (n, rate) in enumerate(((at["n_bad"], at["recall_bad"]),
+                                       (at["n_good"], at["false_flag_good"]))):
             counts[2 * k] += n
             counts[2 * k + 1] += round(n * (rate or 0.0))
     for part, (bad, bad_flagged, landed, landed_flagged) in pooled.items():
-        rows.append([f"**both {part} sets**", "", "", "", str(bad), str(landed),
+        rows.append([f"**both {part} sets**", str(bad), str(landed),
                      _pct(bad_flagged / bad if bad else None),
                      _pct(landed_flagged / landed if landed else None), "", "", ""])
-    head = ["systems", "novelty threshold", "committee partner, threshold",
-            "curvature threshold", "bad", "landed", "bad flagged", "landed flagged",
-            "AUROC novelty", "AUROC committee", "AUROC curvature"]
-    return _table(head, rows), sources
+    head = ["systems", "bad", "landed", "bad flagged", "landed flagged", "AUROC novelty",
+            "AUROC committee", "AUROC curvature"]
+    note = (f"Thresholds of the card: novelty {_n(record.get('threshold'), 4)}, committee "
+            f"partner {partner.get('model', 'none')} at {_n(partner.get('force_threshold'), 4)}"
+            f" eV/Å, adsorbate curvature {_n(record.get('curvature_threshold'), 4)} eV/Å².")
+    return [note, "", *_table(head, rows)], sources
 
 
 def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
