@@ -160,6 +160,7 @@ def _silent(message: str) -> None:
 
 def _run(job, quiet: bool) -> int:
     """Run ``job``, print its table, warnings and summary; return the exit status."""
+    from tdn_calc.uncertainty import SIGNAL_WORDS  # torch is loaded by the job by now
     result = job.run()
     if quiet or result.rank != 0:
         return result.exit_code
@@ -178,10 +179,9 @@ def _run(job, quiet: bool) -> int:
             finished = " (finished by the teacher)" if r["engine"] == "student+teacher" else (
                 "" if settings.finish else "; treat its results with caution or verify/finish "
                 "it with a teacher (--verify/--finish)")
+            why = "; ".join(SIGNAL_WORDS.get(s, s) for s in r.get("uncertain_signals") or [])
             say(f"warning: {r['structure']} uncertain: {r['extrapolating_atoms']} atom(s) "
-                "outside the model's training data (extrapolation score above 1, chemistry "
-                "novelty above the model's threshold, closer than any training pair, or a "
-                f"committee partner disagreeing on its force){finished}")
+                f"flagged ({why or 'see the report'}){finished}")
     limit = default_verify_fmax(settings.fmax, settings.verify_fmax)
     for r in rows:
         if r.get("verified") is False:

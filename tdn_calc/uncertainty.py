@@ -314,28 +314,47 @@ def for_loaded_model(model: Any, manifest: str | os.PathLike | None = None
                                 lambda name: for_model(name, manifest))
 
 
+#: what each signal of :func:`signal_flags` means, in words (the warnings of ``tdn-relax``)
+SIGNAL_WORDS = {
+    "novelty": "chemistry novelty above the model's threshold",
+    "extrapolation": "extrapolation score above 1 (unusual geometry for the model)",
+    "too_close": "atoms closer than any training pair",
+    "committee": "its committee partner disagreeing on a force at the minimum",
+    "soft_mode": "the adsorbate resting on a saddle or flat spot of the model's surface",
+}
+
+
+def signal_flags(scores: dict[str, np.ndarray], threshold: float | None,
+                 committee_threshold: float | None = None,
+                 curvature_threshold: float | None = None) -> dict[str, np.ndarray]:
+    """``{signal: [n_atoms] bool}`` for every signal ``scores`` carries (a calculator's
+    ``results`` or a relaxed frame's ``arrays``; keys of :data:`SIGNAL_WORDS`): the
+    chemistry-novelty ``"uncertainty"`` above ``threshold`` (the model's), the Mahalanobis
+    ``"extrapolation"`` above 1 (99.9 % of training atoms below) and a distance violation
+    (``"extrapolation_too_close"``), and at a relaxed minimum the committee partner's force
+    disagreement ``"committee_force"`` (eV/Å, :mod:`tdn_calc.committee`) above
+    ``committee_threshold`` and the adsorbate's softest curvature ``"adsorbate_curvature"``
+    (eV/Å², NaN on other atoms, :mod:`tdn_calc.soft_modes`) below ``curvature_threshold``."""
+    flags: dict[str, np.ndarray] = {}
+    if "uncertainty" in scores and threshold is not None:
+        flags["novelty"] = np.asarray(scores["uncertainty"]) > threshold
+    if "extrapolation" in scores:
+        flags["extrapolation"] = np.asarray(scores["extrapolation"]) > 1.0
+        flags["too_close"] = np.asarray(scores["extrapolation_too_close"], dtype=bool)
+    if "committee_force" in scores and committee_threshold is not None:
+        flags["committee"] = np.asarray(scores["committee_force"]) > committee_threshold
+    if "adsorbate_curvature" in scores and curvature_threshold is not None:
+        with np.errstate(invalid="ignore"):
+            flags["soft_mode"] = (np.asarray(scores["adsorbate_curvature"], float)
+                                  < curvature_threshold)
+    return flags
+
+
 def uncertain_atoms(scores: dict[str, np.ndarray], threshold: float | None,
                     committee_threshold: float | None = None,
                     curvature_threshold: float | None = None) -> np.ndarray | None:
-    """``[n_atoms]`` bool: the atoms to distrust, from the per-atom scores in ``scores`` (a
-    calculator's ``results`` or a relaxed frame's ``arrays``): the chemistry-novelty
-    ``"uncertainty"`` above ``threshold`` (the model's), the Mahalanobis ``"extrapolation"``
-    above 1 (99.9 % of training atoms below) or a distance violation
-    (``"extrapolation_too_close"``), and at a relaxed minimum the committee partner's force
-    disagreement ``"committee_force"`` (eV/Å, :mod:`tdn_calc.committee`) above
-    ``committee_threshold``, and the adsorbate's softest curvature ``"adsorbate_curvature"``
-    (eV/Å², NaN on other atoms, :mod:`tdn_calc.soft_modes`) below ``curvature_threshold``.
-    ``None`` without scores. The one rule behind
-    ``results["uncertain"]`` and the relaxed frames' ``uncertain``."""
-    parts = []
-    if "uncertainty" in scores and threshold is not None:
-        parts.append(np.asarray(scores["uncertainty"]) > threshold)
-    if "extrapolation" in scores:
-        parts += [np.asarray(scores["extrapolation"]) > 1.0,
-                  np.asarray(scores["extrapolation_too_close"], dtype=bool)]  # fmt: skip
-    if "committee_force" in scores and committee_threshold is not None:
-        parts.append(np.asarray(scores["committee_force"]) > committee_threshold)
-    if "adsorbate_curvature" in scores and curvature_threshold is not None:
-        with np.errstate(invalid="ignore"):
-            parts.append(np.asarray(scores["adsorbate_curvature"], float) < curvature_threshold)
-    return np.logical_or.reduce(parts) if parts else None
+    """``[n_atoms]`` bool: the atoms to distrust, any signal of :func:`signal_flags`
+    raised; ``None`` without scores. The one rule behind ``results["uncertain"]`` and the
+    relaxed frames' ``uncertain``."""
+    flags = signal_flags(scores, threshold, committee_threshold, curvature_threshold)
+    return np.logical_or.reduce(list(flags.values())) if flags else None

@@ -132,6 +132,8 @@ def test_tdn_relax_records_the_curvature_and_flags_by_the_cards_threshold(
     per_atom = frame.arrays["adsorbate_curvature"]
     assert np.isnan(per_atom[:-1]).all() and per_atom[-1] == pytest.approx(expected, abs=1e-3)
     assert row["uncertain"] is flagged and bool(frame.info["uncertain"]) is flagged
+    assert ("soft_mode" in row["uncertain_signals"]) is flagged
+    assert ("resting on a saddle or flat spot" in result.output) is flagged  # the warning says why
 
 
 @pytest.mark.parametrize("converged, curvature, flagged", [

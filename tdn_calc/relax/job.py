@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from ase import Atoms
 
@@ -23,7 +24,7 @@ from ..errors import InputError
 from ..soft_modes import ARRAY_KEY as CURVATURE_KEY
 from ..soft_modes import annotate_curvature, threshold_for_loaded_model
 from ..structure_io import StructureRecord
-from ..uncertainty import for_loaded_model, uncertain_atoms
+from ..uncertainty import for_loaded_model, signal_flags
 from .inputs import (
     check_structures,
     limit_messages,
@@ -60,8 +61,8 @@ EXIT_OK, EXIT_NOT_CONVERGED, EXIT_INTERRUPTED = 0, 3, 130
 EXIT_NOT_VERIFIED = EXIT_NOT_CONVERGED
 #: ``info`` and ``arrays`` keys of the student's extrapolation scores at its minimum, kept on
 #: the output frame when a teacher finishes the structure.
-_SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain", COMMITTEE_INFO,
-               CURVATURE_KEY)
+_SCORE_INFO = ("extrapolation_max", "extrapolating_atoms", "uncertain", "uncertain_signals",
+               COMMITTEE_INFO, CURVATURE_KEY)
 _SCORE_ARRAYS = ("extrapolation", "extrapolation_too_close", "uncertainty", COMMITTEE_ARRAY,
                  CURVATURE_KEY)
 #: Finished structures are written at least this often during a run, s.
@@ -149,7 +150,8 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     ``arrays["adsorbate_curvature"]`` (the adsorbate's softest mode, eV/Å², when the card has
     a curvature threshold, :mod:`tdn_calc.soft_modes`), and in ``info``
     ``extrapolation_max``, ``committee_force_max``, ``adsorbate_curvature``,
-    ``extrapolating_atoms`` (atoms to
+    ``uncertain_signals`` (the signals raised, comma-separated keys of
+    :data:`~tdn_calc.uncertainty.SIGNAL_WORDS`), ``extrapolating_atoms`` (atoms to
     distrust, :func:`~tdn_calc.uncertainty.uncertain_atoms`) and ``uncertain`` (any such
     atom)."""
     from ..extrapolation import score_atoms
@@ -176,10 +178,12 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
         curvature_threshold = annotate_curvature(
             frame, calculator_on_model_device(model, extrapolation=False, uncertainty=False),
             curvature_threshold)
-    flags = uncertain_atoms(frame.arrays, threshold, committee_threshold, curvature_threshold)
-    if flags is not None:
+    signals = signal_flags(frame.arrays, threshold, committee_threshold, curvature_threshold)
+    if signals:
+        flags = np.logical_or.reduce(list(signals.values()))
         frame.info["extrapolating_atoms"] = int(flags.sum())
         frame.info["uncertain"] = bool(flags.any())
+        frame.info["uncertain_signals"] = ",".join(k for k, v in signals.items() if v.any())
 
 
 def _model_forces(frame: Atoms, model: torch.nn.Module) -> Any:

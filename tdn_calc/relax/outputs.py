@@ -64,6 +64,8 @@ class Outcome:
             "committee_force_max": _float(info.get("committee_force_max")),
             "adsorbate_curvature": _float(info.get("adsorbate_curvature")),
             "uncertain": _bool(info.get("uncertain")),
+            "uncertain_signals": [s for s in str(info.get("uncertain_signals") or "").split(",")
+                                  if s],
             "engine": info.get("engine", "student"),
             "student_steps": int(info.get("student_steps", info.get("n_steps", -1))),
             "teacher_steps": int(info.get("teacher_steps", 0)),
