@@ -931,7 +931,7 @@ def render_flagging() -> tuple[list[str], list[Path]]:
                 and "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
         if not done:
             continue
-        if (report.get("committee") or {}).get("model") != partner.get("model"):
+        if partner and (report.get("committee") or {}).get("model") != partner.get("model"):
             raise SystemExit(f"{rel}: recorded with another committee partner than the card's")
         sources.append(rel)
         bad = np.array([bool(r["bad"]) for r in done])
@@ -954,8 +954,9 @@ def render_flagging() -> tuple[list[str], list[Path]]:
     head = ["systems", "bad", "landed", "bad flagged", "landed flagged", "AUROC novelty",
             "AUROC committee", "AUROC curvature"]
     note = (f"Thresholds of the card: novelty {_n(record.get('threshold'), 4)}, committee "
-            f"partner {partner.get('model', 'none')} at {_n(partner.get('force_threshold'), 4)}"
-            f" eV/Å, adsorbate curvature {_n(record.get('curvature_threshold'), 4)} eV/Å².")
+            + (f"partner {partner['model']} at {_n(partner.get('force_threshold'), 4)} eV/Å"
+               if partner else "partner none (its disagreement is shown, not used)")
+            + f", adsorbate curvature {_n(record.get('curvature_threshold'), 4)} eV/Å².")
     return [note, "", *_table(head, rows)], sources
 
 

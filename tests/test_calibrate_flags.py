@@ -99,3 +99,18 @@ def test_committee_is_recorded_under_its_own_name_and_removed(tmp_path, monkeypa
     tool.set_threshold("tdn-catalysis", 0.4, curvature_threshold="none")
     record = json.loads(manifest.read_text())["models"]["tdn-catalysis"]["uncertainty"]
     assert "curvature_threshold" not in record
+
+
+def test_cross_validated_choice_keeps_novelty_and_reports_out_of_sample_rates(tmp_path):
+    tool = _tool("calibrate_flags")
+    rng = np.random.default_rng(5)
+    a = tmp_path / "a.json"
+    _report(a, rng, 90, True, with_curvature=True)
+    rows = tool.pooled_rows([str(a)])
+    for k, row in enumerate(rows):
+        row["label"] = f"Pt111/X{k // 2}/top/r{k % 2}"  # two replicas per system
+    result = tool.calibrate_rows(rows, committee=True, curvature=True, cv=True)
+    rule = result["rule"]
+    assert "novelty" in rule["thresholds"] and 0.05 <= rule["cap"] <= 0.15
+    assert set(rule["cv"]) == {"recall_bad", "false_flag_good"}
+    assert len(rule["table"]) == 4 * 11  # signal subsets with novelty x caps

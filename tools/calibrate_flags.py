@@ -10,12 +10,17 @@ the highest recall of bad relaxations with at most 15 % of landed ones flagged; 
 ``--curvature`` the adsorbate's softest curvature at the minimum (``adsorbate_curvature``,
 :mod:`tdn_calc.soft_modes`, flagged below its threshold) joins the rule
 (:func:`~tdn_calc.evaluation.flagging.calibrate_rule`, one threshold per score).
-``--write MODEL`` records them in the manifest (``tools/make_uncertainty_sidecar.py
---threshold-only``), the partner named by ``--committee``.
+``--cv`` lets grouped cross-validation over the systems choose which of those signals join
+the rule and at which in-sample cap of flagged landed relaxations
+(:func:`~tdn_calc.evaluation.flagging.select_rule`): three thresholds chosen at exactly
+15 % in-sample flag more out of sample, and a signal that only picks off a few validation
+rows is left out. ``--write MODEL`` records them in the manifest
+(``tools/make_uncertainty_sidecar.py --threshold-only``), the partner named by
+``--committee`` when the rule keeps it.
 
     python tools/calibrate_flags.py benchmarks/results/adsorption_quality_X-val.json \\
         benchmarks/results/adsorption_quality_X-oldval.json --committee tdn-catalysis-20261206-3 \\
-        --curvature --write tdn-catalysis
+        --curvature --cv --write tdn-catalysis
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +49,23 @@ def pooled_rows(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
-                   curvature: bool = False) -> dict[str, Any]:
+                   curvature: bool = False, cv: bool = False) -> dict[str, Any]:
     """Thresholds and rates on ``rows``: ``novelty`` alone, and ``rule`` for the rule
     "novelty, or (``committee``) the partner's force disagreement, or (``curvature``) the
     negated adsorbate curvature above its threshold", with ``thresholds`` named
-    ``novelty`` (score), ``committee`` (eV/Å) and ``curvature`` (eV/Å², flagged *below*)."""
-    from tdn_calc.evaluation.flagging import auroc, calibrate, calibrate_rule, rates, rates_rule
+    ``novelty`` (score), ``committee`` (eV/Å) and ``curvature`` (eV/Å², flagged *below*).
+    With ``cv``, grouped cross-validation over the systems chooses which of those signals
+    join the rule and the in-sample cap of flagged landed ones
+    (:func:`~tdn_calc.evaluation.flagging.select_rule`): ``rule`` then holds its choice, its
+    cross-validated rates (``cv``) and the candidates (``table``)."""
+    from tdn_calc.evaluation.flagging import (
+        auroc,
+        calibrate,
+        calibrate_rule,
+        rates,
+        rates_rule,
+        select_rule,
+    )
 
     bad = np.array([bool(r["bad"]) for r in rows])
     novelty = np.array([r["uncertainty_max"] for r in rows])
@@ -67,7 +84,15 @@ def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
         scores.append(softness)
         finite = np.isfinite(softness)
         out["curvature_auroc"] = auroc(softness[finite], bad[finite])
-    if len(scores) > 1:
+    if cv:
+        groups = [re.sub(r"/r\d+$", "", r.get("label", str(k))) for k, r in enumerate(rows)]
+        chosen = select_rule(dict(zip(names, scores, strict=True)), bad, groups, "novelty")
+        thresholds = dict(chosen["thresholds"])
+        if "curvature" in thresholds:
+            thresholds["curvature"] = -thresholds["curvature"]
+        out["rule"] = {"thresholds": thresholds, "cap": chosen["cap"], "cv": chosen["cv"],
+                       **chosen["in_sample"], "table": chosen["table"]}
+    elif len(scores) > 1:
         cuts = calibrate_rule(scores, bad)
         thresholds = dict(zip(names, cuts, strict=True))
         if curvature:
@@ -85,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curvature", action="store_true",
                    help="the adsorbate's softest curvature joins the rule (recorded with "
                    "--write)")
+    p.add_argument("--cv", action="store_true",
+                   help="choose which of the signals join the rule, and the in-sample cap, "
+                   "by cross-validation grouped by system (in-sample rates of several "
+                   "thresholds are optimistic)")
     p.add_argument("--write", default=None, metavar="MODEL",
                    help="record the chosen thresholds in MODEL's manifest entry")
     args = p.parse_args(argv)
@@ -99,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.curvature and not any(r.get("adsorbate_curvature") is not None for r in rows):
         p.error("--curvature needs reports with adsorbate_curvature (adsorption_quality.py "
                 "records it)")
-    result = calibrate_rows(rows, bool(args.committee), args.curvature)
+    result = calibrate_rows(rows, bool(args.committee), args.curvature, args.cv)
     print(json.dumps(result, indent=1))
     if args.write:
         spec = importlib.util.spec_from_file_location(
@@ -115,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         # rounded to 4 decimals towards flagging less; a partner or curvature recorded
         # before, not in this rule, is removed: the novelty threshold was chosen without it
         up, down = (lambda x: math.ceil(x * 1e4) / 1e4), (lambda x: math.floor(x * 1e4) / 1e4)
+        partner = args.committee if "committee" in chosen else None
         return tool.set_threshold(
-            args.write, up(chosen["novelty"]), args.committee or "none",
+            args.write, up(chosen["novelty"]), partner or "none",
             None if "committee" not in chosen else up(chosen["committee"]),
             curvature_threshold="none" if "curvature" not in chosen
             else down(chosen["curvature"]))

@@ -124,3 +124,62 @@ def targets_met(rate: dict[str, Any]) -> bool:
     """Both targets at once (a missing class counts as missed)."""
     return (rate["recall_bad"] is not None and rate["false_flag_good"] is not None
             and rate["recall_bad"] >= MIN_RECALL and rate["false_flag_good"] <= MAX_FALSE_FLAG)
+
+
+def cross_validated_rates(scores: Sequence[np.ndarray], bad: np.ndarray, groups: Sequence[str],
+                          max_false_flag: float, folds: int = 5, seeds: int = 3
+                          ) -> dict[str, float]:
+    """Out-of-sample ``recall_bad`` and ``false_flag_good`` of :func:`calibrate_rule` at
+    ``max_false_flag``: thresholds chosen on all groups but one fold and applied to that
+    fold (``groups``: one label per row, e.g. the system, so replicas of a system never sit
+    on both sides), averaged over ``seeds`` random fold assignments. In-sample rates are
+    optimistic, the more so the more thresholds are chosen; these are not."""
+    scores = [np.asarray(x, float) for x in scores]
+    bad, groups = np.asarray(bad, bool), np.asarray(groups)
+    names = np.unique(groups)
+    recall, false_flag = [], []
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(names))
+        fold_of = dict(zip(names[order], np.arange(len(names)) % folds, strict=True))
+        fold = np.array([fold_of[g] for g in groups])
+        flagged = np.zeros(len(bad), dtype=bool)
+        for k in range(folds):
+            train, held = fold != k, fold == k
+            cuts = calibrate_rule([x[train] for x in scores], bad[train], max_false_flag)
+            with np.errstate(invalid="ignore"):
+                flagged[held] = np.logical_or.reduce([x[held] > c for x, c in
+                                                      zip(scores, cuts, strict=True)])
+        recall.append(flagged[bad].mean() if bad.any() else 0.0)
+        false_flag.append(flagged[~bad].mean() if (~bad).any() else 0.0)
+    return {"recall_bad": float(np.mean(recall)), "false_flag_good": float(np.mean(false_flag))}
+
+
+def select_rule(scores: dict[str, np.ndarray], bad: np.ndarray, groups: Sequence[str],
+                first: str, caps: Sequence[float] = tuple(np.arange(15, 4, -1) / 100),
+                target: float = MAX_FALSE_FLAG) -> dict[str, Any]:
+    """Which signals, at which in-sample cap, by grouped cross-validation: every subset of
+    ``scores`` (named ``[n]`` arrays, flagged when above) that contains ``first``, every cap
+    of ``caps``; the one whose cross-validated false flags stay within ``target`` with the
+    highest cross-validated recall (then the fewest signals, then the higher cap), or, when
+    none stays within it, the fewest cross-validated false flags. Returns ``signals``,
+    ``cap``, ``thresholds`` (calibrated on all rows at ``cap``, by signal), ``cv`` (its
+    out-of-sample rates) and ``in_sample`` rates, and ``table`` (every candidate)."""
+    others = [k for k in scores if k != first]
+    table = []
+    for n in range(len(others) + 1):
+        for extra in itertools.combinations(others, n):
+            names = [first, *extra]
+            for cap in caps:
+                cv = cross_validated_rates([scores[k] for k in names], bad, groups, cap)
+                table.append({"signals": names, "cap": float(cap), **cv})
+    feasible = [t for t in table if t["false_flag_good"] <= target + 1e-9]
+    best = (max(feasible, key=lambda t: (round(t["recall_bad"], 9), -len(t["signals"]),
+                                         t["cap"])) if feasible else
+            min(table, key=lambda t: (t["false_flag_good"], -t["recall_bad"])))
+    chosen = [scores[k] for k in best["signals"]]
+    cuts = calibrate_rule(chosen, bad, best["cap"])
+    return {"signals": best["signals"], "cap": best["cap"],
+            "thresholds": dict(zip(best["signals"], cuts, strict=True)),
+            "cv": {"recall_bad": best["recall_bad"],
+                   "false_flag_good": best["false_flag_good"]},
+            "in_sample": rates_rule(chosen, bad, cuts), "table": table}
