@@ -193,7 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_start(start, student, stage, args.fmax, args.steps)
         print(start.label, [(r["mode"], r["same_minimum"], r["teacher_calls"]) for r in rows[-3:]],
               file=sys.stderr, flush=True)
-    report = {"model": args.model, "teacher": args.teacher, "fmax": args.fmax,
+    from tdn_calc.registry import model_entry
+
+    try:  # the flag's thresholds this run used (the card's), for the record
+        uncertainty = {k: v for k, v in (model_entry(args.model).get("uncertainty") or {})
+                       .items() if k not in ("file", "sha256")}
+    except Exception:  # a model file, not a registered name
+        uncertainty = None
+    report = {"model": args.model, "uncertainty": uncertainty,
+              "teacher": args.teacher, "fmax": args.fmax,
               "steps": args.steps, "quick": args.quick, "platform": platform.platform(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "summary": summarize(rows),
               "rows": rows, "starts": [asdict(s) for s in starts(args.quick, args.seeds)]}

@@ -973,8 +973,9 @@ def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
     rows = [[group, f"{g['bad_flagged']} of {g['bad']}", f"{g['good_flagged']} of {g['good']}"]
             for group, g in s["by_group"].items()]
     rows.append(["all", _pct(s["all"]["recall_bad"]), _pct(s["all"]["false_flag_good"])])
-    note = (f"Model: {r['model']} (threshold {s['threshold']:g}); starts relaxed by the model "
-            "(BFGS, fmax 0.03 eV/Å), judged by SevenNet-0.")
+    note = (f"Model: {r['model']}, its novelty score alone at the threshold of that run "
+            f"({s['threshold']:g}; the card's now differs, see the next section); starts "
+            "relaxed by the model (BFGS, fmax 0.03 eV/Å), judged by SevenNet-0.")
     return [note, "", *_table(["group", "bad flagged", "good flagged"], rows)], [rel]
 
 

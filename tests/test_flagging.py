@@ -148,3 +148,25 @@ def test_select_rule_by_cross_validation_leaves_out_a_noise_score():
                                chosen["cap"])
     assert cv == pytest.approx(chosen["cv"])  # seeded: the same folds every time
     assert chosen["cv"]["recall_bad"] <= chosen["in_sample"]["recall_bad"] + 1e-9
+
+
+def test_cross_validation_never_splits_a_group():
+    """A score that memorises each group (the same value for its replicas, bad groups above
+    good ones only by their own label) calibrates perfectly in sample; held-out groups are
+    new, so cross-validation cannot use it: its out-of-sample recall falls to what the
+    held-out groups' values allow. And a class with no rows gives None, not a rate."""
+    from tdn_calc.evaluation.flagging import cross_validated_rates
+
+    rng = np.random.default_rng(3)
+    n_groups = 40
+    group_bad = rng.random(n_groups) < 0.5
+    group_value = rng.normal(0, 1, n_groups)  # unrelated to badness
+    groups = [f"g{g}" for g in range(n_groups) for _ in range(3)]
+    bad = np.repeat(group_bad, 3)
+    score = np.repeat(group_value, 3)
+    in_sample = rates_rule([score], bad, calibrate_rule([score], bad))
+    cv = cross_validated_rates([score], bad, groups, 0.15, seeds=5)
+    assert cv["recall_bad"] < in_sample["recall_bad"] + 1e-9
+    assert cv["recall_bad"] < 0.5  # no better than the score's chance level out of sample
+    none_bad = cross_validated_rates([score], np.zeros_like(bad), groups, 0.15, seeds=1)
+    assert none_bad["recall_bad"] is None and none_bad["false_flag_good"] is not None

@@ -127,13 +127,15 @@ def targets_met(rate: dict[str, Any]) -> bool:
 
 
 def cross_validated_rates(scores: Sequence[np.ndarray], bad: np.ndarray, groups: Sequence[str],
-                          max_false_flag: float, folds: int = 5, seeds: int = 3
-                          ) -> dict[str, float]:
+                          max_false_flag: float, folds: int = 5, seeds: int = 20
+                          ) -> dict[str, float | None]:
     """Out-of-sample ``recall_bad`` and ``false_flag_good`` of :func:`calibrate_rule` at
     ``max_false_flag``: thresholds chosen on all groups but one fold and applied to that
     fold (``groups``: one label per row, e.g. the system, so replicas of a system never sit
-    on both sides), averaged over ``seeds`` random fold assignments. In-sample rates are
-    optimistic, the more so the more thresholds are chosen; these are not."""
+    on both sides), averaged over ``seeds`` random fold assignments (``None`` for a class
+    with no rows). In-sample rates are optimistic, the more so the more thresholds are
+    chosen; these are not, for one rule fixed in advance (the best of many rules scored on
+    the same folds is optimistic again, see :func:`select_rule`)."""
     scores = [np.asarray(x, float) for x in scores]
     bad, groups = np.asarray(bad, bool), np.asarray(groups)
     names = np.unique(groups)
@@ -149,9 +151,10 @@ def cross_validated_rates(scores: Sequence[np.ndarray], bad: np.ndarray, groups:
             with np.errstate(invalid="ignore"):
                 flagged[held] = np.logical_or.reduce([x[held] > c for x, c in
                                                       zip(scores, cuts, strict=True)])
-        recall.append(flagged[bad].mean() if bad.any() else 0.0)
-        false_flag.append(flagged[~bad].mean() if (~bad).any() else 0.0)
-    return {"recall_bad": float(np.mean(recall)), "false_flag_good": float(np.mean(false_flag))}
+        recall.append(flagged[bad].mean() if bad.any() else np.nan)
+        false_flag.append(flagged[~bad].mean() if (~bad).any() else np.nan)
+    return {"recall_bad": float(np.mean(recall)) if bad.any() else None,
+            "false_flag_good": float(np.mean(false_flag)) if (~bad).any() else None}
 
 
 def select_rule(scores: dict[str, np.ndarray], bad: np.ndarray, groups: Sequence[str],
@@ -160,10 +163,15 @@ def select_rule(scores: dict[str, np.ndarray], bad: np.ndarray, groups: Sequence
     """Which signals, at which in-sample cap, by grouped cross-validation: every subset of
     ``scores`` (named ``[n]`` arrays, flagged when above) that contains ``first``, every cap
     of ``caps``; the one whose cross-validated false flags stay within ``target`` with the
-    highest cross-validated recall (then the fewest signals, then the higher cap), or, when
-    none stays within it, the fewest cross-validated false flags. Returns ``signals``,
+    highest cross-validated recall (then the fewest cross-validated false flags, the fewest
+    signals, the higher cap), or, when none stays within it, the fewest cross-validated false
+    flags. Its cross-validated rates are those of the best of many candidates scored on the
+    same folds, so still somewhat optimistic. Needs both bad and good rows. Returns ``signals``,
     ``cap``, ``thresholds`` (calibrated on all rows at ``cap``, by signal), ``cv`` (its
     out-of-sample rates) and ``in_sample`` rates, and ``table`` (every candidate)."""
+    bad = np.asarray(bad, bool)
+    if bad.all() or not bad.any():
+        raise ValueError("select_rule needs both bad and good rows")
     others = [k for k in scores if k != first]
     table = []
     for n in range(len(others) + 1):
@@ -173,8 +181,9 @@ def select_rule(scores: dict[str, np.ndarray], bad: np.ndarray, groups: Sequence
                 cv = cross_validated_rates([scores[k] for k in names], bad, groups, cap)
                 table.append({"signals": names, "cap": float(cap), **cv})
     feasible = [t for t in table if t["false_flag_good"] <= target + 1e-9]
-    best = (max(feasible, key=lambda t: (round(t["recall_bad"], 9), -len(t["signals"]),
-                                         t["cap"])) if feasible else
+    best = (max(feasible, key=lambda t: (round(t["recall_bad"], 9),
+                                         -round(t["false_flag_good"], 9),
+                                         -len(t["signals"]), t["cap"])) if feasible else
             min(table, key=lambda t: (t["false_flag_good"], -t["recall_bad"])))
     chosen = [scores[k] for k in best["signals"]]
     cuts = calibrate_rule(chosen, bad, best["cap"])
