@@ -59,12 +59,16 @@ def test_pooled_reports_give_the_rule_calibrate_rule_gives(tmp_path):
     assert "rule" not in tool.calibrate_rows(tool.pooled_rows([str(a)]))
 
 
-def test_curvature_joins_the_rule_flagged_below_its_threshold(tmp_path):
+def _curvature_rows(tmp_path, seed: int):
+    """The calibrate_flags tool and 90 pooled rows with all three scores."""
     tool = _tool("calibrate_flags")
-    rng = np.random.default_rng(4)
     a = tmp_path / "a.json"
-    _report(a, rng, 90, True, with_curvature=True)
-    rows = tool.pooled_rows([str(a)])
+    _report(a, np.random.default_rng(seed), 90, True, with_curvature=True)
+    return tool, tool.pooled_rows([str(a)])
+
+
+def test_curvature_joins_the_rule_flagged_below_its_threshold(tmp_path):
+    tool, rows = _curvature_rows(tmp_path, 4)
     pair = tool.calibrate_rows(rows, committee=True)
     three = tool.calibrate_rows(rows, committee=True, curvature=True)
     t = three["rule"]["thresholds"]
@@ -102,11 +106,7 @@ def test_committee_is_recorded_under_its_own_name_and_removed(tmp_path, monkeypa
 
 
 def test_cross_validated_choice_keeps_novelty_and_reports_out_of_sample_rates(tmp_path):
-    tool = _tool("calibrate_flags")
-    rng = np.random.default_rng(5)
-    a = tmp_path / "a.json"
-    _report(a, rng, 90, True, with_curvature=True)
-    rows = tool.pooled_rows([str(a)])
+    tool, rows = _curvature_rows(tmp_path, 5)
     for k, row in enumerate(rows):
         row["label"] = f"Pt111/X{k // 2}/top/r{k % 2}"  # two replicas per system
     result = tool.calibrate_rows(rows, committee=True, curvature=True, cv=True)
