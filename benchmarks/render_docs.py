@@ -30,6 +30,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("benchmarks/results")
@@ -908,22 +911,19 @@ FLAGGING_FILES = (("adsorption_quality_c2_v3-val992.json", "coverage2 validation
                   ("adsorption_quality_c2_v3-oldtest-curv.json", "first-set (111) test"))
 
 
-def render_flagging() -> tuple[list[str], list[Path]]:
-    """docs/benchmarks.md: how tdn-catalysis' uncertainty flag separates bad relaxations from
-    landed ones on its validation and test systems, at the thresholds its card ships
-    (models/manifest.json), recomputed from the scores each JSON recorded per relaxation:
-    flagged when the novelty score or the committee disagreement is above its threshold or
-    the adsorbate curvature below its own."""
-    import numpy as np
+#: other flag rules measured on the same relaxations (name, novelty, committee eV/Å,
+#: curvature eV/Å²; None: the signal is not used), compared with the card's in docs
+FLAGGING_ALTERNATIVES = (
+    ("session-10 pair (novelty, partner)", 0.2814, 0.137, None),
+    ("cross-validated, 3 seeds (novelty, soft mode)", 0.5894, None, 0.023),
+)
 
-    from tdn_calc.evaluation.flagging import auroc, rates_rule
 
-    record = _load(MANIFEST)["models"]["tdn-catalysis"].get("uncertainty") or {}
-    partner = record.get("committee") or {}
-    cuts = (record.get("threshold", math.inf), partner.get("force_threshold", math.inf),
-            -record.get("curvature_threshold", -math.inf))
-    sources, rows = [MANIFEST], []
-    pooled: dict[str, list[int]] = {}  # part -> [bad, bad flagged, landed, landed flagged]
+def _flagging_sets() -> list[tuple[str, Any, np.ndarray, list[np.ndarray], Path]]:
+    """``(what, report, bad [n], scores, path)`` per file of :data:`FLAGGING_FILES`: the
+    bad-or-landed rows' novelty, committee disagreement and negated curvature (NaN where
+    a row has none)."""
+    out = []
     for name, what in FLAGGING_FILES:
         rel = RESULTS / name
         report = _load(rel) if rel.exists() else {}
@@ -931,33 +931,73 @@ def render_flagging() -> tuple[list[str], list[Path]]:
                 and "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
         if not done:
             continue
-        if partner and (report.get("committee") or {}).get("model") != partner.get("model"):
-            raise SystemExit(f"{rel}: recorded with another committee partner than the card's")
-        sources.append(rel)
         bad = np.array([bool(r["bad"]) for r in done])
         scores = [np.array([r[k] if r.get(k) is not None else np.nan for r in done], float)
                   for k in ("uncertainty_max", "committee_force_max", "adsorbate_curvature")]
         scores[2] = -scores[2]  # softer = more suspect
+        out.append((what, report, bad, scores, rel))
+    return out
+
+
+def _pooled_rates(sets: list, cuts: tuple[float, float, float]) -> dict[str, list[int]]:
+    """``{"validation"|"test": [bad, bad flagged, landed, landed flagged]}`` at ``cuts``."""
+    from tdn_calc.evaluation.flagging import rates_rule
+
+    pooled: dict[str, list[int]] = {}
+    for what, _, bad, scores, _ in sets:
         at = rates_rule(scores, bad, cuts)
-        rows.append([what, str(at["n_bad"]), str(at["n_good"]), _pct(at["recall_bad"]),
-                     _pct(at["false_flag_good"])]
-                    + [_n(auroc(x[np.isfinite(x)], bad[np.isfinite(x)]), 2) for x in scores])
         counts = pooled.setdefault(what.split()[-1], [0, 0, 0, 0])
         for k, (n, rate) in enumerate(((at["n_bad"], at["recall_bad"]),
                                        (at["n_good"], at["false_flag_good"]))):
             counts[2 * k] += n
             counts[2 * k + 1] += round(n * (rate or 0.0))
-    for part, (bad, bad_flagged, landed, landed_flagged) in pooled.items():
-        rows.append([f"**both {part} sets**", str(bad), str(landed),
-                     _pct(bad_flagged / bad if bad else None),
-                     _pct(landed_flagged / landed if landed else None), "", "", ""])
+    return pooled
+
+
+def render_flagging() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: how tdn-catalysis' uncertainty flag separates bad relaxations from
+    landed ones on its validation and test systems, at the thresholds its card ships
+    (models/manifest.json), recomputed from the scores each JSON recorded per relaxation:
+    flagged when the novelty score or the committee disagreement is above its threshold or
+    the adsorbate curvature below its own; then the pooled rates of the other rules of
+    :data:`FLAGGING_ALTERNATIVES` on the same rows."""
+    from tdn_calc.evaluation.flagging import auroc, rates_rule
+
+    record = _load(MANIFEST)["models"]["tdn-catalysis"].get("uncertainty") or {}
+    partner = record.get("committee") or {}
+    cuts = (record.get("threshold", math.inf), partner.get("force_threshold", math.inf),
+            -record.get("curvature_threshold", -math.inf))
+    sets = _flagging_sets()
+    rows = []
+    for what, report, bad, scores, rel in sets:
+        if partner and (report.get("committee") or {}).get("model") != partner.get("model"):
+            raise SystemExit(f"{rel}: recorded with another committee partner than the card's")
+        at = rates_rule(scores, bad, cuts)
+        rows.append([what, str(at["n_bad"]), str(at["n_good"]), _pct(at["recall_bad"]),
+                     _pct(at["false_flag_good"])]
+                    + [_n(auroc(x[np.isfinite(x)], bad[np.isfinite(x)]), 2) for x in scores])
+
+    def pooled_row(label: str, counts: list[int], pad: int) -> list[str]:
+        bad, bad_flagged, landed, landed_flagged = counts
+        return [label, str(bad), str(landed), _pct(bad_flagged / bad if bad else None),
+                _pct(landed_flagged / landed if landed else None), *[""] * pad]
+
+    for part, counts in _pooled_rates(sets, cuts).items():
+        rows.append(pooled_row(f"**both {part} sets**", counts, 3))
     head = ["systems", "bad", "landed", "bad flagged", "landed flagged", "AUROC novelty",
             "AUROC committee", "AUROC curvature"]
     note = (f"Thresholds of the card: novelty {_n(record.get('threshold'), 4)}, committee "
             + (f"partner {partner['model']} at {_n(partner.get('force_threshold'), 4)} eV/Å"
                if partner else "partner none (its disagreement is shown, not used)")
             + f", adsorbate curvature {_n(record.get('curvature_threshold'), 4)} eV/Å².")
-    return [note, "", *_table(head, rows)], sources
+    other = []
+    for name, novelty, committee, curvature in FLAGGING_ALTERNATIVES:
+        alt = (novelty, math.inf if committee is None else committee,
+               math.inf if curvature is None else -curvature)
+        for part, counts in _pooled_rates(sets, alt).items():
+            other.append(pooled_row(f"{name}: {part}", counts, 0))
+    return [note, "", *_table(head, rows), "", "Other rules on the same relaxations:", "",
+            *_table(head[:5], other)], [MANIFEST, *[rel for *_, rel in sets]]
 
 
 def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
