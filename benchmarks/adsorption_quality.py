@@ -588,7 +588,8 @@ class Evaluator:
             numbers |= set(molecule(g).numbers.tolist())
         return [chemical_symbols[z] for z in sorted(numbers - self.elements)]
 
-    def checks_at_minimum(self, atoms: Atoms, teacher_forces: np.ndarray) -> dict[str, Any]:
+    def checks_at_minimum(self, atoms: Atoms, teacher_forces: np.ndarray,
+                          converged: bool = True) -> dict[str, Any]:
         """At the TDN minimum ``atoms``: ``n_layers`` and ``interior_force_error_max``
         (eV/Å, the largest |F_TDN - F_teacher| on free metal atoms below the top layer); the
         uncertainty as ``tdn-relax`` computes it at a minimum: ``uncertainty_max`` (the
@@ -596,7 +597,8 @@ class Evaluator:
         (:mod:`tdn_calc.committee`: the model card's, or ``--second-model``)
         ``committee_force_max`` (eV/Å, the largest force difference of the two),
         ``adsorbate_curvature`` (eV/Å², the adsorbate's softest mode, :mod:`tdn_calc.soft_modes`;
-        recorded also without a threshold, then it never flags), and ``n_uncertain_atoms``
+        recorded also without a threshold, then it never flags; as in ``tdn-relax``, only
+        where the TDN relaxation ``converged``), and ``n_uncertain_atoms``
         and ``uncertain`` (any atom flagged, :func:`~tdn_calc.uncertainty.uncertain_atoms`);
         none without a novelty summary."""
         from tdn_calc.committee import ARRAY_KEY as COMMITTEE_ARRAY
@@ -613,9 +615,11 @@ class Evaluator:
         committee_threshold = add_committee_scores(scores, atoms, forces, self.second)
         if committee_threshold is not None:
             out["committee_force_max"] = float(scores[COMMITTEE_ARRAY].max())
-        curvature_threshold = None if self.plain is None else add_curvature_scores(
-            scores, atoms, self.plain,
-            -math.inf if self.curvature_threshold is None else self.curvature_threshold)
+        curvature_threshold = None
+        if self.plain is not None and converged:
+            curvature_threshold = add_curvature_scores(
+                scores, atoms, self.plain,
+                -math.inf if self.curvature_threshold is None else self.curvature_threshold)
         if curvature_threshold is not None:
             out["adsorbate_curvature"] = float(np.nanmin(scores[CURVATURE_ARRAY]))
             # its cost: 6 model calls per adsorbate atom
@@ -660,7 +664,7 @@ class Evaluator:
         sp_s = time.perf_counter() - t0
         e_teacher = self._teacher_energy(teacher_min)
         d_teacher = e_teacher_at_tdn - e_teacher
-        flags = self.checks_at_minimum(result.atoms, teacher_forces)
+        flags = self.checks_at_minimum(result.atoms, teacher_forces, result.converged)
         if "uncertainty_max" in flags:
             flags["bad"] = is_bad(teacher_fmax, d_teacher)
 

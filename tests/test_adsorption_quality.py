@@ -385,7 +385,9 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
     assert report["summary"]["n_evaluated"] == 2 and report["summary"]["d_teacher"]["n"] == 2
     # the adsorbate's softest mode at the minimum is recorded, also without a threshold
     assert report["curvature_threshold"] is None
-    assert all(math.isfinite(r["adsorbate_curvature"]) for r in report["rows"])
+    assert all(math.isfinite(r["adsorbate_curvature"]) for r in report["rows"]
+               if r["tdn_converged"])
+    assert all("adsorbate_curvature" not in r for r in report["rows"] if not r["tdn_converged"])
 
 
 def test_curvature_summary_ranks_softer_minima_as_more_suspect():
@@ -435,3 +437,29 @@ def test_unconverged_teacher_ends_are_continued_to_a_minimum(capped_emt_data):
     assert np.linalg.norm(minimum.get_forces(), axis=1).max() <= 0.05
     assert row["teacher_energy"] == pytest.approx(minimum.get_potential_energy(), abs=1e-6)
     assert abs(row["d_teacher"]) < 0.01 and row["landed"]
+
+
+def test_checks_at_minimum_record_the_curvature_only_at_a_converged_minimum(emt_data, tiny_model):
+    """Like tdn-relax: the adsorbate's softest curvature (by the model itself) is recorded at
+    a converged TDN minimum, also without a threshold, and not at an unconverged end."""
+    import torch
+    from ase.build import add_adsorbate, fcc111
+
+    from tdn_calc.calculator import TDNCalculator
+    from tdn_calc.data.dataset import H5Dataset
+    from tdn_calc.datagen.catalysis.build import read_metadata
+    from tdn_calc.soft_modes import softest_curvature
+
+    torch.set_num_threads(1)
+    model = tiny_model(elements=(8, 78), dtype=torch.float64)
+    ev = Evaluator(H5Dataset(emt_data), read_metadata(emt_data), TDNCalculator(model),
+                   EMT(), {"fmax": 0.05, "steps": 5, "optimizer": "BFGS"})
+    slab = fcc111("Pt", size=(2, 2, 3), vacuum=6.0)
+    add_adsorbate(slab, "O", 1.2, "fcc")
+    zeros = np.zeros((len(slab), 3))
+    found = ev.checks_at_minimum(slab, zeros, converged=True)
+    expected = softest_curvature(slab, TDNCalculator(model, extrapolation=False,
+                                                     uncertainty=False))
+    assert found["adsorbate_curvature"] == pytest.approx(expected, abs=1e-6)
+    assert found["curvature_calls"] == 6
+    assert "adsorbate_curvature" not in ev.checks_at_minimum(slab, zeros, converged=False)
