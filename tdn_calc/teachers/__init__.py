@@ -231,11 +231,11 @@ _SEVENNET_WEAKNESS = (
     "Trained on bulk PBE(+U) Materials Project relaxations: surfaces, adsorbates and "
     "molecules are extrapolation; does not bind O on Ni(111) at all (its relaxation pushes "
     "O 3 Å off the surface); against real PBE at the same geometries "
-    "(benchmarks/teacher_vs_pbe.py, docs/benchmarks.md) it binds O on Co(0001) 5.1 eV too "
-    "weakly (the GGA+U oxide energies of its training data), O on Ir(111) 1.8 eV, N on "
-    "Au(111) 0.8 eV, H on Pd(111) 0.6 eV and N on Pt(111) 0.4 eV too strongly, N on "
-    "Ag(111) 0.5 eV and O on Rh(111) 0.6 eV too weakly, while O and CO on Pt(111) and O on "
-    "Cu(111) agree within "
+    "(benchmarks/teacher_vs_pbe.py, docs/benchmarks.md) it binds O on Co(0001) 5.1 eV and "
+    "O on Ru(0001) 1.6 eV too weakly (the GGA+U oxide energies of its training data), O on "
+    "Ir(111) 1.8 eV, N on Au(111) 0.8 eV, H on Pd(111) 0.6 eV, N on Pt(111) and OH on "
+    "Cu(111) 0.4 eV too strongly, OH on Ni(111) 0.9 eV, N on Ag(111) 0.5 eV and O on "
+    "Rh(111) 0.6 eV too weakly, while O and CO on Pt(111) and O on Cu(111) agree within "
     "0.25 eV; inherits PBE's errors (CO on Pt(111) in a hollow site instead of on top)."
 )
 _SEVENNET_MF_WEAKNESS = (
