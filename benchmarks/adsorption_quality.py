@@ -106,7 +106,6 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 
 from tdn_calc.data.split import load_split, system_of
-from tdn_calc.datagen.catalysis.systems import fixed_mask
 from tdn_calc.errors import InputError
 from tdn_calc.evaluation import (
     MOLECULES_O2_N2,
@@ -129,6 +128,7 @@ from tdn_calc.evaluation.flagging import (
     targets_met,
 )
 from tdn_calc.evaluation.sites import DESORBED, DESORBED_HEIGHT, LAYER_TOLERANCE
+from tdn_calc.slab import fixed_mask
 
 TARGET_ADS_EV = 0.05  # eV, median |d_teacher| target and the per-system tolerance counted
 TARGET_SITE_FRACTION = 0.90

@@ -45,8 +45,8 @@ from ase.optimize import BFGS
 
 from tdn_calc.datagen.catalysis.adsorbates import place_adsorbate
 from tdn_calc.datagen.catalysis.surfaces import STRUCTURE, Surface, build_surface
-from tdn_calc.datagen.catalysis.systems import fixed_mask
 from tdn_calc.evaluation.references import adsorption_energy, get_scheme, reference_terms
+from tdn_calc.slab import fixed_mask
 from tdn_calc.teachers import get_teacher, teacher_reference_method
 from tdn_calc.teachers._gpaw import SPIN_START
 

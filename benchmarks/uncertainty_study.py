@@ -81,7 +81,6 @@ from tdn_calc.datagen.catalysis.surfaces import (
     substitute_top_layer,
     surface_facets,
 )
-from tdn_calc.datagen.catalysis.systems import fixed_mask
 from tdn_calc.errors import InputError
 from tdn_calc.evaluation.flagging import (
     BAD_DE,
@@ -95,6 +94,7 @@ from tdn_calc.evaluation.flagging import (
     targets_met,
 )
 from tdn_calc.fileio import atomic_write
+from tdn_calc.slab import fixed_mask
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "results" / "uncertainty_cache"

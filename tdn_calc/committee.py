@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.constraints import FixAtoms
 
 from .errors import CheckpointError, InputError, TDNError
+from .slab import fixed_mask
 
 #: per-atom key of the force disagreement in ``frame.arrays`` / the scores of
 #: :func:`~tdn_calc.uncertainty.uncertain_atoms`
@@ -82,9 +82,7 @@ class CommitteePartner:
         except InputError:
             return None
         gap = np.linalg.norm(other - np.asarray(forces, dtype=float), axis=1)
-        for c in atoms.constraints:
-            if isinstance(c, FixAtoms):
-                gap[c.get_indices()] = 0.0
+        gap[fixed_mask(atoms)] = 0.0
         return gap
 
 

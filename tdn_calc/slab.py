@@ -47,6 +47,16 @@ def layer_indices(heights: np.ndarray, tolerance: float = 0.5) -> np.ndarray:
     return layers
 
 
+def fixed_mask(atoms: Atoms) -> np.ndarray:
+    """``[n_atoms]`` bool: atoms held by a ``FixAtoms`` constraint (other constraints are
+    ignored)."""
+    mask = np.zeros(len(atoms), dtype=bool)
+    for c in atoms.constraints:
+        if isinstance(c, FixAtoms):
+            mask[c.get_indices()] = True
+    return mask
+
+
 def _add_fixed(atoms: Atoms, mask: np.ndarray) -> int:
     """Add ``FixAtoms`` for ``mask`` (kept with the existing constraints); returns how many."""
     if mask.any():

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
-from ase.constraints import FixAtoms
+
+from .slab import fixed_mask
 
 #: per-atom key in ``frame.arrays`` / the scores of :func:`~tdn_calc.uncertainty.uncertain_atoms`
 #: and the per-structure key in ``frame.info`` (the same value)
@@ -53,11 +54,7 @@ def adsorbate_indices(atoms: Atoms) -> np.ndarray | None:
     nonmetal = np.isin(atoms.numbers, sorted(NON_METALS))
     if nonmetal.all():
         return None
-    free = np.ones(len(atoms), dtype=bool)
-    for c in atoms.constraints:  # other constraints: their atoms count as free
-        if isinstance(c, FixAtoms):
-            free[c.get_indices()] = False
-    found = np.flatnonzero(nonmetal & free)
+    found = np.flatnonzero(nonmetal & ~fixed_mask(atoms))  # other constraints: atoms free
     if not len(found) or len(found) > MAX_ADSORBATE_ATOMS:
         return None
     return found

@@ -22,10 +22,10 @@ from tdn_calc.datagen.catalysis.systems import (
     build_system,
     enumerate_systems,
     fit_lattice_constant,
-    fixed_mask,
     load_lattice_constants,
 )
 from tdn_calc.errors import ConfigError, InputError
+from tdn_calc.slab import fixed_mask
 from tdn_calc.teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 
 LATTICE = {"Pt": 3.92, "Cu": 3.59}  # close to EMT's own minima; geometry tests only

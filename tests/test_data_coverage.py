@@ -36,8 +36,9 @@ from tdn_calc.datagen.catalysis.surfaces import (
     build_surface,
     fit_hcp_lattice,
 )
-from tdn_calc.datagen.catalysis.systems import CatalysisConfig, enumerate_systems, fixed_mask
+from tdn_calc.datagen.catalysis.systems import CatalysisConfig, enumerate_systems
 from tdn_calc.errors import ConfigError, InputError
+from tdn_calc.slab import fixed_mask
 
 LATTICE = {"Pt": (3.92,), "Cu": (3.59,), "Ru": (2.71, 4.28), "Ni": (3.52,)}
 

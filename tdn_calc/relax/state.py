@@ -20,6 +20,7 @@ import torch
 from ase import Atoms
 from ase.constraints import FixAtoms
 
+from .. import slab
 from ..atomic_graph import AtomicGraph
 from ..errors import InputError
 from ..graph import neighbor_list
@@ -136,15 +137,13 @@ def fixed_mask(atoms: Atoms) -> np.ndarray:
     Raises:
         InputError: another constraint (the batched relaxation supports only ``FixAtoms``).
     """
-    mask = np.zeros(len(atoms), dtype=bool)
     for c in atoms.constraints:
         if not isinstance(c, FixAtoms):
             raise InputError(
                 f"batched relaxation supports only FixAtoms constraints, got "
                 f"{type(c).__name__}; relax this structure with relax() instead"
             )
-        mask[c.get_indices()] = True
-    return mask
+    return slab.fixed_mask(atoms)
 
 
 def from_atoms(

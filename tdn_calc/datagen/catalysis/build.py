@@ -34,10 +34,11 @@ from ...data.shards import ShardedWriter
 from ...errors import InputError
 from ...fileio import atomic_write
 from ...interrupts import raise_if_interrupted
+from ...slab import fixed_mask
 from ...teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from ..workers import worker_signals
 from .coverage import CoverageConfig
-from .systems import CatalysisConfig, SystemSpec, fixed_mask, system_rng
+from .systems import CatalysisConfig, SystemSpec, system_rng
 
 _OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
 # which systems are built, not how (each label fixes its system): may change between runs;

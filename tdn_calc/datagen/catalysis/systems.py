@@ -273,15 +273,6 @@ def spin_of(spec: SystemSpec) -> int:
     return round(float(molecule(spec.adsorbate).get_initial_magnetic_moments().sum()))
 
 
-def fixed_mask(atoms: Atoms) -> np.ndarray:
-    """``[n_atoms]`` bool: True for atoms held by a FixAtoms constraint."""
-    mask = np.zeros(len(atoms), dtype=bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            mask[c.get_indices()] = True
-    return mask
-
-
 # ---------------------------------------------------------------- lattice constants
 def fit_lattice_constant(metal: str, calc, *, span: float = 0.04, n_points: int = 9) -> float:
     """fcc lattice constant (Å) minimising ``calc``'s energy: Birch–Murnaghan fit of E(V)
