@@ -220,8 +220,7 @@ def _tdn_student(engine: Engine, structures: Sequence[Atoms]) -> _StudentRun:
     flags: list[bool | None] = [None] * len(structures)
     if any(x is not None for x in signals):
         for k, r in enumerate(results):
-            r.atoms.info["converged"] = r.converged  # the soft-mode check: minima only
-            annotate_extrapolation(r.atoms, model, dist)
+            annotate_extrapolation(r.atoms, model, dist, r.converged)
             x, u = r.atoms.info.get("extrapolation_max"), r.atoms.info.get("uncertain")
             scores[k] = None if x is None else float(x)
             flags[k] = None if u is None else bool(u)

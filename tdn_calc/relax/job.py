@@ -106,7 +106,8 @@ def run(
 
         def on_done(outcome: Outcome) -> None:
             if scored:
-                annotate_extrapolation(outcome.frame, model, dist)
+                annotate_extrapolation(outcome.frame, model, dist,
+                                       bool(outcome.frame.info.get("converged", True)))
             if teachers is not None:
                 if teachers.finish and not student:  # plain forces for the Hessian seed
                     student.append(calculator_on_model_device(model, extrapolation=False,
@@ -141,14 +142,16 @@ def run(
             on_done(Outcome(r, output_frame(r, res), "relaxed", res))
 
 
-def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> None:
+def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any,
+                           converged: bool = True) -> None:
     """Score the atoms of ``frame`` as the calculator does: per-atom
     ``arrays["extrapolation"]`` and ``arrays["extrapolation_too_close"]`` against the
     training-set summary ``dist`` (when not ``None``), ``arrays["uncertainty"]`` (chemistry
     novelty, when the registered model has a summary), ``arrays["committee_force"]`` (the
     force disagreement of the card's committee partner, :mod:`tdn_calc.committee`),
     ``arrays["adsorbate_curvature"]`` (the adsorbate's softest mode, eV/Å², when the card has
-    a curvature threshold, :mod:`tdn_calc.soft_modes`), and in ``info``
+    a curvature threshold and the relaxation ``converged``: a minimum's check,
+    :mod:`tdn_calc.soft_modes`), and in ``info``
     ``extrapolation_max``, ``committee_force_max``, ``adsorbate_curvature``,
     ``uncertain_signals`` (the signals raised, comma-separated keys of
     :data:`~tdn_calc.uncertainty.SIGNAL_WORDS`), ``extrapolating_atoms`` (atoms to
@@ -174,7 +177,7 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any) -> N
     if partner is not None:
         committee_threshold = annotate_committee(frame, _model_forces(frame, model), partner)
     curvature_threshold = threshold_for_loaded_model(model)
-    if curvature_threshold is not None and frame.info.get("converged", True):  # minima only
+    if curvature_threshold is not None and converged:
         curvature_threshold = annotate_curvature(
             frame, calculator_on_model_device(model, extrapolation=False, uncertainty=False),
             curvature_threshold)
