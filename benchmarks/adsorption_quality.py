@@ -122,9 +122,11 @@ from tdn_calc.evaluation.flagging import (
     auroc,
     calibrate,
     calibrate_rule,
+    flag_rows,
     is_bad,
     rates,
     rates_rule,
+    row_scores,
     targets_met,
 )
 from tdn_calc.evaluation.sites import DESORBED, DESORBED_HEIGHT, LAYER_TOLERANCE
@@ -902,7 +904,7 @@ def flagging_summary(done: list[dict[str, Any]]) -> dict[str, Any] | None:
     issue's targets, :mod:`tdn_calc.evaluation.flagging`): at the calculator's threshold
     (``uncertain``), AUROC of the largest per-atom score, and the threshold this set would
     calibrate (choose it on a validation split, report on test). None without scores."""
-    rows = [r for r in done if "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
+    rows = flag_rows(done)
     if not rows:
         return None
     scores = np.array([r["uncertainty_max"] for r in rows])
@@ -929,12 +931,11 @@ def curvature_summary(rows: list[dict[str, Any]], bad: np.ndarray) -> dict[str, 
     """For the adsorbate's softest curvature at the minimum (:mod:`tdn_calc.soft_modes`,
     flagged *below* its threshold): its AUROC (softer = more suspect) and the threshold this
     set would calibrate alone (eV/Å²); empty when no row records it."""
-    has = np.array([r.get("adsorbate_curvature") is not None for r in rows], dtype=bool)
+    (softness,) = row_scores(rows, ["curvature"])
+    has = ~np.isnan(softness)  # recorded (a non-finite curvature is +inf softness)
     if not has.any():
         return {}
-    softness = -np.array([r["adsorbate_curvature"] for r in rows if
-                          r.get("adsorbate_curvature") is not None])
-    bad = np.asarray(bad)[has]
+    softness, bad = softness[has], np.asarray(bad)[has]
     t = calibrate(softness, bad)
     calls = [(r["curvature_calls"], r["tdn_n_steps"] + 1) for r in rows
              if "curvature_calls" in r and "tdn_n_steps" in r]

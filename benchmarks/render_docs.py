@@ -923,19 +923,16 @@ def _flagging_sets() -> list[tuple[str, Any, np.ndarray, list[np.ndarray], Path]
     """``(what, report, bad [n], scores, path)`` per file of :data:`FLAGGING_FILES`: the
     bad-or-landed rows' novelty, committee disagreement and negated curvature (NaN where
     a row has none)."""
+    from tdn_calc.evaluation.flagging import flag_rows, row_scores
+
     out = []
     for name, what in FLAGGING_FILES:
         rel = RESULTS / name
         report = _load(rel) if rel.exists() else {}
-        done = [r for r in report.get("rows", []) if r.get("status") == "evaluated"
-                and "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
-        if not done:
-            continue
-        bad = np.array([bool(r["bad"]) for r in done])
-        scores = [np.array([r[k] if r.get(k) is not None else np.nan for r in done], float)
-                  for k in ("uncertainty_max", "committee_force_max", "adsorbate_curvature")]
-        scores[2] = -scores[2]  # softer = more suspect
-        out.append((what, report, bad, scores, rel))
+        done = flag_rows(report.get("rows", []))
+        if done:
+            out.append((what, report, np.array([bool(r["bad"]) for r in done]),
+                        row_scores(done), rel))
     return out
 
 

@@ -40,11 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pooled_rows(paths: list[str]) -> list[dict[str, Any]]:
     """Rows of the reports with a novelty score that are bad or landed."""
+    from tdn_calc.evaluation.flagging import flag_rows
+
     rows = []
     for path in paths:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
-        rows += [r for r in report["rows"] if r.get("status") == "evaluated"
-                 and "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
+        rows += flag_rows(report["rows"])
     return rows
 
 
@@ -66,6 +67,7 @@ def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
         cross_validated_rates,
         rates,
         rates_rule,
+        row_scores,
         select_rule,
     )
 
@@ -75,15 +77,11 @@ def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
     out: dict[str, Any] = {"n_bad": int(bad.sum()), "n_landed": int((~bad).sum()),
                            "novelty": {"threshold": t, "auroc": auroc(novelty, bad),
                                        **rates(novelty, bad, t)}}
-    names, scores = ["novelty"], [novelty]
-    if committee:
-        names.append("committee")
-        scores.append(np.array([r["committee_force_max"] for r in rows], float))
+    names = ["novelty", *(["committee"] if committee else []),
+             *(["curvature"] if curvature else [])]
+    scores = row_scores(rows, names)
     if curvature:
-        names.append("curvature")
-        softness = -np.array([np.nan if r.get("adsorbate_curvature") is None
-                              else r["adsorbate_curvature"] for r in rows])
-        scores.append(softness)
+        softness = scores[-1]
         finite = np.isfinite(softness)
         out["curvature_auroc"] = auroc(softness[finite], bad[finite])
     if cv:

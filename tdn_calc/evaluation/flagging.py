@@ -22,6 +22,32 @@ MIN_RECALL = 0.90  # target: at least this fraction of bad structures flagged
 MAX_FALSE_FLAG = 0.15  # target: at most this fraction of good structures flagged
 
 
+#: the per-relaxation score each signal records in a ``benchmarks/adsorption_quality.py``
+#: row, and its sign: a relaxation is suspect when sign x score is above the threshold
+ROW_SCORES = {"novelty": ("uncertainty_max", 1.0), "committee": ("committee_force_max", 1.0),
+              "curvature": ("adsorbate_curvature", -1.0)}
+
+
+def flag_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report rows that count for the flag's rates: evaluated, with a novelty score, and
+    bad or landed."""
+    return [r for r in rows if r.get("status") == "evaluated"
+            and "uncertainty_max" in r and (r["bad"] or r.get("landed"))]
+
+
+def row_scores(rows: Sequence[dict[str, Any]], signals: Sequence[str] = tuple(ROW_SCORES)
+               ) -> list[np.ndarray]:
+    """``[n]`` per signal of ``signals`` (keys of :data:`ROW_SCORES`): sign x the rows'
+    recorded score (the curvature negated: softer is more suspect), NaN where a row has
+    none (NaN never flags)."""
+    out = []
+    for signal in signals:
+        key, sign = ROW_SCORES[signal]
+        out.append(sign * np.array([np.nan if r.get(key) is None else r[key] for r in rows],
+                                   float))
+    return out
+
+
 def is_bad(teacher_fmax_at_min: float, teacher_de: float) -> bool:
     """The issue's bad relaxation: teacher fmax (eV/Å) at the model's minimum above
     :data:`BAD_FMAX`, or ``teacher_de`` (eV, teacher energy at the model's minimum minus the
