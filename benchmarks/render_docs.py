@@ -905,17 +905,17 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 
 
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
-FLAGGING_FILES = (("adsorption_quality_c2_v3-val992.json", "coverage2 validation"),
-                  ("adsorption_quality_c2_v3-oldval-curv.json", "first-set (111) validation"),
-                  ("adsorption_quality_c2_v3-test992.json", "coverage2 test"),
-                  ("adsorption_quality_c2_v3-oldtest-curv.json", "first-set (111) test"))
+FLAGGING_FILES = (("adsorption_quality_c2_v3-val-sib.json", "coverage2 validation"),
+                  ("adsorption_quality_c2_v3-oldval-sib.json", "first-set (111) validation"),
+                  ("adsorption_quality_c2_v3-test-sib.json", "coverage2 test"),
+                  ("adsorption_quality_c2_v3-oldtest-sib.json", "first-set (111) test"))
 
 
 #: other flag rules measured on the same relaxations (name, novelty, committee eV/Å,
 #: curvature eV/Å²; None: the signal is not used), compared with the card's in docs
 FLAGGING_ALTERNATIVES = (
-    ("session-10 pair (novelty, partner)", 0.2814, 0.137, None),
-    ("cross-validated, 3 seeds (novelty, soft mode)", 0.5894, None, 0.023),
+    ("no partner (novelty, soft mode: cross-validation's choice with the parent)", 0.5619,
+     None, 0.023),
 )
 
 
@@ -997,6 +997,48 @@ def render_flagging() -> tuple[list[str], list[Path]]:
             *_table(head[:5], other)], [MANIFEST, *[rel for *_, rel in sets]]
 
 
+#: calibrations of tdn-catalysis' flag with different committee partners on the same
+#: validation relaxations (``tools/calibrate_flags.py --committee NAME --curvature --cv --out``):
+#: (file, what the partner is)
+PARTNER_CALIBRATIONS = (
+    ("flag_calibration_tdn-catalysis.json", "parent (the model's own lineage)"),
+    ("flag_calibration_sibling.json", "sibling (from scratch, another seed)"),
+)
+
+
+def render_partners() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: committee partners of tdn-catalysis compared on the same
+    validation relaxations: each score's AUROC (recomputed from the reports the calibration
+    read), the three-signal rule calibrated at 15 % in sample and its cross-validated rates,
+    and the rule cross-validation chose."""
+    from tdn_calc.evaluation.flagging import auroc, flag_rows, row_scores
+
+    rows, sources = [], []
+    for name, what in PARTNER_CALIBRATIONS:
+        rel = RESULTS / name
+        if not (ROOT / rel).exists():
+            continue
+        cal = _load(rel)
+        done = [r for path in cal["reports"] for r in flag_rows(_load(Path(path))["rows"])]
+        bad = np.array([bool(r["bad"]) for r in done])
+        aucs = [_n(auroc(x[np.isfinite(x)], bad[np.isfinite(x)]), 2) for x in row_scores(done)]
+        every, rule = cal.get("all_signals_cross_validated") or {}, cal["rule"]
+        chosen = ", ".join(f"{k} {_n(v, 4)}" for k, v in rule["thresholds"].items())
+        rows.append([f"{cal['committee']}: {what}", f"{cal['n_bad']} / {cal['n_landed']}",
+                     *aucs, f"{_pct(every.get('recall_bad'))} / "
+                     f"{_pct(every.get('false_flag_good'))}",
+                     f"{chosen} (cap {_pct(rule.get('cap'))})",
+                     f"{_pct(rule['cv']['recall_bad'])} / {_pct(rule['cv']['false_flag_good'])}"])
+        sources += [rel, *(Path(path) for path in cal["reports"])]
+    if not rows:
+        return ["Not measured yet: run `tools/calibrate_flags.py ... --committee NAME --curvature "
+                "--cv --out benchmarks/results/flag_calibration_<name>.json`."], []
+    head = ["committee partner", "bad / landed", "AUROC novelty", "AUROC committee",
+            "AUROC curvature", "three signals, cross-validated: bad / landed flagged",
+            "rule chosen by cross-validation", "its cross-validated rates"]
+    return _table(head, rows), sources
+
+
 def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: the shipped flag of tdn-catalysis 2 on the coverage2 start set of
     benchmarks/uncertainty_study.py, one row per group."""
@@ -1070,6 +1112,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "relax-throughput": render_relax_throughput,
     "teacher-vs-pbe": render_teacher_vs_pbe,
     "flagging": render_flagging,
+    "partners": render_partners,
     "uncertainty-coverage2": render_uncertainty_coverage2,
 }
 

@@ -183,16 +183,33 @@ def cross_validated_rates(scores: Sequence[np.ndarray], bad: np.ndarray, groups:
             "false_flag_good": float(np.mean(false_flag)) if (~bad).any() else None}
 
 
+def closest_to_targets(table: Sequence[dict[str, Any]], min_recall: float = MIN_RECALL,
+                       max_false_flag: float = MAX_FALSE_FLAG) -> dict[str, Any]:
+    """The candidate of ``table`` (dicts with ``recall_bad``, ``false_flag_good``,
+    ``signals``, ``cap``) whose larger shortfall from the two targets is smallest: recall
+    below ``min_recall`` and false flags above ``max_false_flag`` count alike, in rate points.
+    Among those meeting both (no shortfall), or equally short, the highest recall, then the
+    fewest false flags, the fewest signals, the higher cap. A rule that stays within the
+    false-flag cap by flagging few bad rows is not preferred to one that misses both targets
+    by less."""
+    def key(t: dict[str, Any]) -> tuple:
+        short = max(min_recall - t["recall_bad"], t["false_flag_good"] - max_false_flag, 0.0)
+        return (round(short, 9), -round(t["recall_bad"], 9), round(t["false_flag_good"], 9),
+                len(t["signals"]), -t["cap"])
+
+    return min(table, key=key)
+
+
 def select_rule(scores: dict[str, np.ndarray], bad: np.ndarray, groups: Sequence[str],
                 first: str, caps: Sequence[float] = tuple(np.arange(15, 4, -1) / 100),
-                target: float = MAX_FALSE_FLAG) -> dict[str, Any]:
+                target: float = MAX_FALSE_FLAG, min_recall: float = MIN_RECALL
+                ) -> dict[str, Any]:
     """Which signals, at which in-sample cap, by grouped cross-validation: every subset of
     ``scores`` (named ``[n]`` arrays, flagged when above) that contains ``first``, every cap
-    of ``caps``; the one whose cross-validated false flags stay within ``target`` with the
-    highest cross-validated recall (then the fewest cross-validated false flags, the fewest
-    signals, the higher cap), or, when none stays within it, the fewest cross-validated false
-    flags. Its cross-validated rates are those of the best of many candidates scored on the
-    same folds, so still somewhat optimistic. Needs both bad and good rows. Returns ``signals``,
+    of ``caps``; the one closest to both targets out of sample (:func:`closest_to_targets`:
+    ``min_recall`` of bad rows flagged, at most ``target`` of good ones). Its
+    cross-validated rates are those of the best of many candidates scored on the same folds,
+    so still somewhat optimistic. Needs both bad and good rows. Returns ``signals``,
     ``cap``, ``thresholds`` (calibrated on all rows at ``cap``, by signal), ``cv`` (its
     out-of-sample rates) and ``in_sample`` rates, and ``table`` (every candidate)."""
     bad = np.asarray(bad, bool)
@@ -206,11 +223,7 @@ def select_rule(scores: dict[str, np.ndarray], bad: np.ndarray, groups: Sequence
             for cap in caps:
                 cv = cross_validated_rates([scores[k] for k in names], bad, groups, cap)
                 table.append({"signals": names, "cap": float(cap), **cv})
-    feasible = [t for t in table if t["false_flag_good"] <= target + 1e-9]
-    best = (max(feasible, key=lambda t: (round(t["recall_bad"], 9),
-                                         -round(t["false_flag_good"], 9),
-                                         -len(t["signals"]), t["cap"])) if feasible else
-            min(table, key=lambda t: (t["false_flag_good"], -t["recall_bad"])))
+    best = closest_to_targets(table, min_recall, target)
     chosen = [scores[k] for k in best["signals"]]
     cuts = calibrate_rule(chosen, bad, best["cap"])
     return {"signals": best["signals"], "cap": best["cap"],
