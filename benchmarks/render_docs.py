@@ -162,11 +162,15 @@ def render_models() -> tuple[list[str], list[Path]]:
     sources = [MANIFEST]
     rows = []
     earlier = [(n, c["superseded_by"]) for n, c in manifest.items() if c.get("superseded_by")]
+    partner_of = {((c.get("uncertainty") or {}).get("committee") or {}).get("model"): n
+                  for n, c in manifest.items() if not c.get("superseded_by")}
     for name, card in manifest.items():
         if card.get("superseded_by"):
             continue  # an earlier version, loadable under its dated name (listed below)
         aliases = ", ".join(f"`{a}`" for a in card.get("aliases", []))
-        extra = ", ".join(x for x in (aliases, "default" if card.get("default") else "") if x)
+        role = f"committee partner of `{partner_of[name]}`" if name in partner_of else ""
+        extra = ", ".join(x for x in (aliases, "default" if card.get("default") else "", role)
+                          if x)
         title = f"`{name}`" + (f" ({extra})" if extra else "")
         method = card["reference_method"]
         if "SevenNet" in method:
