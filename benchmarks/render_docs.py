@@ -940,6 +940,13 @@ def _flagging_sets() -> list[tuple[str, Any, np.ndarray, list[np.ndarray], Path]
     return out
 
 
+def _score_aurocs(bad: np.ndarray, scores: list[np.ndarray]) -> list[str]:
+    """AUROC (2 decimals) of each score for ``bad`` over the rows where it is finite."""
+    from tdn_calc.evaluation.flagging import auroc
+
+    return [_n(auroc(x[np.isfinite(x)], bad[np.isfinite(x)]), 2) for x in scores]
+
+
 def _pooled_rates(sets: list, cuts: tuple[float, float, float]) -> dict[str, list[int]]:
     """``{"validation"|"test": [bad, bad flagged, landed, landed flagged]}`` at ``cuts``."""
     from tdn_calc.evaluation.flagging import rates_rule
@@ -962,7 +969,7 @@ def render_flagging() -> tuple[list[str], list[Path]]:
     flagged when the novelty score or the committee disagreement is above its threshold or
     the adsorbate curvature below its own; then the pooled rates of the other rules of
     :data:`FLAGGING_ALTERNATIVES` on the same rows."""
-    from tdn_calc.evaluation.flagging import auroc, rates_rule
+    from tdn_calc.evaluation.flagging import rates_rule
 
     record = _load(MANIFEST)["models"]["tdn-catalysis"].get("uncertainty") or {}
     partner = record.get("committee") or {}
@@ -975,8 +982,7 @@ def render_flagging() -> tuple[list[str], list[Path]]:
             raise SystemExit(f"{rel}: recorded with another committee partner than the card's")
         at = rates_rule(scores, bad, cuts)
         rows.append([what, str(at["n_bad"]), str(at["n_good"]), _pct(at["recall_bad"]),
-                     _pct(at["false_flag_good"])]
-                    + [_n(auroc(x[np.isfinite(x)], bad[np.isfinite(x)]), 2) for x in scores])
+                     _pct(at["false_flag_good"]), *_score_aurocs(bad, scores)])
 
     def pooled_row(label: str, counts: list[int], pad: int) -> list[str]:
         bad, bad_flagged, landed, landed_flagged = counts
@@ -1015,7 +1021,7 @@ def render_partners() -> tuple[list[str], list[Path]]:
     validation relaxations: each score's AUROC (recomputed from the reports the calibration
     read), the three-signal rule calibrated at 15 % in sample and its cross-validated rates,
     and the rule cross-validation chose."""
-    from tdn_calc.evaluation.flagging import auroc, flag_rows, row_scores
+    from tdn_calc.evaluation.flagging import flag_rows, row_scores
 
     rows, sources = [], []
     for name, what in PARTNER_CALIBRATIONS:
@@ -1025,7 +1031,7 @@ def render_partners() -> tuple[list[str], list[Path]]:
         cal = _load(rel)
         done = [r for path in cal["reports"] for r in flag_rows(_load(Path(path))["rows"])]
         bad = np.array([bool(r["bad"]) for r in done])
-        aucs = [_n(auroc(x[np.isfinite(x)], bad[np.isfinite(x)]), 2) for x in row_scores(done)]
+        aucs = _score_aurocs(bad, row_scores(done))
         every, rule = cal.get("all_signals_cross_validated") or {}, cal["rule"]
         chosen = ", ".join(f"{k} {_n(v, 4)}" for k, v in rule["thresholds"].items())
         rows.append([f"{cal['committee']}: {what}", f"{cal['n_bad']} / {cal['n_landed']}",
