@@ -909,10 +909,19 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 
 
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
-FLAGGING_FILES = (("adsorption_quality_c2_v3-val-sib.json", "coverage2 validation"),
-                  ("adsorption_quality_c2_v3-oldval-sib.json", "first-set (111) validation"),
-                  ("adsorption_quality_c2_v3-test-sib.json", "coverage2 test"),
-                  ("adsorption_quality_c2_v3-oldtest-sib.json", "first-set (111) test"))
+#: (the last word names the pool a file counts in: validation or test)
+FLAGGING_FILES = (
+    ("adsorption_quality_c2_v3-val-sib2.json", "coverage2 validation"),
+    ("adsorption_quality_c2_v3-oldval-sib2.json", "first-set (111) validation"),
+    ("adsorption_quality_c2_v3-newval-sib2.json",
+     "coverage2, systems the partner's split added: validation"),
+    ("adsorption_quality_c2_v3-laterval-sib2.json",
+     "coverage2, built after both models: validation"),
+    ("adsorption_quality_c2_v3-test-sib2.json", "coverage2 test"),
+    ("adsorption_quality_c2_v3-oldtest-sib2.json", "first-set (111) test"),
+    ("adsorption_quality_c2_v3-newtest-sib2.json",
+     "coverage2, systems the partner's split added: test"),
+)
 
 
 #: other flag rules measured on the same relaxations (name, novelty, committee eV/Å,
@@ -1012,7 +1021,8 @@ def render_flagging() -> tuple[list[str], list[Path]]:
 #: (file, what the partner is)
 PARTNER_CALIBRATIONS = (
     ("flag_calibration_tdn-catalysis.json", "parent (the model's own lineage)"),
-    ("flag_calibration_sibling.json", "sibling (from scratch, another seed)"),
+    ("flag_calibration_sibling.json", "sibling (from scratch, another seed, 50,000 steps)"),
+    ("flag_calibration_sibling-2.json", "the sibling trained on (30,000 more steps, more data)"),
 )
 
 
