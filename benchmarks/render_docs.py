@@ -999,7 +999,7 @@ def render_flagging() -> tuple[list[str], list[Path]]:
                 _pct(landed_flagged / landed if landed else None), *[""] * pad]
 
     for part, counts in _pooled_rates(sets, cuts).items():
-        rows.append(pooled_row(f"**both {part} sets**", counts, 3))
+        rows.append(pooled_row(f"**all {part} sets pooled**", counts, 3))
     head = ["systems", "bad", "landed", "bad flagged", "landed flagged", "AUROC novelty",
             "AUROC committee", "AUROC curvature"]
     note = (f"Thresholds of the card: novelty {_n(record.get('threshold'), 4)}, committee "
