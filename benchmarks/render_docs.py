@@ -941,7 +941,7 @@ def _flagging_sets() -> list[tuple[str, Any, np.ndarray, list[np.ndarray], Path]
     out = []
     for name, what in FLAGGING_FILES:
         rel = RESULTS / name
-        report = _load(rel) if rel.exists() else {}
+        report = _load(rel) if (ROOT / rel).exists() else {}
         done = flag_rows(report.get("rows", []))
         if done:
             out.append((what, report, np.array([bool(r["bad"]) for r in done]),
@@ -1062,7 +1062,7 @@ def render_partners() -> tuple[list[str], list[Path]]:
 def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: the shipped flag of tdn-catalysis 2 on the coverage2 start set of
     benchmarks/uncertainty_study.py, one row per group."""
-    sources = sorted(RESULTS.glob("uncertainty_study-*-coverage2.json"))
+    sources = _results("uncertainty_study-*-coverage2.json")
     if not sources:
         return ["Not measured yet: run `python benchmarks/uncertainty_study.py --starts "
                 "coverage2 --model tdn-catalysis`."], []
@@ -1081,7 +1081,7 @@ def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
 def render_teacher_vs_pbe() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: benchmarks/teacher_vs_pbe.py, one row per measured pair."""
     rel = RESULTS / "teacher_vs_pbe.json"
-    if not rel.exists():
+    if not (ROOT / rel).exists():
         return ["Not measured yet: run `python benchmarks/teacher_vs_pbe.py`."], []
     r = _load(rel)
     rows = [
