@@ -911,15 +911,17 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
 #: (the last word names the pool a file counts in: validation or test)
 FLAGGING_FILES = (
-    ("adsorption_quality_c2_v3-val-sib2.json", "coverage2 validation"),
-    ("adsorption_quality_c2_v3-oldval-sib2.json", "first-set (111) validation"),
-    ("adsorption_quality_c2_v3-newval-sib2.json",
+    ("adsorption_quality_c2_v5-val.json", "coverage2 validation"),
+    ("adsorption_quality_c2_v5-oldval.json", "first-set (111) validation"),
+    ("adsorption_quality_c2_v5-newval.json",
      "coverage2, systems the partner's split added: validation"),
-    ("adsorption_quality_c2_v3-laterval-sib2.json",
+    ("adsorption_quality_c2_v5-laterval.json",
+     "coverage2, built after the partner: validation"),
+    ("adsorption_quality_c2_v5-later2val.json",
      "coverage2, built after both models: validation"),
-    ("adsorption_quality_c2_v3-test-sib2.json", "coverage2 test"),
-    ("adsorption_quality_c2_v3-oldtest-sib2.json", "first-set (111) test"),
-    ("adsorption_quality_c2_v3-newtest-sib2.json",
+    ("adsorption_quality_c2_v5-test.json", "coverage2 test"),
+    ("adsorption_quality_c2_v5-oldtest.json", "first-set (111) test"),
+    ("adsorption_quality_c2_v5-newtest.json",
      "coverage2, systems the partner's split added: test"),
 )
 
@@ -927,8 +929,8 @@ FLAGGING_FILES = (
 #: other flag rules measured on the same relaxations (name, novelty, committee eV/Å,
 #: curvature eV/Å²; None: the signal is not used), compared with the card's in docs
 FLAGGING_ALTERNATIVES = (
-    ("no partner (novelty, soft mode: cross-validation's choice with the parent)", 0.5619,
-     None, 0.023),
+    ("novelty alone (no partner, no soft mode; its own 15 % in-sample threshold)", 0.5193,
+     None, None),
 )
 
 
@@ -1023,6 +1025,9 @@ PARTNER_CALIBRATIONS = (
     ("flag_calibration_tdn-catalysis.json", "parent (the model's own lineage)"),
     ("flag_calibration_sibling.json", "sibling (from scratch, another seed, 50,000 steps)"),
     ("flag_calibration_sibling-2.json", "the sibling trained on (30,000 more steps, more data)"),
+    ("flag_calibration_v3-five-sets.json",
+     "the sibling trained on; model v3, five validation sets"),
+    ("flag_calibration_v5.json", "the sibling trained on; model v5 (shipped), five validation sets"),
 )
 
 
