@@ -56,6 +56,8 @@ MODEL_LABELS = {
     "2a6e208e": "tdn-catalysis v4 (experiment)",
     "1230b8f4": "tdn-catalysis v5 (experiment)",
     "42e71643": "tdn-catalysis v6 (experiment)",
+    "fbfdf61d": "tdn-catalysis 2 v5 (shipped as tdn-catalysis-20261207-2 with its training-set "
+                "summary attached: same weights)",
 }
 
 # What the shipped models are for, in words (the figures come from the manifest and JSONs).
@@ -67,7 +69,7 @@ MODEL_SCOPE = {
     "tdn-catalysis": (
         "(111), (100), (110), (211) slabs of Pt Pd Ni Cu Ag Au Rh Ir and hcp(0001) of Ru Co, "
         "3–7 layers, A3B/AB and single-atom alloys, 25 C/H/N/O adsorbates and co-adsorbed "
-        "pairs, bulk and strained bulk, gas molecules (825 of the coverage2 recipe's 3,252 "
+        "pairs, bulk and strained bulk, gas molecules (1,486 of the coverage2 recipe's 3,612 "
         "trajectories), with the first set's (111) slabs of six fcc metals and eight adsorbates",
         "{note}",
     ),
@@ -1007,7 +1009,8 @@ def render_flagging() -> tuple[list[str], list[Path]]:
     note = (f"Thresholds of the card: novelty {_n(record.get('threshold'), 4)}, committee "
             + (f"partner {partner['model']} at {_n(partner.get('force_threshold'), 4)} eV/Å"
                if partner else "partner none (its disagreement is shown, not used)")
-            + f", adsorbate curvature {_n(record.get('curvature_threshold'), 4)} eV/Å².")
+            + (f", adsorbate curvature {_n(record['curvature_threshold'], 4)} eV/Å²."
+               if "curvature_threshold" in record else ", no adsorbate-curvature check."))
     other = []
     for name, novelty, committee, curvature in FLAGGING_ALTERNATIVES:
         alt = (novelty, math.inf if committee is None else committee,
@@ -1027,7 +1030,8 @@ PARTNER_CALIBRATIONS = (
     ("flag_calibration_sibling-2.json", "the sibling trained on (30,000 more steps, more data)"),
     ("flag_calibration_v3-five-sets.json",
      "the sibling trained on; model v3, five validation sets"),
-    ("flag_calibration_v5.json", "the sibling trained on; model v5 (shipped), five validation sets"),
+    ("flag_calibration_v5.json",
+     "the sibling trained on; model v5 (shipped), five validation sets"),
 )
 
 
