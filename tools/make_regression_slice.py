@@ -30,7 +30,7 @@ DATASETS = {
     "tdn-catalysis": "datasets/catalysis2-sevennet0-snap1486",
     # the previous one (configs/tdn-catalysis2-v3.yaml), first 825 trajectories
     "tdn-catalysis-20261207": "datasets/catalysis2-sevennet0-snap825",
-    # the previous one (configs/tdn-catalysis2-v2.yaml), first 659 trajectories
+    # the one before it (configs/tdn-catalysis2-v2.yaml), first 659 trajectories
     "tdn-catalysis-20261206-3": "datasets/catalysis2-sevennet0-snap659",
     "tdn-catalysis-20261206-2": "datasets/catalysis-sevennet0",
     # the first 450 trajectories of datasets/catalysis2-sevennet0 (configs/tdn-catalysis2-v1.yaml)
