@@ -928,12 +928,25 @@ FLAGGING_FILES = (
 )
 
 
-#: other flag rules measured on the same relaxations (name, novelty, committee eV/Å,
-#: curvature eV/Å²; None: the signal is not used), compared with the card's in docs
+#: other flag rules measured on the same relaxations, compared with the card's in docs:
+#: (name, calibration file of ``tools/calibrate_flags.py``, "novelty" for the novelty score's
+#: threshold alone or "rule" for the thresholds of the rule it chose)
 FLAGGING_ALTERNATIVES = (
-    ("novelty alone (no partner, no soft mode; its own 15 % in-sample threshold)", 0.5193,
-     None, None),
+    ("novelty alone (no partner, no soft mode; its own 15 % in-sample threshold)",
+     "flag_calibration_v5.json", "novelty"),
 )
+
+
+def _alternative_cuts(name: str, which: str) -> tuple[float, float, float]:
+    """``(novelty, committee, -curvature)`` thresholds (inf: the signal is not used) of the
+    calibration file ``name``: its novelty-alone threshold (``which`` "novelty") or its
+    chosen rule's ("rule")."""
+    cal = _load(RESULTS / name)
+    if which == "novelty":
+        return cal["novelty"]["threshold"], math.inf, math.inf
+    chosen = cal["rule"]["thresholds"]
+    return (chosen["novelty"], chosen.get("committee", math.inf),
+            -chosen.get("curvature", -math.inf))
 
 
 def _flagging_sets() -> list[tuple[str, Any, np.ndarray, list[np.ndarray], Path]]:
@@ -1012,13 +1025,12 @@ def render_flagging() -> tuple[list[str], list[Path]]:
             + (f", adsorbate curvature {_n(record['curvature_threshold'], 4)} eV/Å²."
                if "curvature_threshold" in record else ", no adsorbate-curvature check."))
     other = []
-    for name, novelty, committee, curvature in FLAGGING_ALTERNATIVES:
-        alt = (novelty, math.inf if committee is None else committee,
-               math.inf if curvature is None else -curvature)
-        for part, counts in _pooled_rates(sets, alt).items():
+    for name, calibration, which in FLAGGING_ALTERNATIVES:
+        for part, counts in _pooled_rates(sets, _alternative_cuts(calibration, which)).items():
             other.append(pooled_row(f"{name}: {part}", counts, 0))
     return [note, "", *_table(head, rows), "", "Other rules on the same relaxations:", "",
-            *_table(head[:5], other)], [MANIFEST, *[rel for *_, rel in sets]]
+            *_table(head[:5], other)], [MANIFEST, *[rel for *_, rel in sets],
+                                        *(RESULTS / c for _, c, _ in FLAGGING_ALTERNATIVES)]
 
 
 #: calibrations of tdn-catalysis' flag with different committee partners on the same

@@ -160,6 +160,11 @@ def _check_extend_options(old, grouping: str | None, train_only: str | None) -> 
 @click.option("--extend", "extend_from", type=click.Path(exists=True, dir_okay=False),
               default=None, help="Keep this split file's assignment and split only the "
               "trajectories it does not list (its own fractions and seed); needs --out.")
+@click.option("--unseen-by", "unseen_by", type=click.Path(exists=True, dir_okay=False),
+              multiple=True, help="Repeatable: write a validation split of the systems in "
+              "none of these split files (built after their models were trained; replicas "
+              "grouped, references of the first file's --train-only pattern left out); "
+              "needs --out.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the split (default: split-seed<seed>.json beside the data).")
 @click.option("--group-by", "grouping", type=click.Choice(["trajectory", "system"]),
@@ -169,17 +174,20 @@ def _check_extend_options(old, grouping: str | None, train_only: str | None) -> 
 @click.option("--train-only", default=None, metavar="REGEX",
               help="Trajectories whose identifier matches go to training, e.g. the references "
               "of adsorption energies: '/clean/|^gas/'.")
-def split_cmd(path, fractions, seed, extend_from, out, grouping, train_only) -> None:
+def split_cmd(path, fractions, seed, extend_from, unseen_by, out, grouping, train_only) -> None:
     """Split trajectories into train/val/test and save the split JSON beside the data.
 
     With --extend, a data set that grew after a model was trained gets a split in which
     every old trajectory keeps its part, so fine-tuning that model never sees a test molecule.
+    With --unseen-by, the systems no model of the given splits saw become a validation set.
     """
     from tdn_calc.data import split as splits
     from tdn_calc.data.dataset import H5Dataset
 
     if extend_from is not None and out is None:
         raise click.UsageError("--extend needs --out (the old split file is never overwritten)")
+    if unseen_by and (out is None or extend_from is not None):
+        raise click.UsageError("--unseen-by needs --out and does not go with --extend")
     if extend_from is not None and Path(out).resolve() == Path(extend_from).resolve():
         raise click.UsageError("--out must differ from the --extend file")
     if (grouping == "system" or train_only is not None) and out is None:
@@ -187,7 +195,9 @@ def split_cmd(path, fractions, seed, extend_from, out, grouping, train_only) -> 
     try:
         ds = H5Dataset(path)
         fr = tuple(float(x) for x in fractions.split(","))
-        if extend_from is not None:
+        if unseen_by:
+            split = splits.unseen_split([splits.load_split(f) for f in unseen_by], ds)
+        elif extend_from is not None:
             old = splits.load_split(extend_from)
             _check_extend_options(old, grouping, train_only)
             split = splits.extend_split(old, ds)

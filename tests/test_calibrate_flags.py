@@ -114,3 +114,18 @@ def test_cross_validated_choice_keeps_novelty_and_reports_out_of_sample_rates(tm
     assert "novelty" in rule["thresholds"] and 0.05 <= rule["cap"] <= 0.15
     assert set(rule["cv"]) == {"recall_bad", "false_flag_good"}
     assert len(rule["table"]) == 4 * 11  # signal subsets with novelty x caps
+
+
+def test_max_cap_widens_the_caps_cross_validation_tries(tmp_path, capsys):
+    tool, rows = _curvature_rows(tmp_path, 6)
+    for k, row in enumerate(rows):
+        row["label"] = f"Pt111/X{k // 2}/top/r{k % 2}"
+    rule = tool.calibrate_rows(rows, committee=False, cv=True, max_cap=0.30)["rule"]
+    caps = sorted({t["cap"] for t in rule["table"]})
+    assert caps[0] == 0.05 and caps[-1] == 0.30 and len(caps) == 26
+    assert 0.05 <= rule["cap"] <= 0.30
+    # the in-sample rates of the chosen cap keep to it
+    assert rule["false_flag_good"] <= rule["cap"] + 1e-9
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path / "a.json"), "--cv", "--max-cap", "2"])
+    assert "--max-cap must lie between 0.05 and 1" in capsys.readouterr().err

@@ -148,6 +148,30 @@ def test_extend_system_split_sends_new_replicas_to_their_systems_part(tmp_path):
     assert load_split(tmp_path / "s.json") == old
 
 
+def test_unseen_split_holds_the_systems_no_given_split_knows(tmp_path):
+    from click.testing import CliRunner
+    from tdn_calc.cli.main import main
+
+    from tdn_calc.data.split import unseen_split
+
+    first = make_split(_catalysis_labels(12, 2), (0.6, 0.2, 0.2), seed=5, grouping="system",
+                       train_only="/clean/|^gas/")
+    second = make_split([f"Pt111/CO/site{i}/r0" for i in range(12, 20)], seed=1)
+    grown = [*_catalysis_labels(30, 4), "Pt100/clean/r0", "gas/NO/r0"]
+    unseen = unseen_split([first, second], grown)
+    assert sorted(unseen.val) == sorted(f"Pt111/CO/site{i}/r{r}" for i in range(20, 30)
+                                         for r in range(4))  # new replicas of known: out
+    assert unseen.train == first.train and unseen.test == () and unseen.grouping == "system"
+    with pytest.raises(InputError, match="none unseen"):
+        unseen_split([first, second], _catalysis_labels(20, 1))
+    with pytest.raises(InputError, match="at least one split"):
+        unseen_split([], grown)
+    first.save(tmp_path / "first.json")
+    res = CliRunner().invoke(main, ["data", "split", str(tmp_path), "--unseen-by",
+                                    str(tmp_path / "first.json")])
+    assert res.exit_code == 2 and "--unseen-by needs --out" in res.output
+
+
 def test_cli_split_extend_writes_a_new_file(dataset_dir, tmp_path):
     import json
 
