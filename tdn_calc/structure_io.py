@@ -158,8 +158,24 @@ def write_structures(
     path = Path(path)
     fmt = output_format(path, format)
     many = not ioformats[fmt].single
+    if fmt == "extxyz":
+        images = [_without_empty_strings(atoms) for atoms in images]
     with atomic_path(path, suffix=path.suffix) as tmp:
         write(tmp, list(images) if many else images[-1], format=fmt)
+
+
+def _without_empty_strings(atoms: Atoms) -> Atoms:
+    """``atoms``, or a copy without its empty-string ``info`` values: ASE's extxyz writer
+    leaves them unquoted (``key= energy=...``), and the reader then takes the next entry as
+    their value, losing the energy."""
+    empty = [k for k, v in atoms.info.items() if isinstance(v, str) and not v]
+    if not empty:
+        return atoms
+    out = atoms.copy()
+    out.calc = atoms.calc
+    for key in empty:
+        del out.info[key]
+    return out
 
 
 def read_existing(path: str | os.PathLike, format: str | None = None) -> list[Atoms]:

@@ -491,3 +491,18 @@ def test_a_teacher_that_desorbs_the_adsorbate_is_named_as_not_binding_it(tmp_pat
     (message,) = limit_messages([StructureRecord(atoms=slab, source="s.xyz", index=0,
                                                  label="ni")], limits)  # fmt: skip
     assert "does not bind O on Ni at all" in message and "too strongly" not in message
+
+
+def test_empty_string_info_does_not_swallow_the_energy_in_extxyz(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from tdn_calc.structure_io import write_structures
+
+    atoms = fcc111("Pt", (2, 2, 2), vacuum=5.0)
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.5, forces=np.zeros((len(atoms), 3)))
+    atoms.info.update(uncertain_signals="", note="kept")
+    write_structures(tmp_path / "out.extxyz", [atoms])
+    back = read(tmp_path / "out.extxyz")
+    assert back.get_potential_energy() == pytest.approx(-1.5)
+    assert back.info["note"] == "kept" and "uncertain_signals" not in back.info
+    assert atoms.info["uncertain_signals"] == ""  # the caller's structure is untouched

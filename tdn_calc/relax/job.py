@@ -154,7 +154,7 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any,
     :mod:`tdn_calc.soft_modes`), and in ``info``
     ``extrapolation_max``, ``committee_force_max``, ``adsorbate_curvature``,
     ``uncertain_signals`` (the signals raised, comma-separated keys of
-    :data:`~tdn_calc.uncertainty.SIGNAL_WORDS`), ``extrapolating_atoms`` (atoms to
+    :data:`~tdn_calc.uncertainty.SIGNAL_WORDS`; absent when none), ``extrapolating_atoms`` (atoms to
     distrust, :func:`~tdn_calc.uncertainty.uncertain_atoms`) and ``uncertain`` (any such
     atom)."""
     from ..extrapolation import score_atoms
@@ -186,7 +186,9 @@ def annotate_extrapolation(frame: Atoms, model: torch.nn.Module, dist: Any,
         flags = np.logical_or.reduce(list(signals.values()))
         frame.info["extrapolating_atoms"] = int(flags.sum())
         frame.info["uncertain"] = bool(flags.any())
-        frame.info["uncertain_signals"] = ",".join(k for k, v in signals.items() if v.any())
+        raised = ",".join(k for k, v in signals.items() if v.any())
+        if raised:  # absent when none (popped above): ASE's extxyz mangles "" on reading
+            frame.info["uncertain_signals"] = raised
 
 
 def _model_forces(frame: Atoms, model: torch.nn.Module) -> Any:
