@@ -911,7 +911,7 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 
 
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
-#: (the last word names the pool a file counts in: validation or test)
+#: (the last word names the pool a file counts in: validation, check or test)
 FLAGGING_FILES = (
     ("adsorption_quality_c2_v5-val.json", "coverage2 validation"),
     ("adsorption_quality_c2_v5-oldval.json", "first-set (111) validation"),
@@ -921,6 +921,8 @@ FLAGGING_FILES = (
      "coverage2, built after the partner: validation"),
     ("adsorption_quality_c2_v5-later2val.json",
      "coverage2, built after both models: validation"),
+    ("adsorption_quality_c2_v5-later3val.json",
+     "coverage2, built after the card's five sets were chosen (not in the choice): check"),
     ("adsorption_quality_c2_v5-test.json", "coverage2 test"),
     ("adsorption_quality_c2_v5-oldtest.json", "first-set (111) test"),
     ("adsorption_quality_c2_v5-newtest.json",
@@ -934,6 +936,8 @@ FLAGGING_FILES = (
 FLAGGING_ALTERNATIVES = (
     ("novelty alone (no partner, no soft mode; its own 15 % in-sample threshold)",
      "flag_calibration_v5.json", "novelty"),
+    ("the rule chosen with in-sample caps up to 15 % only (v5's first card)",
+     "flag_calibration_v5.json", "rule"),
 )
 
 
@@ -1043,7 +1047,9 @@ PARTNER_CALIBRATIONS = (
     ("flag_calibration_v3-five-sets.json",
      "the sibling trained on; model v3, five validation sets"),
     ("flag_calibration_v5.json",
-     "the sibling trained on; model v5 (shipped), five validation sets"),
+     "the sibling trained on; model v5, five validation sets, caps up to 15 %"),
+    ("flag_calibration_v5-balanced.json",
+     "the sibling trained on; model v5 (shipped card), five validation sets, caps up to 40 %"),
 )
 
 
@@ -1067,7 +1073,8 @@ def render_partners() -> tuple[list[str], list[Path]]:
         chosen = ", ".join(f"{k} {_n(v, 4)}" for k, v in rule["thresholds"].items())
         rows.append([f"{cal['committee']}: {what}", f"{cal['n_bad']} / {cal['n_landed']}",
                      *aucs, f"{_pct(every.get('recall_bad'))} / "
-                     f"{_pct(every.get('false_flag_good'))}",
+                     f"{_pct(every.get('false_flag_good'))}"
+                     + ("" if cal.get("curvature") else " (novelty and partner: no soft mode)"),
                      f"{chosen} (cap {_pct(rule.get('cap'))})",
                      f"{_pct(rule['cv']['recall_bad'])} / {_pct(rule['cv']['false_flag_good'])}"])
         sources += [rel, *(Path(path) for path in cal["reports"])]
@@ -1075,7 +1082,7 @@ def render_partners() -> tuple[list[str], list[Path]]:
         return ["Not measured yet: run `tools/calibrate_flags.py ... --committee NAME --curvature "
                 "--cv --out benchmarks/results/flag_calibration_<name>.json`."], []
     head = ["committee partner", "bad / landed", "AUROC novelty", "AUROC committee",
-            "AUROC curvature", "three signals, cross-validated: bad / landed flagged",
+            "AUROC curvature", "all signals, cap 15 %, cross-validated: bad / landed flagged",
             "rule chosen by cross-validation", "its cross-validated rates"]
     return _table(head, rows), sources
 
