@@ -946,6 +946,11 @@ def _alternative_cuts(name: str, which: str) -> tuple[float, float, float]:
     calibration file ``name``: its novelty-alone threshold (``which`` "novelty") or its
     chosen rule's ("rule")."""
     cal = _load(RESULTS / name)
+    partner = (_load(MANIFEST)["models"]["tdn-catalysis"].get("uncertainty") or {}).get(
+        "committee") or {}
+    if which == "rule" and cal.get("committee") != partner.get("model"):
+        raise SystemExit(f"{name}: calibrated with partner {cal.get('committee')!r}, the "
+                         f"reports were run with the card's {partner.get('model')!r}")
     if which == "novelty":
         return cal["novelty"]["threshold"], math.inf, math.inf
     chosen = cal["rule"]["thresholds"]
@@ -1033,8 +1038,9 @@ def render_flagging() -> tuple[list[str], list[Path]]:
         for part, counts in _pooled_rates(sets, _alternative_cuts(calibration, which)).items():
             other.append(pooled_row(f"{name}: {part}", counts, 0))
     return [note, "", *_table(head, rows), "", "Other rules on the same relaxations:", "",
-            *_table(head[:5], other)], [MANIFEST, *[rel for *_, rel in sets],
-                                        *(RESULTS / c for _, c, _ in FLAGGING_ALTERNATIVES)]
+            *_table(head[:5], other)], list(dict.fromkeys(
+                [MANIFEST, *[rel for *_, rel in sets],
+                 *(RESULTS / c for _, c, _ in FLAGGING_ALTERNATIVES)]))
 
 
 #: calibrations of tdn-catalysis' flag with different committee partners on the same
@@ -1056,8 +1062,8 @@ PARTNER_CALIBRATIONS = (
 def render_partners() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: committee partners of tdn-catalysis compared on the same
     validation relaxations: each score's AUROC (recomputed from the reports the calibration
-    read), the three-signal rule calibrated at 15 % in sample and its cross-validated rates,
-    and the rule cross-validation chose."""
+    read), the rule of all the calibration's signals at 15 % in sample and its
+    cross-validated rates, and the rule cross-validation chose."""
     from tdn_calc.evaluation.flagging import flag_rows, row_scores
 
     rows, sources = [], []

@@ -163,8 +163,8 @@ def _check_extend_options(old, grouping: str | None, train_only: str | None) -> 
 @click.option("--unseen-by", "unseen_by", type=click.Path(exists=True, dir_okay=False),
               multiple=True, help="Repeatable: write a validation split of the systems in "
               "none of these split files (built after their models were trained; replicas "
-              "grouped, references of the first file's --train-only pattern left out); "
-              "needs --out.")
+              "grouped, references matching their --train-only patterns left out; "
+              "--fractions and --seed unused); needs --out.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the split (default: split-seed<seed>.json beside the data).")
 @click.option("--group-by", "grouping", type=click.Choice(["trajectory", "system"]),
@@ -188,6 +188,11 @@ def split_cmd(path, fractions, seed, extend_from, unseen_by, out, grouping, trai
         raise click.UsageError("--extend needs --out (the old split file is never overwritten)")
     if unseen_by and (out is None or extend_from is not None):
         raise click.UsageError("--unseen-by needs --out and does not go with --extend")
+    if unseen_by and (grouping is not None or train_only is not None):
+        raise click.UsageError("--unseen-by groups by system and takes the references' "
+                               "pattern from its split files: no --group-by / --train-only")
+    if out is not None and any(Path(out).resolve() == Path(f).resolve() for f in unseen_by):
+        raise click.UsageError("--out must differ from the --unseen-by files")
     if extend_from is not None and Path(out).resolve() == Path(extend_from).resolve():
         raise click.UsageError("--out must differ from the --extend file")
     if (grouping == "system" or train_only is not None) and out is None:

@@ -165,10 +165,10 @@ def write_structures(
 
 
 def _without_empty_strings(atoms: Atoms) -> Atoms:
-    """``atoms``, or a copy without its empty-string ``info`` values: ASE's extxyz writer
-    leaves them unquoted (``key= energy=...``), and the reader then takes the next entry as
-    their value, losing the energy."""
-    empty = [k for k, v in atoms.info.items() if isinstance(v, str) and not v]
+    """``atoms``, or a copy without its empty or blank string ``info`` values: ASE's extxyz
+    writer leaves some unquoted (``key= energy=...``), and the reader then takes the next
+    entry as their value, losing the energy."""
+    empty = [k for k, v in atoms.info.items() if isinstance(v, str) and not v.strip()]
     if not empty:
         return atoms
     out = atoms.copy()

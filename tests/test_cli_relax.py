@@ -500,9 +500,10 @@ def test_empty_string_info_does_not_swallow_the_energy_in_extxyz(tmp_path):
 
     atoms = fcc111("Pt", (2, 2, 2), vacuum=5.0)
     atoms.calc = SinglePointCalculator(atoms, energy=-1.5, forces=np.zeros((len(atoms), 3)))
-    atoms.info.update(uncertain_signals="", note="kept")
+    atoms.info.update(note="kept", uncertain_signals="", blank="\t")  # last, as relax writes
     write_structures(tmp_path / "out.extxyz", [atoms])
     back = read(tmp_path / "out.extxyz")
     assert back.get_potential_energy() == pytest.approx(-1.5)
     assert back.info["note"] == "kept" and "uncertain_signals" not in back.info
+    assert "blank" not in back.info
     assert atoms.info["uncertain_signals"] == ""  # the caller's structure is untouched

@@ -253,3 +253,37 @@ def test_in_memory_reads_the_same_frames(dataset_dir):
         for key in ("atomic_numbers", "positions", "forces"):
             np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_array_equal(lazy.composition([1, 6, 8]), mem.composition([1, 6, 8]))
+
+
+def test_unseen_split_leaves_out_references_of_every_split_and_guards_its_inputs(
+        dataset_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from tdn_calc.cli.main import main
+
+    from tdn_calc.data.split import unseen_split
+
+    plain = make_split([f"Pt111/CO/site{i}/r0" for i in range(4)], seed=1)
+    pinned = make_split(_catalysis_labels(2, 1), seed=2, grouping="system",
+                        train_only="/clean/|^gas/")
+    grown = [*_catalysis_labels(6, 1), "Pt100/clean/r0", "gas/NO/r0"]  # new references
+    for order in ([plain, pinned], [pinned, plain]):  # the references stay out either way
+        assert sorted(unseen_split(order, grown).val) == [f"Pt111/CO/site{i}/r0"
+                                                          for i in (4, 5)]
+    ds = H5Dataset(dataset_dir)
+    old = make_split(ds.identifiers[:2], (1.0, 0.0, 0.0), seed=3)
+    old_file, new_file = tmp_path / "old.json", tmp_path / "new.json"
+    old.save(old_file)
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "split", str(dataset_dir), "--unseen-by", str(old_file),
+                               "--out", str(new_file)])
+    assert res.exit_code == 0, res.output
+    assert load_split(new_file) == unseen_split([old], ds)
+    assert json.loads(res.output)["trajectories"]["val"] == len(unseen_split([old], ds).val) > 0
+    for extra, words in ((["--out", str(old_file)], "--out must differ"),
+                         (["--out", str(new_file), "--train-only", "^gas/"], "--train-only")):
+        res = runner.invoke(main, ["data", "split", str(dataset_dir), "--unseen-by",
+                                   str(old_file), *extra])
+        assert res.exit_code == 2 and words in res.output, res.output
+    assert load_split(old_file) == old

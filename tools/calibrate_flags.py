@@ -62,9 +62,9 @@ def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
     negated adsorbate curvature above its threshold", with ``thresholds`` named
     ``novelty`` (score), ``committee`` (eV/Å) and ``curvature`` (eV/Å², flagged *below*).
     With ``cv``, grouped cross-validation over the systems chooses which of those signals
-    join the rule and the in-sample cap of flagged landed ones, 5 % to ``max_cap`` in steps
-    of 1 % (:func:`~tdn_calc.evaluation.flagging.select_rule`): ``rule`` then holds its
-    choice, its cross-validated rates (``cv``) and the candidates (``table``)."""
+    join the rule and the in-sample cap of flagged landed ones, 5 % to ``max_cap`` (0.05 to
+    1) in whole percents (:func:`~tdn_calc.evaluation.flagging.select_rule`): ``rule`` then
+    holds its choice, its cross-validated rates (``cv``) and the candidates (``table``)."""
     from tdn_calc.evaluation.flagging import (
         MAX_FALSE_FLAG,
         auroc,
@@ -95,7 +95,9 @@ def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
         # the rule of all the signals, calibrated in sample at 15 %, out of sample
         out["all_signals_cross_validated"] = cross_validated_rates(scores, bad, groups,
                                                                    MAX_FALSE_FLAG)
-        caps = np.arange(round(max_cap * 100), 4, -1) / 100
+        if not 0.05 <= max_cap <= 1:
+            raise ValueError(f"max_cap must lie between 0.05 and 1, got {max_cap}")
+        caps = np.arange(math.floor(max_cap * 100 + 1e-9), 4, -1) / 100  # whole percents
         chosen = select_rule(dict(zip(names, scores, strict=True)), bad, groups, "novelty",
                              caps=caps)
         thresholds = dict(chosen["thresholds"])
@@ -133,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", default=None, metavar="MODEL",
                    help="record the chosen thresholds in MODEL's manifest entry")
     args = p.parse_args(argv)
+    if not 0.05 <= args.max_cap <= 1:
+        p.error(f"--max-cap must lie between 0.05 and 1, got {args.max_cap}")
+    if args.max_cap != MAX_FALSE_FLAG_CAP and not args.cv:
+        p.error("--max-cap needs --cv (it bounds the caps cross-validation tries)")
     reports = [json.loads(Path(r).read_text(encoding="utf-8")) for r in args.reports]
     partners = {(r.get("committee") or {}).get("model") for r in reports}
     if args.committee and partners != {args.committee}:
@@ -144,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.curvature and not any(r.get("adsorbate_curvature") is not None for r in rows):
         p.error("--curvature needs reports with adsorbate_curvature (adsorption_quality.py "
                 "records it)")
-    if not 0.05 <= args.max_cap <= 1:
-        p.error(f"--max-cap must lie between 0.05 and 1, got {args.max_cap}")
     result = calibrate_rows(rows, bool(args.committee), args.curvature, args.cv, args.max_cap)
     print(json.dumps(result, indent=1))
     if args.out:

@@ -149,18 +149,18 @@ def unseen_split(splits: Sequence[Split], identifiers) -> Split:
     """A validation split of the trajectories of ``identifiers`` whose *system* (replicas
     grouped, :func:`system_of`) is in no part of any of ``splits``: systems built after the
     models of those splits were trained, unseen by all of them, for choosing among the models
-    (or their flags) on chemistry none was fitted or checked on. Identifiers matching the
-    first split's ``train_only`` pattern (clean slabs, gas molecules: references, not
-    systems) are left out; the result keeps the first split's train list, its seed and
-    pattern, grouping ``"system"``, and no test part. Raises :class:`InputError` when no
-    split is given or no system is unseen."""
+    (or their flags) on chemistry none was fitted or checked on. Identifiers matching any
+    split's ``train_only`` pattern (clean slabs, gas molecules: references, not systems) are
+    left out; the result keeps the first split's train list, its seed and pattern, grouping
+    ``"system"``, fractions ``(0, 1, 0)`` and no test part: a split to evaluate on, not to
+    train with. Raises :class:`InputError` when no split is given or no system is unseen."""
     if not splits:
         raise InputError("an unseen-systems split needs at least one split to compare with")
     known = {system_of(i) for split in splits for name in SPLIT_NAMES
              for i in getattr(split, name)}
-    pattern = re.compile(splits[0].train_only) if splits[0].train_only else None
+    patterns = [re.compile(s.train_only) for s in splits if s.train_only]
     new = tuple(i for i in sorted(set(getattr(identifiers, "identifiers", identifiers)))
-                if system_of(i) not in known and not (pattern and pattern.search(i)))
+                if system_of(i) not in known and not any(p.search(i) for p in patterns))
     if not new:
         raise InputError("every system of the data is in one of the given splits: none unseen")
     return replace(splits[0], val=new, test=(), fractions=(0.0, 1.0, 0.0), grouping="system")
