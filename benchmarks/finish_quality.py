@@ -37,6 +37,7 @@ from _common import write_json
 from ase import Atoms
 
 from tdn_calc.evaluation import Landing, bond_changes, bonds, classify_site, landing
+from tdn_calc.evaluation.flagging import is_bad
 
 MODES = ("teacher", "uncertain", "always")
 DEFAULT_OUT = Path(__file__).parent / "results" / "finish_quality.json"
@@ -105,6 +106,23 @@ def judge(energy: float, atoms: Atoms, reference_energy: float, reference: Atoms
     return landing(energy, reference_energy, site, ref_site, bond_changes(bonded, ref_bonded) == 0)
 
 
+def summarize_flag(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per chemistry (and ``all``), from the ``uncertain`` rows: ``starts``, ``student_bad``
+    (student minima bad by the issue's definition, :func:`~tdn_calc.evaluation.flagging.
+    is_bad`: teacher fmax there above 0.5 eV/Å or teacher energy 0.2 eV above the
+    teacher-alone minimum) and ``bad_unflagged`` (of those, not flagged uncertain)."""
+    out: dict[str, Any] = {}
+    for chem in ("known", "new", "all"):
+        sel = [r for r in rows if r["mode"] == "uncertain" and "student_bad" in r
+               and chem in ("all", r["chemistry"])]
+        if sel:
+            out[chem] = {"starts": len(sel),
+                         "student_bad": sum(bool(r["student_bad"]) for r in sel),
+                         "bad_unflagged": sum(bool(r["student_bad"]) and not r["uncertain"]
+                                              for r in sel)}
+    return out
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per mode and chemistry (and ``all``): starts, fraction landing in the teacher's
     minimum (``landed``) or at or below it (``at_or_below``), teacher calls relative to
@@ -149,6 +167,10 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
     first = relax(atoms, student, fmax, steps=steps, warn=False)
     uncertain = student_uncertain(student, first.atoms, first.converged)
     student_time = time.perf_counter() - t0
+    # the flag's question at the student's minimum (not a cost: the judge's single point)
+    student_energy, student_fmax = stage.single_point(stage.finish, first.atoms)
+    stage.calculator(stage.finish).reset()  # else the finish's first call reuses this one
+    student_bad = is_bad(student_fmax, student_energy - ref.teacher_energy)
     results = {"teacher": (ref, ref_time)}
     for mode in ("uncertain", "always"):
         stage.finish_when = mode
@@ -163,6 +185,9 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
         verdict = judge(energy, res.atoms, ref.teacher_energy, ref.atoms, n_metal)
         rows.append({"start": start.label, "chemistry": start.chemistry, "mode": mode,
                      "engine": res.engine, "uncertain": uncertain,
+                     "student_teacher_fmax": round(student_fmax, 4),
+                     "student_teacher_de": round(student_energy - ref.teacher_energy, 4),
+                     "student_bad": student_bad,
                      "student_steps": res.student_steps, "teacher_steps": res.teacher_steps,
                      "teacher_calls": res.teacher_calls, "reference_calls": ref.teacher_calls,
                      "converged": res.converged, "delta_eV": verdict.delta,
@@ -204,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
               "teacher": args.teacher, "fmax": args.fmax,
               "steps": args.steps, "quick": args.quick, "platform": platform.platform(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "summary": summarize(rows),
+              "student_minima": summarize_flag(rows),
               "rows": rows, "starts": [asdict(s) for s in starts(args.quick, args.seeds)]}
     write_json(args.out, report)
     print(json.dumps(report["summary"], indent=2))

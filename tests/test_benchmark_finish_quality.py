@@ -4,7 +4,15 @@ start end to end with EMT as teacher and a tiny random student (labels and costs
 from __future__ import annotations
 
 import pytest
-from finish_quality import MODES, build_start, judge, run_start, starts, summarize
+from finish_quality import (
+    MODES,
+    build_start,
+    judge,
+    run_start,
+    starts,
+    summarize,
+    summarize_flag,
+)
 
 
 def test_starts_cover_known_and_new_chemistry():
@@ -55,6 +63,12 @@ def test_summarize_fractions_and_relative_calls():
     assert summary["uncertain"]["known"]["calls_vs_teacher_only"] == 0.0
     assert summary["uncertain"]["all"]["landed"] == 0.5
     assert summary["always"]["all"]["calls_vs_teacher_only"] == pytest.approx(0.3)
+    for row, (bad, flagged) in zip(rows[2:4], ((True, False), (True, True)), strict=True):
+        row.update(student_bad=bad, uncertain=flagged)  # the two "uncertain" rows
+    assert summarize_flag(rows) == {"known": {"starts": 1, "student_bad": 1,
+                                              "bad_unflagged": 1},
+                                    "new": {"starts": 1, "student_bad": 1, "bad_unflagged": 0},
+                                    "all": {"starts": 2, "student_bad": 2, "bad_unflagged": 1}}
 
 
 def test_one_start_end_to_end_with_emt(tiny_model):
@@ -68,4 +82,10 @@ def test_one_start_end_to_end_with_emt(tiny_model):
     teacher, unsure, always = rows
     assert teacher["engine"] == "teacher" and teacher["same_minimum"]  # its own reference
     assert unsure["engine"] == "student" and unsure["teacher_calls"] == 0  # no scores
+    # the teacher's verdict on the student's minimum, the same in every row of the start
+    assert len({(r["student_teacher_fmax"], r["student_bad"]) for r in rows}) == 1
+    assert unsure["student_bad"] == (unsure["student_teacher_fmax"] > 0.5
+                                     or unsure["student_teacher_de"] > 0.2)
+    flag = summarize_flag(rows)["all"]
+    assert flag["starts"] == 1 and flag["bad_unflagged"] == flag["student_bad"]  # no scores
     assert always["engine"] == "student+teacher" and always["teacher_calls"] >= 1
