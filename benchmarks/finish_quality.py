@@ -2,10 +2,12 @@
 
 For slab+adsorbate starts built by :mod:`tdn_calc.datagen.catalysis` (``known`` chemistry:
 Pt/Cu(111) with CO, O, H, which tdn-catalysis was trained on; ``new`` chemistry: COOH and NNH
-on Pt(111), CO and O on Pt/Cu(100)), each start is relaxed three ways:
+on Pt(111), CO and O on Pt/Cu(100)), each start is relaxed four ways:
 
 - ``teacher``: the teacher alone (the reference minimum and the reference cost);
 - ``uncertain``: the TDN model, then ``finish=teacher, finish_when="uncertain"``;
+- ``unverified``: the TDN model, a teacher single point at its minimum (counted), then the
+  teacher finishes where its fmax there is above ``verify_fmax`` (3 x fmax);
 - ``always``: the TDN model, then ``finish=teacher, finish_when="always"``.
 
 A mode *lands* when its final structure is in the teacher-only minimum from the same start
@@ -39,7 +41,7 @@ from ase import Atoms
 from tdn_calc.evaluation import Landing, bond_changes, bonds, classify_site, landing
 from tdn_calc.evaluation.flagging import is_bad
 
-MODES = ("teacher", "uncertain", "always")
+MODES = ("teacher", "uncertain", "unverified", "always")
 DEFAULT_OUT = Path(__file__).parent / "results" / "finish_quality.json"
 
 
@@ -150,7 +152,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -> list[dict]:
-    """The three modes on one start (``stage``: a TeacherStage whose finish teacher is the
+    """The modes of MODES on one start (``stage``: a TeacherStage whose finish teacher is the
     teacher); one row per mode."""
     from tdn_calc.relax.single import (
         finish_with_teacher,
@@ -169,11 +171,11 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
     student_time = time.perf_counter() - t0
     # the flag's question at the student's minimum (not a cost: the judge's single point)
     student_energy, student_fmax = stage.single_point(stage.finish, first.atoms)
-    stage.calculator(stage.finish).reset()  # else the finish's first call reuses this one
     student_bad = is_bad(student_fmax, student_energy - ref.teacher_energy)
     results = {"teacher": (ref, ref_time)}
-    for mode in ("uncertain", "always"):
+    for mode in MODES[1:]:
         stage.finish_when = mode
+        stage.calculator(stage.finish).reset()  # no mode reuses another's teacher results
         t0 = time.perf_counter()
         res = finish_with_teacher(first, stage, uncertain, fmax, steps=steps, student=student)
         results[mode] = (res, student_time + time.perf_counter() - t0)

@@ -495,6 +495,7 @@ def render_finish_quality() -> tuple[list[str], list[Path]]:
     modes = {
         "teacher": "teacher alone",
         "uncertain": "student + finish when uncertain",
+        "unverified": "student + finish when unverified",
         "always": "student + finish always",
     }
     rows = [

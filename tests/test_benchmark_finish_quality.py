@@ -79,7 +79,7 @@ def test_one_start_end_to_end_with_emt(tiny_model):
     stage = TeacherStage(finish="emt", verify_fmax=0.15)
     rows = run_start(starts(quick=True)[0], student, stage, fmax=0.05, steps=3)
     assert [r["mode"] for r in rows] == list(MODES)
-    teacher, unsure, always = rows
+    teacher, unsure, unverified, always = rows
     assert teacher["engine"] == "teacher" and teacher["same_minimum"]  # its own reference
     assert unsure["engine"] == "student" and unsure["teacher_calls"] == 0  # no scores
     # the teacher's verdict on the student's minimum, the same in every row of the start
@@ -89,3 +89,14 @@ def test_one_start_end_to_end_with_emt(tiny_model):
     flag = summarize_flag(rows)["all"]
     assert flag["starts"] == 1 and flag["bad_unflagged"] == flag["student_bad"]  # no scores
     assert always["engine"] == "student+teacher" and always["teacher_calls"] >= 1
+    # counted as a fresh teacher would count it: no mode reuses another's cached results
+    from tdn_calc.relax.single import finish_with_teacher, relax
+
+    first = relax(build_start(starts(quick=True)[0])[0], student, 0.05, steps=3, warn=False)
+    alone = finish_with_teacher(first, TeacherStage(finish="emt", finish_when="always"), None,
+                                0.05, steps=3, student=student)
+    assert always["teacher_calls"] == alone.teacher_calls
+    # one teacher single point at the student's minimum, then a finish only above 0.15 eV/Å
+    assert unverified["teacher_calls"] >= 1
+    assert (unverified["engine"] == "student+teacher") == (
+        unverified["student_teacher_fmax"] > 0.15)
