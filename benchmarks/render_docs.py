@@ -883,12 +883,6 @@ def render_physics() -> tuple[list[str], list[Path]]:
         ],
         rows,
     )
-    flag = (r.get("student_minima") or {}).get("all")
-    if flag:
-        lines += ["", f"The student's own minima: {flag['student_bad']} of {flag['starts']} "
-                  "bad by the issue's definition (teacher fmax there above 0.5 eV/Å or "
-                  "teacher energy 0.2 eV above the teacher-alone minimum), "
-                  f"{flag['bad_unflagged']} of them not flagged uncertain."]
     return lines, [rel]
 
 
