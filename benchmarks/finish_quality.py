@@ -171,7 +171,8 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
     student_time = time.perf_counter() - t0
     # the flag's question at the student's minimum (not a cost: the judge's single point)
     student_energy, student_fmax = stage.single_point(stage.finish, first.atoms)
-    student_bad = is_bad(student_fmax, student_energy - ref.teacher_energy)
+    student_de = student_energy - ref.teacher_energy  # eV above the teacher-alone minimum
+    student_bad = is_bad(student_fmax, student_de)
     results = {"teacher": (ref, ref_time)}
     for mode in MODES[1:]:
         stage.finish_when = mode
@@ -188,7 +189,7 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
         rows.append({"start": start.label, "chemistry": start.chemistry, "mode": mode,
                      "engine": res.engine, "uncertain": uncertain,
                      "student_teacher_fmax": round(student_fmax, 4),
-                     "student_teacher_de": round(student_energy - ref.teacher_energy, 4),
+                     "student_teacher_de": round(student_de, 4),
                      "student_bad": student_bad,
                      "student_steps": res.student_steps, "teacher_steps": res.teacher_steps,
                      "teacher_calls": res.teacher_calls, "reference_calls": ref.teacher_calls,

@@ -950,16 +950,16 @@ FLAGGING_ALTERNATIVES = (
 )
 
 
-def _alternative_cuts(name: str, which: str) -> tuple[float, float, float]:
+def _alternative_cuts(name: str, which: str, partner: str | None
+                      ) -> tuple[float, float, float]:
     """``(novelty, committee, -curvature)`` thresholds (inf: the signal is not used) of the
     calibration file ``name``: its novelty-alone threshold (``which`` "novelty") or its
-    chosen rule's ("rule")."""
+    chosen rule's ("rule"), whose partner must be ``partner`` (the card's, the one the
+    reports were run with)."""
     cal = _load(RESULTS / name)
-    partner = (_load(MANIFEST)["models"]["tdn-catalysis"].get("uncertainty") or {}).get(
-        "committee") or {}
-    if which == "rule" and cal.get("committee") != partner.get("model"):
+    if which == "rule" and cal.get("committee") != partner:
         raise SystemExit(f"{name}: calibrated with partner {cal.get('committee')!r}, the "
-                         f"reports were run with the card's {partner.get('model')!r}")
+                         f"reports were run with the card's {partner!r}")
     if which == "novelty":
         return cal["novelty"]["threshold"], math.inf, math.inf
     chosen = cal["rule"]["thresholds"]
@@ -1044,7 +1044,8 @@ def render_flagging() -> tuple[list[str], list[Path]]:
                if "curvature_threshold" in record else ", no adsorbate-curvature check."))
     other = []
     for name, calibration, which in FLAGGING_ALTERNATIVES:
-        for part, counts in _pooled_rates(sets, _alternative_cuts(calibration, which)).items():
+        cuts = _alternative_cuts(calibration, which, partner.get("model"))
+        for part, counts in _pooled_rates(sets, cuts).items():
             other.append(pooled_row(f"{name}: {part}", counts, 0))
     return [note, "", *_table(head, rows), "", "Other rules on the same relaxations:", "",
             *_table(head[:5], other)], list(dict.fromkeys(

@@ -191,10 +191,10 @@ def split_cmd(path, fractions, seed, extend_from, unseen_by, out, grouping, trai
     if unseen_by and (grouping is not None or train_only is not None):
         raise click.UsageError("--unseen-by groups by system and takes the references' "
                                "pattern from its split files: no --group-by / --train-only")
-    if out is not None and any(Path(out).resolve() == Path(f).resolve() for f in unseen_by):
-        raise click.UsageError("--out must differ from the --unseen-by files")
-    if extend_from is not None and Path(out).resolve() == Path(extend_from).resolve():
-        raise click.UsageError("--out must differ from the --extend file")
+    read = [f for f in (extend_from, *unseen_by) if f is not None]  # split files read
+    if out is not None and any(Path(out).resolve() == Path(f).resolve() for f in read):
+        raise click.UsageError("--out must differ from the split files read (--extend, "
+                               "--unseen-by): they are never overwritten")
     if (grouping == "system" or train_only is not None) and out is None:
         raise click.UsageError("--group-by system / --train-only need --out")
     try:
