@@ -8,7 +8,13 @@ on Pt(111), CO and O on Pt/Cu(100)), each start is relaxed four ways:
 - ``uncertain``: the TDN model, then ``finish=teacher, finish_when="uncertain"``;
 - ``unverified``: the TDN model, a teacher single point at its minimum (counted), then the
   teacher finishes where its fmax there is above ``verify_fmax`` (3 x fmax);
-- ``always``: the TDN model, then ``finish=teacher, finish_when="always"``.
+- ``always``: the TDN model, then ``finish=teacher, finish_when="always"``;
+- ``unverified-loose``: as ``unverified``, with ``verify_fmax`` at the issue's bad-force line
+  (0.5 eV/Å, :data:`~tdn_calc.evaluation.flagging.BAD_FMAX`; ``--loose-verify-fmax``): a student
+  minimum the teacher's single point passes there is kept, not finished to ``fmax``;
+- ``uncertain-or-unverified-loose``: the TDN model; the flagged starts finished as under
+  ``uncertain``, the others get the teacher's single point (counted) and are finished above
+  the loose ``verify_fmax``.
 
 A mode *lands* when its final structure is in the teacher-only minimum from the same start
 (:func:`tdn_calc.evaluation.landing`: same site of the anchor atom, adsorbate bonds kept,
@@ -39,9 +45,10 @@ from _common import write_json
 from ase import Atoms
 
 from tdn_calc.evaluation import Landing, bond_changes, bonds, classify_site, landing
-from tdn_calc.evaluation.flagging import is_bad
+from tdn_calc.evaluation.flagging import BAD_FMAX, is_bad
 
-MODES = ("teacher", "uncertain", "unverified", "always")
+MODES = ("teacher", "uncertain", "unverified", "always", "unverified-loose",
+         "uncertain-or-unverified-loose")
 DEFAULT_OUT = Path(__file__).parent / "results" / "finish_quality.json"
 
 
@@ -151,9 +158,11 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -> list[dict]:
+def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int,
+              loose_verify_fmax: float = BAD_FMAX) -> list[dict]:
     """The modes of MODES on one start (``stage``: a TeacherStage whose finish teacher is the
-    teacher); one row per mode."""
+    teacher; ``loose_verify_fmax``: eV/Å, the ``verify_fmax`` of ``unverified-loose``); one
+    row per mode."""
     from tdn_calc.relax.single import (
         finish_with_teacher,
         relax,
@@ -174,12 +183,15 @@ def run_start(start: Start, student: Any, stage: Any, fmax: float, steps: int) -
     student_de = student_energy - ref.teacher_energy  # eV above the teacher-alone minimum
     student_bad = is_bad(student_fmax, student_de)
     results = {"teacher": (ref, ref_time)}
+    tight_verify_fmax = stage.verify_fmax
     for mode in MODES[1:]:
-        stage.finish_when = mode
+        stage.finish_when = mode.removesuffix("-loose")
+        stage.verify_fmax = loose_verify_fmax if mode.endswith("-loose") else tight_verify_fmax
         stage.calculator(stage.finish).reset()  # no mode reuses another's teacher results
         t0 = time.perf_counter()
         res = finish_with_teacher(first, stage, uncertain, fmax, steps=steps, student=student)
         results[mode] = (res, student_time + time.perf_counter() - t0)
+    stage.verify_fmax = tight_verify_fmax
     rows = []
     for mode, (res, seconds) in results.items():
         energy = res.teacher_energy
@@ -207,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fmax", type=float, default=0.05, help="eV/Å")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=1, help="starts per system")
+    parser.add_argument("--loose-verify-fmax", type=float, default=BAD_FMAX,
+                        help="eV/Å, verify_fmax of the unverified-loose mode")
     parser.add_argument("--quick", action="store_true", help="two starts only")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -218,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     stage = TeacherStage(finish=args.teacher, finish_when="uncertain", verify_fmax=3 * args.fmax)
     rows: list[dict] = []
     for start in starts(args.quick, args.seeds):
-        rows += run_start(start, student, stage, args.fmax, args.steps)
-        print(start.label, [(r["mode"], r["same_minimum"], r["teacher_calls"]) for r in rows[-3:]],
+        rows += run_start(start, student, stage, args.fmax, args.steps, args.loose_verify_fmax)
+        print(start.label, [(r["mode"], r["same_minimum"], r["teacher_calls"])
+                            for r in rows[-len(MODES):]],
               file=sys.stderr, flush=True)
     from tdn_calc.registry import model_entry
 
@@ -229,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # a model file, not a registered name
         uncertainty = None
     report = {"model": args.model, "uncertainty": uncertainty,
-              "teacher": args.teacher, "fmax": args.fmax,
+              "teacher": args.teacher, "fmax": args.fmax, "verify_fmax": stage.verify_fmax,
+              "loose_verify_fmax": args.loose_verify_fmax,
               "steps": args.steps, "quick": args.quick, "platform": platform.platform(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "summary": summarize(rows),
               "student_minima": summarize_flag(rows),

@@ -497,10 +497,13 @@ def render_finish_quality() -> tuple[list[str], list[Path]]:
         "uncertain": "student + finish when uncertain",
         "unverified": "student + finish when unverified",
         "always": "student + finish always",
+        "unverified-loose": "student + finish when unverified at {loose} eV/Å",
+        "uncertain-or-unverified-loose": "student + finish when uncertain or unverified at "
+                                         "{loose} eV/Å",
     }
     rows = [
         [
-            modes.get(mode, mode),
+            modes.get(mode, mode).format(loose=r.get("loose_verify_fmax")),
             group,
             str(part["starts"]),
             _pct(part["landed"]),

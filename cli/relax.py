@@ -119,7 +119,8 @@ def _table(rows: list[dict]) -> str:
               show_default=True,
               help="Which structures --finish continues: uncertain (atoms the model does not "
                    "know, or not converged), unverified (teacher fmax > --verify-fmax), "
-                   "always.")
+                   "uncertain-or-unverified (uncertain; the others get the teacher single "
+                   "point and are finished above --verify-fmax), always.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Print optimizer steps.")
 def main(inputs, output, model, device, dtype, fmax, steps, optimizer, cell_filter, fix_symmetry,

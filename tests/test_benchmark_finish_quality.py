@@ -77,9 +77,11 @@ def test_one_start_end_to_end_with_emt(tiny_model):
 
     student = TDNCalculator(tiny_model(elements=(1, 6, 8, 78)), device="cpu")
     stage = TeacherStage(finish="emt", verify_fmax=0.15)
-    rows = run_start(starts(quick=True)[0], student, stage, fmax=0.05, steps=3)
+    rows = run_start(starts(quick=True)[0], student, stage, fmax=0.05, steps=3,
+                     loose_verify_fmax=0.5)
     assert [r["mode"] for r in rows] == list(MODES)
-    teacher, unsure, unverified, always = rows
+    teacher, unsure, unverified, always, loose, either = rows
+    assert stage.verify_fmax == 0.15  # the loose mode's threshold does not leak out
     assert teacher["engine"] == "teacher" and teacher["same_minimum"]  # its own reference
     assert unsure["engine"] == "student" and unsure["teacher_calls"] == 0  # no scores
     # the teacher's verdict on the student's minimum, the same in every row of the start
@@ -100,3 +102,8 @@ def test_one_start_end_to_end_with_emt(tiny_model):
     assert unverified["teacher_calls"] >= 1
     assert (unverified["engine"] == "student+teacher") == (
         unverified["student_teacher_fmax"] > 0.15)
+    # the loose mode: the same single point, a finish only above 0.5 eV/Å
+    assert loose["teacher_calls"] >= 1
+    assert (loose["engine"] == "student+teacher") == (loose["student_teacher_fmax"] > 0.5)
+    # no scores (tiny model): the combined mode is the loose single-point test
+    assert (either["engine"], either["teacher_calls"]) == (loose["engine"], loose["teacher_calls"])

@@ -220,6 +220,45 @@ def test_python_api_finish_and_teacher_alone(tiny_model):
     assert default_verify_fmax(0.05) == pytest.approx(0.15)
 
 
+def test_uncertain_or_unverified_finishes_flags_and_checks_the_rest():
+    from tdn_calc.relax.teacher import TeacherStage
+
+    stage = TeacherStage(finish="emt", finish_when="uncertain-or-unverified", verify_fmax=0.5)
+    # flagged or not converged: finished with no single point first
+    for uncertain, converged in ((True, True), (False, False), (None, False)):
+        assert not stage.needs_single_point(uncertain, converged)
+        assert stage.wants_finish(uncertain, None, converged)
+    # not flagged (or no scores): the single point decides, above verify_fmax only
+    for uncertain in (False, None):
+        assert stage.needs_single_point(uncertain, True)
+        assert stage.wants_finish(uncertain, 0.51, True)
+        assert not stage.wants_finish(uncertain, 0.49, True)
+    # the other modes keep their rules
+    assert TeacherStage(finish="emt", finish_when="unverified").needs_single_point(True)
+    assert not TeacherStage(finish="emt", finish_when="uncertain").needs_single_point(False)
+    assert not TeacherStage(finish="emt", finish_when="always").needs_single_point(False)
+    assert not TeacherStage(verify="emt", finish_when="unverified").needs_single_point(False)
+
+
+def test_uncertain_or_unverified_in_a_relaxation():
+    from helpers import lj_teacher
+
+    from tdn_calc.relax import relax
+
+    kept = relax(slab("Cu", 9), EMT(), finish="emt", finish_when="uncertain-or-unverified",
+                 warn=False)  # fmt: skip
+    assert kept.engine == "student" and kept.teacher_calls == 1 and kept.verified is True
+    student = lj_teacher(sigma=2.3, epsilon=0.4)  # no scores: the single point decides
+    first = relax(slab("Cu", 9), student, warn=False)
+    check = emt_fmax(first.atoms)  # EMT's max force at the student's minimum
+    for verify_fmax, finished in ((0.5 * check, True), (2 * check, False)):
+        res = relax(slab("Cu", 9), student, finish="emt", verify_fmax=verify_fmax,
+                    finish_when="uncertain-or-unverified", warn=False)  # fmt: skip
+        assert (res.engine == "student+teacher") is finished
+        assert (res.teacher_calls >= 2) is finished and res.teacher_calls >= 1
+        assert res.verified is True or (finished and res.teacher_fmax > verify_fmax)
+
+
 def test_teacher_errors_are_clean(workdir, tiny_model):
     from ase.build import bulk
 

@@ -150,7 +150,8 @@ def relax(
         finish_when: which structures ``finish`` continues: ``"uncertain"`` (the TDN
             calculator flags atoms at its minimum, ``results["uncertain"]``),
             ``"unverified"`` (the finish teacher's single point there exceeds
-            ``verify_fmax``) or ``"always"``.
+            ``verify_fmax``), ``"uncertain-or-unverified"`` (flagged, or, where not flagged,
+            failing that single point) or ``"always"``.
         verify_fmax: threshold of ``verified`` and ``"unverified"``, eV/Å (default 3 x
             ``fmax``).
         teacher_device: device of neural-network teachers (``"cpu"``, ``"cuda"``).
@@ -397,7 +398,7 @@ def finish_with_teacher(
     start = stage.usage()
     result = dataclasses.replace(first, student_steps=first.n_steps, uncertain=uncertain)
     known = None  # (teacher, energy, fmax) at the current final structure
-    if stage.finish and stage.finish_when == "unverified":
+    if stage.needs_single_point(uncertain, first.converged):
         known = (stage.finish, *stage.single_point(stage.finish, first.atoms))
     if stage.wants_finish(uncertain, known[2] if known else None, first.converged):
         hessian = None

@@ -22,8 +22,10 @@ from ase import Atoms
 from ..errors import InputError
 
 #: When ``finish`` continues a structure with the teacher: flagged by the student's
-#: extrapolation scores, failing the teacher single point (``verify_fmax``), or every one.
-FINISH_WHEN = ("uncertain", "unverified", "always")
+#: extrapolation scores, failing the teacher single point (``verify_fmax``), either (the
+#: single point only where the student did not flag: flagged ones are finished without it),
+#: or every one.
+FINISH_WHEN = ("uncertain", "unverified", "uncertain-or-unverified", "always")
 #: ``verify_fmax`` when not given: this many times the relaxation's ``fmax``.
 VERIFY_FMAX_FACTOR = 3.0
 
@@ -155,19 +157,33 @@ class TeacherStage:
         probe.calc = self.calculator(name)
         return float(probe.get_potential_energy()), constrained_fmax(probe)
 
+    def needs_single_point(self, uncertain: bool | None, converged: bool = True) -> bool:
+        """Whether :meth:`wants_finish` needs the finish teacher's single point at the
+        student's minimum: always under ``"unverified"``; under ``"uncertain-or-unverified"``
+        only for a converged student that did not flag (the others are finished anyway)."""
+        if not self.finish:
+            return False
+        if self.finish_when == "unverified":
+            return True
+        return self.finish_when == "uncertain-or-unverified" and converged and not uncertain
+
     def wants_finish(
         self, uncertain: bool | None, teacher_fmax: float | None, converged: bool = True
     ) -> bool:
         """Whether ``finish`` continues a structure: ``uncertain`` from the student's scores
         (``None``: no scores), ``teacher_fmax`` from the finish teacher's single point (eV/Å;
-        needed for ``"unverified"``), ``converged`` whether the student reached its fmax (a
-        student that did not is finished under ``"uncertain"`` too: it is not a minimum)."""
+        needed where :meth:`needs_single_point`), ``converged`` whether the student reached
+        its fmax (a student that did not is finished under ``"uncertain"`` and
+        ``"uncertain-or-unverified"`` too: it is not a minimum)."""
         if not self.finish:
             return False
         if self.finish_when == "always":
             return True
+        flagged = bool(uncertain) or not converged
         if self.finish_when == "uncertain":
-            return bool(uncertain) or not converged
+            return flagged
+        if self.finish_when == "uncertain-or-unverified" and flagged:
+            return True
         return teacher_fmax is None or teacher_fmax > self.verify_fmax
 
 
