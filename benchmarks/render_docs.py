@@ -56,6 +56,7 @@ MODEL_LABELS = {
     "2a6e208e": "tdn-catalysis v4 (experiment)",
     "1230b8f4": "tdn-catalysis v5 (experiment)",
     "42e71643": "tdn-catalysis v6 (experiment)",
+    "51878459": "tdn-catalysis 2 v6 (candidate, not shipped)",
     "fbfdf61d": "tdn-catalysis 2 v5 (shipped as tdn-catalysis-20261207-2 with its training-set "
                 "summary attached: same weights)",
 }
