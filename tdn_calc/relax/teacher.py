@@ -165,7 +165,8 @@ class TeacherStage:
             return False
         if self.finish_when == "unverified":
             return True
-        return self.finish_when == "uncertain-or-unverified" and converged and not uncertain
+        flagged = _flagged(uncertain, converged)  # finished without the single point
+        return self.finish_when == "uncertain-or-unverified" and not flagged
 
     def wants_finish(
         self, uncertain: bool | None, teacher_fmax: float | None, converged: bool = True
@@ -179,12 +180,18 @@ class TeacherStage:
             return False
         if self.finish_when == "always":
             return True
-        flagged = bool(uncertain) or not converged
+        flagged = _flagged(uncertain, converged)
         if self.finish_when == "uncertain":
             return flagged
         if self.finish_when == "uncertain-or-unverified" and flagged:
             return True
         return teacher_fmax is None or teacher_fmax > self.verify_fmax
+
+
+def _flagged(uncertain: bool | None, converged: bool) -> bool:
+    """The student's own case for a finish: it flagged its minimum, or did not converge (not
+    a minimum)."""
+    return bool(uncertain) or not converged
 
 
 def teacher_stage(verify: str | None, finish: str | None, finish_when: str, fmax: float,
