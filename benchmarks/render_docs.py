@@ -56,7 +56,8 @@ MODEL_LABELS = {
     "2a6e208e": "tdn-catalysis v4 (experiment)",
     "1230b8f4": "tdn-catalysis v5 (experiment)",
     "42e71643": "tdn-catalysis v6 (experiment)",
-    "51878459": "tdn-catalysis 2 v6 (candidate, not shipped)",
+    "51878459": "tdn-catalysis 2 v6 (shipped as tdn-catalysis-20261207-3 with its training-set "
+                "summary attached: same weights)",
     "fbfdf61d": "tdn-catalysis 2 v5 (shipped as tdn-catalysis-20261207-2 with its training-set "
                 "summary attached: same weights)",
 }
@@ -70,7 +71,7 @@ MODEL_SCOPE = {
     "tdn-catalysis": (
         "(111), (100), (110), (211) slabs of Pt Pd Ni Cu Ag Au Rh Ir and hcp(0001) of Ru Co, "
         "3–7 layers, A3B/AB and single-atom alloys, 25 C/H/N/O adsorbates and co-adsorbed "
-        "pairs, bulk and strained bulk, gas molecules (1,486 of the coverage2 recipe's 3,612 "
+        "pairs, bulk and strained bulk, gas molecules (2,042 of the coverage2 recipe's 3,612 "
         "trajectories), with the first set's (111) slabs of six fcc metals and eight adsorbates",
         "{note}",
     ),
@@ -924,21 +925,22 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
 #: (the last word names the pool a file counts in: validation, check or test)
 FLAGGING_FILES = (
-    ("adsorption_quality_c2_v5-val.json", "coverage2 validation"),
-    ("adsorption_quality_c2_v5-oldval.json", "first-set (111) validation"),
-    ("adsorption_quality_c2_v5-newval.json",
+    ("adsorption_quality_c2_v6-val.json", "coverage2 validation"),
+    ("adsorption_quality_c2_v6-oldval.json", "first-set (111) validation"),
+    ("adsorption_quality_c2_v6-newval.json",
      "coverage2, systems the partner's split added: validation"),
-    ("adsorption_quality_c2_v5-laterval.json",
+    ("adsorption_quality_c2_v6-laterval.json",
      "coverage2, built after the partner: validation"),
-    ("adsorption_quality_c2_v5-later2val.json",
-     "coverage2, built after both models: validation"),
-    ("adsorption_quality_c2_v5-later3val.json",
-     "coverage2 trajectories 1,707-1,805 (after both models, not in the choice): check"),
-    ("adsorption_quality_c2_v5-later4val.json",
-     "coverage2 trajectories 1,806-2,042 (built while the card was chosen): check"),
-    ("adsorption_quality_c2_v5-test.json", "coverage2 test"),
-    ("adsorption_quality_c2_v5-oldtest.json", "first-set (111) test"),
-    ("adsorption_quality_c2_v5-newtest.json",
+    ("adsorption_quality_c2_v6-later2val.json",
+     "coverage2 trajectories 1,487-1,706 (after v5 and the partner): validation"),
+    ("adsorption_quality_c2_v6-later34val.json",
+     "coverage2 trajectories 1,707-2,042 in the model's validation part (not in the choice): "
+     "check"),
+    ("adsorption_quality_c2_v6-later5val.json",
+     "coverage2 trajectories 2,043-2,318 (built after every model, not in the choice): check"),
+    ("adsorption_quality_c2_v6-test.json", "coverage2 test"),
+    ("adsorption_quality_c2_v6-oldtest.json", "first-set (111) test"),
+    ("adsorption_quality_c2_v6-newtest.json",
      "coverage2, systems the partner's split added: test"),
 )
 
@@ -948,9 +950,9 @@ FLAGGING_FILES = (
 #: threshold alone or "rule" for the thresholds of the rule it chose)
 FLAGGING_ALTERNATIVES = (
     ("novelty alone (no partner, no soft mode; its own 15 % in-sample threshold)",
-     "flag_calibration_v5.json", "novelty"),
-    ("the rule chosen with in-sample caps up to 15 % only (v5's first card)",
-     "flag_calibration_v5.json", "rule"),
+     "flag_calibration_v6.json", "novelty"),
+    ("the rule chosen with in-sample caps up to 15 % only",
+     "flag_calibration_v6.json", "rule"),
 )
 
 
@@ -1069,7 +1071,11 @@ PARTNER_CALIBRATIONS = (
     ("flag_calibration_v5.json",
      "the sibling trained on; model v5, five validation sets, caps up to 15 %"),
     ("flag_calibration_v5-balanced.json",
-     "the sibling trained on; model v5 (shipped card), five validation sets, caps up to 40 %"),
+     "the sibling trained on; model v5 (its card), five validation sets, caps up to 40 %"),
+    ("flag_calibration_v6.json",
+     "the sibling trained on; model v6, five validation sets, caps up to 15 %"),
+    ("flag_calibration_v6-balanced.json",
+     "the sibling trained on; model v6 (shipped card), five validation sets, caps up to 40 %"),
 )
 
 
