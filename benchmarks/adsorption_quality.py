@@ -142,6 +142,8 @@ CONTACT_WINDOW = 1.3  # x the nearest slab atom: contact candidates of a site de
 GROUPINGS = ("facet", "metal", "family")
 #: how many more teacher steps an unconverged stored teacher relaxation may take here
 TEACHER_CONTINUE_STEPS = 300
+#: eV: a relaxation run again by ``--rescore`` must end this close to the recorded energy
+RESCORE_TOLERANCE_EV = 1e-3
 MISS_FIELDS = (
     "label",
     "start_site",
@@ -590,7 +592,7 @@ class Evaluator:
             numbers |= set(molecule(g).numbers.tolist())
         return [chemical_symbols[z] for z in sorted(numbers - self.elements)]
 
-    def checks_at_minimum(self, atoms: Atoms, teacher_forces: np.ndarray,
+    def checks_at_minimum(self, atoms: Atoms, teacher_forces: np.ndarray | None,
                           converged: bool = True) -> dict[str, Any]:
         """At the TDN minimum ``atoms``: ``n_layers`` and ``interior_force_error_max``
         (eV/Å, the largest |F_TDN - F_teacher| on free metal atoms below the top layer); the
@@ -602,7 +604,8 @@ class Evaluator:
         recorded also without a threshold, then it never flags; as in ``tdn-relax``, only
         where the TDN relaxation ``converged``), and ``n_uncertain_atoms``
         and ``uncertain`` (any atom flagged, :func:`~tdn_calc.uncertainty.uncertain_atoms`);
-        none without a novelty summary."""
+        none without a novelty summary. ``teacher_forces`` ``None``: no interior-force
+        fields (the rescoring of :meth:`rescored`, which keeps the recorded ones)."""
         from tdn_calc.committee import ARRAY_KEY as COMMITTEE_ARRAY
         from tdn_calc.committee import add_committee_scores
         from tdn_calc.soft_modes import ARRAY_KEY as CURVATURE_ARRAY
@@ -613,7 +616,8 @@ class Evaluator:
         work.calc = self.calc
         forces = work.get_forces()  # the scores come with every call
         scores = dict(self.calc.results)
-        out: dict[str, Any] = interior_force_error(atoms, forces, teacher_forces)
+        out: dict[str, Any] = ({} if teacher_forces is None
+                               else interior_force_error(atoms, forces, teacher_forces))
         committee_threshold = add_committee_scores(scores, atoms, forces, self.second)
         if committee_threshold is not None:
             out["committee_force_max"] = float(scores[COMMITTEE_ARRAY].max())
@@ -632,6 +636,26 @@ class Evaluator:
                                   curvature_threshold)
         return {**out, "uncertainty_max": float(np.max(scores["uncertainty"])),
                 "n_uncertain_atoms": int(flagged.sum()), "uncertain": bool(flagged.any())}
+
+    def rescored(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` of an earlier report of this model with its uncertainty fields (novelty,
+        committee partner, soft mode: :meth:`checks_at_minimum`) measured again at the TDN
+        minimum, relaxed again from the same start with the same settings: a new partner is
+        compared on the same relaxations without the teacher's calls. The relaxation is
+        deterministic; its energy must match the row's to :data:`RESCORE_TOLERANCE_EV`, else
+        :class:`InputError` (another model, or other settings). The teacher's fields (``bad``,
+        energies, forces, interior errors) are kept as they are."""
+        from tdn_calc.relax import relax
+
+        start, _ = self._ends(row["label"], continued=False)
+        result = relax(start, self.calc, warn=False, **self.relax_kwargs)
+        gap = abs(result.energy - row["tdn_energy"])
+        if gap > RESCORE_TOLERANCE_EV:
+            raise InputError(f"{row['label']}: relaxed again, the model's energy differs from "
+                             f"the report's by {gap:.2g} eV: not the model or the settings of "
+                             "that report")
+        flags = self.checks_at_minimum(result.atoms, None, result.converged)
+        return {**row, **flags, "tdn_relax_s": result.wall_time, "rescored": True}
 
     def system(self, label: str) -> dict[str, Any]:
         """One row: energies (eV), errors, states, sites, ``landed``, timings; or a refused
@@ -1167,6 +1191,45 @@ def progress_line(row: dict[str, Any]) -> str:
     )
 
 
+def committee_record(partner) -> dict[str, Any] | None:
+    """A report's ``committee``: the partner's name and threshold (eV/Å; None: recorded,
+    never flags), or None without a partner."""
+    if partner is None:
+        return None
+    threshold = partner.force_threshold
+    return {"model": partner.name,
+            "force_threshold": threshold if math.isfinite(threshold) else None}
+
+
+def rescore(ev: Evaluator, previous: dict[str, Any], info: dict[str, Any], source: str,
+            out: Path) -> int:
+    """``--rescore``: the report ``previous`` (read from ``source``) with every evaluated row
+    measured again by :meth:`Evaluator.rescored` (``ev``'s partner and thresholds), written to
+    ``out`` after each row. The model file must be the report's (same sha256)."""
+    from tdn_calc.relax.outputs import versions
+
+    if info.get("sha256") != previous["model"].get("sha256"):
+        raise InputError(f"--rescore: {source} was made with another model file "
+                         f"(sha256 {str(previous['model'].get('sha256'))[:8]}, this --model "
+                         f"{str(info.get('sha256'))[:8]})")
+    report = {**previous, "rescored_from": str(source), "versions": versions(),
+              "committee": committee_record(ev.second),
+              "curvature_threshold": ev.curvature_threshold, "rows": []}
+    t_start = time.perf_counter()
+    for k, row in enumerate(previous["rows"]):
+        if row.get("status") == "evaluated":
+            row = ev.rescored(row)
+        report["rows"].append(row)
+        report["summary"] = summarize(report["rows"], previous["summary"]["n_planned"])
+        report["uncertainty_threshold"] = getattr(ev.calc, "uncertainty_threshold", None)
+        report["seconds_rescore"] = time.perf_counter() - t_start
+        write_json(out, report, indent=1, default=float)
+        print(f"[{k + 1}/{len(previous['rows'])}] {row.get('label')}: {progress_line(row)}",
+              flush=True)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tdn-catalysis", help="registry name or .safetensors")
@@ -1223,8 +1286,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curvature-threshold", type=float, default=None,
                    help="eV/Å², the adsorbate's softest mode below it flags (tdn_calc."
                    "soft_modes); default: the card's, else none (recorded, never flags)")
+    p.add_argument("--rescore", default=None, metavar="REPORT",
+                   help="an earlier report of the same --model file: relax its evaluated "
+                   "systems again (its data and settings) and measure the uncertainty fields "
+                   "anew, e.g. with another --second-model, keeping the teacher's figures "
+                   "(no teacher calls); --split, --systems and the sample are the report's")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    previous = None
+    if args.rescore:
+        previous = json.loads(Path(args.rescore).read_text(encoding="utf-8"))
+        args.data, args.split = previous["data"], previous["split"]
+        args.split_file, args.systems = previous["split_file"], None
 
     import torch
 
@@ -1267,7 +1340,7 @@ def main(argv: list[str] | None = None) -> int:
         "fmax": args.fmax,
         "steps": args.steps,
         "optimizer": args.optimizer or recipe.get("optimizer", "FIRE"),
-    }
+    } if previous is None else previous["settings"]
     ev = Evaluator(
         dataset,
         meta,
@@ -1282,6 +1355,8 @@ def main(argv: list[str] | None = None) -> int:
         curvature_threshold=args.curvature_threshold,
     )
     out = Path(args.out) if args.out else default_out(args.model)
+    if previous is not None:
+        return rescore(ev, previous, info, args.rescore, out)
     report: dict[str, Any] = {
         "benchmark": "adsorption_quality",
         "model": info,
@@ -1298,9 +1373,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher_minima": "stored" if args.stored_teacher_ends else
         f"stored; unconverged ones continued by the teacher (up to {TEACHER_CONTINUE_STEPS} steps)",
         "uncertainty_threshold": None,  # the calculator's, once its model has loaded
-        "committee": None if ev.second is None else {
-            "model": ev.second.name, "force_threshold": ev.second.force_threshold
-            if math.isfinite(ev.second.force_threshold) else None},
+        "committee": committee_record(ev.second),
         "curvature_threshold": ev.curvature_threshold,
         "versions": versions(),
         "scheme": "E_ads = E(slab+ads) - E(clean slab) - "

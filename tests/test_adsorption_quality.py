@@ -390,6 +390,43 @@ def test_main_writes_a_report(emt_data, tmp_path, tiny_model):
     assert all("adsorbate_curvature" not in r for r in report["rows"] if not r["tdn_converged"])
 
 
+def test_rescore_measures_a_new_partner_on_the_same_relaxations(emt_data, tmp_path,
+                                                                 tiny_model):
+    import torch
+
+    from tdn_calc.checkpoint import save_model
+    from tdn_calc.errors import InputError
+
+    torch.set_num_threads(1)
+    model = save_model(tiny_model(elements=(6, 8, 78), dtype=torch.float32),
+                       tmp_path / "model.safetensors")
+    partner = save_model(tiny_model(elements=(6, 8, 78), dtype=torch.float32, seed=1),
+                         tmp_path / "partner.safetensors")
+    first = tmp_path / "first.json"
+    base = ["--model", str(model), "--data", str(emt_data), "--split", "all", "--steps", "3",
+            "--max-systems", "2"]
+    main([*base, "--out", str(first)])
+    again = tmp_path / "again.json"
+    assert main(["--model", str(model), "--rescore", str(first), "--second-model",
+                 str(partner), "--out", str(again)]) == 0
+    old, new = (json.loads(f.read_text()) for f in (first, again))
+    assert new["rescored_from"] == str(first) and new["committee"]["model"] == str(partner)
+    assert old["committee"] is None and len(new["rows"]) == len(old["rows"]) == 2
+    for before, after in zip(old["rows"], new["rows"], strict=True):
+        assert "committee_force_max" not in before and after["rescored"]
+        assert after["committee_force_max"] > 0  # two differently seeded models disagree
+        # the teacher's figures are the report's (no teacher call made them again)
+        for key in ("d_teacher", "teacher_fmax_at_tdn_min", "landed", "interior_force_error_max"):
+            assert after.get(key) == before.get(key)
+    # another model file, or a relaxation that does not end where the report says: refused
+    with pytest.raises(InputError, match="another model file"):
+        main(["--model", str(partner), "--rescore", str(first), "--out", str(again)])
+    old["rows"][0]["tdn_energy"] += 0.1
+    first.write_text(json.dumps(old))
+    with pytest.raises(InputError, match=r"differs from the report's by 0\.1 eV"):
+        main(["--model", str(model), "--rescore", str(first), "--out", str(again)])
+
+
 def test_curvature_summary_ranks_softer_minima_as_more_suspect():
     from adsorption_quality import curvature_summary
 
