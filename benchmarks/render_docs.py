@@ -1113,6 +1113,29 @@ def render_partners() -> tuple[list[str], list[Path]]:
     return _table(head, rows), sources
 
 
+def render_error_head() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: the learned error head of benchmarks/error_head.py against the
+    card's threshold rule, cross-validated on the validation pool and fitted once on it for
+    the check and test relaxations, cap by cap."""
+    rel = RESULTS / "error_head.json"
+    if not (ROOT / rel).exists():
+        return ["Not measured yet: run `python benchmarks/error_head.py`."], []
+    r = _load(rel)
+
+    def pair(rate: dict) -> str:
+        return f"{_pct(rate['recall_bad'])} / {_pct(rate['false_flag_good'])}"
+
+    rows = [[_pct(c["cap"]), pair(c["rule_cv"]), pair(c["head_cv"]), pair(c["rule_check"]),
+             pair(c["head_check"]), pair(c["rule_test"]), pair(c["head_test"])]
+            for c in r["caps"]]
+    head = ["cap of landed flagged (fit)", "rule, cross-validated", "head, cross-validated",
+            "rule, check sets", "head, check sets", "rule, test sets", "head, test sets"]
+    note = (f"Bad / landed flagged. Validation pool: {r['n_bad']} bad and {r['n_landed']} "
+            f"landed relaxations ({', '.join(f'`{p}`' for p in r['pool'])}); head features: "
+            f"{', '.join(r['features'])}.")
+    return [note, "", *_table(head, rows)], [rel]
+
+
 def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: the shipped flag of tdn-catalysis 2 on the coverage2 start set of
     benchmarks/uncertainty_study.py, one row per group."""
@@ -1187,6 +1210,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "teacher-vs-pbe": render_teacher_vs_pbe,
     "flagging": render_flagging,
     "partners": render_partners,
+    "error-head": render_error_head,
     "uncertainty-coverage2": render_uncertainty_coverage2,
 }
 

@@ -11,7 +11,7 @@ structures flagged, at most :data:`MAX_FALSE_FLAG` of good ones.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -157,12 +157,30 @@ def cross_validated_rates(scores: Sequence[np.ndarray], bad: np.ndarray, groups:
                           ) -> dict[str, float | None]:
     """Out-of-sample ``recall_bad`` and ``false_flag_good`` of :func:`calibrate_rule` at
     ``max_false_flag``: thresholds chosen on all groups but one fold and applied to that
-    fold (``groups``: one label per row, e.g. the system, so replicas of a system never sit
-    on both sides), averaged over ``seeds`` random fold assignments (``None`` for a class
-    with no rows). In-sample rates are optimistic, the more so the more thresholds are
-    chosen; these are not, for one rule fixed in advance (the best of many rules scored on
-    the same folds is optimistic again, see :func:`select_rule`)."""
+    fold (:func:`grouped_cv_rates`). In-sample rates are optimistic, the more so the more
+    thresholds are chosen; these are not, for one rule fixed in advance (the best of many
+    rules scored on the same folds is optimistic again, see :func:`select_rule`)."""
     scores = [np.asarray(x, float) for x in scores]
+    bad = np.asarray(bad, bool)
+
+    def flag_held(train: np.ndarray, held: np.ndarray) -> np.ndarray:
+        cuts = calibrate_rule([x[train] for x in scores], bad[train], max_false_flag)
+        with np.errstate(invalid="ignore"):
+            return np.logical_or.reduce([x[held] > c for x, c in
+                                         zip(scores, cuts, strict=True)])
+
+    return grouped_cv_rates(flag_held, bad, groups, folds, seeds)
+
+
+def grouped_cv_rates(flag_held: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                     bad: np.ndarray, groups: Sequence[str], folds: int = 5, seeds: int = 20
+                     ) -> dict[str, float | None]:
+    """Out-of-sample ``recall_bad`` and ``false_flag_good`` of a flag fitted on all groups
+    but one fold and applied to that fold: ``flag_held(train, held)`` (boolean ``[n]``
+    masks) returns the flags of the ``held`` rows, fitted on the ``train`` rows only;
+    ``groups`` holds one label per row (e.g. the system, so replicas of a system never sit
+    on both sides); averaged over ``seeds`` random fold assignments (``None`` for a class
+    with no rows)."""
     bad, groups = np.asarray(bad, bool), np.asarray(groups)
     names = np.unique(groups)
     recall, false_flag = [], []
@@ -172,11 +190,7 @@ def cross_validated_rates(scores: Sequence[np.ndarray], bad: np.ndarray, groups:
         fold = np.array([fold_of[g] for g in groups])
         flagged = np.zeros(len(bad), dtype=bool)
         for k in range(folds):
-            train, held = fold != k, fold == k
-            cuts = calibrate_rule([x[train] for x in scores], bad[train], max_false_flag)
-            with np.errstate(invalid="ignore"):
-                flagged[held] = np.logical_or.reduce([x[held] > c for x, c in
-                                                      zip(scores, cuts, strict=True)])
+            flagged[fold == k] = flag_held(fold != k, fold == k)
         recall.append(flagged[bad].mean() if bad.any() else np.nan)
         false_flag.append(flagged[~bad].mean() if (~bad).any() else np.nan)
     return {"recall_bad": float(np.mean(recall)) if bad.any() else None,
