@@ -599,7 +599,8 @@ class Evaluator:
         uncertainty as ``tdn-relax`` computes it at a minimum: ``uncertainty_max`` (the
         largest per-atom chemistry-novelty score), with a committee partner
         (:mod:`tdn_calc.committee`: the model card's, or ``--second-model``)
-        ``committee_force_max`` (eV/Å, the largest force difference of the two),
+        ``committee_force_max`` (eV/Å, the largest force difference of the two; by element
+        in ``committee_force_max_by_element``, the novelty score too),
         ``adsorbate_curvature`` (eV/Å², the adsorbate's softest mode, :mod:`tdn_calc.soft_modes`;
         recorded also without a threshold, then it never flags; as in ``tdn-relax``, only
         where the TDN relaxation ``converged``), and ``n_uncertain_atoms``
@@ -621,6 +622,8 @@ class Evaluator:
         committee_threshold = add_committee_scores(scores, atoms, forces, self.second)
         if committee_threshold is not None:
             out["committee_force_max"] = float(scores[COMMITTEE_ARRAY].max())
+            out["committee_force_max_by_element"] = max_by_element(
+                atoms, scores[COMMITTEE_ARRAY])
         curvature_threshold = None
         if self.plain is not None and converged:
             curvature_threshold = add_curvature_scores(
@@ -635,6 +638,7 @@ class Evaluator:
         flagged = uncertain_atoms(scores, self.calc.uncertainty_threshold, committee_threshold,
                                   curvature_threshold)
         return {**out, "uncertainty_max": float(np.max(scores["uncertainty"])),
+                "uncertainty_max_by_element": max_by_element(atoms, scores["uncertainty"]),
                 "n_uncertain_atoms": int(flagged.sum()), "uncertain": bool(flagged.any())}
 
     def rescored(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -1189,6 +1193,12 @@ def progress_line(row: dict[str, Any]) -> str:
         f"({row['tdn_n_steps']} steps), teacher {row['teacher_sp_s']:.1f} s, row "
         f"{row['seconds']:.1f} s"
     )
+
+
+def max_by_element(atoms: Atoms, values: np.ndarray) -> dict[str, float]:
+    """The largest of the per-atom ``values`` ([n_atoms]) on each element of ``atoms``."""
+    symbols = np.array(atoms.get_chemical_symbols())
+    return {str(e): float(np.max(values[symbols == e])) for e in np.unique(symbols)}
 
 
 def committee_record(partner) -> dict[str, Any] | None:

@@ -415,6 +415,9 @@ def test_rescore_measures_a_new_partner_on_the_same_relaxations(emt_data, tmp_pa
     for before, after in zip(old["rows"], new["rows"], strict=True):
         assert "committee_force_max" not in before and after["rescored"]
         assert after["committee_force_max"] > 0  # two differently seeded models disagree
+        by_element = after["committee_force_max_by_element"]
+        assert max(by_element.values()) == after["committee_force_max"]
+        assert set(by_element) == {"Pt", *after["adsorbate"].replace("+", "")}
         # the teacher's figures are the report's (no teacher call made them again)
         for key in ("d_teacher", "teacher_fmax_at_tdn_min", "landed", "interior_force_error_max"):
             assert after.get(key) == before.get(key)
