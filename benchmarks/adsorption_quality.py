@@ -144,6 +144,11 @@ GROUPINGS = ("facet", "metal", "family")
 TEACHER_CONTINUE_STEPS = 300
 #: eV: a relaxation run again by ``--rescore`` must end this close to the recorded energy
 RESCORE_TOLERANCE_EV = 1e-3
+#: the row fields ``--rescore`` measures anew (:meth:`Evaluator.checks_at_minimum`, less the
+#: teacher's interior-force ones): dropped first, so none survives from the earlier run
+RESCORED_FIELDS = ("committee_force_max", "committee_force_max_by_element", "uncertainty_max",
+                   "uncertainty_max_by_element", "n_uncertain_atoms", "uncertain",
+                   "adsorbate_curvature", "curvature_calls")
 MISS_FIELDS = (
     "label",
     "start_site",
@@ -659,7 +664,8 @@ class Evaluator:
                              f"the report's by {gap:.2g} eV: not the model or the settings of "
                              "that report")
         flags = self.checks_at_minimum(result.atoms, None, result.converged)
-        return {**row, **flags, "tdn_relax_s": result.wall_time, "rescored": True}
+        kept = {k: v for k, v in row.items() if k not in RESCORED_FIELDS}
+        return {**kept, **flags, "tdn_relax_s": result.wall_time, "rescored": True}
 
     def system(self, label: str) -> dict[str, Any]:
         """One row: energies (eV), errors, states, sites, ``landed``, timings; or a refused
@@ -1229,15 +1235,22 @@ def rescore(ev: Evaluator, previous: dict[str, Any], info: dict[str, Any], sourc
     for k, row in enumerate(previous["rows"]):
         if row.get("status") == "evaluated":
             row = ev.rescored(row)
-        report["rows"].append(row)
-        report["summary"] = summarize(report["rows"], previous["summary"]["n_planned"])
-        report["uncertainty_threshold"] = getattr(ev.calc, "uncertainty_threshold", None)
-        report["seconds_rescore"] = time.perf_counter() - t_start
-        write_json(out, report, indent=1, default=float)
-        print(f"[{k + 1}/{len(previous['rows'])}] {row.get('label')}: {progress_line(row)}",
-              flush=True)
+        record_row(report, row, ev, out, k, len(previous["rows"]), "seconds_rescore", t_start)
     print(f"wrote {out}")
     return 0
+
+
+def record_row(report: dict[str, Any], row: dict[str, Any], ev: Evaluator, out: Path, k: int,
+               n_rows: int, seconds_key: str, t_start: float) -> None:
+    """Add ``row`` (the ``k``-th of ``n_rows``) to ``report``, update its summary, threshold
+    and ``seconds_key`` (s since ``t_start``), write it to ``out`` and print a progress
+    line: after each system, so a long run keeps what it did."""
+    report["rows"].append(row)
+    report["summary"] = summarize(report["rows"], n_rows)
+    report["uncertainty_threshold"] = getattr(ev.calc, "uncertainty_threshold", None)
+    report[seconds_key] = time.perf_counter() - t_start
+    write_json(out, report, indent=1, default=float)
+    print(f"[{k + 1}/{n_rows}] {row.get('label')}: {progress_line(row)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1308,6 +1321,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(Path(args.rescore).read_text(encoding="utf-8"))
         args.data, args.split = previous["data"], previous["split"]
         args.split_file, args.systems = previous["split_file"], None
+        args.device, args.dtype = previous["model"]["device"], previous["model"]["dtype"]
 
     import torch
 
@@ -1356,7 +1370,7 @@ def main(argv: list[str] | None = None) -> int:
         meta,
         TDNCalculator(model, uncertainty=args.uncertainty or True,
                       uncertainty_threshold=args.uncertainty_threshold),
-        get_teacher(teacher_name, "cpu"),
+        get_teacher(teacher_name, "cpu") if previous is None else None,  # rescore: no teacher
         relax_kwargs,
         elements=model.elements,
         recompute_teacher=recompute,
@@ -1412,14 +1426,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         if trained is not None:
             row["system_in_training"] = system_of(label) in trained
-        report["rows"].append(row)
         report["references"] = {p: vars(r) for p, r in ev.references.items()}
-        report["summary"] = summarize(report["rows"], len(labels))
-        report["uncertainty_threshold"] = getattr(ev.calc, "uncertainty_threshold", None)
-        report["seconds"] = time.perf_counter() - t_start
-        # after each system: a long run keeps what it did
-        write_json(out, report, indent=1, default=float)
-        print(f"[{k + 1}/{len(labels)}] {label}: {progress_line(row)}", flush=True)
+        record_row(report, row, ev, out, k, len(labels), "seconds", t_start)
     if not labels:
         print("no slab+adsorbate systems in this split", file=sys.stderr)
         return 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from _common import write_json
 
+from tdn_calc.data.split import system_of
 from tdn_calc.evaluation.flagging import (
     calibrate_rule,
     cross_validated_rates,
@@ -51,7 +51,7 @@ L2 = 1e-2  # penalty on the standardised coefficients (the intercept is free)
 #: the head's inputs: what tdn-relax has at the minimum of every relaxation
 FEATURES: dict[str, Callable[[dict[str, Any]], float]] = {
     "novelty": lambda r: r["uncertainty_max"],
-    "log_committee": lambda r: math.log(max(r["committee_force_max"], 1e-6)),
+    "log_committee": lambda r: math.log(max(r["committee_force_max"], 1e-6)),  # ln(eV/Å)
     "log_steps": lambda r: math.log1p(r["tdn_n_steps"]),
     "not_converged": lambda r: float(not r["tdn_converged"]),
 }
@@ -109,7 +109,7 @@ def compare(pool: list[dict[str, Any]], held_out: dict[str, list[dict[str, Any]]
             caps: Sequence[float] = CAPS) -> dict[str, Any]:
     """Cross-validated and held-out rates of the rule and the head at each cap."""
     bad = np.array([r["bad"] for r in pool], bool)
-    groups = [re.sub(r"/r\d+$", "", r["label"]) for r in pool]
+    groups = [system_of(r["label"]) for r in pool]
     x = features(pool)
     scores = row_scores(pool, ("novelty", "committee"))
     out = []
