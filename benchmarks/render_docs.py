@@ -1076,6 +1076,9 @@ PARTNER_CALIBRATIONS = (
      "the sibling trained on; model v6, five validation sets, caps up to 15 %"),
     ("flag_calibration_v6-balanced.json",
      "the sibling trained on; model v6 (shipped card), five validation sets, caps up to 40 %"),
+    ("flag_calibration_v6-sib3.json",
+     "sibling-2 trained on v6's data and split (configs/tdn-catalysis2-sibling3.yaml, not "
+     "shipped); model v6, five validation sets, caps up to 40 %"),
 )
 
 
