@@ -59,11 +59,12 @@ def _slab_size(value: str) -> tuple[int, int, int]:
               help="Only the first N systems (replica 0 comes first).")
 @click.option("--shard-size", default=250, show_default=True, type=click.IntRange(1))
 @click.option("--recipe", default="fcc111", show_default=True,
-              type=click.Choice(["fcc111", "coverage2"]),
+              type=click.Choice(["fcc111", "coverage2", "quarter"]),
               help="fcc111: the first recipe (options above). coverage2: 10 metals, 5 facets, "
                    "alloys, strained slabs, 25 adsorbates, co-adsorption, bulk, gas, in an "
-                   "interleaved order; "
-                   "its own defaults (3 rounds, --max-steps 60, all metals/adsorbates/gas), "
+                   "interleaved order. quarter: p(2x2) cells (a quarter monolayer) of the "
+                   "close-packed facets and (100), clean and with each adsorbate. Both have "
+                   "their own defaults (3 rounds, --max-steps 60, all metals/adsorbates/gas), "
                    "of which --replicas, --metals, --adsorbates, --gas, --max-steps, --fmax, "
                    "--n-rattle, --optimizer, --subsample and --seed may be overridden.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")

@@ -196,6 +196,31 @@ def test_strained_slabs_scale_the_cell_and_have_their_clean_slab():
         CoverageConfig(slab_strains=(0.5,))
 
 
+def test_quarter_recipe_is_p2x2_cells_each_with_its_clean_slab():
+    config = CoverageConfig(recipe="quarter", metals=("Pt", "Ru"), replicas=2)
+    specs = config.enumerate()
+    labels = [s.label for s in specs]
+    assert len(set(labels)) == len(labels) and "p(2x2)" in config.source
+    # Pt: (111) and (100); Ru: (0001); clean plus every adsorbate alone, per round
+    assert {(s.metal, s.facet) for s in specs} == {("Pt", "111"), ("Pt", "100"), ("Ru", "0001")}
+    assert len(specs) == 2 * 3 * (1 + len(config.adsorbates))
+    assert all(s.kind == "slab" and s.size[:2] == (2, 2) and "+" not in s.adsorbate
+               and not s.alloy and s.strain == 0.0 for s in specs)
+    assert all(re.match(r"^[A-Z][a-z]?(111|100|0001)-2x2x\d+f\d+/", s.label) for s in specs)
+    # none of coverage2's labels: the two sets can be trained on together
+    assert not set(labels) & {s.label for s in enumerate_coverage(replace(config,
+                                                                          recipe="coverage2"))}
+    for s in specs:
+        if s.adsorbate:  # the clean slab of the same surface and round
+            clean = [c for c in specs if not c.adsorbate and c.replica == s.replica
+                     and (c.metal, c.facet, c.size, c.fixed_layers)
+                     == (s.metal, s.facet, s.size, s.fixed_layers)]
+            assert len(clean) == 1, s.label
+    spec = next(s for s in specs if s.adsorbate == "O" and s.metal == "Pt" and s.facet == "111")
+    atoms = build_coverage_system(spec, LATTICE, config)
+    assert len(atoms) == 4 * spec.size[2] + 1 and atoms.get_chemical_symbols()[-1] == "O"
+
+
 def test_strained_slabs_only_add_systems_and_keep_the_old_order(tmp_path):
     """A data set built before the strained slabs resumes: its labels are all still planned,
     in the same order among themselves, and its stored settings still match."""
@@ -242,3 +267,12 @@ def test_tiny_build_runs_and_resumes(tmp_path):
     with pytest.raises(InputError):  # another recipe into the same directory
         build_catalysis(tmp_path, teacher="emt", progress=False,
                         config=CoverageConfig(**{**config.__dict__, "max_steps": 9}))
+    with pytest.raises(InputError):  # the quarter recipe neither
+        build_catalysis(tmp_path, teacher="emt", progress=False,
+                        config=CoverageConfig(**{**config.__dict__, "recipe": "quarter"}))
+    quarter = CoverageConfig(recipe="quarter", metals=("Pt",), adsorbates=("O",), replicas=1,
+                             max_steps=4, n_rattle=1)
+    done = build_catalysis(tmp_path / "quarter", teacher="emt", config=quarter, progress=False)
+    assert done.written == 4 and not done.failures  # (111) and (100), clean and with O
+    meta = read_metadata(tmp_path / "quarter")
+    assert {m["n_atoms"] % 4 for m in meta.values()} == {0, 1}  # 2x2 layers (+ O)

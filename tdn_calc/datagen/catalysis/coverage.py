@@ -55,7 +55,11 @@ from .surfaces import (
 )
 from .systems import system_rng
 
-RECIPES = ("coverage2",)
+RECIPES = ("coverage2", "quarter")
+#: the ``quarter`` recipe's cell: 2x2 surface atoms, so one adsorbate is a quarter monolayer
+QUARTER_CELL = (2, 2)
+#: its facets, those of a metal's that :func:`surface_facets` lists
+QUARTER_FACETS = ("111", "0001", "100")
 COADSORBED = ("CO+O", "H+O", "H+OH", "CO+H", "H+H", "O+O", "CO+CO", "OH+H2O", "N+H",
               "NH2+H", "CH3+H", "NO+O", "N+N", "C+O", "CHO+H", "COOH+H", "OOH+H", "NNH+H")
 _LAYER_WEIGHT = {3: 1.0, 4: 3.0, 5: 2.0, 6: 1.0, 7: 1.0}
@@ -136,8 +140,13 @@ class CoverageConfig:
                               f"{self.strained_adsorbates}")
 
     # the recipe interface of catalysis_build.build_catalysis
-    source = "tdn-calc catalysis builder, recipe coverage2: 10 metals, 5 facets, alloys, " \
-             "strained slabs, 25 adsorbates, bulk, gas"
+    @property
+    def source(self) -> str:
+        if self.recipe == "quarter":
+            return ("tdn-calc catalysis builder, recipe quarter: p(2x2) cells of the "
+                    "close-packed facets and (100) of 10 metals, 25 adsorbates, clean slabs")
+        return ("tdn-calc catalysis builder, recipe coverage2: 10 metals, 5 facets, alloys, "
+                "strained slabs, 25 adsorbates, bulk, gas")
 
     def enumerate(self) -> list[CoverageSpec]:
         return interleave(enumerate_coverage(self), self.seed)
@@ -176,6 +185,8 @@ def _geometry(rng: np.random.Generator, facet: str, free_fraction: float,
 
 def enumerate_coverage(config: CoverageConfig) -> list[CoverageSpec]:
     """All systems of the recipe, round by round, in a plain (not interleaved) order."""
+    if config.recipe == "quarter":
+        return _enumerate_quarter(config)
     specs: list[CoverageSpec] = []
     for r in range(config.replicas):
         for mi, metal in enumerate(config.metals):
@@ -191,6 +202,40 @@ def enumerate_coverage(config: CoverageConfig) -> list[CoverageSpec]:
             specs.append(CoverageSpec(f"molecule/{gas}/r{r}", "gas", adsorbate=gas, replica=r,
                                       family="gas", spin=get_adsorbate(gas).spin))
     return specs
+
+
+def _enumerate_quarter(config: CoverageConfig) -> list[CoverageSpec]:
+    """The ``quarter`` recipe: each metal's close-packed facet ((111) or (0001)) and, for the
+    fcc metals, (100), in cells of :data:`QUARTER_CELL` surface atoms, clean and with each
+    adsorbate alone: a quarter monolayer, p(2x2), the textbook coverage that coverage2's 3x3
+    cells (a ninth of a monolayer) leave out. Sites, layers and fixed layers turn as in
+    coverage2's rounds; no co-adsorption (half a monolayer), alloys, strain, bulk or gas
+    (coverage2 has those)."""
+    specs: list[CoverageSpec] = []
+    for r in range(config.replicas):
+        for mi, metal in enumerate(config.metals):
+            facets = [f for f in surface_facets(metal) if f in QUARTER_FACETS]
+            for fi, facet in enumerate(facets):
+                specs += _quarter_round(config, r, metal, facet, mi + fi)
+    return specs
+
+
+def _quarter_round(config: CoverageConfig, r: int, metal: str, facet: str, shift: int
+                   ) -> list[CoverageSpec]:
+    """One slab of ``metal``'s ``facet`` in a :data:`QUARTER_CELL` cell for round ``r``
+    (layers and fixed layers drawn once, so each adsorbate system has its clean slab), clean
+    and with each adsorbate; sites turn as in :func:`_surface_round`."""
+    rng = system_rng(config.seed, f"{metal}{facet}-quarter/r{r}")
+    size, fixed = _geometry(rng, facet, config.free_fraction, QUARTER_CELL)
+    tag = _slab_tag(metal, facet, size, fixed)
+    common = dict(metal=metal, facet=facet, size=size, fixed_layers=fixed, replica=r)
+    out = [CoverageSpec(f"{tag}/clean/r{r}", "slab", family="clean", **common)]
+    cycle = (*SITES[facet], "random")
+    for k, ads in enumerate(config.adsorbates, start=1):
+        site = cycle[(r + k + shift) % len(cycle)]
+        out.append(CoverageSpec(f"{tag}/{ads}/{site}/r{r}", "slab", adsorbate=ads, site=site,
+                                family=get_adsorbate(ads).family, **common))
+    return out
 
 
 def _surface_round(config: CoverageConfig, r: int, metal: str, facet: str, shift: int
