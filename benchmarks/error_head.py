@@ -112,6 +112,9 @@ def compare(pool: list[dict[str, Any]], held_out: dict[str, list[dict[str, Any]]
     groups = [system_of(r["label"]) for r in pool]
     x = features(pool)
     scores = row_scores(pool, ("novelty", "committee"))
+    held = {part: (np.array([r["bad"] for r in rows], bool),
+                   row_scores(rows, ("novelty", "committee")), features(rows))
+            for part, rows in held_out.items()}
     out = []
     for cap in caps:
         def flag_held(train: np.ndarray, held: np.ndarray, cap: float = cap) -> np.ndarray:
@@ -128,11 +131,9 @@ def compare(pool: list[dict[str, Any]], held_out: dict[str, list[dict[str, Any]]
         row["rule_thresholds"] = dict(zip(("novelty", "committee"), cuts, strict=True))
         row["head_threshold"] = threshold
         row["head_coefficients"] = predict.coefficients
-        for part, rows in held_out.items():
-            hb = np.array([r["bad"] for r in rows], bool)
-            row[f"rule_{part}"] = rates_rule(row_scores(rows, ("novelty", "committee")), hb,
-                                             cuts)
-            row[f"head_{part}"] = rates_rule([predict(features(rows))], hb, [threshold])
+        for part, (hb, hscores, hx) in held.items():
+            row[f"rule_{part}"] = rates_rule(hscores, hb, cuts)
+            row[f"head_{part}"] = rates_rule([predict(hx)], hb, [threshold])
         out.append(row)
     return {"n_bad": int(bad.sum()), "n_landed": int((~bad).sum()), "caps": out}
 

@@ -32,7 +32,6 @@ import argparse
 import importlib.util
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +64,7 @@ def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
     join the rule and the in-sample cap of flagged landed ones, 5 % to ``max_cap`` (0.05 to
     1) in whole percents (:func:`~tdn_calc.evaluation.flagging.select_rule`): ``rule`` then
     holds its choice, its cross-validated rates (``cv``) and the candidates (``table``)."""
+    from tdn_calc.data.split import system_of
     from tdn_calc.evaluation.flagging import (
         MAX_FALSE_FLAG,
         auroc,
@@ -91,7 +91,7 @@ def calibrate_rows(rows: list[dict[str, Any]], committee: bool = False,
         finite = np.isfinite(softness)
         out["curvature_auroc"] = auroc(softness[finite], bad[finite])
     if cv:
-        groups = [re.sub(r"/r\d+$", "", r.get("label", str(k))) for k, r in enumerate(rows)]
+        groups = [system_of(r.get("label", str(k))) for k, r in enumerate(rows)]
         # the rule of all the signals, calibrated in sample at 15 %, out of sample
         out["all_signals_cross_validated"] = cross_validated_rates(scores, bad, groups,
                                                                    MAX_FALSE_FLAG)
