@@ -1139,6 +1139,34 @@ def render_error_head() -> tuple[list[str], list[Path]]:
     return [note, "", *_table(head, rows)], [rel]
 
 
+def render_error_head_atoms() -> tuple[list[str], list[Path]]:
+    """docs/benchmarks.md: the per-atom force-error heads of benchmarks/error_head_atoms.py
+    against the committee partner, cross-validated AUROCs, one row per signal."""
+    rel = RESULTS / "error_head_atoms.json"
+    if not (ROOT / rel).exists():
+        return ["Not measured yet: run `python benchmarks/error_head_atoms.py collect ...` and "
+                "`fit`."], []  # fmt: skip
+    r = _load(rel)
+
+    def cells(rates: dict) -> list[str]:
+        return [_n(rates[k], 2) for k in
+                ("auroc_atoms", "auroc_frames", "auroc_last_frames", "spearman_atoms")]  # fmt: skip
+
+    rows = [[f"partner ({r['partner']})", *cells(r["committee"])]]
+    for name, h in r["heads"].items():
+        rows.append([f"head: {name}", *cells(h["head"])])
+        rows.append([f"head ({name}) + partner", *cells(h["head_and_committee"])])
+    head = ["signal", "AUROC atoms", "AUROC frames", "AUROC teacher minima",
+            "Spearman with the error (atoms)"]  # fmt: skip
+    bad = r["bad_force"]
+    note = (f"Model {r['model']}; {r['systems']} systems, {r['frames']:,} frames, "
+            f"{r['atoms']:,} free atoms; bad = force error above {bad:g} eV/Å: "
+            f"{r['bad_atoms']:,} atoms, {r['bad_frames']:,} frames, {r['bad_last_frames']} of "
+            f"{r['last_frames']} teacher minima. Heads cross-validated by system "
+            f"({r['folds']} folds); a frame's score is its largest atom's.")
+    return [note, "", *_table(head, rows)], [rel]
+
+
 def render_uncertainty_coverage2() -> tuple[list[str], list[Path]]:
     """docs/benchmarks.md: the shipped flag of tdn-catalysis 2 on the coverage2 start set of
     benchmarks/uncertainty_study.py, one row per group."""
@@ -1214,6 +1242,7 @@ RENDERERS: dict[str, Callable[[], tuple[list[str], list[Path]]]] = {
     "flagging": render_flagging,
     "partners": render_partners,
     "error-head": render_error_head,
+    "error-head-atoms": render_error_head_atoms,
     "uncertainty-coverage2": render_uncertainty_coverage2,
 }
 
