@@ -58,6 +58,8 @@ MODEL_LABELS = {
     "42e71643": "tdn-catalysis v6 (experiment)",
     "51878459": "tdn-catalysis 2 v6 (shipped as tdn-catalysis-20261207-3 with its training-set "
                 "summary attached: same weights)",
+    "adca724b": "tdn-catalysis 2 v7 (shipped as tdn-catalysis-20261207-4 with its training-set "
+                "summary attached: same weights)",
     "fbfdf61d": "tdn-catalysis 2 v5 (shipped as tdn-catalysis-20261207-2 with its training-set "
                 "summary attached: same weights)",
 }
@@ -71,7 +73,7 @@ MODEL_SCOPE = {
     "tdn-catalysis": (
         "(111), (100), (110), (211) slabs of Pt Pd Ni Cu Ag Au Rh Ir and hcp(0001) of Ru Co, "
         "3–7 layers, A3B/AB and single-atom alloys, 25 C/H/N/O adsorbates and co-adsorbed "
-        "pairs, bulk and strained bulk, gas molecules (2,042 of the coverage2 recipe's 3,612 "
+        "pairs, bulk and strained bulk, gas molecules (2,497 of the coverage2 recipe's 3,612 "
         "trajectories), with the first set's (111) slabs of six fcc metals and eight adsorbates",
         "{note}",
     ),
@@ -380,7 +382,7 @@ def render_adsorption_quality() -> tuple[list[str], list[Path]]:
                 _pct(s["d_teacher"]["fraction_within"]),
                 _pct(s["site_fraction_same"]),
                 _pct(s.get("site_fraction_same_or_teacher_lower")),
-                _n(s["d_model"]["median_abs"], 3),
+                _n(s["d_model"].get("median_abs"), 3),  # none without gas references
             ]
         )
     head = [
@@ -925,22 +927,23 @@ def render_relax_throughput() -> tuple[list[str], list[Path]]:
 #: relaxation tests of the shipped tdn-catalysis with uncertainty scores: (file, systems)
 #: (the last word names the pool a file counts in: validation, check or test)
 FLAGGING_FILES = (
-    ("adsorption_quality_c2_v6-val.json", "coverage2 validation"),
-    ("adsorption_quality_c2_v6-oldval.json", "first-set (111) validation"),
-    ("adsorption_quality_c2_v6-newval.json",
+    ("adsorption_quality_c2_v7-val.json", "coverage2 validation"),
+    ("adsorption_quality_c2_v7-oldval.json", "first-set (111) validation"),
+    ("adsorption_quality_c2_v7-newval.json",
      "coverage2, systems the partner's split added: validation"),
-    ("adsorption_quality_c2_v6-laterval.json",
+    ("adsorption_quality_c2_v7-laterval.json",
      "coverage2, built after the partner: validation"),
-    ("adsorption_quality_c2_v6-later2val.json",
+    ("adsorption_quality_c2_v7-later2val.json",
      "coverage2 trajectories 1,487-1,706 (after v5 and the partner): validation"),
-    ("adsorption_quality_c2_v6-later34val.json",
+    ("adsorption_quality_c2_v7-later34val.json",
      "coverage2 trajectories 1,707-2,042 in the model's validation part (not in the choice): "
      "check"),
-    ("adsorption_quality_c2_v6-later5val.json",
-     "coverage2 trajectories 2,043-2,318 (built after every model, not in the choice): check"),
-    ("adsorption_quality_c2_v6-test.json", "coverage2 test"),
-    ("adsorption_quality_c2_v6-oldtest.json", "first-set (111) test"),
-    ("adsorption_quality_c2_v6-newtest.json",
+    ("adsorption_quality_c2_v7-quarter.json",
+     "p(2x2) cells of the quarter data, 60 systems (no model trained on them, not in the "
+     "choice): check"),
+    ("adsorption_quality_c2_v7-test.json", "coverage2 test"),
+    ("adsorption_quality_c2_v7-oldtest.json", "first-set (111) test"),
+    ("adsorption_quality_c2_v7-newtest.json",
      "coverage2, systems the partner's split added: test"),
 )
 
@@ -950,9 +953,9 @@ FLAGGING_FILES = (
 #: threshold alone or "rule" for the thresholds of the rule it chose)
 FLAGGING_ALTERNATIVES = (
     ("novelty alone (no partner, no soft mode; its own 15 % in-sample threshold)",
-     "flag_calibration_v6.json", "novelty"),
+     "flag_calibration_v7.json", "novelty"),
     ("the rule chosen with in-sample caps up to 15 % only",
-     "flag_calibration_v6.json", "rule"),
+     "flag_calibration_v7.json", "rule"),
 )
 
 
@@ -1075,10 +1078,14 @@ PARTNER_CALIBRATIONS = (
     ("flag_calibration_v6.json",
      "the sibling trained on; model v6, five validation sets, caps up to 15 %"),
     ("flag_calibration_v6-balanced.json",
-     "the sibling trained on; model v6 (shipped card), five validation sets, caps up to 40 %"),
+     "the sibling trained on; model v6 (its card), five validation sets, caps up to 40 %"),
     ("flag_calibration_v6-sib3.json",
      "sibling-2 trained on v6's data and split (configs/tdn-catalysis2-sibling3.yaml, not "
      "shipped); model v6, five validation sets, caps up to 40 %"),
+    ("flag_calibration_v7.json",
+     "the sibling trained on; model v7, five validation sets, caps up to 15 %"),
+    ("flag_calibration_v7-balanced.json",
+     "the sibling trained on; model v7 (shipped card), five validation sets, caps up to 40 %"),
 )
 
 

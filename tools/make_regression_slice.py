@@ -25,9 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {
     "tdn-organic": "datasets/organic-gfn2",
-    # tdn-catalysis 2 (configs/tdn-catalysis2-v6.yaml): its coverage2 test systems, from the
-    # first 2,042 trajectories of datasets/catalysis2-sevennet0
-    "tdn-catalysis": "datasets/catalysis2-sevennet0-snap2042",
+    # tdn-catalysis 2 (configs/tdn-catalysis2-v7.yaml): its coverage2 test systems, from the
+    # first 2,497 trajectories of datasets/catalysis2-sevennet0
+    "tdn-catalysis": "datasets/catalysis2-sevennet0-snap2497",
+    # the previous one (configs/tdn-catalysis2-v6.yaml), first 2,042 trajectories
+    "tdn-catalysis-20261207-3": "datasets/catalysis2-sevennet0-snap2042",
     # the previous one (configs/tdn-catalysis2-v5.yaml), first 1,486 trajectories
     "tdn-catalysis-20261207-2": "datasets/catalysis2-sevennet0-snap1486",
     # the previous one (configs/tdn-catalysis2-v3.yaml), first 825 trajectories
