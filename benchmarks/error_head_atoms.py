@@ -4,11 +4,13 @@ saw, tell where its forces are wrong better than the committee partner does?
 
 Stage ``collect`` evaluates the model and its committee partner on every ``--stride``-th
 teacher relaxation frame (and the last) of the slab+adsorbate trajectories of ``--data``
-whose system is in none of the ``--exclude-split`` files (neither model trained on them and
-no flag benchmark evaluates them: by default the coverage2 trajectories built after v6's
-later5 split, and the quarter data set), and stores per free atom: the model's last-layer
-invariant features ``[C]``, its element, ``|F_teacher - F_model|`` and
-``|F_partner - F_model|`` (eV/Å), its system and frame (``.npz``, a run folder's file).
+whose system is in none of the ``--exclude-split`` files (neither model trained on them, and
+no flag benchmark had evaluated them when the study ran: by default the coverage2
+trajectories built after v6's later5 split, and the quarter data set; the "last" frame is the
+trajectory's last relaxation frame, the teacher's minimum where it converged), and stores
+per free atom: the model's last-layer invariant features ``[C]``, its element,
+``|F_teacher - F_model|`` and ``|F_partner - F_model|`` (eV/Å), its system and frame
+(``.npz``, a run folder's file).
 Stage ``fit`` regresses ``ln(error + 0.02)`` on the features and the element one-hot (ridge
 at each ``--alpha``, and a 64-64 MLP), cross-validated by system (5 folds), and reports how
 well each head, the partner, and head plus partner (sum of the two logs) rank the atoms, the
