@@ -58,3 +58,31 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = previous_hook
         _pending = False
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM are only recorded; when it ends, the previous
+    handlers are restored and each recorded signal is delivered to them (Ctrl-C or
+    :func:`sigterm_as_interrupt` then raise KeyboardInterrupt there).
+
+    For writes that must land together: a builder's trajectory frames and its metadata line,
+    which an interrupt between the two would leave as frames that no record describes.
+    Outside the main thread (where handlers cannot be set) the block runs unprotected.
+    """
+    received: list[int] = []
+
+    def record(signum, frame) -> None:
+        received.append(signum)
+
+    try:
+        previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(received):  # each signal once, in arrival order
+            signal.raise_signal(s)

@@ -40,3 +40,34 @@ def test_other_unraisable_errors_are_still_reported(monkeypatch):
     with sigterm_as_interrupt():
         Broken()
     assert [str(e) for e in seen] == ["boom in __del__"]
+
+
+def test_a_signal_inside_a_deferred_block_is_raised_when_the_block_ends():
+    from tdn_calc.interrupts import interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: Python's own SIGINT handler
+        with interrupts_deferred():
+            signal.raise_signal(signal.SIGINT)
+            done.append("first write")  # not cut off by the interrupt
+            done.append("second write")
+    assert done == ["first write", "second write"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_inside_a_deferred_block_reaches_sigterm_as_interrupt():
+    from tdn_calc.interrupts import interrupts_deferred
+
+    done = []
+    with sigterm_as_interrupt():
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                signal.raise_signal(signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)  # twice: delivered once
+                done.append("both writes")
+        assert done == ["both writes"]
+        with pytest.raises(KeyboardInterrupt):  # recorded for the job's next check as well
+            raise_if_interrupted()
+    with interrupts_deferred():  # nothing received: nothing raised
+        done.append("quiet")
+    assert done == ["both writes", "quiet"]

@@ -33,7 +33,7 @@ from ...data.frames import Frame, FrameKind
 from ...data.shards import ShardedWriter
 from ...errors import InputError
 from ...fileio import atomic_write
-from ...interrupts import raise_if_interrupted
+from ...interrupts import interrupts_deferred, raise_if_interrupted
 from ...slab import fixed_mask
 from ...teachers import canonical_teacher_name, get_teacher, teacher_reference_method
 from ..workers import worker_signals
@@ -240,9 +240,10 @@ def build_catalysis(
                 if isinstance(result, tuple):
                     summary.failures[result[0]] = result[1]
                 else:
-                    writer.append_trajectory(result.spec.label, result.frames,
-                                             spin=result.spin)
-                    _append_line(out / "trajectories.jsonl", result.metadata())
+                    with interrupts_deferred():  # frames and their record, both or neither
+                        writer.append_trajectory(result.spec.label, result.frames,
+                                                 spin=result.spin)
+                        _append_line(out / "trajectories.jsonl", result.metadata())
                     summary.written += 1
                     summary.frames += len(result.frames)
                     summary.teacher_calls += result.n_calls
