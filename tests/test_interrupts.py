@@ -46,13 +46,17 @@ def test_a_signal_inside_a_deferred_block_is_raised_when_the_block_ends():
     from tdn_calc.interrupts import interrupts_deferred
 
     done = []
-    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: Python's own SIGINT handler
-        with interrupts_deferred():
-            signal.raise_signal(signal.SIGINT)
-            done.append("first write")  # not cut off by the interrupt
-            done.append("second write")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a shell
+    try:  # (a pytest-xdist worker ignores SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                signal.raise_signal(signal.SIGINT)
+                done.append("first write")  # not cut off by the interrupt
+                done.append("second write")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert done == ["first write", "second write"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigterm_inside_a_deferred_block_reaches_sigterm_as_interrupt():
