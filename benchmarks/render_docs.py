@@ -60,6 +60,7 @@ MODEL_LABELS = {
                 "summary attached: same weights)",
     "adca724b": "tdn-catalysis 2 v7 (shipped as tdn-catalysis-20261207-4 with its training-set "
                 "summary attached: same weights)",
+    "ea09d642": "tdn-catalysis 2 v8 (candidate, not shipped)",
     "fbfdf61d": "tdn-catalysis 2 v5 (shipped as tdn-catalysis-20261207-2 with its training-set "
                 "summary attached: same weights)",
 }
