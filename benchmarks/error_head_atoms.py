@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from _common import write_json
 
+from tdn_calc.evaluation.flagging import auroc
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 FLOOR = 0.02  # eV/Å: the regression target is ln(error + FLOOR)
@@ -128,18 +130,6 @@ def collect(args: argparse.Namespace) -> int:
                             "stride": args.stride}))  # fmt: skip
     print(f"{out}: {n_frames} frames, {len(groups)} systems", file=sys.stderr)
     return 0
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); NaN when a class is empty."""
-    from scipy.stats import rankdata
-
-    pos = np.asarray(positive, bool)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def design(features: np.ndarray, z: np.ndarray, elements: list[int]) -> np.ndarray:
