@@ -81,27 +81,24 @@ def collect(args: argparse.Namespace) -> int:
     rows: dict[str, list[np.ndarray]] = {
         k: [] for k in ("features", "z", "error", "committee", "group", "frame", "last")
     }
-    groups: list[str] = []
+    group_of: dict[str, int] = {}  # system -> its index, in order of first appearance
     n_frames = 0
+    param = next(model.parameters())
+    collate = Collater(cutoff=max(model.cutoff, partner.cutoff), dtype=param.dtype,
+                       max_neighbors=model.config.max_neighbors)  # fmt: skip
     for data in args.data:
         dataset = H5Dataset(data)
         meta = read_metadata(data)
         present = set(dataset.identifiers)
         labels = [x for x in unseen_adsorbate_labels(data, excluded) if x in present]
         print(f"{data}: {len(labels)} unseen slab+adsorbate trajectories", file=sys.stderr)
-        param = next(model.parameters())
-        collate = Collater(cutoff=max(model.cutoff, partner.cutoff), dtype=param.dtype,
-                           max_neighbors=model.config.max_neighbors)  # fmt: skip
         for label in labels:
             idx = dataset.frames_of([label])
             idx = idx[dataset.frame_kind[idx] == FrameKind.RELAX]
             if idx.size == 0:
                 continue
             idx = np.unique(np.r_[idx[:: args.stride], idx[-1]])
-            system = system_of(label)
-            if system not in groups:
-                groups.append(system)
-            g = groups.index(system)
+            g = group_of.setdefault(system_of(label), len(group_of))
             fixed = set(meta[label].get("fixed_atoms") or [])
             for k in idx:
                 sample = dataset[int(k)]
@@ -124,11 +121,11 @@ def collect(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **{k: np.concatenate(v) for k, v in rows.items()},
-                        systems=np.array(groups), meta=json.dumps({
+                        systems=np.array(list(group_of)), meta=json.dumps({
                             "model": str(args.model), "partner": str(args.partner),
                             "data": list(args.data), "excluded_splits": list(args.exclude_split),
                             "stride": args.stride}))  # fmt: skip
-    print(f"{out}: {n_frames} frames, {len(groups)} systems", file=sys.stderr)
+    print(f"{out}: {n_frames} frames, {len(group_of)} systems", file=sys.stderr)
     return 0
 
 
